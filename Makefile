@@ -1,0 +1,54 @@
+# compute-agent: the two commands a newcomer needs are `make demo` and `make test`.
+# Both run `make setup` first, which is idempotent and takes seconds when done.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+IMAGES := vm-images/build/busybox-test/manifest.json
+PYTEST_ARGS ?=
+
+.PHONY: setup host venv images test lint unit integration e2e demo doctor clean
+
+setup: host venv images
+
+host:
+	@scripts/setup-host.sh
+
+# The venv is made from Debian's /usr/bin/python3 with system site packages, because the
+# guestfs binding exists only as Debian's python3-guestfs.
+venv: $(STAMPS)/venv
+$(STAMPS)/venv: pyproject.toml
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+images:
+	@/usr/bin/python3 vm-images/build.py
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	$(VENV)/bin/pytest -q tests/integration $(PYTEST_ARGS)
+
+e2e: setup
+	$(VENV)/bin/pytest -q tests/e2e $(PYTEST_ARGS)
+
+# The whole suite: lint, import contracts, then every tier in one pytest run.
+test: setup lint
+	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/python scripts/demo.py
+
+doctor: setup
+	$(VENV)/bin/compute-agent doctor
+
+clean:
+	rm -rf $(VENV) $(STAMPS) vm-images/build

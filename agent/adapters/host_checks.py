@@ -1,0 +1,109 @@
+"""The concrete checks behind `compute-agent doctor`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.adapters.guestfs_appliance import time_appliance_launch
+from agent.adapters.host_facts import read_host_facts
+from agent.adapters.image_catalog import ManifestImageCatalog
+from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
+from agent.adapters.qemu_img import QemuImgDisks
+from agent.config import Config
+from agent.errors import AgentError
+from agent.model.host import CheckResult, VirtDecision, decide_virt_type
+
+CAP_NET_ADMIN = 12
+
+
+def virt_decision(config: Config) -> VirtDecision:
+    return decide_virt_type(config.virt_type, read_host_facts())
+
+
+def check_libvirt(config: Config) -> CheckResult:
+    name = "libvirt"
+    hv = LibvirtHypervisor(config.libvirt_uri)
+    try:
+        version = hv.version()
+        count = len(hv.domain_uuids())
+    except AgentError as e:
+        return CheckResult(name=name, ok=False, detail=str(e),
+                           fix="start libvirtd (systemctl start libvirtd, or `libvirtd -d` "
+                               "after `virtlogd -d`), or set libvirt_uri")
+    finally:
+        hv.close()
+    return CheckResult(name=name, ok=True,
+                       detail=f"{config.libvirt_uri} reachable, libvirt {version}, {count} domains")
+
+
+def check_virt_type(config: Config) -> CheckResult:
+    d = virt_decision(config)
+    return CheckResult(name="virt type", ok=True, detail=f"{d.virt_type.value}: {d.reason}")
+
+
+def check_guestfs(config: Config) -> CheckResult:
+    name = "libguestfs"
+    try:
+        seconds = time_appliance_launch(virt_decision(config).virt_type)
+    except Exception as e:  # guestfs raises RuntimeError with the appliance's message
+        return CheckResult(name=name, ok=False, detail=f"appliance did not launch: {e}",
+                           fix="install libguestfs-tools and python3-guestfs; run "
+                               "`libguestfs-test-tool` for details")
+    return CheckResult(name=name, ok=True, detail=f"appliance launched in {seconds:.1f} s")
+
+
+def check_qemu_img(_config: Config) -> CheckResult:
+    try:
+        version = QemuImgDisks().version()
+    except AgentError as e:
+        return CheckResult(name="qemu-img", ok=False, detail=str(e), fix="apt-get install qemu-utils")
+    return CheckResult(name="qemu-img", ok=True, detail=version)
+
+
+def check_dnsmasq(_config: Config) -> CheckResult:
+    path = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists()
+                                       else None)
+    if not path:
+        return CheckResult(name="dnsmasq", ok=False, detail="not found",
+                           fix="apt-get install dnsmasq-base")
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10,
+                         check=False)
+    return CheckResult(name="dnsmasq", ok=out.returncode == 0,
+                       detail=(out.stdout.splitlines() or ["?"])[0])
+
+
+def check_net_admin(_config: Config) -> CheckResult:
+    cap_eff = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            cap_eff = int(line.split()[1], 16)
+    ok = bool(cap_eff & (1 << CAP_NET_ADMIN))
+    return CheckResult(name="CAP_NET_ADMIN", ok=ok,
+                       detail="held" if ok else "missing: cannot make bridges and taps",
+                       fix="run as root, or grant CAP_NET_ADMIN (AmbientCapabilities=)")
+
+
+def check_images(config: Config) -> CheckResult:
+    images = ManifestImageCatalog(*config.image_dirs).list()
+    dirs = ", ".join(str(d) for d in config.image_dirs)
+    missing = [i.name for i in images if not i.disk_file.exists()]
+    if not images or missing:
+        return CheckResult(name="images", ok=False,
+                           detail=f"no usable image in {dirs}" if not images
+                           else f"disk missing for {', '.join(missing)}",
+                           fix="build the test image (`make images`) or set image_dirs")
+    names = ", ".join(sorted(i.name for i in images))
+    return CheckResult(name="images", ok=True, detail=f"{len(images)} in {dirs}: {names}")
+
+
+def host_checks(config: Config, *, guestfs: bool = True) -> list[tuple[str, Callable[[], CheckResult]]]:
+    checks = [
+        ("libvirt", check_libvirt), ("virt type", check_virt_type),
+        ("libguestfs", check_guestfs), ("qemu-img", check_qemu_img),
+        ("dnsmasq", check_dnsmasq), ("CAP_NET_ADMIN", check_net_admin), ("images", check_images),
+    ]
+    return [(name, lambda c=check: c(config)) for name, check in checks
+            if guestfs or name != "libguestfs"]

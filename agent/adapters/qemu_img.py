@@ -1,0 +1,48 @@
+"""The Disks port on qemu-img: qcow2 overlays on cached base images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from agent.errors import DiskError
+
+_TIMEOUT_S = 120
+
+
+def _qemu_img(*args: str) -> str:
+    try:
+        done = subprocess.run(["qemu-img", *args], capture_output=True, text=True,
+                              timeout=_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise DiskError(f"qemu-img {args[0]}: {e}") from e
+    if done.returncode != 0:
+        raise DiskError(f"qemu-img {args[0]} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+class QemuImgDisks:
+    def create_overlay(self, base: Path, base_format: str, dest: Path, size_gib: int) -> None:
+        """A qcow2 overlay backed by `base`, grown to `size_gib` if that is larger than
+        the base (0 keeps the base's size). Written to a temp name and renamed, so a
+        crash never leaves a half-made disk under the final name."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        args = ["create", "-q", "-f", "qcow2", "-F", base_format, "-b", str(base), str(tmp)]
+        base_bytes = self.virtual_size(base)
+        if size_gib * 1024**3 > base_bytes:
+            args.append(f"{size_gib}G")
+        try:
+            _qemu_img(*args)
+            tmp.rename(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def virtual_size(self, path: Path) -> int:
+        info = json.loads(_qemu_img("info", "--output=json", "-U", str(path)))
+        return int(info["virtual-size"])
+
+    def version(self) -> str:
+        return _qemu_img("--version").splitlines()[0]

@@ -1,0 +1,70 @@
+"""Configuration: a TOML file, then COMPUTE_AGENT_* environment variables, then flags.
+
+`state_dir` puts everything the daemon writes (database, socket, guest disks, consoles)
+under one folder unless a path is set explicitly, which is what tests and demos use.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("/etc/compute-agent/agent.toml")
+ENV_PREFIX = "COMPUTE_AGENT_"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state_dir: Path = Path("/var/lib/compute-agent")
+    api_socket: Path | None = None  # default: /run/compute-agent/api.sock, or under state_dir
+    libvirt_uri: str = "qemu:///system"
+    virt_type: Literal["auto", "kvm", "qemu"] = "auto"
+    image_dirs: list[Path] = Field(default_factory=lambda: [Path("/var/lib/compute-agent/images")])
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.state_dir / "instances"
+
+    @property
+    def base_images_dir(self) -> Path:
+        return self.state_dir / "_base"
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in Config.model_fields:
+        value = environ.get(ENV_PREFIX + name.upper())
+        if value is None:
+            continue
+        out[name] = value.split(os.pathsep) if name == "image_dirs" else value
+    return out
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None,
+                environ: dict[str, str] | None = None) -> Config:
+    """Merge file < environment < overrides (flags). A missing default file is fine;
+    a missing file that was asked for is an error."""
+    data: dict[str, Any] = {}
+    file = path or DEFAULT_CONFIG_FILE
+    if file.exists():
+        try:
+            data.update(tomllib.loads(file.read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read config {file}: {e}") from e
+    elif path is not None:
+        raise ConfigError(f"config file {path} does not exist")
+    data.update(_from_env(dict(os.environ) if environ is None else environ))
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Config(**data)
+    except ValidationError as e:
+        raise ConfigError(f"invalid configuration: {e}") from e

@@ -1,0 +1,1 @@
+"""Workflows, jobs, the monitor and recovery. Talks to the outside only through ports."""

@@ -1,0 +1,43 @@
+"""Config precedence: file < environment < flags; bad values are clear errors."""
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.errors import ConfigError
+
+
+def test_file_then_env_then_overrides(tmp_path):
+    f = tmp_path / "agent.toml"
+    f.write_text('virt_type = "kvm"\nlibvirt_uri = "test:///default"\nlog_level = "debug"\n')
+    c = load_config(f, {"log_level": "error"}, environ={"COMPUTE_AGENT_VIRT_TYPE": "qemu"})
+    assert c.libvirt_uri == "test:///default"
+    assert c.virt_type == "qemu"
+    assert c.log_level == "error"
+
+
+def test_missing_default_file_gives_defaults(tmp_path, monkeypatch):
+    monkeypatch.setattr("agent.config.DEFAULT_CONFIG_FILE", tmp_path / "absent.toml")
+    c = load_config(environ={})
+    assert c.state_dir == Path("/var/lib/compute-agent")
+    assert c.virt_type == "auto"
+
+
+def test_explicit_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_unknown_key_and_bad_value_are_errors(tmp_path):
+    f = tmp_path / "agent.toml"
+    f.write_text('virt_typ = "kvm"\n')
+    with pytest.raises(ConfigError, match="virt_typ"):
+        load_config(f, environ={})
+    with pytest.raises(ConfigError, match="virt_type"):
+        load_config(None, {"virt_type": "xen"}, environ={})
+
+
+def test_image_dirs_from_env_split_on_pathsep():
+    c = load_config(None, environ={"COMPUTE_AGENT_IMAGE_DIRS": "/a:/b"})
+    assert c.image_dirs == [Path("/a"), Path("/b")]

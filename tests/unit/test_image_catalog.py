@@ -1,0 +1,47 @@
+"""Images come from manifests; paths are relative to the manifest; broken ones are skipped."""
+
+import json
+import uuid
+
+import pytest
+
+from agent.adapters.image_catalog import ManifestImageCatalog
+from agent.errors import ImageNotFound
+
+UUID = "0b9b6a0e-7c5e-4d43-9b2b-6e2f0c1a7e11"
+
+
+def write_manifest(folder, **extra):
+    folder.mkdir(parents=True)
+    data = {"uuid": UUID, "name": "busybox-test", "disk_file": "disk.qcow2",
+            "disk_format": "qcow2", "kernel": "vmlinuz", "initrd": "initrd.img",
+            "cmdline": "console=ttyS0", "min_disk": 1, "min_ram": 64,
+            "properties": {"os_type": "linux"}, "test_login": {"user": "root", "password": "x"},
+            **extra}
+    (folder / "manifest.json").write_text(json.dumps(data))
+
+
+def test_loads_manifest_with_paths_relative_to_it(tmp_path):
+    write_manifest(tmp_path / "busybox-test")
+    [image] = ManifestImageCatalog(tmp_path).list()
+    assert image.uuid == uuid.UUID(UUID)
+    assert image.disk_file == tmp_path / "busybox-test" / "disk.qcow2"
+    assert image.kernel == tmp_path / "busybox-test" / "vmlinuz"
+    assert image.properties == {"os_type": "linux"}
+    assert not hasattr(image, "test_login")
+
+
+def test_get_by_uuid_or_name_and_not_found(tmp_path):
+    write_manifest(tmp_path / "busybox-test")
+    catalog = ManifestImageCatalog(tmp_path)
+    assert catalog.get(UUID).name == "busybox-test"
+    assert catalog.get("busybox-test").uuid == uuid.UUID(UUID)
+    with pytest.raises(ImageNotFound):
+        catalog.get("nope")
+
+
+def test_broken_manifest_hides_only_itself(tmp_path):
+    write_manifest(tmp_path / "good")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{not json")
+    assert [i.name for i in ManifestImageCatalog(tmp_path).list()] == ["busybox-test"]
