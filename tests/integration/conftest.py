@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from agent.adapters.host_facts import read_host_facts
+from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
+from agent.model.host import VirtType, decide_virt_type
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def virt_type() -> VirtType:
+    return decide_virt_type("auto", read_host_facts()).virt_type
+
+
+@pytest.fixture
+def hypervisor() -> Iterator[LibvirtHypervisor]:
+    hv = LibvirtHypervisor("qemu:///system")
+    yield hv
+    hv.close()
+
+
+@pytest.fixture
+def created(hypervisor: LibvirtHypervisor) -> Iterator[list[uuid.UUID]]:
+    """Domains a test appends here are destroyed and undefined after it, pass or fail."""
+    uuids: list[uuid.UUID] = []
+    yield uuids
+    for u in uuids:
+        if u in hypervisor.domain_uuids():
+            hypervisor.destroy(u)
+            hypervisor.undefine(u)
