@@ -30,3 +30,15 @@ class ImageNotFound(AgentError):
 
 class ConfigError(AgentError):
     pass
+
+
+class ServerNotFound(AgentError):
+    pass
+
+
+class StaleServer(AgentError):
+    """A compare-and-set update found the server in another state than expected."""
+
+
+class StoreError(AgentError):
+    """The database could not be read or written (disk full, locked, corrupt)."""

@@ -1,0 +1,48 @@
+"""A server as the agent stores it. Secrets never live here: the admin password is
+only ever carried as a crypt hash inside a job's payload, and only until it is used."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.model.domain import PowerState
+from agent.model.states import Status, TaskState, VmState, status_of
+
+
+class Fault(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: int
+    message: str
+    created: datetime
+
+
+class Server(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    project_id: str
+    user_id: str
+    name: str
+    image_id: UUID
+    flavor_id: str
+    vm_state: VmState = VmState.BUILDING
+    task_state: TaskState | None = TaskState.SPAWNING
+    power_state: PowerState = PowerState.NOSTATE
+    progress: int = Field(default=0, ge=0, le=100)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    access_ipv4: str = ""
+    access_ipv6: str = ""
+    shutdown_terminate: bool = False
+    fault: Fault | None = None
+    created_at: datetime
+    updated_at: datetime
+    launched_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+    @property
+    def status(self) -> Status:
+        return status_of(self.vm_state, self.task_state)

@@ -1,0 +1,86 @@
+"""End-to-end fixtures: real guests from the test image, under libvirt, cleaned up after."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent.adapters.host_facts import read_host_facts
+from agent.adapters.image_catalog import load_manifest
+from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
+from agent.adapters.qemu_img import QemuImgDisks
+from agent.core.guest_layout import InstanceFiles, build_domain_spec
+from agent.errors import DomainNotFound
+from agent.model.domain import PowerState
+from agent.model.flavor import Flavor
+from agent.model.host import decide_virt_type
+from agent.model.image import Image
+from tests.conftest import IMAGES_DIR
+
+pytestmark = pytest.mark.e2e
+
+TEST_IMAGE = IMAGES_DIR / "busybox-test" / "manifest.json"
+TINY = Flavor(id="1", name="m1.tiny", vcpus=1, ram=256, disk=1)
+
+
+@dataclass
+class Guest:
+    uuid: uuid.UUID
+    files: InstanceFiles
+    image: Image
+    login: dict[str, str]
+
+
+def image_login() -> dict[str, str]:
+    return json.loads(TEST_IMAGE.read_text())["test_login"]
+
+
+def wait_power_state(hv: LibvirtHypervisor, u: uuid.UUID, want: PowerState, timeout: float) -> float:
+    """Poll libvirt until the domain reaches `want`; seconds waited. Bounded."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if hv.power_state(u) is want:
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise AssertionError(f"domain {u} not {want.name} after {timeout}s: {hv.power_state(u).name}")
+
+
+@pytest.fixture
+def hypervisor() -> Iterator[LibvirtHypervisor]:
+    hv = LibvirtHypervisor("qemu:///system")
+    yield hv
+    hv.close()
+
+
+@pytest.fixture
+def boot_guest(hypervisor: LibvirtHypervisor, guest_dir: Path) -> Iterator[Callable[[], Guest]]:
+    """Boot the test image through the adapters (overlay disk, domain XML, start).
+    Every guest booted is destroyed and undefined afterwards, pass or fail."""
+    booted: list[uuid.UUID] = []
+    virt_type = decide_virt_type("auto", read_host_facts()).virt_type
+
+    def boot() -> Guest:
+        image = load_manifest(TEST_IMAGE)
+        u = uuid.uuid4()
+        files = InstanceFiles(guest_dir, u)
+        files.dir.mkdir(mode=0o755)
+        QemuImgDisks().create_overlay(image.disk_file, image.disk_format, files.disk, TINY.disk)
+        hypervisor.define(build_domain_spec(u, image, TINY, files, virt_type,
+                                            metadata={"test": "e2e"}))
+        booted.append(u)
+        hypervisor.start(u)
+        return Guest(uuid=u, files=files, image=image, login=image_login())
+
+    yield boot
+    for u in booted:
+        try:
+            hypervisor.destroy(u)
+        except DomainNotFound:
+            pass
+        hypervisor.undefine(u)
