@@ -1,0 +1,95 @@
+"""The state database's schema, as ordered migration steps.
+
+`PRAGMA user_version` records how many steps a database has had. At open, the missing
+steps run in order, each in its own transaction together with the version bump, so a
+crash mid-migration leaves the database at the previous version, never in between.
+Append new steps at the end; never edit a step that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from agent.errors import StoreError
+
+# Datetimes are ISO-8601 UTC text with microseconds ("2024-05-01T12:00:00.000000+00:00"),
+# so text order is time order. UUIDs are lowercase hyphenated text: text order is
+# numeric order. metadata, fault and payload are JSON text.
+_V1 = (
+    """CREATE TABLE servers (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        flavor_id TEXT NOT NULL,
+        vm_state TEXT NOT NULL,
+        task_state TEXT,
+        power_state INTEGER NOT NULL,
+        progress INTEGER NOT NULL,
+        metadata TEXT NOT NULL,
+        access_ipv4 TEXT NOT NULL,
+        access_ipv6 TEXT NOT NULL,
+        shutdown_terminate INTEGER NOT NULL,
+        fault TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        launched_at TEXT,
+        deleted_at TEXT
+    )""",
+    "CREATE INDEX servers_project_created ON servers (project_id, created_at)",
+    "CREATE INDEX servers_created ON servers (created_at)",
+    "CREATE INDEX servers_updated ON servers (updated_at)",
+    """CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        server_id TEXT NOT NULL REFERENCES servers (id),
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        step TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        error TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX jobs_status_created ON jobs (status, created_at)",
+    "CREATE INDEX jobs_server ON jobs (server_id)",
+    """CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        server_id TEXT NOT NULL REFERENCES servers (id),
+        project_id TEXT NOT NULL,
+        old_status TEXT,
+        new_status TEXT NOT NULL,
+        power_state INTEGER NOT NULL,
+        cause TEXT NOT NULL,
+        at TEXT NOT NULL
+    )""",
+    "CREATE INDEX events_project_seq ON events (project_id, seq)",
+)
+
+# MIGRATIONS[i] takes a database from user_version i to i + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+LATEST_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, where: str) -> None:
+    """Bring the database up to LATEST_VERSION. The connection must be in autocommit
+    mode (isolation_level=None). Refuses a database newer than this code."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > LATEST_VERSION:
+        raise StoreError(
+            f"state database {where} has schema version {version}, but this compute-agent "
+            f"only knows up to version {LATEST_VERSION}: it was written by a newer release; "
+            "upgrade compute-agent (downgrading the database is not supported)")
+    for target in range(version + 1, LATEST_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[target - 1]:
+                conn.execute(statement)
+            # PRAGMA takes no parameters; target is an int from range(), not input.
+            conn.execute(f"PRAGMA user_version = {int(target)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise

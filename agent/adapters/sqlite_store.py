@@ -1,0 +1,328 @@
+"""The Store port on SQLite (WAL): servers, jobs and status events in one local file.
+
+One connection, guarded by a lock: the daemon calls the store from `asyncio.to_thread`
+workers, and SQLite serialises writers anyway, so a single connection is both simple and
+correct. Every public method is exactly one transaction (`BEGIN IMMEDIATE` for writers, so
+a writer takes the write lock up front and never fails half-way on a lock upgrade).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from agent.adapters.sqlite_schema import migrate
+from agent.errors import ServerNotFound, StaleServer, StoreError
+from agent.model.job import Job, JobStatus, StatusEvent
+from agent.model.server import Server
+from agent.model.states import VmState
+from agent.ports import ServerExpectation
+
+_BUSY_TIMEOUT_S = 5.0
+_SERVER_FIELDS = frozenset(Server.model_fields)
+_SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at"})
+_JOB_FIELDS = frozenset(Job.model_fields)
+_JOB_FIXED = frozenset({"id", "server_id", "kind", "created_at", "updated_at"})
+
+_INSERT_SERVER = """INSERT INTO servers (id, project_id, user_id, name, image_id, flavor_id,
+    vm_state, task_state, power_state, progress, metadata, access_ipv4, access_ipv6,
+    shutdown_terminate, fault, created_at, updated_at, launched_at, deleted_at)
+  VALUES (:id, :project_id, :user_id, :name, :image_id, :flavor_id, :vm_state, :task_state,
+    :power_state, :progress, :metadata, :access_ipv4, :access_ipv6, :shutdown_terminate,
+    :fault, :created_at, :updated_at, :launched_at, :deleted_at)"""
+_UPDATE_SERVER = """UPDATE servers SET user_id = :user_id, name = :name, image_id = :image_id,
+    flavor_id = :flavor_id, vm_state = :vm_state, task_state = :task_state,
+    power_state = :power_state, progress = :progress, metadata = :metadata,
+    access_ipv4 = :access_ipv4, access_ipv6 = :access_ipv6,
+    shutdown_terminate = :shutdown_terminate, fault = :fault, updated_at = :updated_at,
+    launched_at = :launched_at, deleted_at = :deleted_at
+  WHERE id = :id"""
+_INSERT_JOB = """INSERT INTO jobs (id, server_id, kind, status, step, payload, error, attempts,
+    created_at, updated_at)
+  VALUES (:id, :server_id, :kind, :status, :step, :payload, :error, :attempts, :created_at,
+    :updated_at)"""
+_UPDATE_JOB = """UPDATE jobs SET status = :status, step = :step, payload = :payload,
+    error = :error, attempts = :attempts, updated_at = :updated_at WHERE id = :id"""
+_INSERT_EVENT = """INSERT INTO events (server_id, project_id, old_status, new_status,
+    power_state, cause, at) VALUES (?, ?, ?, ?, ?, ?, ?)"""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(dt: datetime | None) -> str | None:
+    """Fixed-width ISO-8601 UTC text, so text order is time order."""
+    if dt is None:
+        return None
+    if dt.utcoffset() is None:
+        raise ValueError("naive datetime: the store keeps timezone-aware datetimes only")
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _server_params(s: Server) -> dict[str, Any]:
+    fault = None
+    if s.fault is not None:
+        fault = json.dumps({"code": s.fault.code, "message": s.fault.message,
+                            "created": _ts(s.fault.created)})
+    return {
+        "id": str(s.id), "project_id": s.project_id, "user_id": s.user_id, "name": s.name,
+        "image_id": str(s.image_id), "flavor_id": s.flavor_id, "vm_state": s.vm_state.value,
+        "task_state": s.task_state.value if s.task_state else None,
+        "power_state": int(s.power_state), "progress": s.progress,
+        "metadata": json.dumps(s.metadata, sort_keys=True), "access_ipv4": s.access_ipv4,
+        "access_ipv6": s.access_ipv6, "shutdown_terminate": int(s.shutdown_terminate),
+        "fault": fault, "created_at": _ts(s.created_at), "updated_at": _ts(s.updated_at),
+        "launched_at": _ts(s.launched_at), "deleted_at": _ts(s.deleted_at),
+    }
+
+
+def _row_server(row: sqlite3.Row) -> Server:
+    data = dict(row)
+    data["metadata"] = json.loads(data["metadata"])
+    data["fault"] = json.loads(data["fault"]) if data["fault"] else None
+    data["shutdown_terminate"] = bool(data["shutdown_terminate"])
+    return Server.model_validate(data)
+
+
+def _job_params(j: Job) -> dict[str, Any]:
+    try:
+        payload = json.dumps(j.payload, sort_keys=True)
+    except (TypeError, ValueError) as e:  # the message names no value, only the type
+        raise ValueError(f"job {j.id}: payload is not JSON-serialisable ({type(e).__name__})") from None
+    return {"id": str(j.id), "server_id": str(j.server_id), "kind": j.kind.value,
+            "status": j.status.value, "step": j.step, "payload": payload, "error": j.error,
+            "attempts": j.attempts, "created_at": _ts(j.created_at), "updated_at": _ts(j.updated_at)}
+
+
+def _row_job(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    data["payload"] = json.loads(data["payload"])
+    return Job.model_validate(data)
+
+
+def _check_change_keys(changes: dict[str, Any], known: frozenset[str], fixed: frozenset[str],
+                      what: str) -> None:
+    """ValueError for a field the model does not have, or one the store owns."""
+    if unknown := sorted(set(changes) - known):
+        raise ValueError(f"unknown {what} field(s): {', '.join(unknown)}")
+    if fixed_ := sorted(set(changes) & fixed):
+        raise ValueError(f"{what} field(s) cannot be changed: {', '.join(fixed_)}")
+
+
+def _check_expect(current: Server, expect: ServerExpectation | None) -> None:
+    """StaleServer unless the server is in the expected vm_state/task_state."""
+    if expect is None:
+        return
+    if (current.vm_state, current.task_state) != (expect.vm_state, expect.task_state):
+        raise StaleServer(
+            f"server {current.id} is vm_state={current.vm_state}, task_state={current.task_state}"
+            f" (expected vm_state={expect.vm_state}, task_state={expect.task_state})")
+
+
+def _apply_server_changes(current: Server, changes: dict[str, Any], now: datetime) -> Server:
+    """The server with `changes` applied (validated), updated_at=now and, when it has just
+    become deleted, deleted_at=now unless given."""
+    new = Server.model_validate({**current.model_dump(), **changes, "updated_at": now})
+    if new.vm_state is VmState.DELETED and new.deleted_at is None:
+        new = new.model_copy(update={"deleted_at": now})
+    return new
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Create the file ourselves with 0600 (job payloads may hold secrets) before
+            # SQLite does; its -wal and -shm files copy the database file's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            if self.path.stat().st_mode & 0o077:
+                self.path.chmod(0o600)
+        except OSError as e:
+            raise StoreError(f"cannot create state database {self.path}: {e.strerror}") from e
+        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"state database {self.path}: cannot use WAL (journal_mode={mode})")
+            # FULL, not NORMAL: with WAL, NORMAL can lose the last commits on power loss.
+            # The API answers 202 only after a job is committed ("durable first"), so a
+            # commit must survive a power cut; the cost is one fsync of the WAL per commit.
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate(conn, str(self.path))
+        except sqlite3.Error as e:
+            conn.close()
+            raise StoreError(f"cannot open state database {self.path}: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def _tx(self, what: str, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """One transaction; rolled back on any error. sqlite3 errors become StoreError:
+        SQLite's messages name tables and columns, never bound values (payloads)."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError("state database is closed")
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as e:
+                if conn.in_transaction:
+                    # A failed ROLLBACK means SQLite already rolled back (e.g. SQLITE_FULL).
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):
+                    code = getattr(e, "sqlite_errorname", "")
+                    raise StoreError(f"state database: {what} failed: {e}"
+                                     + (f" ({code})" if code else "")) from e
+                raise
+
+    @staticmethod
+    def _load(conn: sqlite3.Connection, server_id: UUID) -> Server:
+        row = conn.execute("SELECT * FROM servers WHERE id = ?", (str(server_id),)).fetchone()
+        if row is None:
+            raise ServerNotFound(f"server {server_id} not found")
+        return _row_server(row)
+
+    def _append_event(self, conn: sqlite3.Connection, server: Server, old_status: str | None,
+                      cause: str, at: datetime) -> None:
+        conn.execute(_INSERT_EVENT, (str(server.id), server.project_id, old_status,
+                                     server.status.value, int(server.power_state), cause, _ts(at)))
+
+    def _change(self, conn: sqlite3.Connection, current: Server, changes: dict[str, Any],
+                cause: str) -> Server:
+        now = _now()
+        new = _apply_server_changes(current, changes, now)
+        conn.execute(_UPDATE_SERVER, _server_params(new))
+        if new.status != current.status:
+            self._append_event(conn, new, current.status.value, cause, now)
+        return self._load(conn, current.id)  # as stored: datetimes in UTC
+
+    # -- servers --------------------------------------------------------------------------
+
+    def create_server(self, server: Server, job: Job) -> None:
+        if job.server_id != server.id:
+            raise ValueError(f"job {job.id} is for server {job.server_id}, not {server.id}")
+        params, job_params = _server_params(server), _job_params(job)
+        with self._tx("create server", write=True) as conn:
+            conn.execute(_INSERT_SERVER, params)
+            conn.execute(_INSERT_JOB, job_params)
+            self._append_event(conn, server, None, "create", _now())
+
+    def get_server(self, server_id: UUID, project_id: str | None = None) -> Server | None:
+        with self._tx("get server", write=False) as conn:
+            row = conn.execute("SELECT * FROM servers WHERE id = ?", (str(server_id),)).fetchone()
+        if row is None or (project_id is not None and row["project_id"] != project_id):
+            return None
+        return _row_server(row)
+
+    def list_servers(self, project_id: str | None = None, *, changes_since: datetime | None = None,
+                     include_deleted: bool = False) -> list[Server]:
+        where, params = [], []
+        if project_id is not None:
+            where.append("project_id = ?")
+            params.append(project_id)
+        if changes_since is not None:
+            where.append("updated_at >= ?")
+            params.append(_ts(changes_since))
+        elif not include_deleted:
+            where.append("vm_state != 'deleted'")
+        sql = "SELECT * FROM servers"
+        if where:
+            sql += " WHERE " + " AND ".join(where)  # fixed fragments; values are bound
+        sql += " ORDER BY created_at DESC, id DESC"
+        with self._tx("list servers", write=False) as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [_row_server(r) for r in rows]
+
+    def count_servers(self, project_id: str | None = None) -> int:
+        with self._tx("count servers", write=False) as conn:
+            if project_id is None:
+                row = conn.execute("SELECT COUNT(*) FROM servers WHERE vm_state != 'deleted'")
+            else:
+                row = conn.execute("SELECT COUNT(*) FROM servers WHERE vm_state != 'deleted'"
+                                   " AND project_id = ?", (project_id,))
+            return int(row.fetchone()[0])
+
+    def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
+                      expect: ServerExpectation | None = None) -> Server:
+        _check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
+        with self._tx("update server", write=True) as conn:
+            current = self._load(conn, server_id)
+            _check_expect(current, expect)
+            return self._change(conn, current, changes, cause)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def add_job(self, job: Job, server_changes: dict[str, Any] | None = None, *,
+                cause: str = "", expect: ServerExpectation | None = None) -> Server:
+        _check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
+        job_params = _job_params(job)
+        with self._tx("add job", write=True) as conn:
+            current = self._load(conn, job.server_id)
+            _check_expect(current, expect)
+            conn.execute(_INSERT_JOB, job_params)
+            if server_changes:
+                current = self._change(conn, current, server_changes, cause)
+            return current
+
+    def get_job(self, job_id: UUID) -> Job | None:
+        with self._tx("get job", write=False) as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
+        return _row_job(row) if row is not None else None
+
+    def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
+        _check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
+        with self._tx("update job", write=True) as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
+            if row is None:
+                raise StoreError(f"job {job_id} not found")
+            new = Job.model_validate({**_row_job(row).model_dump(), **changes, "updated_at": _now()})
+            conn.execute(_UPDATE_JOB, _job_params(new))
+            return _row_job(conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone())
+
+    def unfinished_jobs(self) -> list[Job]:
+        with self._tx("list unfinished jobs", write=False) as conn:
+            rows = conn.execute("SELECT * FROM jobs WHERE status IN (?, ?) ORDER BY created_at, rowid",
+                                (JobStatus.QUEUED.value, JobStatus.RUNNING.value)).fetchall()
+        return [_row_job(r) for r in rows]
+
+    # -- events ---------------------------------------------------------------------------
+
+    def events_since(self, seq: int, project_id: str | None = None,
+                     limit: int = 1000) -> list[StatusEvent]:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        with self._tx("read events", write=False) as conn:
+            if project_id is None:
+                rows = conn.execute("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (seq, limit)).fetchall()
+            else:
+                rows = conn.execute("SELECT * FROM events WHERE seq > ? AND project_id = ?"
+                                    " ORDER BY seq LIMIT ?", (seq, project_id, limit)).fetchall()
+        return [StatusEvent.model_validate(dict(r)) for r in rows]
