@@ -8,11 +8,15 @@ class AgentError(Exception):
     carries a secret (adminPass, file contents, tokens)."""
 
 
+class NotFound(AgentError):
+    """Something named by the request does not exist (or is not the caller's) (-> 404)."""
+
+
 class HypervisorError(AgentError):
     """libvirt refused or failed an operation."""
 
 
-class DomainNotFound(HypervisorError):
+class DomainNotFound(HypervisorError):  # an adapter-level fact, not a 404
     pass
 
 
@@ -24,7 +28,7 @@ class DiskError(AgentError):
     """qemu-img (or the disk layout) failed."""
 
 
-class ImageNotFound(AgentError):
+class ImageNotFound(NotFound):
     pass
 
 
@@ -32,7 +36,7 @@ class ConfigError(AgentError):
     pass
 
 
-class ServerNotFound(AgentError):
+class ServerNotFound(NotFound):
     pass
 
 
@@ -42,3 +46,27 @@ class StaleServer(AgentError):
 
 class StoreError(AgentError):
     """The database could not be read or written (disk full, locked, corrupt)."""
+
+
+class FlavorNotFound(NotFound):
+    pass
+
+
+class MetadataItemNotFound(NotFound):
+    pass
+
+
+class InvalidInput(AgentError):
+    """Bad input (-> 400). `field` names the offending field of the request."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class QuotaExceeded(AgentError):
+    """A per-project limit would be exceeded (-> 403, as Nova answers quota errors)."""
+
+
+class OverLimit(AgentError):
+    """A request is larger than the agent accepts (-> 413)."""

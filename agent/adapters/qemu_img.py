@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -46,3 +47,22 @@ class QemuImgDisks:
 
     def version(self) -> str:
         return _qemu_img("--version").splitlines()[0]
+
+    def cache_base(self, source: Path, dest: Path) -> None:
+        if dest.exists():
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        try:
+            shutil.copyfile(source, tmp)
+            tmp.chmod(0o644)
+            tmp.rename(dest)
+        except OSError as e:
+            raise DiskError(f"cannot cache base image {source.name}: {e.strerror}") from e
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def remove_tree(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            raise DiskError(f"could not remove {path}")

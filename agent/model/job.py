@@ -21,6 +21,7 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # interrupted by a later job (a delete during a build)
 
 
 class Job(BaseModel):

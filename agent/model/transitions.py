@@ -16,7 +16,8 @@ from agent.model.states import Status, TaskState, VmState, status_of
 
 class Action(StrEnum):
     DELETE = "delete"
-    UPDATE = "update"  # PUT /servers/{id} and metadata: no task, any settled state
+    UPDATE = "update"  # PUT /servers/{id}: name and access addresses, any time
+    METADATA = "metadata"  # metadata changes, as Nova: settled states, no task in flight
     REBOOT_SOFT = "reboot_soft"
     REBOOT_HARD = "reboot_hard"
     STOP = "os-stop"
@@ -50,6 +51,7 @@ _LIVE = {VmState.ACTIVE, VmState.STOPPED, VmState.SUSPENDED, VmState.RESCUED, Vm
 RULES: dict[Action, Rule] = {
     Action.DELETE: _rule(_LIVE, TaskState.DELETING, interrupts=True),
     Action.UPDATE: _rule(_LIVE, None, interrupts=True),
+    Action.METADATA: _rule({VmState.ACTIVE, VmState.STOPPED, VmState.SUSPENDED}, None),
     Action.REBOOT_SOFT: _rule({VmState.ACTIVE}, TaskState.REBOOTING),
     Action.REBOOT_HARD: _rule({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR},
                               TaskState.REBOOTING_HARD),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -79,8 +80,6 @@ def boot_guest(hypervisor: LibvirtHypervisor, guest_dir: Path) -> Iterator[Calla
 
     yield boot
     for u in booted:
-        try:
+        with contextlib.suppress(DomainNotFound):
             hypervisor.destroy(u)
-        except DomainNotFound:
-            pass
         hypervisor.undefine(u)

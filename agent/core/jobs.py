@@ -1,0 +1,134 @@
+"""The job runner: one job per server at a time, in order, resumed after a restart.
+
+A kick only names a server (as in kubevirt's virt-handler): the runner then reads that
+server's unfinished jobs from the store and runs them one by one. The store, not the
+kick, is the truth, so a lost kick or a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Protocol
+from uuid import UUID
+
+import structlog
+
+from agent.core.workflows.base import Interrupted, WorkflowDeps
+from agent.errors import AgentError
+from agent.model.job import Job, JobKind, JobStatus
+from agent.model.states import TaskState, VmState
+
+log = structlog.get_logger("agent.jobs")
+
+# A job that was running this many times without finishing (the daemon died under it
+# each time) is failed instead of being tried again, so a poison job cannot crash-loop.
+MAX_ATTEMPTS = 3
+
+
+class Workflow(Protocol):
+    async def run(self, job: Job) -> None: ...
+
+
+def safe_message(error: BaseException) -> str:
+    """A message fit for a fault: our own errors and timeouts say what happened; anything
+    else only names its type (its text could carry internals)."""
+    if isinstance(error, AgentError | TimeoutError):
+        return str(error)
+    return f"internal error ({type(error).__name__})"
+
+
+class JobRunner:
+    def __init__(self, deps: WorkflowDeps, workflows: Mapping[JobKind, Workflow]) -> None:
+        self.deps = deps
+        self.store = deps.store
+        self.workflows = workflows
+        self._active: dict[UUID, asyncio.Task[None]] = {}
+        self._closing = False
+
+    @property
+    def busy(self) -> int:
+        return len(self._active)
+
+    def kick(self, server_id: UUID) -> None:
+        """Make sure the server's unfinished jobs are being worked on. Loop thread only."""
+        if self._closing or server_id in self._active:
+            return  # a running drain re-reads the store after each job
+        task = asyncio.get_running_loop().create_task(self._drain(server_id))
+        self._active[server_id] = task
+
+    def resume_all(self) -> int:
+        """Kick every server that has unfinished jobs (at start-up); how many."""
+        ids = {job.server_id for job in self.store.unfinished_jobs()}
+        for server_id in ids:
+            self.kick(server_id)
+        return len(ids)
+
+    async def idle(self) -> None:
+        """Wait until no job is running (tests and the demo use it)."""
+        while self._active:
+            await asyncio.gather(*self._active.values(), return_exceptions=True)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking jobs; running ones are cancelled at their next await and stay
+        'running' in the store, to be resumed from their checkpoint on the next start."""
+        self._closing = True
+        tasks = list(self._active.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def _drain(self, server_id: UUID) -> None:
+        try:
+            while not self._closing:
+                jobs = [j for j in self.store.unfinished_jobs() if j.server_id == server_id]
+                if not jobs:
+                    return
+                await self._run(jobs[0])
+        finally:
+            self._active.pop(server_id, None)
+
+    async def _run(self, job: Job) -> None:
+        bound = log.bind(job_id=str(job.id), server_id=str(job.server_id), kind=job.kind.value)
+        if job.attempts >= MAX_ATTEMPTS:
+            bound.error("job.abandoned", attempts=job.attempts, step=job.step)
+            await self._fail(job, RuntimeError(f"abandoned after {job.attempts} attempts"))
+            return
+        job = self.store.update_job(job.id, {"status": JobStatus.RUNNING,
+                                             "attempts": job.attempts + 1})
+        bound.info("job.started", step=job.step or "-", attempt=job.attempts)
+        try:
+            await self.workflows[job.kind].run(job)
+        except Interrupted as e:
+            bound.info("job.interrupted", reason=str(e))
+            self.store.update_job(job.id, {"status": JobStatus.CANCELLED,
+                                           "error": "interrupted by a later request",
+                                           "payload": {}})
+            return
+        except asyncio.CancelledError:
+            bound.info("job.paused", reason="agent stopping")
+            raise
+        except Exception as e:  # any failure ends in a fault, never a stuck server
+            bound.error("job.failed", error=safe_message(e), exc_type=type(e).__name__)
+            await self._fail(job, e)
+            return
+        self.store.update_job(job.id, {"status": JobStatus.SUCCEEDED, "payload": {}})
+        bound.info("job.succeeded")
+
+    async def _fail(self, job: Job, error: BaseException) -> None:
+        message = safe_message(error)
+        server = self.deps.current(job)
+        own_task = {JobKind.CREATE: TaskState.SPAWNING, JobKind.DELETE: TaskState.DELETING}
+        if server.task_state is own_task[job.kind]:
+            if job.kind is JobKind.CREATE:
+                try:  # leave nothing half-made behind
+                    await self.deps.tear_down_guest(job.server_id)
+                except Exception as e:
+                    log.error("job.cleanup_failed", server_id=str(job.server_id),
+                              error=safe_message(e))
+            self.store.update_server(job.server_id, {
+                "vm_state": VmState.ERROR, "task_state": None,
+                "fault": self.deps.fault(500, message)}, cause=f"{job.kind.value} failed")
+        self.store.update_job(job.id, {"status": JobStatus.FAILED, "error": message,
+                                       "payload": {}})

@@ -1,0 +1,205 @@
+"""Server operations the API offers: every change is committed (server and job in one
+transaction) before the caller answers, then the job runner is told to look."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from uuid import UUID
+
+from agent.core.flavors import FlavorCatalog
+from agent.core.sha512_crypt import sha512_crypt
+from agent.core.validation import (
+    check_access_ip,
+    check_metadata_items,
+    check_metadata_quota,
+    check_name,
+    compile_name_filter,
+    ref_id,
+)
+from agent.errors import (
+    FlavorNotFound,
+    ImageNotFound,
+    InvalidInput,
+    MetadataItemNotFound,
+    QuotaExceeded,
+    ServerNotFound,
+)
+from agent.model.job import Job, JobKind
+from agent.model.passwords import PasswordPolicy, generate_password
+from agent.model.requests import CreateServer, Limits, RequestContext, ServerQuery
+from agent.model.server import Server
+from agent.model.transitions import Action, check_action
+from agent.ports import ImageCatalog, ServerExpectation, Store
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def expect(server: Server) -> ServerExpectation:
+    return ServerExpectation(vm_state=server.vm_state, task_state=server.task_state)
+
+
+class ServerService:
+    def __init__(self, store: Store, images: ImageCatalog, flavors: FlavorCatalog,
+                 limits: Limits, password_policy: PasswordPolicy,
+                 kick: Callable[[UUID], None], now: Clock = utcnow, max_page: int = 1000) -> None:
+        self.store = store
+        self.images = images
+        self.flavors = flavors
+        self.limits = limits
+        self.password_policy = password_policy
+        self.kick = kick
+        self.now = now
+        self.max_page = max_page
+
+    # -- reads ------------------------------------------------------------------------
+    def get(self, ctx: RequestContext, server_id: UUID) -> Server:
+        server = self.store.get_server(server_id, None if ctx.is_admin else ctx.project_id)
+        if server is None:
+            raise ServerNotFound(f"Instance {server_id} could not be found.")
+        return server
+
+    def get_live(self, ctx: RequestContext, server_id: UUID) -> Server:
+        """A server that is not deleted: deleted ones are gone for every action."""
+        server = self.get(ctx, server_id)
+        if server.deleted_at is not None:
+            raise ServerNotFound(f"Instance {server_id} could not be found.")
+        return server
+
+    def list(self, ctx: RequestContext, query: ServerQuery) -> tuple[list[Server], bool]:
+        """Servers matching the query, one page; True when another page follows."""
+        servers = self.store.list_servers(None if ctx.is_admin else ctx.project_id,
+                                          changes_since=query.changes_since)
+        if query.image:
+            servers = [s for s in servers if str(s.image_id) == ref_id(query.image)]
+        if query.flavor:
+            servers = [s for s in servers if s.flavor_id == ref_id(query.flavor)]
+        if query.name:
+            pattern = compile_name_filter(query.name)
+            servers = [s for s in servers if pattern.search(s.name)]
+        if query.status:
+            servers = [s for s in servers if s.status is query.status]
+        if query.marker is not None:
+            ids = [s.id for s in servers]
+            if query.marker not in ids:
+                raise InvalidInput(f"marker [{query.marker}] not found", "marker")
+            servers = servers[ids.index(query.marker) + 1:]
+        limit = min(query.limit if query.limit is not None else self.max_page, self.max_page)
+        return servers[:limit], len(servers) > limit
+
+    # -- create -----------------------------------------------------------------------
+    def create(self, ctx: RequestContext, req: CreateServer) -> tuple[Server, str]:
+        """Commit a new server and its create job; the admin password to return once."""
+        name = check_name(req.name)
+        try:
+            image = self.images.get(ref_id(req.image_ref))
+        except ImageNotFound:
+            raise InvalidInput("Can not find requested image", "imageRef") from None
+        try:
+            flavor = self.flavors.get(ref_id(req.flavor_ref))
+        except FlavorNotFound as e:
+            raise InvalidInput(str(e), "flavorRef") from None
+        if flavor.disk and image.min_disk > flavor.disk:
+            raise InvalidInput("Flavor's disk is too small for requested image.", "flavorRef")
+        if image.min_ram > flavor.ram:
+            raise InvalidInput("Flavor's memory is too small for requested image.", "flavorRef")
+        check_metadata_items(req.metadata)
+        check_metadata_quota(len(req.metadata), self.limits)
+        if len(req.personality) > self.limits.max_personality:
+            raise QuotaExceeded(f"Personality file limit exceeded: {len(req.personality)} files, "
+                                f"limit is {self.limits.max_personality} (maxPersonality)")
+        if req.personality:
+            raise InvalidInput("Personality injection is not available on this host yet",
+                               "personality")
+        ipv4 = check_access_ip(req.access_ipv4, 4)
+        ipv6 = check_access_ip(req.access_ipv6, 6)
+        self._check_quota(ctx, flavor.vcpus, flavor.ram)
+
+        password = req.admin_pass.get_secret_value() if req.admin_pass else None
+        payload: dict[str, object] = {}
+        if password is None:
+            password = generate_password(self.password_policy)
+        violations = self.password_policy.violations(password)
+        if violations:
+            # The spec: the server may go to ERROR when the password does not meet the
+            # policy, and changePassword resets it. So accept, build, and fault it.
+            payload["password_violations"] = violations
+        else:
+            payload["admin_pass_hash"] = sha512_crypt(password)
+
+        now = self.now()
+        server = Server(id=uuid.uuid4(), project_id=ctx.project_id, user_id=ctx.user_id,
+                        name=name, image_id=image.uuid, flavor_id=flavor.id,
+                        metadata=dict(req.metadata), access_ipv4=ipv4, access_ipv6=ipv6,
+                        shutdown_terminate=req.shutdown_terminate, created_at=now, updated_at=now)
+        job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE, payload=payload,
+                  created_at=now, updated_at=now)
+        self.store.create_server(server, job)
+        self.kick(server.id)
+        return server, password
+
+    def _check_quota(self, ctx: RequestContext, vcpus: int, ram: int) -> None:
+        live = self.store.list_servers(ctx.project_id)
+        if len(live) + 1 > self.limits.max_total_instances:
+            raise QuotaExceeded(f"Quota exceeded for instances: Requested 1, but already used "
+                                f"{len(live)} of {self.limits.max_total_instances} instances")
+        flavors = {f.id: f for f in self.flavors.list()}
+        cores = sum(flavors[s.flavor_id].vcpus for s in live if s.flavor_id in flavors)
+        ram_used = sum(flavors[s.flavor_id].ram for s in live if s.flavor_id in flavors)
+        if cores + vcpus > self.limits.max_total_cores:
+            raise QuotaExceeded(f"Quota exceeded for cores: Requested {vcpus}, but already used "
+                                f"{cores} of {self.limits.max_total_cores} cores")
+        if ram_used + ram > self.limits.max_total_ram:
+            raise QuotaExceeded(f"Quota exceeded for ram: Requested {ram}, but already used "
+                                f"{ram_used} of {self.limits.max_total_ram} ram")
+
+    # -- update and delete --------------------------------------------------------------
+    def update(self, ctx: RequestContext, server_id: UUID, *, name: str | None = None,
+               access_ipv4: str | None = None, access_ipv6: str | None = None) -> Server:
+        server = self.get_live(ctx, server_id)
+        check_action(Action.UPDATE, server.vm_state, server.task_state)
+        changes: dict[str, object] = {}
+        if name is not None:
+            changes["name"] = check_name(name)
+        if access_ipv4 is not None:
+            changes["access_ipv4"] = check_access_ip(access_ipv4, 4)
+        if access_ipv6 is not None:
+            changes["access_ipv6"] = check_access_ip(access_ipv6, 6)
+        return self.store.update_server(server.id, changes, cause="update")
+
+    def delete(self, ctx: RequestContext, server_id: UUID) -> None:
+        server = self.get_live(ctx, server_id)
+        task = check_action(Action.DELETE, server.vm_state, server.task_state)
+        now = self.now()
+        job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.DELETE, created_at=now,
+                  updated_at=now)
+        self.store.add_job(job, {"task_state": task}, cause="delete requested",
+                           expect=expect(server))
+        self.kick(server.id)
+
+    # -- metadata -------------------------------------------------------------------------
+    def set_metadata(self, ctx: RequestContext, server_id: UUID, items: dict[str, str], *,
+                     replace: bool) -> dict[str, str]:
+        """Merge (POST) or replace (PUT) the server's metadata; the result is returned."""
+        server = self.get_live(ctx, server_id)
+        check_action(Action.METADATA, server.vm_state, server.task_state)
+        check_metadata_items(items)
+        merged = dict(items) if replace else {**server.metadata, **items}
+        check_metadata_quota(len(merged), self.limits)
+        updated = self.store.update_server(server.id, {"metadata": merged}, cause="metadata",
+                                           expect=expect(server))
+        return updated.metadata
+
+    def delete_metadata_item(self, ctx: RequestContext, server_id: UUID, key: str) -> None:
+        server = self.get_live(ctx, server_id)
+        check_action(Action.METADATA, server.vm_state, server.task_state)
+        if key not in server.metadata:
+            raise MetadataItemNotFound(f"Metadata item was not found: {key[:255]}")
+        rest = {k: v for k, v in server.metadata.items() if k != key}
+        self.store.update_server(server.id, {"metadata": rest}, cause="metadata",
+                                 expect=expect(server))

@@ -1,0 +1,73 @@
+"""Checks of request values that any caller (API, CLI) gets. Shapes and types are the
+API schema's job; these are the rules of the spec and of the configured limits."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from agent.errors import InvalidInput, QuotaExceeded
+from agent.model.requests import Limits
+
+MAX_META_BYTES = 255
+
+
+def check_name(name: str, field: str = "name") -> str:
+    if not name or not name.strip():
+        raise InvalidInput(f"Invalid input for field '{field}': must not be empty", field)
+    if name != name.strip():
+        raise InvalidInput(f"Invalid input for field '{field}': no leading or trailing "
+                           "whitespace", field)
+    if len(name) > 255:
+        raise InvalidInput(f"Invalid input for field '{field}': at most 255 characters", field)
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidInput(f"Invalid input for field '{field}': control characters", field)
+    return name
+
+
+def check_access_ip(value: str, version: int) -> str:
+    field = f"accessIPv{version}"
+    if value == "":
+        return ""
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidInput(f"Invalid input for field '{field}': '{value}' is not an IPv{version} "
+                           "address", field) from None
+    if addr.version != version:
+        raise InvalidInput(f"Invalid input for field '{field}': '{value}' is not an IPv{version} "
+                           "address", field)
+    return str(addr) if version == 4 else value
+
+
+def check_metadata_items(items: dict[str, str], field: str = "metadata") -> None:
+    """Keys and values at most 255 bytes (UTF-8), keys not empty."""
+    for key, value in items.items():
+        if not key:
+            raise InvalidInput(f"Invalid input for field '{field}': metadata key must not be "
+                               "empty", field)
+        if len(key.encode()) > MAX_META_BYTES:
+            raise InvalidInput(f"Invalid input for field '{field}': metadata key is longer than "
+                               f"{MAX_META_BYTES} bytes", field)
+        if len(value.encode()) > MAX_META_BYTES:
+            raise InvalidInput(f"Invalid input for field '{field}': value of metadata key "
+                               f"'{key[:50]}' is longer than {MAX_META_BYTES} bytes", field)
+
+
+def check_metadata_quota(total: int, limits: Limits) -> None:
+    if total > limits.max_server_meta:
+        raise QuotaExceeded(f"Quota exceeded for metadata_items: {total} requested, "
+                            f"limit is {limits.max_server_meta} (maxServerMeta)")
+
+
+def compile_name_filter(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise InvalidInput(f"Invalid input for query parameter 'name': not a valid regular "
+                           f"expression ({e})", "name") from None
+
+
+def ref_id(ref: str) -> str:
+    """imageRef/flavorRef may be an id or a URL ending in the id (older clients)."""
+    return ref.rstrip("/").rsplit("/", 1)[-1]

@@ -1,0 +1,1 @@
+"""Job workflows: each turns one job into hypervisor and disk changes, step by step."""

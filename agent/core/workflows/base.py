@@ -1,0 +1,78 @@
+"""What every workflow shares: the ports it acts through and how it checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from agent.core.flavors import FlavorCatalog
+from agent.core.guest_layout import InstanceFiles
+from agent.errors import DomainNotFound
+from agent.model.host import VirtType
+from agent.model.job import Job
+from agent.model.server import Fault, Server
+from agent.model.states import TaskState
+from agent.ports import Disks, Hypervisor, ImageCatalog, Store
+
+# Called after each checkpoint is committed; tests use it to kill the daemon there.
+CheckpointHook = Callable[[Job, str], None]
+
+
+class Interrupted(Exception):
+    """A later job (a delete) took the server over: stop without touching it further."""
+
+
+@dataclass
+class WorkflowDeps:
+    store: Store
+    hypervisor: Hypervisor
+    disks: Disks
+    images: ImageCatalog
+    flavors: FlavorCatalog
+    instances_dir: Path
+    base_dir: Path
+    virt_type: VirtType
+    on_checkpoint: CheckpointHook = field(default=lambda job, step: None)
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def fault(self, code: int, message: str) -> Fault:
+        return Fault(code=code, message=message, created=self.now())
+
+    def files(self, server_id: UUID) -> InstanceFiles:
+        return InstanceFiles(self.instances_dir, server_id)
+
+    async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Adapters block (libvirt, qemu-img, guestfs): run them off the event loop."""
+        return await asyncio.to_thread(fn, *args)
+
+    def checkpoint(self, job: Job, step: str, server_changes: dict[str, Any] | None = None,
+                   cause: str = "") -> Job:
+        if server_changes:
+            self.store.update_server(job.server_id, server_changes, cause=cause or step)
+        job = self.store.update_job(job.id, {"step": step})
+        self.on_checkpoint(job, step)
+        return job
+
+    def current(self, job: Job) -> Server:
+        server = self.store.get_server(job.server_id)
+        assert server is not None, f"job {job.id} for a server that does not exist"
+        return server
+
+    def ensure_not_taken_over(self, job: Job, own_task: TaskState | None) -> Server:
+        server = self.current(job)
+        if server.task_state is not own_task:
+            raise Interrupted(f"server now {server.task_state}")
+        return server
+
+    async def tear_down_guest(self, server_id: UUID) -> None:
+        """Destroy and undefine the domain and remove the guest's files. Idempotent."""
+        with contextlib.suppress(DomainNotFound):
+            await self.blocking(self.hypervisor.destroy, server_id)
+        await self.blocking(self.hypervisor.undefine, server_id)
+        await self.blocking(self.disks.remove_tree, self.files(server_id).dir)

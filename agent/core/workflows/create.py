@@ -1,0 +1,92 @@
+"""Create: disk -> domain -> started -> running, with progress on each checkpoint.
+
+Steps are idempotent given the ones before them, so a restarted daemon resumes after the
+last checkpoint. Any failure tears the guest down and leaves the server in ERROR with a
+fault; nothing half-made stays behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from agent.core.guest_layout import build_domain_spec
+from agent.core.workflows.base import WorkflowDeps
+from agent.model.domain import PowerState
+from agent.model.image import Image
+from agent.model.job import Job
+from agent.model.states import TaskState, VmState
+
+STEPS = ("disk", "domain", "started", "running")
+PROGRESS = {"disk": 25, "domain": 50, "started": 75, "running": 100}
+RUNNING_TIMEOUT_S = 60.0
+
+
+def base_path(deps: WorkflowDeps, image: Image) -> Path:
+    st = image.disk_file.stat()
+    # Keyed by content fingerprint: a rebuilt image never changes a base under overlays.
+    return deps.base_dir / f"{image.uuid}-{st.st_size}-{st.st_mtime_ns}.{image.disk_format}"
+
+
+class CreateWorkflow:
+    def __init__(self, deps: WorkflowDeps) -> None:
+        self.deps = deps
+
+    async def run(self, job: Job) -> None:
+        d = self.deps
+        server = d.ensure_not_taken_over(job, TaskState.SPAWNING)
+        image = d.images.get(str(server.image_id))
+        flavor = d.flavors.get(server.flavor_id)
+        files = d.files(server.id)
+        done = STEPS.index(job.step) + 1 if job.step in STEPS else 0
+
+        if done < 1:
+            base = base_path(d, image)
+            await d.blocking(d.disks.cache_base, image.disk_file, base)
+            files.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            files.disk.unlink(missing_ok=True)  # a half-made disk of a killed run
+            await d.blocking(d.disks.create_overlay, base, image.disk_format, files.disk,
+                             flavor.disk)
+            job = d.checkpoint(job, "disk", {"progress": PROGRESS["disk"]})
+        d.ensure_not_taken_over(job, TaskState.SPAWNING)
+
+        if done < 2:
+            spec = build_domain_spec(server.id, image, flavor, files, d.virt_type, metadata={
+                "server_id": str(server.id), "project_id": server.project_id,
+                "flavor_id": flavor.id, "image_id": str(image.uuid)})
+            await d.blocking(d.hypervisor.define, spec)
+            job = d.checkpoint(job, "domain", {"progress": PROGRESS["domain"]})
+        d.ensure_not_taken_over(job, TaskState.SPAWNING)
+
+        if done < 3:
+            if await d.blocking(d.hypervisor.power_state, server.id) is not PowerState.RUNNING:
+                await d.blocking(d.hypervisor.start, server.id)
+            job = d.checkpoint(job, "started", {"progress": PROGRESS["started"]})
+
+        await self._wait_running(job)
+        d.ensure_not_taken_over(job, TaskState.SPAWNING)
+        violations = job.payload.get("password_violations")
+        changes: dict[str, object] = {
+            "progress": PROGRESS["running"], "power_state": PowerState.RUNNING,
+            "launched_at": d.now(), "task_state": None,
+        }
+        if violations:
+            changes.update(vm_state=VmState.ERROR, fault=d.fault(
+                400, "adminPass does not meet the password policy: it needs "
+                + ", ".join(violations)))
+        else:
+            changes["vm_state"] = VmState.ACTIVE
+        d.checkpoint(job, "running", changes, cause="build finished")
+
+    async def _wait_running(self, job: Job) -> None:
+        d = self.deps
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RUNNING_TIMEOUT_S
+        while True:
+            state = await d.blocking(d.hypervisor.power_state, job.server_id)
+            if state is PowerState.RUNNING:
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"guest not running after {RUNNING_TIMEOUT_S:.0f} s "
+                                   f"(power state {state.name})")
+            await asyncio.sleep(0.2)

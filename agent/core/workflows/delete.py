@@ -1,0 +1,22 @@
+"""Delete: tear the guest down (domain, disk, console files) and mark the server DELETED.
+The row stays (soft delete) so that changes-since can report it."""
+
+from __future__ import annotations
+
+from agent.core.workflows.base import WorkflowDeps
+from agent.model.domain import PowerState
+from agent.model.job import Job
+from agent.model.states import VmState
+
+
+class DeleteWorkflow:
+    def __init__(self, deps: WorkflowDeps) -> None:
+        self.deps = deps
+
+    async def run(self, job: Job) -> None:
+        d = self.deps
+        await d.tear_down_guest(job.server_id)
+        job = d.checkpoint(job, "guest removed")
+        d.checkpoint(job, "deleted", {
+            "vm_state": VmState.DELETED, "task_state": None, "power_state": PowerState.NOSTATE,
+            "deleted_at": d.now()}, cause="deleted")

@@ -1,0 +1,68 @@
+"""Validated requests the core acts on, independent of the HTTP shape."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from agent.model.states import Status
+
+
+class RequestContext(BaseModel):
+    """Who asks. A project sees and touches only its own servers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    project_id: str
+    user_id: str
+    is_admin: bool = False
+    request_id: str = ""
+
+
+class PersonalityFile(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    contents: SecretStr  # base64, as given; decoded and checked by the injection rules
+
+
+class CreateServer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    image_ref: str
+    flavor_ref: str
+    admin_pass: SecretStr | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    access_ipv4: str = ""
+    access_ipv6: str = ""
+    personality: tuple[PersonalityFile, ...] = ()
+    shutdown_terminate: bool = False
+
+
+class ServerQuery(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    image: str | None = None
+    flavor: str | None = None
+    name: str | None = None  # a regular expression, searched as Nova does
+    status: Status | None = None
+    changes_since: datetime | None = None
+    limit: int | None = Field(default=None, ge=0)
+    marker: UUID | None = None
+
+
+class Limits(BaseModel):
+    """Absolute limits (GET /limits). Per project unless said otherwise."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_server_meta: int = Field(default=128, ge=0)
+    max_personality: int = Field(default=5, ge=0)
+    max_personality_size: int = Field(default=10240, ge=0, description="decoded bytes per file")
+    max_total_instances: int = Field(default=10, ge=0)
+    max_total_cores: int = Field(default=20, ge=0)
+    max_total_ram: int = Field(default=51200, ge=0, description="MiB")
+    max_image_meta: int = Field(default=128, ge=0)
