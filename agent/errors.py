@@ -70,3 +70,7 @@ class QuotaExceeded(AgentError):
 
 class OverLimit(AgentError):
     """A request is larger than the agent accepts (-> 413)."""
+
+
+class JobAbandoned(AgentError):
+    """A job was started too often without finishing (the daemon died under it)."""

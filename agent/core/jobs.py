@@ -15,7 +15,7 @@ from uuid import UUID
 import structlog
 
 from agent.core.workflows.base import Interrupted, WorkflowDeps
-from agent.errors import AgentError
+from agent.errors import AgentError, JobAbandoned
 from agent.model.job import Job, JobKind, JobStatus
 from agent.model.states import TaskState, VmState
 
@@ -93,7 +93,9 @@ class JobRunner:
         bound = log.bind(job_id=str(job.id), server_id=str(job.server_id), kind=job.kind.value)
         if job.attempts >= MAX_ATTEMPTS:
             bound.error("job.abandoned", attempts=job.attempts, step=job.step)
-            await self._fail(job, RuntimeError(f"abandoned after {job.attempts} attempts"))
+            await self._fail(job, JobAbandoned(
+                f"{job.kind.value} abandoned after {job.attempts} attempts at step "
+                f"'{job.step or 'start'}'"))
             return
         job = self.store.update_job(job.id, {"status": JobStatus.RUNNING,
                                              "attempts": job.attempts + 1})

@@ -50,12 +50,13 @@ class CreateWorkflow:
             job = d.checkpoint(job, "disk", {"progress": PROGRESS["disk"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 
-        if done < 2:
+        if done < 3:  # (re)define until started: defineXML is idempotent for one uuid
             spec = build_domain_spec(server.id, image, flavor, files, d.virt_type, metadata={
                 "server_id": str(server.id), "project_id": server.project_id,
                 "flavor_id": flavor.id, "image_id": str(image.uuid)})
             await d.blocking(d.hypervisor.define, spec)
-            job = d.checkpoint(job, "domain", {"progress": PROGRESS["domain"]})
+            if done < 2:
+                job = d.checkpoint(job, "domain", {"progress": PROGRESS["domain"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 
         if done < 3:

@@ -1,0 +1,146 @@
+"""Create and delete through the job runner, with fakes in place of libvirt and qemu-img."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from agent.core.jobs import JobRunner
+from agent.core.workflows.create import CreateWorkflow
+from agent.core.workflows.delete import DeleteWorkflow
+from agent.errors import HypervisorError, ServerNotFound
+from agent.model.job import JobKind
+from agent.model.requests import ServerQuery
+from agent.model.domain import PowerState
+from agent.model.job import JobStatus
+from agent.model.states import Status, TaskState
+from tests.unit.core.conftest import ALICE, BOB
+
+
+async def test_create_commits_server_and_job_before_any_work(world):
+    server, password = world.create()
+    stored = world.store.get_server(server.id)
+    assert stored.status is Status.BUILD and stored.progress == 0
+    [job] = world.store.unfinished_jobs()
+    assert job.server_id == server.id
+    assert "admin_pass_hash" in job.payload and password not in str(job.payload)
+    assert re.fullmatch(r"\$6\$.{16}\$.{86}", job.payload["admin_pass_hash"])
+    await world.runner.idle()
+
+
+async def test_create_runs_every_step_to_active_with_progress(world):
+    server, _ = world.create()
+    await world.runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.status is Status.ACTIVE and s.progress == 100
+    assert s.power_state is PowerState.RUNNING and s.launched_at is not None
+    assert world.checkpoints == ["create:disk", "create:domain", "create:started",
+                                 "create:running"]
+    assert world.hypervisor.states[server.id] is PowerState.RUNNING
+    spec = world.hypervisor.domains[server.id]
+    assert spec.virt_type.value == "qemu" and spec.memory_mib == 256
+    assert world.deps.files(server.id).disk.exists()
+    assert world.store.unfinished_jobs() == []
+
+
+async def test_progress_events_are_status_changes_only(world):
+    server, _ = world.create()
+    await world.runner.idle()
+    events = [(e.old_status, e.new_status) for e in world.store.events_since(0)]
+    assert events == [(None, "BUILD"), ("BUILD", "ACTIVE")]
+
+
+async def test_failure_tears_the_guest_down_and_leaves_error_with_fault(world):
+    world.hypervisor.fail_on["start"] = HypervisorError("start 123: no space left for guest")
+    server, _ = world.create()
+    await world.runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.status is Status.ERROR and s.task_state is None
+    assert "no space left" in s.fault.message and s.fault.code == 500
+    assert server.id not in world.hypervisor.domains
+    assert not world.deps.files(server.id).dir.exists()
+
+
+async def test_unexpected_exception_becomes_a_fault_without_its_text(world):
+    world.hypervisor.fail_on["define"] = RuntimeError("secret internals")
+    server, _ = world.create()
+    await world.runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.fault.message == "internal error (RuntimeError)"
+
+
+async def test_rejected_password_builds_the_guest_but_ends_in_error(world):
+    server, password = world.create(admin_pass="short")
+    assert password == "short"
+    [job] = world.store.unfinished_jobs()
+    assert "admin_pass_hash" not in job.payload
+    await world.runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.status is Status.ERROR
+    assert "password policy" in s.fault.message and "short" not in s.fault.message
+    assert world.hypervisor.states[server.id] is PowerState.RUNNING
+
+
+async def test_delete_removes_domain_and_files_and_keeps_a_deleted_row(world):
+    server, _ = world.create()
+    await world.runner.idle()
+    world.service.delete(ALICE, server.id)
+    assert world.store.get_server(server.id).task_state is TaskState.DELETING
+    await world.runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.status is Status.DELETED and s.deleted_at is not None
+    assert server.id not in world.hypervisor.domains
+    assert not world.deps.files(server.id).dir.exists()
+    assert world.store.list_servers(ALICE.project_id) == []
+
+
+async def test_delete_during_build_interrupts_it_and_leaves_nothing(world):
+    server, _ = world.create()
+    world.service.delete(ALICE, server.id)  # before the runner had a turn
+    await world.runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.status is Status.DELETED
+    assert world.hypervisor.domains == {}
+    assert not world.deps.files(server.id).dir.exists()
+
+
+async def test_resume_after_restart_continues_after_the_last_checkpoint(world):
+    world.runner._closing = True  # this daemon dies before running anything itself
+    server, _ = world.create()
+    [job] = world.store.unfinished_jobs()
+    # A daemon that died right after the "domain" checkpoint left this behind:
+    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "domain", "attempts": 1})
+    world.deps.files(server.id).dir.mkdir(parents=True)
+    world.deps.files(server.id).disk.write_text("overlay")
+    runner = JobRunner(world.deps, {JobKind.CREATE: CreateWorkflow(world.deps),
+                                    JobKind.DELETE: DeleteWorkflow(world.deps)})
+    # The domain is defined again (idempotent), so even one lost behind our back is back.
+    assert runner.resume_all() == 1
+    await runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.status is Status.ACTIVE
+    assert world.checkpoints == ["create:started", "create:running"]
+
+
+async def test_a_job_that_keeps_killing_the_daemon_is_abandoned(world):
+    server, _ = world.create()
+    [job] = world.store.unfinished_jobs()
+    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "attempts": 3})
+    await world.runner.idle()
+    world.runner.resume_all()
+    await world.runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.status is Status.ERROR and "abandoned" in s.fault.message
+    assert world.store.unfinished_jobs() == []
+
+
+async def test_other_projects_cannot_see_or_delete(world):
+    server, _ = world.create()
+    with pytest.raises(ServerNotFound):
+        world.service.get(BOB, server.id)
+    with pytest.raises(ServerNotFound):
+        world.service.delete(BOB, server.id)
+    assert world.service.list(BOB, ServerQuery()) == ([], False)
+    await world.runner.idle()
+    assert world.store.get_server(server.id).status is Status.ACTIVE

@@ -1,0 +1,88 @@
+"""In-memory Hypervisor and Disks: what the core asked for, and faults on demand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+from agent.errors import DiskError, DomainNotFound, HypervisorError
+from agent.model.domain import DomainSpec, PowerState
+
+
+class FakeHypervisor:
+    def __init__(self) -> None:
+        self.domains: dict[UUID, DomainSpec] = {}
+        self.states: dict[UUID, PowerState] = {}
+        self.calls: list[tuple[str, UUID]] = []
+        self.fail_on: dict[str, Exception] = {}  # operation name -> error to raise
+
+    def _maybe_fail(self, op: str, uuid: UUID) -> None:
+        self.calls.append((op, uuid))
+        if op in self.fail_on:
+            raise self.fail_on[op]
+
+    def _known(self, uuid: UUID) -> None:
+        if uuid not in self.domains:
+            raise DomainNotFound(f"no domain with uuid {uuid}")
+
+    def define(self, spec: DomainSpec) -> None:
+        self._maybe_fail("define", spec.uuid)
+        self.domains[spec.uuid] = spec
+        self.states.setdefault(spec.uuid, PowerState.SHUTDOWN)
+
+    def start(self, uuid: UUID) -> None:
+        self._known(uuid)
+        self._maybe_fail("start", uuid)
+        if self.states[uuid] is PowerState.RUNNING:
+            raise HypervisorError("domain is already running")
+        self.states[uuid] = PowerState.RUNNING
+
+    def shutdown(self, uuid: UUID) -> None:
+        self._known(uuid)
+        self._maybe_fail("shutdown", uuid)
+        self.states[uuid] = PowerState.SHUTDOWN
+
+    def destroy(self, uuid: UUID) -> None:
+        self._known(uuid)
+        self._maybe_fail("destroy", uuid)
+        self.states[uuid] = PowerState.SHUTDOWN
+
+    def undefine(self, uuid: UUID) -> None:
+        self._maybe_fail("undefine", uuid)
+        self.domains.pop(uuid, None)
+        self.states.pop(uuid, None)
+
+    def power_state(self, uuid: UUID) -> PowerState:
+        self._known(uuid)
+        return self.states[uuid]
+
+    def domain_uuids(self) -> set[UUID]:
+        return set(self.domains)
+
+
+class FakeDisks:
+    """Writes small marker files, so tests can see what exists on disk."""
+
+    def __init__(self) -> None:
+        self.fail_on: dict[str, Exception] = {}
+
+    def create_overlay(self, base: Path, base_format: str, dest: Path, size_gib: int) -> None:
+        if "create_overlay" in self.fail_on:
+            raise self.fail_on["create_overlay"]
+        if not base.exists():
+            raise DiskError(f"qemu-img create failed: {base} missing")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(f"overlay of {base} size {size_gib}G")
+
+    def virtual_size(self, path: Path) -> int:
+        return 1024**3
+
+    def cache_base(self, source: Path, dest: Path) -> None:
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(source.read_bytes())
+
+    def remove_tree(self, path: Path) -> None:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
