@@ -10,10 +10,9 @@ from agent.core.jobs import JobRunner
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
 from agent.errors import HypervisorError, ServerNotFound
-from agent.model.job import JobKind
-from agent.model.requests import ServerQuery
 from agent.model.domain import PowerState
-from agent.model.job import JobStatus
+from agent.model.job import JobKind, JobStatus
+from agent.model.requests import ServerQuery
 from agent.model.states import Status, TaskState
 from tests.unit.core.conftest import ALICE, BOB
 
@@ -45,7 +44,7 @@ async def test_create_runs_every_step_to_active_with_progress(world):
 
 
 async def test_progress_events_are_status_changes_only(world):
-    server, _ = world.create()
+    world.create()
     await world.runner.idle()
     events = [(e.old_status, e.new_status) for e in world.store.events_since(0)]
     assert events == [(None, "BUILD"), ("BUILD", "ACTIVE")]
