@@ -71,7 +71,10 @@ def boot_guest(hypervisor: LibvirtHypervisor, guest_dir: Path) -> Iterator[Calla
         u = uuid.uuid4()
         files = InstanceFiles(guest_dir, u)
         files.dir.mkdir(mode=0o755)
-        QemuImgDisks().create_overlay(image.disk_file, image.disk_format, files.disk, TINY.disk)
+        # libvirt takes ownership of backing files: never back a guest by the build folder.
+        base = guest_dir / f"base-{image.uuid}.qcow2"
+        QemuImgDisks().cache_base(image.disk_file, base)
+        QemuImgDisks().create_overlay(base, image.disk_format, files.disk, TINY.disk)
         hypervisor.define(build_domain_spec(u, image, TINY, files, virt_type,
                                             metadata={"test": "e2e"}))
         booted.append(u)

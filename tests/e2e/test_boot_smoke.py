@@ -20,5 +20,5 @@ def test_guest_boots_accepts_root_login_and_powers_off_from_inside(boot_guest, h
         assert out.splitlines()[0].strip() == "0"
         rc, out = console.run("mount | grep ' / '")
         assert "/dev/vda" in out and "ext4" in out
-        console.send_line("poweroff")
+        console.run("poweroff")
     wait_power_state(hypervisor, guest.uuid, PowerState.SHUTDOWN, timeout=60)
