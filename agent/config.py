@@ -7,16 +7,31 @@ under one folder unless a path is set explicitly, which is what tests and demos 
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agent.errors import ConfigError
+from agent.model.flavor import DEFAULT_FLAVORS, Flavor
+from agent.model.passwords import PasswordPolicy
+from agent.model.requests import Limits
 
 DEFAULT_CONFIG_FILE = Path("/etc/compute-agent/agent.toml")
 ENV_PREFIX = "COMPUTE_AGENT_"
+
+
+class TokenConfig(BaseModel):
+    """An API token and who it speaks for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: SecretStr
+    project_id: str = Field(min_length=1, max_length=255)
+    user_id: str = Field(min_length=1, max_length=255)
+    admin: bool = False
 
 
 class Config(BaseModel):
@@ -24,11 +39,33 @@ class Config(BaseModel):
 
     state_dir: Path = Path("/var/lib/compute-agent")
     api_socket: Path | None = None  # default: /run/compute-agent/api.sock, or under state_dir
+    api_socket_mode: int = 0o660
+    api_socket_group: str | None = None
+    api_listen: str | None = None  # "host:port" for a TCP listener; tokens always required
+    # A project the unix socket speaks for when a request has no token (local debugging).
+    unix_socket_project: str | None = None
+    tokens: list[TokenConfig] = Field(default_factory=list)
+    host: str = Field(default_factory=socket.gethostname)
+    flavors: list[Flavor] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
+    limits: Limits = Field(default_factory=Limits)
+    password_policy: PasswordPolicy = Field(default_factory=PasswordPolicy)
     libvirt_uri: str = "qemu:///system"
     virt_type: Literal["auto", "kvm", "qemu"] = "auto"
     image_dirs: list[Path] = Field(default_factory=lambda: [Path("/var/lib/compute-agent/images")])
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @property
+    def socket_path(self) -> Path:
+        if self.api_socket is not None:
+            return self.api_socket
+        if self.state_dir != Config.model_fields["state_dir"].default:
+            return self.state_dir / "api.sock"
+        return Path("/run/compute-agent/api.sock")
+
+    @property
+    def database_path(self) -> Path:
+        return self.state_dir / "agent.db"
 
     @property
     def instances_dir(self) -> Path:

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 from agent.errors import FlavorNotFound
-from agent.model.flavor import Flavor
-
-DEFAULT_FLAVORS = (
-    Flavor(id="1", name="m1.tiny", vcpus=1, ram=256, disk=1),
-    Flavor(id="2", name="m1.small", vcpus=1, ram=512, disk=2),
-    Flavor(id="3", name="m1.medium", vcpus=2, ram=1024, disk=4),
-)
+from agent.model.flavor import DEFAULT_FLAVORS, Flavor
 
 
 class FlavorCatalog:

@@ -13,3 +13,10 @@ class Flavor(BaseModel):
     vcpus: int = Field(ge=1, le=64)
     ram: int = Field(ge=32, description="MiB")
     disk: int = Field(ge=0, description="GiB; 0 keeps the image's size")
+
+
+DEFAULT_FLAVORS = (
+    Flavor(id="1", name="m1.tiny", vcpus=1, ram=256, disk=1),
+    Flavor(id="2", name="m1.small", vcpus=1, ram=512, disk=2),
+    Flavor(id="3", name="m1.medium", vcpus=2, ram=1024, disk=4),
+)

@@ -1,0 +1,54 @@
+"""Listening sockets for the API: a unix socket with the mode and group the operator
+chose (set before anyone can connect), and an optional TCP one."""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import socket
+from pathlib import Path
+
+from agent.errors import ConfigError
+
+
+def unix_listener(path: Path, mode: int, group: str | None) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_socket():
+            path.unlink()  # a stale socket of a previous run
+        elif path.exists():
+            raise ConfigError(f"{path} exists and is not a socket")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # born 0600: nobody else can connect before chmod
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            sock.close()
+            raise ConfigError(f"api_socket_group {group!r} does not exist") from None
+        os.chown(path, -1, gid)
+    os.chmod(path, mode)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def tcp_listener(address: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"api_listen {address!r}: {e}") from None
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(sockaddr)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
