@@ -1,14 +1,47 @@
-"""Composition root: the one place that picks concrete adapters and wires them in."""
+"""Composition root: the one place that picks concrete adapters and wires them in, and
+the daemon's life: listeners, job runner, signals, sd_notify."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.adapters.host_checks import host_checks
+import structlog
+import uvicorn
+
+from agent.adapters.host_checks import host_checks, virt_decision
+from agent.adapters.image_catalog import ManifestImageCatalog
+from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
+from agent.adapters.listeners import tcp_listener, unix_listener
+from agent.adapters.qemu_img import QemuImgDisks
+from agent.adapters.sqlite_store import SqliteStore
+from agent.adapters.systemd_notify import sd_notify, watchdog_interval
+from agent.api.app import ApiDeps, create_api
+from agent.api.auth import TokenInfo
 from agent.config import Config, load_config
 from agent.core.doctor import DoctorReport, run_checks
+from agent.core.flavors import FlavorCatalog
+from agent.core.jobs import JobRunner
+from agent.core.servers import ServerService
+from agent.core.workflows.base import CheckpointHook, WorkflowDeps
+from agent.core.workflows.create import CreateWorkflow
+from agent.core.workflows.delete import DeleteWorkflow
 from agent.log import configure_logging
+from agent.model.job import Job, JobKind
+from agent.model.requests import RequestContext
+
+log = structlog.get_logger("agent.app")
+
+# Fault injection for the crash-safety tests: "create:disk" kills the daemon (as kill -9
+# would) right after that checkpoint is committed. Never set in production.
+CRASH_AT_ENV = "COMPUTE_AGENT_TEST_CRASH_AT"
+STOP_TIMEOUT_S = 20.0
 
 
 def make_config(config_file: Path | None, overrides: dict[str, Any]) -> Config:
@@ -19,3 +52,122 @@ def make_config(config_file: Path | None, overrides: dict[str, Any]) -> Config:
 
 def doctor(config: Config, *, guestfs: bool = True) -> DoctorReport:
     return run_checks(host_checks(config, guestfs=guestfs))
+
+
+def _crash_hook() -> CheckpointHook:
+    target = os.environ.get(CRASH_AT_ENV)
+
+    def hook(job: Job, step: str) -> None:
+        if target and f"{job.kind.value}:{step}" == target:
+            os._exit(137)
+
+    return hook
+
+
+@dataclass
+class Agent:
+    """Everything the daemon is made of, wired."""
+
+    config: Config
+    store: SqliteStore
+    hypervisor: LibvirtHypervisor
+    runner: JobRunner
+    service: ServerService
+    images: ManifestImageCatalog
+    flavors: FlavorCatalog
+
+    def api(self, default_context: RequestContext | None) -> Any:
+        tokens = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
+                                                          is_admin=t.admin)
+                  for t in self.config.tokens}
+        return create_api(ApiDeps(servers=self.service, flavors=self.flavors, images=self.images,
+                                  limits=self.config.limits, store=self.store,
+                                  host_id=self.config.host, tokens=tokens,
+                                  default_context=default_context))
+
+    def close(self) -> None:
+        self.store.close()
+        self.hypervisor.close()
+
+
+def build_agent(config: Config) -> Agent:
+    decision = virt_decision(config)
+    log.info("virt_type.decided", virt_type=decision.virt_type.value, reason=decision.reason)
+    for d in (config.state_dir, config.instances_dir, config.base_images_dir):
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o755)  # QEMU runs unprivileged and must reach guest disks below
+    store = SqliteStore(config.database_path)
+    hypervisor = LibvirtHypervisor(config.libvirt_uri)
+    images = ManifestImageCatalog(*config.image_dirs)
+    flavors = FlavorCatalog(config.flavors)
+    deps = WorkflowDeps(store=store, hypervisor=hypervisor, disks=QemuImgDisks(), images=images,
+                        flavors=flavors, instances_dir=config.instances_dir,
+                        base_dir=config.base_images_dir, virt_type=decision.virt_type,
+                        on_checkpoint=_crash_hook())
+    runner = JobRunner(deps, {JobKind.CREATE: CreateWorkflow(deps),
+                              JobKind.DELETE: DeleteWorkflow(deps)})
+    service = ServerService(store, images, flavors, config.limits, config.password_policy,
+                            kick=runner.kick)
+    return Agent(config, store, hypervisor, runner, service, images, flavors)
+
+
+class _Listener(uvicorn.Server):
+    """One API listener; the daemon, not uvicorn, owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listener(app: Any) -> _Listener:
+    return _Listener(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                                    timeout_graceful_shutdown=5))
+
+
+async def _watchdog(interval: float) -> None:
+    while True:  # pings only while the event loop turns: a stuck loop gets restarted
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+async def serve(config: Config) -> int:
+    agent = build_agent(config)
+    listeners: list[tuple[_Listener, Any]] = []
+    unix_ctx = (RequestContext(project_id=config.unix_socket_project, user_id="local")
+                if config.unix_socket_project else None)
+    listeners.append((_listener(agent.api(unix_ctx)),
+                      unix_listener(config.socket_path, config.api_socket_mode,
+                                    config.api_socket_group)))
+    if config.api_listen:
+        listeners.append((_listener(agent.api(None)), tcp_listener(config.api_listen)))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners]
+    resumed = agent.runner.resume_all()
+    while not all(server.started for server, _ in listeners):
+        if any(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.01)
+    log.info("agent.ready", socket=str(config.socket_path), tcp=config.api_listen,
+             jobs_resumed=resumed)
+    sd_notify("READY=1", "STATUS=serving")
+    interval = watchdog_interval()
+    watchdog = asyncio.create_task(_watchdog(interval)) if interval else None
+
+    await stop.wait()
+    log.info("agent.stopping")
+    sd_notify("STOPPING=1")
+    for server, _ in listeners:
+        server.should_exit = True
+    await agent.runner.stop(timeout=STOP_TIMEOUT_S)
+    await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+    if watchdog:
+        watchdog.cancel()
+    agent.close()
+    with contextlib.suppress(FileNotFoundError):
+        config.socket_path.unlink()
+    log.info("agent.stopped")
+    return 0

@@ -1,0 +1,92 @@
+"""The HTTP surface's factory: an OpenStack Compute API v2.1-compatible FastAPI app.
+
+    app = create_api(ApiDeps(servers=..., flavors=..., images=..., limits=..., store=...,
+                             host_id=socket.gethostname(), tokens={...}))
+
+Every route is served under /v2.1/... and under /v2.1/{project_id}/... (Nova accepts
+both; a project id in the URL must be the token's unless the caller is admin)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import compile_path
+
+from agent.api import routes_catalog, routes_metadata, routes_servers, versions
+from agent.api.auth import TokenInfo, check_project_in_path
+from agent.api.errors import install_error_handlers
+from agent.api.middleware import ApiMiddleware
+from agent.core.flavors import FlavorCatalog
+from agent.core.servers import ServerService
+from agent.model.requests import Limits, RequestContext
+from agent.ports import ImageCatalog, Store
+
+NOVA_MAX_BODY_BYTES = 114688  # oslo.middleware sizelimit's default, as Nova runs it
+
+
+@dataclass
+class ApiDeps:
+    servers: ServerService
+    flavors: FlavorCatalog
+    images: ImageCatalog
+    limits: Limits
+    store: Store  # read-only here: usage counts for /limits
+    host_id: str  # this hypervisor's host name; hashed per project into hostId
+    tokens: dict[str, TokenInfo] = field(default_factory=dict, repr=False)
+    # Used when a request has no token: only the local unix-socket listener sets it.
+    default_context: RequestContext | None = None
+    max_body_bytes: int = NOVA_MAX_BODY_BYTES
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def _operation_id_with_project(route: APIRoute) -> str:
+    return f"{route.name}_in_project"
+
+
+COMPUTE_ROUTERS = (routes_servers.router, routes_metadata.router, routes_catalog.router)
+
+
+def _route_methods() -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """(path regex, methods) of every route, for the Allow header of a 405."""
+    out = [(compile_path(r.path)[0], frozenset(r.methods)) for r in versions.router.routes
+           if isinstance(r, APIRoute)]
+    for prefix in ("/v2.1", "/v2.1/{project_id}"):
+        out += [(compile_path(prefix + r.path)[0], frozenset(r.methods))
+                for router in COMPUTE_ROUTERS for r in router.routes if isinstance(r, APIRoute)]
+    return out
+
+
+def create_api(deps: ApiDeps) -> FastAPI:
+    app = FastAPI(
+        title="compute-agent Compute API",
+        version=versions.MICROVERSION,
+        description="OpenStack Compute API v2.1 (no microversions) for the servers of one host.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        redirect_slashes=False,
+    )
+    app.state.deps = deps
+    install_error_handlers(app)
+
+    compute = APIRouter()
+    for router in COMPUTE_ROUTERS:
+        compute.include_router(router)
+
+    app.include_router(versions.router)
+    app.include_router(compute, prefix="/v2.1", generate_unique_id_function=_operation_id)
+    app.state.route_methods = _route_methods()
+    app.include_router(compute, prefix="/v2.1/{project_id}",
+                       dependencies=[Depends(check_project_in_path)],
+                       generate_unique_id_function=_operation_id_with_project)
+    app.add_middleware(ApiMiddleware, deps=deps)
+    return app
+
+
+__all__ = ["ApiDeps", "TokenInfo", "create_api"]

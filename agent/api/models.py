@@ -1,0 +1,272 @@
+"""Response shapes, for the OpenAPI document only: handlers build plain dicts (views.py)
+and return them as they are; tests hold every body to these models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class Link(_Out):
+    rel: str
+    href: str
+
+
+class MediaType(_Out):
+    base: str
+    type: str
+
+
+class Version(_Out):
+    id: str
+    status: str
+    version: str
+    min_version: str
+    updated: str
+    links: list[Link]
+    media_types: list[MediaType] = Field(alias="media-types")
+
+
+class VersionList(_Out):
+    versions: list[Version]
+
+
+class VersionShow(_Out):
+    version: Version
+
+
+# -- faults ------------------------------------------------------------------------------
+
+class FaultDetail(_Out):
+    code: int
+    message: str
+
+
+class KeystoneErrorDetail(_Out):
+    code: int
+    title: str
+    message: str
+
+
+class Unauthorized(_Out):
+    error: KeystoneErrorDetail
+
+
+def _fault(name: str, key: str) -> type[BaseModel]:
+    model: type[BaseModel] = create_model(name, __base__=_Out, **{key: (FaultDetail, ...)})  # type: ignore[call-overload]
+    return model
+
+
+BadRequest = _fault("BadRequest", "badRequest")
+Forbidden = _fault("Forbidden", "forbidden")
+ItemNotFound = _fault("ItemNotFound", "itemNotFound")
+Conflict = _fault("ConflictingRequest", "conflictingRequest")
+OverLimit = _fault("OverLimit", "overLimit")
+ComputeFault = _fault("ComputeFault", "computeFault")
+ServiceUnavailable = _fault("ServiceUnavailable", "serviceUnavailable")
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    table: dict[int, tuple[type[BaseModel], str]] = {
+        400: (BadRequest, "Invalid request (the message names the field)"),
+        401: (Unauthorized, "No token, or an unknown one"),
+        403: (Forbidden, "Quota exceeded, or the URL's project is not the token's"),
+        404: (ItemNotFound, "Not found (or not the caller's)"),
+        406: (ComputeFault, "The requested microversion is not supported"),
+        409: (Conflict, "Not allowed in the server's current state"),
+        413: (OverLimit, "Request body too large"),
+        503: (ServiceUnavailable, "The state store is unavailable"),
+    }
+    out: dict[int | str, dict[str, Any]] = {
+        code: {"model": table[code][0], "description": table[code][1]} for code in codes}
+    # "default" also keeps FastAPI from documenting a 422 this API never sends.
+    out["default"] = {"model": ComputeFault, "description": "Unexpected error (computeFault)"}
+    return out
+
+
+READ_ERRORS = _responses(400, 401, 403, 404, 406, 413, 503)
+WRITE_ERRORS = _responses(400, 401, 403, 404, 406, 409, 413, 503)
+
+
+# -- servers -----------------------------------------------------------------------------
+
+class Ref(_Out):
+    id: str
+    links: list[Link]
+
+
+class ServerSummary(_Out):
+    id: str
+    name: str
+    links: list[Link]
+
+
+class ServerIndex(_Out):
+    servers: list[ServerSummary]
+    servers_links: list[Link] | None = None
+
+
+class ServerFault(_Out):
+    code: int
+    message: str
+    created: str
+
+
+class SecurityGroupRef(_Out):
+    name: str
+
+
+class ServerDetail(_Out):
+    id: str
+    name: str
+    status: str
+    tenant_id: str
+    user_id: str
+    metadata: dict[str, str]
+    hostId: str
+    image: Ref
+    flavor: Ref
+    created: str
+    updated: str
+    addresses: dict[str, list[dict[str, Any]]]
+    accessIPv4: str
+    accessIPv6: str
+    links: list[Link]
+    progress: int
+    disk_config: str = Field(alias="OS-DCF:diskConfig")
+    vm_state: str = Field(alias="OS-EXT-STS:vm_state")
+    task_state: str | None = Field(alias="OS-EXT-STS:task_state")
+    power_state: int = Field(alias="OS-EXT-STS:power_state")
+    availability_zone: str = Field(alias="OS-EXT-AZ:availability_zone")
+    launched_at: str | None = Field(alias="OS-SRV-USG:launched_at")
+    terminated_at: str | None = Field(alias="OS-SRV-USG:terminated_at")
+    key_name: None
+    config_drive: str
+    security_groups: list[SecurityGroupRef]
+    volumes_attached: list[dict[str, Any]] = Field(alias="os-extended-volumes:volumes_attached")
+    fault: ServerFault | None = None
+
+
+class ServerDetailIndex(_Out):
+    servers: list[ServerDetail]
+    servers_links: list[Link] | None = None
+
+
+class ServerShow(_Out):
+    server: ServerDetail
+
+
+class CreatedServer(_Out):
+    id: str
+    links: list[Link]
+    adminPass: str
+    disk_config: str = Field(alias="OS-DCF:diskConfig")
+    security_groups: list[SecurityGroupRef]
+
+
+class CreatedServerShow(_Out):
+    server: CreatedServer
+
+
+class Metadata(_Out):
+    metadata: dict[str, str]
+
+
+class MetaItem(_Out):
+    meta: dict[str, str]
+
+
+# -- catalog -----------------------------------------------------------------------------
+
+class FlavorSummary(_Out):
+    id: str
+    name: str
+    links: list[Link]
+
+
+class FlavorDetail(FlavorSummary):
+    ram: int
+    vcpus: int
+    disk: int
+    ephemeral: int = Field(alias="OS-FLV-EXT-DATA:ephemeral")
+    swap: str | int
+    rxtx_factor: float
+    is_public: bool = Field(alias="os-flavor-access:is_public")
+    disabled: bool = Field(alias="OS-FLV-DISABLED:disabled")
+
+
+class FlavorIndex(_Out):
+    flavors: list[FlavorSummary]
+
+
+class FlavorDetailIndex(_Out):
+    flavors: list[FlavorDetail]
+
+
+class FlavorShow(_Out):
+    flavor: FlavorDetail
+
+
+class ImageSummary(_Out):
+    id: str
+    name: str
+    links: list[Link]
+
+
+class ImageDetail(ImageSummary):
+    status: str
+    progress: int
+    minDisk: int
+    minRam: int
+    metadata: dict[str, str]
+    created: str
+    updated: str
+    size: int = Field(alias="OS-EXT-IMG-SIZE:size")
+
+
+class ImageIndex(_Out):
+    images: list[ImageSummary]
+
+
+class ImageDetailIndex(_Out):
+    images: list[ImageDetail]
+
+
+class ImageShow(_Out):
+    image: ImageDetail
+
+
+class AbsoluteLimits(_Out):
+    maxServerMeta: int
+    maxPersonality: int
+    maxPersonalitySize: int
+    maxTotalInstances: int
+    maxTotalCores: int
+    maxTotalRAMSize: int
+    maxImageMeta: int
+    maxTotalKeypairs: int
+    maxSecurityGroups: int
+    maxSecurityGroupRules: int
+    maxServerGroups: int
+    maxServerGroupMembers: int
+    maxTotalFloatingIps: int
+    totalInstancesUsed: int
+    totalCoresUsed: int
+    totalRAMUsed: int
+    totalSecurityGroupsUsed: int
+    totalFloatingIpsUsed: int
+    totalServerGroupsUsed: int
+
+
+class LimitsBody(_Out):
+    rate: list[dict[str, Any]]
+    absolute: AbsoluteLimits
+
+
+class LimitsShow(_Out):
+    limits: LimitsBody

@@ -1,0 +1,79 @@
+"""What a caller may ask for and how much: /flavors, /images, /limits."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from agent.api import models, views
+from agent.api.auth import Ctx, deps_of
+from agent.errors import ImageNotFound
+from agent.model.flavor import Flavor
+
+router = APIRouter()
+
+MinRam = Annotated[int | None, Query(alias="minRam", ge=0, description="At least this RAM (MiB)")]
+MinDisk = Annotated[int | None, Query(alias="minDisk", ge=0, description="At least this disk (GiB)")]
+
+
+def _flavors(request: Request, min_ram: int | None, min_disk: int | None) -> list[Flavor]:
+    flavors = deps_of(request).flavors.list()
+    return [f for f in flavors
+            if (min_ram is None or f.ram >= min_ram) and (min_disk is None or f.disk >= min_disk)]
+
+
+@router.get("/flavors", tags=["flavors"], response_model=models.FlavorIndex, responses=models.READ_ERRORS)
+async def list_flavors(request: Request, ctx: Ctx, min_ram: MinRam = None,
+                       min_disk: MinDisk = None) -> JSONResponse:
+    urls = views.Urls(request)
+    return JSONResponse({"flavors": [views.flavor_summary(f, urls)
+                                     for f in _flavors(request, min_ram, min_disk)]})
+
+
+@router.get("/flavors/detail", tags=["flavors"], response_model=models.FlavorDetailIndex,
+            responses=models.READ_ERRORS)
+async def list_flavors_detail(request: Request, ctx: Ctx, min_ram: MinRam = None,
+                              min_disk: MinDisk = None) -> JSONResponse:
+    urls = views.Urls(request)
+    return JSONResponse({"flavors": [views.flavor_detail(f, urls)
+                                     for f in _flavors(request, min_ram, min_disk)]})
+
+
+@router.get("/flavors/{flavor_id}", tags=["flavors"], response_model=models.FlavorShow,
+            responses=models.READ_ERRORS)
+async def show_flavor(request: Request, ctx: Ctx, flavor_id: str) -> JSONResponse:
+    flavor = deps_of(request).flavors.get(flavor_id)
+    return JSONResponse({"flavor": views.flavor_detail(flavor, views.Urls(request))})
+
+
+@router.get("/images", tags=["images"], response_model=models.ImageIndex, responses=models.READ_ERRORS)
+async def list_images(request: Request, ctx: Ctx) -> JSONResponse:
+    urls = views.Urls(request)
+    return JSONResponse({"images": [views.image_summary(i, urls) for i in deps_of(request).images.list()]})
+
+
+@router.get("/images/detail", tags=["images"], response_model=models.ImageDetailIndex,
+            responses=models.READ_ERRORS)
+async def list_images_detail(request: Request, ctx: Ctx) -> JSONResponse:
+    urls = views.Urls(request)
+    return JSONResponse({"images": [views.image_detail(i, urls) for i in deps_of(request).images.list()]})
+
+
+@router.get("/images/{image_id}", tags=["images"], response_model=models.ImageShow,
+            responses=models.READ_ERRORS)
+async def show_image(request: Request, ctx: Ctx, image_id: str) -> JSONResponse:
+    try:
+        image = deps_of(request).images.get(str(UUID(image_id)))
+    except (ValueError, ImageNotFound):
+        raise ImageNotFound("Image not found.") from None
+    return JSONResponse({"image": views.image_detail(image, views.Urls(request))})
+
+
+@router.get("/limits", tags=["limits"], response_model=models.LimitsShow, responses=models.READ_ERRORS)
+async def show_limits(request: Request, ctx: Ctx) -> JSONResponse:
+    deps = deps_of(request)
+    live = deps.store.list_servers(ctx.project_id)
+    return JSONResponse(views.limits_view(deps.limits, live, deps.flavors.list()))

@@ -1,0 +1,129 @@
+"""/servers: create, list (index and detail), show, update, delete.
+
+Handlers are async and call the (quick, synchronous) core directly, on the event loop,
+so the core's check-then-commit steps (quota) never race each other."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from agent.api import models, views
+from agent.api.auth import Ctx, deps_of
+from agent.api.schemas import CreateServerBody, UpdateServerBody
+from agent.errors import InvalidInput, ServerNotFound
+from agent.model.requests import ServerQuery
+from agent.model.states import Status
+
+router = APIRouter(tags=["servers"])
+
+
+def parse_server_id(server_id: str) -> UUID:
+    """A path's server id; one that is not a UUID names no server (404, as Nova)."""
+    try:
+        return UUID(server_id)
+    except ValueError:
+        raise ServerNotFound(f"Instance {server_id[:64]} could not be found.") from None
+
+
+def parse_changes_since(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput("Invalid filter field: changes-since.", "changes-since") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def parse_status(value: str) -> Status:
+    """Case-insensitive, as in Nova; an unknown status is a 400 (as Nova 2.38+ has it)."""
+    try:
+        return Status(value.upper())
+    except ValueError:
+        raise InvalidInput("Invalid status value", "status") from None
+
+
+def parse_marker(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InvalidInput(f"marker [{value[:64]}] not found", "marker") from None
+
+
+async def server_query(
+    image: Annotated[str | None, Query(description="Image id (or URL)")] = None,
+    flavor: Annotated[str | None, Query(description="Flavor id (or URL)")] = None,
+    name: Annotated[str | None, Query(description="A regular expression searched in names")] = None,
+    status: Annotated[str | None, Query(description="Server status (any case)", json_schema_extra={
+        "enum": [s.value for s in Status]})] = None,
+    changes_since: Annotated[str | None, Query(alias="changes-since", json_schema_extra={
+        "format": "date-time"}, description="ISO 8601; includes deleted servers")] = None,
+    limit: Annotated[int | None, Query(ge=0)] = None,
+    marker: Annotated[str | None, Query(description="Id of the last server of the page before")] = None,
+) -> ServerQuery:
+    """The list filters; unknown query parameters are ignored, as Nova ignores them."""
+    return ServerQuery(
+        image=image, flavor=flavor, name=name, limit=limit,
+        status=None if status is None else parse_status(status),
+        changes_since=None if changes_since is None else parse_changes_since(changes_since),
+        marker=None if marker is None else parse_marker(marker),
+    )
+
+
+Filters = Annotated[ServerQuery, Depends(server_query)]
+
+
+@router.get("/servers", response_model=models.ServerIndex, responses=models.READ_ERRORS)
+async def list_servers(request: Request, ctx: Ctx, query: Filters) -> JSONResponse:
+    servers, has_more = deps_of(request).servers.list(ctx, query)
+    urls = views.Urls(request)
+    body: dict[str, object] = {"servers": [views.server_summary(s, urls) for s in servers]}
+    if has_more and servers:
+        body["servers_links"] = urls.next_link(servers[-1].id)
+    return JSONResponse(body)
+
+
+@router.get("/servers/detail", response_model=models.ServerDetailIndex, responses=models.READ_ERRORS)
+async def list_servers_detail(request: Request, ctx: Ctx, query: Filters) -> JSONResponse:
+    deps = deps_of(request)
+    servers, has_more = deps.servers.list(ctx, query)
+    urls = views.Urls(request)
+    body: dict[str, object] = {"servers": [views.server_detail(s, urls, deps.host_id) for s in servers]}
+    if has_more and servers:
+        body["servers_links"] = urls.next_link(servers[-1].id)
+    return JSONResponse(body)
+
+
+@router.post("/servers", status_code=202, response_model=models.CreatedServerShow,
+             responses=models.WRITE_ERRORS)
+async def create_server(request: Request, ctx: Ctx, body: CreateServerBody) -> JSONResponse:
+    server, admin_pass = deps_of(request).servers.create(ctx, body.server.to_core())
+    urls = views.Urls(request)
+    return JSONResponse(views.created_server(server, urls, admin_pass), status_code=202,
+                        headers={"Location": urls.self_href("servers", server.id)})
+
+
+@router.get("/servers/{server_id}", response_model=models.ServerShow, responses=models.READ_ERRORS)
+async def show_server(request: Request, ctx: Ctx, server_id: str) -> JSONResponse:
+    deps = deps_of(request)
+    server = deps.servers.get_live(ctx, parse_server_id(server_id))
+    return JSONResponse({"server": views.server_detail(server, views.Urls(request), deps.host_id)})
+
+
+@router.put("/servers/{server_id}", response_model=models.ServerShow, responses=models.WRITE_ERRORS)
+async def update_server(request: Request, ctx: Ctx, server_id: str, body: UpdateServerBody) -> JSONResponse:
+    deps = deps_of(request)
+    change = body.server
+    server = deps.servers.update(ctx, parse_server_id(server_id), name=change.name,
+                                 access_ipv4=change.access_ipv4, access_ipv6=change.access_ipv6)
+    return JSONResponse({"server": views.server_detail(server, views.Urls(request), deps.host_id)})
+
+
+@router.delete("/servers/{server_id}", status_code=204, response_class=Response,
+               responses=models.WRITE_ERRORS)
+async def delete_server(request: Request, ctx: Ctx, server_id: str) -> Response:
+    deps_of(request).servers.delete(ctx, parse_server_id(server_id))
+    return Response(status_code=204)

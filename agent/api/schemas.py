@@ -1,0 +1,126 @@
+"""Request bodies, shaped as Nova's v2.1 JSON schemas: unknown keys are refused, and the
+secrets (adminPass, personality contents, user_data) are SecretStr so no repr, log or
+error message ever shows them. Rules beyond shape and type live in agent/core/validation."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
+
+from agent.errors import InvalidInput
+from agent.model.requests import CreateServer, PersonalityFile
+
+# Fields whose values never appear in an error message (see errors.validation_message).
+SECRET_FIELDS = frozenset({"adminPass", "personality", "contents", "user_data"})
+
+# What the core accepts as a name, for the OpenAPI document: no leading or trailing
+# whitespace, no control characters, 1-255 characters.
+NAME_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+Name = Annotated[str, Field(min_length=1, max_length=255, json_schema_extra={"pattern": NAME_PATTERN})]
+MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MetaValue = Annotated[str, StringConstraints(max_length=255)]
+MetadataDict = dict[MetaKey, MetaValue]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Personality(_Body):
+    path: Annotated[str, Field(min_length=1, max_length=255)]
+    contents: SecretStr = Field(json_schema_extra={"format": "base64"})
+
+    @field_validator("contents")
+    @classmethod
+    def _base64(cls, value: SecretStr) -> SecretStr:
+        try:
+            base64.b64decode(value.get_secret_value().encode("ascii"), validate=False)
+        except (ValueError, binascii.Error):
+            raise ValueError("is not a 'base64' string") from None
+        return value
+
+
+class NetworkRequest(_Body):
+    uuid: str | None = None
+    port: str | None = None
+    fixed_ip: str | None = None
+
+
+class SecurityGroupName(_Body):
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class ServerCreate(_Body):
+    name: Name
+    image_ref: str = Field(alias="imageRef")
+    flavor_ref: Annotated[str, Field(min_length=1)] = Field(alias="flavorRef")
+    admin_pass: SecretStr | None = Field(default=None, alias="adminPass")
+    metadata: MetadataDict | None = None
+    access_ipv4: str | None = Field(default=None, alias="accessIPv4",
+                                    json_schema_extra={"format": "ipv4"})
+    access_ipv6: str | None = Field(default=None, alias="accessIPv6",
+                                    json_schema_extra={"format": "ipv6"})
+    personality: list[Personality] | None = None
+    networks: Literal["auto", "none"] | list[NetworkRequest] | None = Field(
+        default=None, description="'auto', 'none' or [] for now: this host has no networking yet")
+    shutdown_terminate: bool | None = Field(
+        default=None, description="Extension: delete the server when its guest shuts itself down")
+    min_count: int | None = Field(default=None, ge=1, le=1, description="Only 1 is supported")
+    max_count: int | None = Field(default=None, ge=1, le=1, description="Only 1 is supported")
+    disk_config: Literal["AUTO", "MANUAL"] | None = Field(default=None, alias="OS-DCF:diskConfig",
+                                                          description="Accepted and ignored")
+    key_name: str | None = Field(default=None, description="No keypairs here: must be absent or null")
+    config_drive: bool | str | None = Field(default=None, description="Accepted and ignored")
+    user_data: SecretStr | None = Field(default=None, description="Accepted and ignored")
+    availability_zone: str | None = Field(default=None, description="Accepted and ignored")
+    security_groups: list[SecurityGroupName] | None = Field(default=None,
+                                                            description="Accepted and ignored")
+
+    def to_core(self) -> CreateServer:
+        """The core's request; fields this host cannot honour are refused here."""
+        if self.key_name is not None:
+            raise InvalidInput("Invalid key_name provided.", "key_name")
+        if isinstance(self.networks, list) and self.networks:
+            raise InvalidInput("Invalid input for field/attribute networks. Networks are not "
+                               "available on this host yet: use 'auto', 'none' or [].", "networks")
+        return CreateServer(
+            name=self.name,
+            image_ref=self.image_ref,
+            flavor_ref=self.flavor_ref,
+            admin_pass=self.admin_pass,
+            metadata=self.metadata or {},
+            access_ipv4=self.access_ipv4 or "",
+            access_ipv6=self.access_ipv6 or "",
+            personality=tuple(PersonalityFile(path=p.path, contents=p.contents)
+                              for p in self.personality or ()),
+            shutdown_terminate=bool(self.shutdown_terminate),
+        )
+
+
+class CreateServerBody(_Body):
+    server: ServerCreate
+
+
+class ServerUpdate(_Body):
+    name: Name | None = None
+    access_ipv4: str | None = Field(default=None, alias="accessIPv4",
+                                    json_schema_extra={"format": "ipv4"})
+    access_ipv6: str | None = Field(default=None, alias="accessIPv6",
+                                    json_schema_extra={"format": "ipv6"})
+    disk_config: Literal["AUTO", "MANUAL"] | None = Field(default=None, alias="OS-DCF:diskConfig",
+                                                          description="Accepted and ignored")
+
+
+class UpdateServerBody(_Body):
+    server: ServerUpdate
+
+
+class MetadataBody(_Body):
+    metadata: MetadataDict
+
+
+class MetaItemBody(_Body):
+    meta: MetadataDict = Field(json_schema_extra={"minProperties": 1, "maxProperties": 1})
