@@ -23,10 +23,12 @@ from agent.model.flavor import Flavor
 from agent.model.host import decide_virt_type
 from agent.model.image import Image
 from tests.conftest import IMAGES_DIR
+from tests.support.daemon import Daemon, destroy_domains
 
 pytestmark = pytest.mark.e2e
 
 TEST_IMAGE = IMAGES_DIR / "busybox-test" / "manifest.json"
+IMAGE_ID = "0b9b6a0e-7c5e-4d43-9b2b-6e2f0c1a7e11"  # fixed by vm-images/build.py
 TINY = Flavor(id="1", name="m1.tiny", vcpus=1, ram=256, disk=1)
 
 
@@ -86,3 +88,14 @@ def boot_guest(hypervisor: LibvirtHypervisor, guest_dir: Path) -> Iterator[Calla
         with contextlib.suppress(DomainNotFound):
             hypervisor.destroy(u)
         hypervisor.undefine(u)
+
+
+@pytest.fixture
+def daemon(guest_dir: Path) -> Iterator[Daemon]:
+    """A running daemon with its own state dir; stopped, and every domain it made removed,
+    after the test."""
+    d = Daemon(guest_dir / "state")
+    d.start()
+    yield d
+    d.kill()
+    destroy_domains(d.state_dir)
