@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 import uvicorn
 
+from agent.adapters.guestfs_injector import GuestfsInjector
 from agent.adapters.host_checks import host_checks, virt_decision
 from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
@@ -27,7 +28,9 @@ from agent.api.auth import TokenInfo
 from agent.config import Config, load_config
 from agent.core.doctor import DoctorReport, run_checks
 from agent.core.flavors import FlavorCatalog
+from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
+from agent.core.recovery import sweep
 from agent.core.servers import ServerService
 from agent.core.workflows.base import CheckpointHook, WorkflowDeps
 from agent.core.workflows.create import CreateWorkflow
@@ -104,7 +107,10 @@ def build_agent(config: Config) -> Agent:
                         flavors=flavors, instances_dir=config.instances_dir,
                         base_dir=config.base_images_dir, virt_type=decision.virt_type,
                         on_checkpoint=_crash_hook())
-    runner = JobRunner(deps, {JobKind.CREATE: CreateWorkflow(deps),
+    injector = InjectionBatcher(GuestfsInjector(decision.virt_type),
+                                window_s=config.injection_batch_window_s,
+                                max_batch=config.injection_max_batch)
+    runner = JobRunner(deps, {JobKind.CREATE: CreateWorkflow(deps, injector),
                               JobKind.DELETE: DeleteWorkflow(deps)})
     service = ServerService(store, images, flavors, config.limits, config.password_policy,
                             kick=runner.kick)
@@ -132,6 +138,8 @@ async def _watchdog(interval: float) -> None:
 
 async def serve(config: Config) -> int:
     agent = build_agent(config)
+    # Before the API listens and any job resumes: nothing may create a guest meanwhile.
+    swept = await sweep(agent.runner.deps)
     listeners: list[tuple[_Listener, Any]] = []
     unix_ctx = (RequestContext(project_id=config.unix_socket_project, user_id="local")
                 if config.unix_socket_project else None)
@@ -152,7 +160,7 @@ async def serve(config: Config) -> int:
             break
         await asyncio.sleep(0.01)
     log.info("agent.ready", socket=str(config.socket_path), tcp=config.api_listen,
-             jobs_resumed=resumed)
+             jobs_resumed=resumed, orphans_removed=len(swept.domains_removed) + len(swept.dirs_removed))
     sd_notify("READY=1", "STATUS=serving")
     interval = watchdog_interval()
     watchdog = asyncio.create_task(_watchdog(interval)) if interval else None

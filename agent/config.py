@@ -49,6 +49,9 @@ class Config(BaseModel):
     flavors: list[Flavor] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
     limits: Limits = Field(default_factory=Limits)
     password_policy: PasswordPolicy = Field(default_factory=PasswordPolicy)
+    # Servers whose injections start within this window share one appliance launch.
+    injection_batch_window_s: float = Field(default=0.5, ge=0, le=10)
+    injection_max_batch: int = Field(default=8, ge=1, le=26)
     libvirt_uri: str = "qemu:///system"
     virt_type: Literal["auto", "kvm", "qemu"] = "auto"
     image_dirs: list[Path] = Field(default_factory=lambda: [Path("/var/lib/compute-agent/images")])

@@ -74,3 +74,7 @@ class OverLimit(AgentError):
 
 class JobAbandoned(AgentError):
     """A job was started too often without finishing (the daemon died under it)."""
+
+
+class InjectionError(AgentError):
+    """Files or the password could not be put into the guest disk."""

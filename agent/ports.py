@@ -9,8 +9,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from agent.errors import InjectionError
 from agent.model.domain import DomainSpec, PowerState
 from agent.model.image import Image
+from agent.model.injection import InjectionRequest, InjectionResult
 from agent.model.job import Job, StatusEvent
 from agent.model.server import Server
 from agent.model.states import TaskState, VmState
@@ -35,6 +37,11 @@ class Hypervisor(Protocol):
     def undefine(self, uuid: UUID) -> None: ...
     def power_state(self, uuid: UUID) -> PowerState: ...
     def domain_uuids(self) -> set[UUID]: ...
+    def owned_domains(self, instances_dir: Path) -> dict[UUID, dict[str, str]]:
+        """Domains that carry the agent's metadata and keep a disk under `instances_dir`
+        (this agent's, not another agent's on the same libvirtd): uuid -> the metadata
+        properties (server_id, project_id, ...)."""
+        ...
 
 
 class Disks(Protocol):
@@ -105,3 +112,11 @@ class Store(Protocol):
                      limit: int = 1000) -> list[StatusEvent]: ...
 
     def close(self) -> None: ...
+
+
+class DiskInjector(Protocol):
+    """Puts personality files and the root password hash into guest disks before first
+    boot. One call may cover several disks (one appliance launch for all)."""
+
+    def inject(self, requests: list[InjectionRequest]) -> list[InjectionResult | InjectionError]:
+        ...

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
 
 import libvirt
 
-from agent.adapters.domain_xml import build_domain_xml
+from agent.adapters.domain_xml import METADATA_NS, build_domain_xml
 from agent.errors import DomainNotFound, HypervisorError, HypervisorUnavailable
 from agent.model.domain import DomainSpec, PowerState
 
@@ -27,6 +29,21 @@ _POWER_STATES = {
     libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
     libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
 }
+
+
+def _agent_metadata(xml: str, instances_dir: Path) -> dict[str, str] | None:
+    """The agent's metadata properties of a domain's XML, or None when the domain does
+    not carry them or keeps no disk under `instances_dir` (then it is not ours)."""
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own XML of a domain, not input
+    props = {p.get("name", ""): p.text or ""
+             for p in root.iterfind(f"metadata/{{{METADATA_NS}}}instance/{{{METADATA_NS}}}property")}
+    if not props:
+        return None
+    roots = {instances_dir, instances_dir.resolve()}
+    disks = [Path(s.get("file", "")) for s in root.iterfind("devices/disk/source")]
+    if not any(d.is_relative_to(r) for d in disks for r in roots):
+        return None
+    return props
 
 
 def _quiet_libvirt_errors() -> None:
@@ -125,3 +142,22 @@ class LibvirtHypervisor:
             return {UUID(d.UUIDString()) for d in self.connection().listAllDomains(0)}
         except libvirt.libvirtError as e:
             raise HypervisorError(f"list domains: {e.get_error_message()}") from e
+
+    def owned_domains(self, instances_dir: Path) -> dict[UUID, dict[str, str]]:
+        try:
+            domains = self.connection().listAllDomains(0)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"list domains: {e.get_error_message()}") from e
+        found: dict[UUID, dict[str, str]] = {}
+        for dom in domains:
+            try:
+                xml = dom.XMLDesc(0)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue  # undefined since the listing
+                raise HypervisorError(f"read XML of {dom.UUIDString()}: "
+                                      f"{e.get_error_message()}") from e
+            props = _agent_metadata(xml, instances_dir)
+            if props is not None:
+                found[UUID(dom.UUIDString())] = props
+        return found

@@ -5,13 +5,17 @@
 3. authentication (401), except for version discovery and the OpenAPI document;
 4. the microversion check (406, or 400 for a malformed version);
 5. the body is read, counting, and refused (413) as soon as it is too large; a body is
-   JSON whatever its Content-Type says (Nova reads it as JSON too);
+   JSON whatever its Content-Type says (Nova reads it as JSON too), and JSON whose strings
+   hold a lone UTF-16 surrogate ("\\ud800": no Unicode text) is refused (400) off the
+   public paths (which read no body), as nothing downstream could encode such a string
+   again (to hash, store or answer it);
 6. every response gets the request id and version headers; an unexpected exception
    becomes a 500 computeFault that shows neither a traceback nor the request.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -60,6 +64,18 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _has_lone_surrogate(body: bytes) -> bool:
+    """Whether the body parses as JSON and some string in it (key or value) is no Unicode
+    text. A body that does not parse is left to the route to refuse."""
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
 
 
 class ApiMiddleware:
@@ -120,7 +136,8 @@ class ApiMiddleware:
 
         root = scope.get("root_path", "")
         path = scope["path"][len(root):] if root and scope["path"].startswith(root) else scope["path"]
-        if path not in PUBLIC_PATHS:
+        public = path in PUBLIC_PATHS
+        if not public:
             ctx = authenticate(self.deps.tokens, self.deps.default_context,
                                headers.get(TOKEN_HEADER), scope["state"]["request_id"])
             if ctx is None:
@@ -136,6 +153,9 @@ class ApiMiddleware:
             body = await _read_body(receive, limit)
         except _BodyTooLarge:
             await fault_response(413, TOO_LARGE)(scope, receive, send)
+            return
+        if body and not public and _has_lone_surrogate(body):
+            await fault_response(400, MALFORMED_BODY)(scope, receive, send)
             return
         if body:
             scope = dict(scope)

@@ -89,6 +89,8 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+# Version discovery: no token, no microversion; only the body checks come before it.
+PUBLIC_ERRORS = _responses(400, 413)
 READ_ERRORS = _responses(400, 401, 403, 404, 406, 413, 503)
 WRITE_ERRORS = _responses(400, 401, 403, 404, 406, 409, 413, 503)
 

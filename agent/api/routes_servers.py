@@ -31,11 +31,13 @@ def parse_server_id(server_id: str) -> UUID:
 
 
 def parse_changes_since(value: str) -> datetime:
+    """An ISO 8601 time, in UTC (naive means UTC). One whose UTC time falls outside years
+    1-9999 (0001-01-01T00:00:00+01:00) is refused like a malformed one, not a 500."""
     try:
         when = datetime.fromisoformat(value)
-    except ValueError:
+        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidInput("Invalid filter field: changes-since.", "changes-since") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def parse_status(value: str) -> Status:

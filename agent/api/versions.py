@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 
-from agent.api.models import VersionList, VersionShow
+from agent.api.models import PUBLIC_ERRORS, VersionList, VersionShow
 
 MICROVERSION = "2.1"
 UPDATED = "2013-07-23T11:33:21Z"
@@ -74,16 +74,19 @@ def microversion_error(headers: Headers) -> tuple[int, str] | None:
 router = APIRouter(tags=["versions"])
 
 
-@router.get("/", response_model=VersionList, summary="List API versions (no authentication)")
+@router.get("/", response_model=VersionList, responses=PUBLIC_ERRORS,
+            summary="List API versions (no authentication)")
 async def list_versions(request: Request) -> JSONResponse:
     return JSONResponse({"versions": [version_doc(str(request.base_url))]})
 
 
-@router.get("/v2.1", response_model=VersionShow, summary="Show API v2.1 (no authentication)")
+@router.get("/v2.1", response_model=VersionShow, responses=PUBLIC_ERRORS,
+            summary="Show API v2.1 (no authentication)")
 async def show_version(request: Request) -> JSONResponse:
     return JSONResponse({"version": version_doc(str(request.base_url))})
 
 
-@router.get("/v2.1/", response_model=VersionShow, summary="Show API v2.1 (no authentication)")
+@router.get("/v2.1/", response_model=VersionShow, responses=PUBLIC_ERRORS,
+            summary="Show API v2.1 (no authentication)")
 async def show_version_slash(request: Request) -> JSONResponse:
     return JSONResponse({"version": version_doc(str(request.base_url))})

@@ -14,9 +14,11 @@ from uuid import UUID
 
 import structlog
 
+from agent.core.workflows import create, delete
 from agent.core.workflows.base import Interrupted, WorkflowDeps
 from agent.errors import AgentError, JobAbandoned
 from agent.model.job import Job, JobKind, JobStatus
+from agent.model.server import Server
 from agent.model.states import TaskState, VmState
 
 log = structlog.get_logger("agent.jobs")
@@ -24,6 +26,12 @@ log = structlog.get_logger("agent.jobs")
 # A job that was running this many times without finishing (the daemon died under it
 # each time) is failed instead of being tried again, so a poison job cannot crash-loop.
 MAX_ATTEMPTS = 3
+
+# The task a job's server carries while the job works on it, the last checkpoint of each
+# kind, and the vm_state its success leaves.
+OWN_TASK = {JobKind.CREATE: TaskState.SPAWNING, JobKind.DELETE: TaskState.DELETING}
+FINAL_STEP = {JobKind.CREATE: create.STEPS[-1], JobKind.DELETE: delete.STEPS[-1]}
+DONE_STATE = {JobKind.CREATE: VmState.ACTIVE, JobKind.DELETE: VmState.DELETED}
 
 
 class Workflow(Protocol):
@@ -89,8 +97,29 @@ class JobRunner:
         finally:
             self._active.pop(server_id, None)
 
+    @staticmethod
+    def ended_before_restart(job: Job, server: Server) -> tuple[JobStatus, str] | None:
+        """How a job ended whose last server change was committed but the job's own end
+        was not (the daemon died between the two transactions: after a final checkpoint,
+        or in _fail); None while it still has work to do. A resumed job must not run
+        again then: a create would count its own ACTIVE as a takeover and be cancelled,
+        a delete would stamp a new deleted_at."""
+        if server.task_state is not None:
+            return None  # its own task still in flight, or a later job's: the workflow decides
+        if server.vm_state is DONE_STATE[job.kind] or job.step == FINAL_STEP[job.kind]:
+            return JobStatus.SUCCEEDED, ""
+        if server.vm_state is VmState.ERROR:
+            return JobStatus.FAILED, server.fault.message if server.fault else "failed"
+        return None
+
     async def _run(self, job: Job) -> None:
         bound = log.bind(job_id=str(job.id), server_id=str(job.server_id), kind=job.kind.value)
+        ended = self.ended_before_restart(job, self.deps.current(job))
+        if ended is not None:
+            status, error = ended
+            bound.info("job.ended_before_restart", status=status.value, step=job.step or "-")
+            self.store.update_job(job.id, {"status": status, "error": error, "payload": {}})
+            return
         if job.attempts >= MAX_ATTEMPTS:
             bound.error("job.abandoned", attempts=job.attempts, step=job.step)
             await self._fail(job, JobAbandoned(
@@ -121,8 +150,7 @@ class JobRunner:
     async def _fail(self, job: Job, error: BaseException) -> None:
         message = safe_message(error)
         server = self.deps.current(job)
-        own_task = {JobKind.CREATE: TaskState.SPAWNING, JobKind.DELETE: TaskState.DELETING}
-        if server.task_state is own_task[job.kind]:
+        if server.task_state is OWN_TASK[job.kind]:
             if job.kind is JobKind.CREATE:
                 try:  # leave nothing half-made behind
                     await self.deps.tear_down_guest(job.server_id)

@@ -3,12 +3,14 @@ transaction) before the caller answers, then the job runner is told to look."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
 from agent.core.flavors import FlavorCatalog
+from agent.core.personality import check_personality
 from agent.core.sha512_crypt import sha512_crypt
 from agent.core.validation import (
     check_access_ip,
@@ -110,18 +112,18 @@ class ServerService:
             raise InvalidInput("Flavor's memory is too small for requested image.", "flavorRef")
         check_metadata_items(req.metadata)
         check_metadata_quota(len(req.metadata), self.limits)
-        if len(req.personality) > self.limits.max_personality:
-            raise QuotaExceeded(f"Personality file limit exceeded: {len(req.personality)} files, "
-                                f"limit is {self.limits.max_personality} (maxPersonality)")
-        if req.personality:
-            raise InvalidInput("Personality injection is not available on this host yet",
-                               "personality")
+        personality = check_personality(req.personality, self.limits, image)
         ipv4 = check_access_ip(req.access_ipv4, 4)
         ipv6 = check_access_ip(req.access_ipv6, 6)
         self._check_quota(ctx, flavor.vcpus, flavor.ram)
 
         password = req.admin_pass.get_secret_value() if req.admin_pass else None
         payload: dict[str, object] = {}
+        if personality:
+            # Kept base64 in the job (JSON) until injected, then the payload is cleared.
+            payload["personality"] = [
+                {"path": f.path, "contents": base64.b64encode(f.contents).decode()}
+                for f in personality]
         if password is None:
             password = generate_password(self.password_policy)
         violations = self.password_policy.violations(password)

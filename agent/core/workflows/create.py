@@ -1,8 +1,10 @@
-"""Create: disk -> domain -> started -> running, with progress on each checkpoint.
+"""Create: disk -> injected -> domain -> started -> running, with progress on each
+checkpoint.
 
 Steps are idempotent given the ones before them, so a restarted daemon resumes after the
-last checkpoint. Any failure tears the guest down and leaves the server in ERROR with a
-fault; nothing half-made stays behind.
+last checkpoint; the disk and the injection into it count as one unit (a half-injected
+disk is made again from its base, never injected twice). Any failure tears the guest down
+and leaves the server in ERROR with a fault; nothing half-made stays behind.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import asyncio
 from pathlib import Path
 
 from agent.core.guest_layout import build_domain_spec
+from agent.core.injection import InjectionBatcher
+from agent.core.personality import decode_contents
 from agent.core.workflows.base import WorkflowDeps
 from agent.model.domain import PowerState
 from agent.model.image import Image
+from agent.model.injection import LOCKED_HASH, InjectedFile, InjectionRequest
 from agent.model.job import Job
 from agent.model.states import TaskState, VmState
 
-STEPS = ("disk", "domain", "started", "running")
-PROGRESS = {"disk": 25, "domain": 50, "started": 75, "running": 100}
+STEPS = ("disk", "injected", "domain", "started", "running")
+PROGRESS = {"disk": 20, "injected": 40, "domain": 60, "started": 80, "running": 100}
 RUNNING_TIMEOUT_S = 60.0
 
 
@@ -28,9 +33,20 @@ def base_path(deps: WorkflowDeps, image: Image) -> Path:
     return deps.base_dir / f"{image.uuid}-{st.st_size}-{st.st_mtime_ns}.{image.disk_format}"
 
 
+def injection_request(job: Job, disk: Path) -> InjectionRequest:
+    """What the job's payload asks to put into the disk. A password that broke the policy
+    locks root instead (the server then ends in ERROR until changePassword)."""
+    payload = job.payload
+    files = tuple(InjectedFile(path=f["path"], contents=decode_contents(f["contents"], i, 2**31))
+                  for i, f in enumerate(payload.get("personality", [])))
+    password_hash = payload.get("admin_pass_hash") or LOCKED_HASH
+    return InjectionRequest(disk=disk, files=files, root_password_hash=password_hash)
+
+
 class CreateWorkflow:
-    def __init__(self, deps: WorkflowDeps) -> None:
+    def __init__(self, deps: WorkflowDeps, injector: InjectionBatcher) -> None:
         self.deps = deps
+        self.injector = injector
 
     async def run(self, job: Job) -> None:
         d = self.deps
@@ -40,26 +56,29 @@ class CreateWorkflow:
         files = d.files(server.id)
         done = STEPS.index(job.step) + 1 if job.step in STEPS else 0
 
-        if done < 1:
+        if done < 2:
             base = base_path(d, image)
             await d.blocking(d.disks.cache_base, image.disk_file, base)
             files.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-            files.disk.unlink(missing_ok=True)  # a half-made disk of a killed run
+            files.disk.unlink(missing_ok=True)  # a half-made or half-injected disk
             await d.blocking(d.disks.create_overlay, base, image.disk_format, files.disk,
                              flavor.disk)
             job = d.checkpoint(job, "disk", {"progress": PROGRESS["disk"]})
+            d.ensure_not_taken_over(job, TaskState.SPAWNING)
+            await self.injector.inject(injection_request(job, files.disk))
+            job = d.checkpoint(job, "injected", {"progress": PROGRESS["injected"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 
-        if done < 3:  # (re)define until started: defineXML is idempotent for one uuid
+        if done < 4:  # (re)define until started: defineXML is idempotent for one uuid
             spec = build_domain_spec(server.id, image, flavor, files, d.virt_type, metadata={
                 "server_id": str(server.id), "project_id": server.project_id,
                 "flavor_id": flavor.id, "image_id": str(image.uuid)})
             await d.blocking(d.hypervisor.define, spec)
-            if done < 2:
+            if done < 3:
                 job = d.checkpoint(job, "domain", {"progress": PROGRESS["domain"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 
-        if done < 3:
+        if done < 4:
             if await d.blocking(d.hypervisor.power_state, server.id) is not PowerState.RUNNING:
                 await d.blocking(d.hypervisor.start, server.id)
             job = d.checkpoint(job, "started", {"progress": PROGRESS["started"]})
@@ -74,7 +93,7 @@ class CreateWorkflow:
         if violations:
             changes.update(vm_state=VmState.ERROR, fault=d.fault(
                 400, "adminPass does not meet the password policy: it needs "
-                + ", ".join(violations)))
+                + ", ".join(violations) + "; root is locked until changePassword"))
         else:
             changes["vm_state"] = VmState.ACTIVE
         d.checkpoint(job, "running", changes, cause="build finished")

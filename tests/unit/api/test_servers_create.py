@@ -138,7 +138,8 @@ async def test_accepted_and_ignored_fields(env: Env, extra: dict[str, Any]):
     ({"security_groups": [{}]}, "name"),
     ({"personality": [{"path": "/etc/motd"}]}, "contents"),
     ({"personality": [{"path": "/etc/motd", "contents": "aGk=", "mode": "0644"}]}, "mode"),
-    ({"personality": [{"path": "/etc/motd", "contents": "aGk="}]}, "personality"),
+    ({"personality": [{"path": "etc/motd", "contents": "aGk="}]}, "personality[0].path"),
+    ({"personality": [{"path": "/etc/motd", "contents": "aGk"}]}, "contents"),
     ({"description": "2.19+ only"}, "description"),
     ({"block_device_mapping_v2": []}, "block_device_mapping_v2"),
 ])
@@ -203,7 +204,10 @@ async def test_secret_values_are_never_echoed_in_errors(env: Env):
         server_body(env, adminPass=secret, bogus=1),
         {"server": {"adminPass": secret, "imageRef": str(env.cirros.uuid), "flavorRef": "1"}},
         server_body(env, personality=[{"path": "/x", "contents": f"{secret}!!"}]),
-        server_body(env, personality=[{"path": "/x", "contents": secret_b64}]),
+        server_body(env, personality=[{"path": "/x", "contents": secret_b64},
+                                      {"path": "/../x", "contents": secret_b64}]),
+        server_body(env, personality=[{"path": "/x", "contents": base64.b64encode(
+            b"\x1f\x8b" + secret.encode()).decode()}]),
         server_body(env, personality=[{"path": "/x", "contents": secret_b64, "extra": 1}]),
         server_body(env, personality=[secret]),
         server_body(env, personality=secret),

@@ -10,6 +10,7 @@ import pytest
 
 from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.core.flavors import FlavorCatalog
+from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
 from agent.core.servers import ServerService
 from agent.core.workflows.base import WorkflowDeps
@@ -20,6 +21,7 @@ from agent.model.job import JobKind
 from agent.model.passwords import PasswordPolicy
 from agent.model.requests import CreateServer, Limits, RequestContext
 from tests.unit.fakes.hypervisor import FakeDisks, FakeHypervisor
+from tests.unit.fakes.injector import FakeInjector
 from tests.unit.fakes.store import MemoryStore
 
 IMAGE_ID = "0b9b6a0e-7c5e-4d43-9b2b-6e2f0c1a7e11"
@@ -45,6 +47,8 @@ class World:
     runner: JobRunner
     service: ServerService
     checkpoints: list[str]
+    injector: FakeInjector
+    batcher: InjectionBatcher
 
     def create(self, ctx: RequestContext = ALICE, **kw):
         req = CreateServer(**{"name": "web-1", "image_ref": IMAGE_ID, "flavor_ref": "1", **kw})
@@ -61,8 +65,10 @@ def world(tmp_path: Path) -> World:
                         instances_dir=tmp_path / "instances", base_dir=tmp_path / "_base",
                         virt_type=VirtType.QEMU,
                         on_checkpoint=lambda job, step: checkpoints.append(f"{job.kind}:{step}"))
-    runner = JobRunner(deps, {JobKind.CREATE: CreateWorkflow(deps),
+    injector = FakeInjector()
+    batcher = InjectionBatcher(injector, window_s=0.01)
+    runner = JobRunner(deps, {JobKind.CREATE: CreateWorkflow(deps, batcher),
                               JobKind.DELETE: DeleteWorkflow(deps)})
     service = ServerService(store, deps.images, deps.flavors, Limits(max_total_instances=3),
                             PasswordPolicy(), kick=runner.kick)
-    return World(store, hv, disks, deps, runner, service, checkpoints)
+    return World(store, hv, disks, deps, runner, service, checkpoints, injector, batcher)

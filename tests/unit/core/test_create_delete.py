@@ -34,8 +34,8 @@ async def test_create_runs_every_step_to_active_with_progress(world):
     s = world.store.get_server(server.id)
     assert s.status is Status.ACTIVE and s.progress == 100
     assert s.power_state is PowerState.RUNNING and s.launched_at is not None
-    assert world.checkpoints == ["create:disk", "create:domain", "create:started",
-                                 "create:running"]
+    assert world.checkpoints == ["create:disk", "create:injected", "create:domain",
+                                 "create:started", "create:running"]
     assert world.hypervisor.states[server.id] is PowerState.RUNNING
     spec = world.hypervisor.domains[server.id]
     assert spec.virt_type.value == "qemu" and spec.memory_mib == 256
@@ -112,7 +112,7 @@ async def test_resume_after_restart_continues_after_the_last_checkpoint(world):
     world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "domain", "attempts": 1})
     world.deps.files(server.id).dir.mkdir(parents=True)
     world.deps.files(server.id).disk.write_text("overlay")
-    runner = JobRunner(world.deps, {JobKind.CREATE: CreateWorkflow(world.deps),
+    runner = JobRunner(world.deps, {JobKind.CREATE: CreateWorkflow(world.deps, world.batcher),
                                     JobKind.DELETE: DeleteWorkflow(world.deps)})
     # The domain is defined again (idempotent), so even one lost behind our back is back.
     assert runner.resume_all() == 1

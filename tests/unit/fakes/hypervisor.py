@@ -59,6 +59,10 @@ class FakeHypervisor:
     def domain_uuids(self) -> set[UUID]:
         return set(self.domains)
 
+    def owned_domains(self, instances_dir: Path) -> dict[UUID, dict[str, str]]:
+        return {u: dict(spec.metadata) for u, spec in self.domains.items()
+                if spec.metadata and any(d.path.is_relative_to(instances_dir) for d in spec.disks)}
+
 
 class FakeDisks:
     """Writes small marker files, so tests can see what exists on disk."""

@@ -1,0 +1,43 @@
+"""What goes into a guest's disk before its first boot: personality files and the root
+password hash. Contents are secrets: they never appear in a repr, a log or an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Personality files: root:root, read for user and group only (the spec's octal 440).
+FILE_MODE = 0o440
+DIR_MODE = 0o755
+# A locked root password: the password given did not meet the policy, so nobody can log
+# in as root until changePassword sets one.
+LOCKED_HASH = "!"
+
+
+class InjectedFile(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str  # absolute, normalised
+    contents: bytes = Field(repr=False)
+
+
+class InjectionRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    disk: Path
+    disk_format: str = "qcow2"
+    files: tuple[InjectedFile, ...] = ()
+    root_password_hash: str | None = Field(default=None, repr=False)
+
+
+class InjectionResult(BaseModel):
+    """What was done on one disk: the backups made (old path -> .bak path)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    disk: Path
+    written: tuple[str, ...] = ()
+    backups: dict[str, str] = Field(default_factory=dict)
+    password_set: bool = False
+    seconds: float = 0.0

@@ -1,0 +1,107 @@
+"""Creates inject files and the password hash through the batcher: once per disk, in
+shared batches, with faults that say what went wrong and never what was injected."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+from agent.core.injection import InjectionBatcher
+from agent.core.jobs import JobRunner
+from agent.core.workflows.create import CreateWorkflow
+from agent.core.workflows.delete import DeleteWorkflow
+from agent.model.injection import LOCKED_HASH, InjectionRequest
+from agent.model.job import JobKind, JobStatus
+from agent.model.requests import PersonalityFile
+from agent.model.states import Status
+from tests.unit.fakes.injector import FakeInjector
+
+
+def personality(*pairs):
+    return tuple(PersonalityFile(path=p, contents=base64.b64encode(c).decode()) for p, c in pairs)
+
+
+async def test_files_and_password_hash_reach_the_injector_and_leave_the_job(world):
+    server, _ = world.create(personality=personality(("/etc/motd", b"hi\n"), ("/x//y", b"z")))
+    await world.runner.idle()
+    req = world.injector.injected[world.deps.files(server.id).disk]
+    assert [(f.path, f.contents) for f in req.files] == [("/etc/motd", b"hi\n"), ("/x/y", b"z")]
+    assert req.root_password_hash.startswith("$6$")
+    assert world.store.get_server(server.id).status is Status.ACTIVE
+
+
+async def test_payload_with_secrets_is_cleared_once_the_job_ends(world):
+    world.create(personality=personality(("/etc/motd", b"secret-contents")))
+    [job] = world.store.unfinished_jobs()
+    assert job.payload["personality"]
+    await world.runner.idle()
+    done = world.store.get_job(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.payload == {}
+
+
+async def test_a_rejected_password_locks_root(world):
+    server, _ = world.create(admin_pass="weak")
+    await world.runner.idle()
+    req = world.injector.injected[world.deps.files(server.id).disk]
+    assert req.root_password_hash == LOCKED_HASH
+    assert world.store.get_server(server.id).status is Status.ERROR
+
+
+async def test_injection_failure_is_a_fault_and_leaves_nothing(world):
+    server, _ = world.create()
+    world.injector.fail_disks.add(world.deps.files(server.id).disk)
+    await world.runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.status is Status.ERROR
+    assert "no recognisable root filesystem" in s.fault.message
+    assert not world.deps.files(server.id).dir.exists()
+    assert server.id not in world.hypervisor.domains
+
+
+async def test_servers_created_together_share_one_injection_batch(world):
+    world.service.limits = world.service.limits.model_copy(update={"max_total_instances": 8})
+    for i in range(8):
+        world.create(name=f"s{i}")
+    await world.runner.idle()
+    assert world.batcher.batches == [8]
+    assert len(world.injector.calls) == 1
+
+
+async def test_resume_after_disk_checkpoint_remakes_the_disk_and_injects_once(world):
+    world.runner._closing = True
+    server, _ = world.create(personality=personality(("/etc/motd", b"hi")))
+    [job] = world.store.unfinished_jobs()
+    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "disk", "attempts": 1})
+    disk = world.deps.files(server.id).disk
+    disk.parent.mkdir(parents=True)
+    disk.write_text("half-injected")
+    runner = JobRunner(world.deps, {JobKind.CREATE: CreateWorkflow(world.deps, world.batcher),
+                                    JobKind.DELETE: DeleteWorkflow(world.deps)})
+    runner.resume_all()
+    await runner.idle()
+    assert disk.read_text().startswith("overlay of")
+    assert len(world.injector.calls) == 1
+    assert world.store.get_server(server.id).status is Status.ACTIVE
+
+
+async def test_batcher_gives_each_waiter_its_own_result_or_error(tmp_path):
+    injector = FakeInjector()
+    bad = tmp_path / "bad.qcow2"
+    injector.fail_disks.add(bad)
+    batcher = InjectionBatcher(injector, window_s=0.01)
+    good = batcher.inject(InjectionRequest(disk=tmp_path / "good.qcow2"))
+    failing = batcher.inject(InjectionRequest(disk=bad))
+    results = await asyncio.gather(good, failing, return_exceptions=True)
+    assert results[0].disk == tmp_path / "good.qcow2"
+    assert "root filesystem" in str(results[1])
+    assert batcher.batches == [2]
+
+
+async def test_requests_arriving_during_a_batch_form_the_next_one(tmp_path):
+    injector = FakeInjector()
+    batcher = InjectionBatcher(injector, window_s=0.01)
+    first = asyncio.create_task(batcher.inject(InjectionRequest(disk=tmp_path / "a")))
+    await asyncio.sleep(0.05)
+    await asyncio.gather(first, batcher.inject(InjectionRequest(disk=tmp_path / "b")),
+                         batcher.inject(InjectionRequest(disk=tmp_path / "c")))
+    assert batcher.batches == [1, 2]

@@ -1,0 +1,97 @@
+"""After a kill -9: jobs whose last commit landed are closed, not redone; the start-up sweep
+removes what no live server owns, and nothing else."""
+
+from __future__ import annotations
+
+import uuid
+
+from agent.core.guest_layout import InstanceFiles, build_domain_spec
+from agent.core.jobs import JobRunner
+from agent.core.recovery import sweep
+from agent.core.workflows.create import CreateWorkflow
+from agent.core.workflows.delete import DeleteWorkflow
+from agent.model.flavor import Flavor
+from agent.model.host import VirtType
+from agent.model.job import JobKind, JobStatus
+from agent.model.states import Status
+from tests.unit.core.conftest import ALICE
+
+TINY = Flavor(id="1", name="m1.tiny", vcpus=1, ram=256, disk=1)
+
+
+def restarted(world) -> JobRunner:
+    return JobRunner(world.deps, {JobKind.CREATE: CreateWorkflow(world.deps, world.batcher),
+                                  JobKind.DELETE: DeleteWorkflow(world.deps)})
+
+
+async def test_create_killed_after_its_last_checkpoint_is_closed_as_succeeded(world):
+    server, _ = world.create()
+    [job] = world.store.unfinished_jobs()
+    await world.runner.idle()
+    launched = world.store.get_server(server.id).launched_at
+    # The daemon died after the "running" checkpoint, before the job was marked done:
+    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "running"})
+    runner = restarted(world)
+    assert runner.resume_all() == 1
+    await runner.idle()
+    assert world.store.get_job(job.id).status is JobStatus.SUCCEEDED
+    s = world.store.get_server(server.id)
+    assert s.status is Status.ACTIVE and s.launched_at == launched
+
+
+async def test_delete_killed_after_its_last_checkpoint_is_not_redone(world):
+    server, _ = world.create()
+    await world.runner.idle()
+    world.service.delete(ALICE, server.id)
+    [job] = world.store.unfinished_jobs()
+    await world.runner.idle()
+    deleted_at = world.store.get_server(server.id).deleted_at
+    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "guest removed"})
+    runner = restarted(world)
+    runner.resume_all()
+    await runner.idle()
+    assert world.store.get_job(job.id).status is JobStatus.SUCCEEDED
+    assert world.store.get_server(server.id).deleted_at == deleted_at
+
+
+def _stray(world, server_id, instances_dir=None):
+    files = InstanceFiles(instances_dir or world.deps.instances_dir, server_id)
+    files.dir.mkdir(parents=True)
+    files.disk.write_text("overlay")
+    image = world.deps.images.list()[0]
+    world.hypervisor.define(build_domain_spec(server_id, image, TINY, files, VirtType.QEMU,
+                                              metadata={"server_id": str(server_id)}))
+    world.hypervisor.start(server_id)
+
+
+async def test_sweep_removes_orphans_only(world, tmp_path):
+    live, _ = world.create(name="live")
+    gone, _ = world.create(name="gone")
+    await world.runner.idle()
+    world.service.delete(ALICE, gone.id)
+    await world.runner.idle()
+    _stray(world, gone.id)  # a deleted server's guest came back (a lost teardown)
+    unknown = uuid.uuid4()
+    _stray(world, unknown)  # a server the store never heard of
+    other = uuid.uuid4()
+    _stray(world, other, tmp_path / "other-agent")  # another agent's: not ours to touch
+    lone = world.deps.instances_dir / str(uuid.uuid4())
+    lone.mkdir()
+    not_ours = world.deps.instances_dir / "README"
+    not_ours.write_text("left alone")
+    tmp_disk = world.deps.files(live.id).dir / "disk.qcow2.tmp"
+    tmp_disk.write_text("half")
+    world.deps.base_dir.mkdir(parents=True, exist_ok=True)
+    tmp_base = world.deps.base_dir / "img.qcow2.tmp"
+    tmp_base.write_text("half")
+
+    report = await sweep(world.deps)
+
+    assert sorted(report.domains_removed) == sorted([gone.id, unknown])
+    assert set(world.hypervisor.domains) == {live.id, other}
+    assert not world.deps.files(unknown).dir.exists() and not lone.exists()
+    assert world.deps.files(live.id).disk.exists() and not_ours.exists()
+    assert not tmp_disk.exists() and not tmp_base.exists()
+    assert (tmp_path / "other-agent" / str(other)).exists()
+    assert report.errors == []
+    assert world.store.get_server(live.id).status is Status.ACTIVE
