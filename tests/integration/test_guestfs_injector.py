@@ -1,0 +1,135 @@
+"""The libguestfs injector on real disks, in one batch (one appliance launch): each disk
+gets its own files (clones of one image all name /dev/vda in fstab), existing files are
+kept as .bak.<timestamp>, new files are 0440 root:root in 0755 root:root parents, the
+root password hash lands in /etc/shadow, and a hostile or empty disk fails alone."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import guestfs
+import pytest
+
+from agent.adapters.guestfs_appliance import new_handle
+from agent.adapters.guestfs_injector import GuestfsInjector
+from agent.adapters.qemu_img import QemuImgDisks
+from agent.core.sha512_crypt import sha512_crypt
+from agent.errors import InjectionError
+from agent.model.injection import InjectedFile, InjectionRequest
+from tests.conftest import IMAGES_DIR
+
+BASE = IMAGES_DIR / "busybox-test" / "disk.qcow2"
+HASH_A = sha512_crypt("Pass-A-123", "saltsaltsaltsalt")
+HASH_B = sha512_crypt("Pass-B-456", "saltsaltsaltsalt")
+
+
+def hostile_disk(tmp: Path) -> Path:
+    """An ext4 disk whose /etc/motd is a symlink to /etc/shadow and /etc/issue a directory."""
+    root = tmp / "hostile-root"
+    (root / "etc" / "issue").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (root / "etc" / "motd").symlink_to("/etc/shadow")
+    raw = tmp / "hostile.raw"
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(root), str(raw), "16M"], check=True)
+    disk = tmp / "hostile.qcow2"
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(raw), str(disk)], check=True)
+    return disk
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, virt_type):
+    tmp = tmp_path_factory.mktemp("inject")
+    disks = QemuImgDisks()
+    base = tmp / "base.qcow2"
+    disks.cache_base(BASE, base)
+    a, b = tmp / "a.qcow2", tmp / "b.qcow2"
+    for d in (a, b):
+        disks.create_overlay(base, "qcow2", d, 0)
+    blank = tmp / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "16M"], check=True)
+    hostile = hostile_disk(tmp)
+    requests = [
+        InjectionRequest(disk=a, root_password_hash=HASH_A, files=(
+            InjectedFile(path="/etc/motd", contents=b"motd of A\n"),
+            InjectedFile(path="/opt/new/dir/a.txt", contents=b"only on A\n"))),
+        InjectionRequest(disk=b, root_password_hash=HASH_B, files=(
+            InjectedFile(path="/etc/motd", contents=b"motd of B\n"),)),
+        InjectionRequest(disk=blank, root_password_hash=HASH_A),
+        InjectionRequest(disk=hostile, root_password_hash=HASH_A, files=(
+            InjectedFile(path="/etc/motd", contents=b"not into shadow\n"),)),
+    ]
+    injector = GuestfsInjector(virt_type)
+    results = injector.inject(requests)
+    assert injector.launches == 1
+    # Read everything back through a second, read-only appliance.
+    g = new_handle(virt_type)
+    for r in (a, b, hostile):
+        g.add_drive_opts(str(r), format="qcow2", readonly=True)
+    g.launch()
+    yield {"results": results, "g": g, "devices": dict(zip(("a", "b", "hostile"),
+                                                             g.list_devices(), strict=True))}
+    g.close()
+
+
+def mounted(batch, name: str) -> guestfs.GuestFS:
+    g = batch["g"]
+    g.umount_all()
+    g.mount_ro(batch["devices"][name], "/")
+    return g
+
+
+def test_each_clone_gets_its_own_files_and_password(batch):
+    ra, rb = batch["results"][:2]
+    assert ra.written == ("/etc/motd", "/opt/new/dir/a.txt") and ra.password_set
+    g = mounted(batch, "a")
+    assert g.cat("/etc/motd") == "motd of A\n"
+    assert g.cat("/opt/new/dir/a.txt") == "only on A\n"
+    assert g.cat("/etc/shadow").startswith(f"root:{HASH_A}:")
+    g = mounted(batch, "b")
+    assert g.cat("/etc/motd") == "motd of B\n"
+    assert not g.exists("/opt/new")
+    assert g.cat("/etc/shadow").startswith(f"root:{HASH_B}:")
+
+
+def test_existing_file_is_kept_under_its_bak_timestamp_name(batch):
+    ra = batch["results"][0]
+    backup = ra.backups["/etc/motd"]
+    assert re.fullmatch(r"/etc/motd\.bak\.\d{10}\.\d{4}", backup)
+    g = mounted(batch, "a")
+    assert g.cat(backup) == "compute-agent busybox test guest\n"  # the image's own motd
+    assert g.lstatns(backup)["st_mode"] & 0o777 == 0o644
+
+
+def test_new_files_are_0440_root_root_and_new_dirs_0755(batch):
+    g = mounted(batch, "a")
+    for path in ("/etc/motd", "/opt/new/dir/a.txt"):
+        st = g.lstatns(path)
+        assert (st["st_mode"] & 0o7777, st["st_uid"], st["st_gid"]) == (0o440, 0, 0), path
+    for d in ("/opt/new", "/opt/new/dir"):
+        st = g.lstatns(d)
+        assert (st["st_mode"] & 0o7777, st["st_uid"], st["st_gid"]) == (0o755, 0, 0), d
+
+
+def test_shadow_keeps_its_mode_and_other_entries(batch):
+    g = mounted(batch, "a")
+    assert g.lstatns("/etc/shadow")["st_mode"] & 0o7777 == 0o600
+    assert "daemon:" in g.cat("/etc/shadow")
+
+
+def test_a_disk_without_a_root_filesystem_fails_alone(batch):
+    err = batch["results"][2]
+    assert isinstance(err, InjectionError)
+    assert "no recognisable root filesystem" in str(err)
+
+
+def test_a_symlink_in_the_image_is_moved_aside_not_followed(batch):
+    r = batch["results"][3]
+    assert not isinstance(r, InjectionError), r
+    g = mounted(batch, "hostile")
+    assert g.is_symlink(r.backups["/etc/motd"])
+    assert not g.is_symlink("/etc/motd")
+    assert g.cat("/etc/motd") == "not into shadow\n"
+    assert g.cat("/etc/shadow").startswith(f"root:{HASH_A}:")
