@@ -83,6 +83,7 @@ def mounted(batch, name: str) -> guestfs.GuestFS:
 
 def test_each_clone_gets_its_own_files_and_password(batch):
     ra, rb = batch["results"][:2]
+    assert rb.written == ("/etc/motd",)
     assert ra.written == ("/etc/motd", "/opt/new/dir/a.txt") and ra.password_set
     g = mounted(batch, "a")
     assert g.cat("/etc/motd") == "motd of A\n"
