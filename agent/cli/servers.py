@@ -77,7 +77,7 @@ def _bar(progress: int, status: str, width: int = 30) -> str:
 
 def wait_for(client: AgentClient, server_id: str, until: set[str], timeout: float = 600) -> str:
     deadline = time.monotonic() + timeout
-    status = "?"
+    status, shown = "?", None
     while time.monotonic() < deadline:
         try:
             server = client.get_server(server_id)
@@ -87,8 +87,11 @@ def wait_for(client: AgentClient, server_id: str, until: set[str], timeout: floa
                 break
             raise
         status = server["status"]
-        sys.stdout.write(_bar(int(server.get("progress") or 0), status))
-        sys.stdout.flush()
+        bar = _bar(int(server.get("progress") or 0), status)
+        if bar != shown:  # redraw only on change, so a log of it stays short
+            sys.stdout.write(bar)
+            sys.stdout.flush()
+            shown = bar
         if status in until:
             break
         time.sleep(0.5)
