@@ -18,6 +18,8 @@ import uvicorn
 from agent.adapters.guestfs_injector import GuestfsInjector
 from agent.adapters.host_checks import host_checks, virt_decision
 from agent.adapters.image_catalog import ManifestImageCatalog
+from agent.adapters.libvirt_eventloop import install_event_loop
+from agent.adapters.libvirt_events import LibvirtEventSource
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.listeners import tcp_listener, unix_listener
 from agent.adapters.qemu_img import QemuImgDisks
@@ -30,6 +32,7 @@ from agent.core.doctor import DoctorReport, run_checks
 from agent.core.flavors import FlavorCatalog
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
+from agent.core.monitor import PowerMonitor
 from agent.core.recovery import sweep
 from agent.core.servers import ServerService
 from agent.core.workflows.base import CheckpointHook, WorkflowDeps
@@ -45,6 +48,7 @@ log = structlog.get_logger("agent.app")
 # would) right after that checkpoint is committed. Never set in production.
 CRASH_AT_ENV = "COMPUTE_AGENT_TEST_CRASH_AT"
 STOP_TIMEOUT_S = 20.0
+STARTUP_RECONCILE_TIMEOUT_S = 30.0
 
 
 def make_config(config_file: Path | None, overrides: dict[str, Any]) -> Config:
@@ -78,6 +82,7 @@ class Agent:
     service: ServerService
     images: ManifestImageCatalog
     flavors: FlavorCatalog
+    monitor: PowerMonitor
 
     def api(self, default_context: RequestContext | None) -> Any:
         tokens = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
@@ -114,7 +119,9 @@ def build_agent(config: Config) -> Agent:
                               JobKind.DELETE: DeleteWorkflow(deps)})
     service = ServerService(store, images, flavors, config.limits, config.password_policy,
                             kick=runner.kick)
-    return Agent(config, store, hypervisor, runner, service, images, flavors)
+    monitor = PowerMonitor(store, hypervisor, kick=runner.kick,
+                           resync_interval_s=config.resync_interval_s)
+    return Agent(config, store, hypervisor, runner, service, images, flavors, monitor)
 
 
 class _Listener(uvicorn.Server):
@@ -137,6 +144,8 @@ async def _watchdog(interval: float) -> None:
 
 
 async def serve(config: Config) -> int:
+    loop = asyncio.get_running_loop()
+    install_event_loop(loop)  # before any libvirt connection is opened
     agent = build_agent(config)
     # Before the API listens and any job resumes: nothing may create a guest meanwhile.
     swept = await sweep(agent.runner.deps)
@@ -150,11 +159,16 @@ async def serve(config: Config) -> int:
         listeners.append((_listener(agent.api(None)), tcp_listener(config.api_listen)))
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners]
     resumed = agent.runner.resume_all()
+    events = LibvirtEventSource(config.libvirt_uri)
+    background = [asyncio.create_task(agent.monitor.run()), asyncio.create_task(
+        events.run(agent.monitor.notify, agent.monitor.connection_changed))]
+    agent.monitor.resync()  # the start-up reconcile: every server against libvirt
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(agent.monitor.idle(), STARTUP_RECONCILE_TIMEOUT_S)
     while not all(server.started for server, _ in listeners):
         if any(t.done() for t in tasks):
             break
@@ -171,6 +185,8 @@ async def serve(config: Config) -> int:
     for server, _ in listeners:
         server.should_exit = True
     await agent.runner.stop(timeout=STOP_TIMEOUT_S)
+    for task in background:
+        task.cancel()
     await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
     if watchdog:
         watchdog.cancel()

@@ -52,6 +52,8 @@ class Config(BaseModel):
     # Servers whose injections start within this window share one appliance launch.
     injection_batch_window_s: float = Field(default=0.5, ge=0, le=10)
     injection_max_batch: int = Field(default=8, ge=1, le=26)
+    # The monitor's backstop: every server against libvirt this often, events or not.
+    resync_interval_s: float = Field(default=60.0, gt=0)
     libvirt_uri: str = "qemu:///system"
     virt_type: Literal["auto", "kvm", "qemu"] = "auto"
     image_dirs: list[Path] = Field(default_factory=lambda: [Path("/var/lib/compute-agent/images")])

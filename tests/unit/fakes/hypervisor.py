@@ -54,6 +54,8 @@ class FakeHypervisor:
 
     def power_state(self, uuid: UUID) -> PowerState:
         self._known(uuid)
+        if "power_state" in self.fail_on:
+            raise self.fail_on["power_state"]
         return self.states[uuid]
 
     def domain_uuids(self) -> set[UUID]:

@@ -1,0 +1,95 @@
+"""The monitor brings the store in line with libvirt: SHUTOFF when a guest powers off,
+nothing during a task in flight, UNKNOWN while libvirt is unreachable, true states after."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.core.monitor import PowerMonitor
+from agent.errors import HypervisorUnavailable
+from agent.model.domain import PowerState
+from agent.model.states import Status, TaskState
+
+
+@pytest.fixture
+async def active(world):
+    server, _ = world.create()
+    await world.runner.idle()
+    assert world.store.get_server(server.id).status is Status.ACTIVE
+    return server.id
+
+
+@pytest.fixture
+def monitor(world):
+    return PowerMonitor(world.store, world.hypervisor, kick=world.runner.kick)
+
+
+async def test_guest_powered_off_shows_shutoff_with_an_event(world, monitor, active):
+    world.hypervisor.states[active] = PowerState.SHUTDOWN
+    await monitor.reconcile(active)
+    s = world.store.get_server(active)
+    assert s.status is Status.SHUTOFF and s.power_state is PowerState.SHUTDOWN
+    last = world.store.events_since(0)[-1]
+    assert (last.old_status, last.new_status, last.cause) == ("ACTIVE", "SHUTOFF",
+                                                              "guest powered off")
+
+
+async def test_no_status_change_while_a_task_is_in_flight(world, monitor, active):
+    world.store.update_server(active, {"task_state": TaskState.REBOOTING}, cause="test")
+    world.hypervisor.states[active] = PowerState.SHUTDOWN
+    await monitor.reconcile(active)
+    s = world.store.get_server(active)
+    assert s.status is Status.REBOOT and s.power_state is PowerState.SHUTDOWN
+    assert "SHUTOFF" not in [e.new_status for e in world.store.events_since(0)]
+
+
+async def test_a_guest_started_behind_our_back_is_active_again(world, monitor, active):
+    world.hypervisor.states[active] = PowerState.SHUTDOWN
+    await monitor.reconcile(active)
+    world.hypervisor.states[active] = PowerState.RUNNING
+    await monitor.reconcile(active)
+    assert world.store.get_server(active).status is Status.ACTIVE
+
+
+async def test_connection_loss_shows_unknown_then_the_true_state(world, monitor, active):
+    world.hypervisor.fail_on["power_state"] = HypervisorUnavailable("libvirt is down")
+    monitor.connection_changed(False)
+    assert world.store.get_server(active).status is Status.UNKNOWN
+    await monitor.reconcile(active)  # still unreachable: stays UNKNOWN
+    assert world.store.get_server(active).status is Status.UNKNOWN
+    world.hypervisor.fail_on.clear()
+    world.hypervisor.states[active] = PowerState.SHUTDOWN  # powered off meanwhile
+    monitor.connection_changed(True)
+    await monitor.reconcile(active)
+    assert world.store.get_server(active).status is Status.SHUTOFF
+
+
+async def test_a_vanished_domain_shows_unknown_with_a_fault(world, monitor, active):
+    world.hypervisor.undefine(active)
+    await monitor.reconcile(active)
+    s = world.store.get_server(active)
+    assert s.status is Status.UNKNOWN and "vanished" in s.fault.message
+
+
+async def test_shutdown_terminate_deletes_instead(world, monitor):
+    server, _ = world.create(shutdown_terminate=True)
+    await world.runner.idle()
+    world.hypervisor.states[server.id] = PowerState.SHUTDOWN
+    await monitor.reconcile(server.id)
+    await world.runner.idle()
+    assert world.store.get_server(server.id).status is Status.DELETED
+    assert server.id not in world.hypervisor.domains
+
+
+async def test_an_error_server_stays_in_error_whatever_the_power(world, monitor):
+    server, _ = world.create(admin_pass="weak")
+    await world.runner.idle()
+    world.hypervisor.states[server.id] = PowerState.SHUTDOWN
+    await monitor.reconcile(server.id)
+    assert world.store.get_server(server.id).status is Status.ERROR
+
+
+async def test_resync_queues_every_live_server_once(world, monitor, active):
+    assert monitor.resync() == 1
+    monitor.notify(active)
+    assert monitor._queue.qsize() == 1
