@@ -7,7 +7,7 @@ STAMPS := .stamps
 IMAGES := vm-images/build/busybox-test/manifest.json
 PYTEST_ARGS ?=
 
-.PHONY: setup host venv images test lint unit integration e2e demo doctor clean
+.PHONY: setup host venv images test lint unit integration e2e demo doctor clean install bench
 
 setup: host venv images
 
@@ -52,3 +52,14 @@ doctor: setup
 
 clean:
 	rm -rf $(VENV) $(STAMPS) vm-images/build
+
+# Install as a service: unit, tmpfiles/sysusers snippets, config example, binary.
+PREFIX ?= /usr/local
+install: venv
+	install -D -m 0644 systemd/compute-agent.service /etc/systemd/system/compute-agent.service
+	install -D -m 0644 systemd/compute-agent.tmpfiles /usr/lib/tmpfiles.d/compute-agent.conf
+	install -D -m 0644 systemd/compute-agent.sysusers /usr/lib/sysusers.d/compute-agent.conf
+	install -D -m 0644 etc/agent.toml.example /etc/compute-agent/agent.toml.example
+	test -e /etc/compute-agent/agent.toml || install -m 0640 etc/agent.toml.example /etc/compute-agent/agent.toml
+	ln -sf $(CURDIR)/$(VENV)/bin/compute-agent $(PREFIX)/bin/compute-agent
+	if [ -d /run/systemd/system ]; then systemd-sysusers; systemd-tmpfiles --create; systemctl daemon-reload; fi
