@@ -7,14 +7,15 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 import uvicorn
 
+from agent.adapters.dnsmasq import DnsmasqDhcp
 from agent.adapters.guestfs_injector import GuestfsInjector
 from agent.adapters.host_checks import host_checks, virt_decision
 from agent.adapters.image_catalog import ManifestImageCatalog
@@ -22,6 +23,7 @@ from agent.adapters.libvirt_eventloop import install_event_loop
 from agent.adapters.libvirt_events import LibvirtEventSource
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.listeners import tcp_listener, unix_listener
+from agent.adapters.netlink import NetlinkPlumber
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.adapters.sqlite_store import SqliteStore
 from agent.adapters.systemd_notify import sd_notify, watchdog_interval
@@ -33,11 +35,14 @@ from agent.core.flavors import FlavorCatalog
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
 from agent.core.monitor import PowerMonitor
+from agent.core.netplumbing import NetworkPlumbing
+from agent.core.networks import NetworkCatalog, PortService
 from agent.core.recovery import sweep
 from agent.core.servers import ServerService
 from agent.core.workflows.base import CheckpointHook, WorkflowDeps
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
+from agent.errors import ConfigError
 from agent.log import configure_logging
 from agent.model.job import Job, JobKind
 from agent.model.requests import RequestContext
@@ -83,15 +88,36 @@ class Agent:
     images: ManifestImageCatalog
     flavors: FlavorCatalog
     monitor: PowerMonitor
+    # Shared by every listener and changed in place on SIGHUP, so a reload needs no restart.
+    tokens: dict[str, TokenInfo] = field(default_factory=dict)
+    ports: PortService | None = None
+    network: NetworkPlumbing | None = None
+
+    def load_tokens(self, config: Config) -> None:
+        fresh = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
+                                                       is_admin=t.admin) for t in config.tokens}
+        self.tokens.clear()
+        self.tokens.update(fresh)
 
     def api(self, default_context: RequestContext | None) -> Any:
-        tokens = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
-                                                          is_admin=t.admin)
-                  for t in self.config.tokens}
+        if not self.tokens:
+            self.load_tokens(self.config)
         return create_api(ApiDeps(servers=self.service, flavors=self.flavors, images=self.images,
                                   limits=self.config.limits, store=self.store,
-                                  host_id=self.config.host, tokens=tokens,
-                                  default_context=default_context))
+                                  host_id=self.config.host, tokens=self.tokens,
+                                  default_context=default_context, ports=self.ports))
+
+    def reload(self, reread: Callable[[], Config]) -> None:
+        """SIGHUP: what can change live (log level and format, tokens). A bad file keeps
+        the running configuration and says why."""
+        try:
+            config = reread()
+        except ConfigError as e:
+            log.error("config.reload_failed", error=str(e))
+            return
+        configure_logging(config.log_level, config.log_format)
+        self.load_tokens(config)
+        log.info("config.reloaded", tokens=len(self.tokens), log_level=config.log_level)
 
     def close(self) -> None:
         self.store.close()
@@ -108,20 +134,24 @@ def build_agent(config: Config) -> Agent:
     hypervisor = LibvirtHypervisor(config.libvirt_uri)
     images = ManifestImageCatalog(*config.image_dirs)
     flavors = FlavorCatalog(config.flavors)
+    catalog = NetworkCatalog(config.networks)
+    network = NetworkPlumbing(store, catalog, NetlinkPlumber(), DnsmasqDhcp(
+        config.state_dir, config.dnsmasq_binary, config.dhcp_lease_time))
     deps = WorkflowDeps(store=store, hypervisor=hypervisor, disks=QemuImgDisks(), images=images,
                         flavors=flavors, instances_dir=config.instances_dir,
                         base_dir=config.base_images_dir, virt_type=decision.virt_type,
-                        on_checkpoint=_crash_hook())
+                        on_checkpoint=_crash_hook(), network=network)
     injector = InjectionBatcher(GuestfsInjector(decision.virt_type),
                                 window_s=config.injection_batch_window_s,
                                 max_batch=config.injection_max_batch)
     runner = JobRunner(deps, {JobKind.CREATE: CreateWorkflow(deps, injector),
                               JobKind.DELETE: DeleteWorkflow(deps)})
     service = ServerService(store, images, flavors, config.limits, config.password_policy,
-                            kick=runner.kick)
+                            kick=runner.kick, ports=PortService(store, catalog))
     monitor = PowerMonitor(store, hypervisor, kick=runner.kick,
                            resync_interval_s=config.resync_interval_s)
-    return Agent(config, store, hypervisor, runner, service, images, flavors, monitor)
+    return Agent(config, store, hypervisor, runner, service, images, flavors, monitor,
+                 ports=service.ports, network=network)
 
 
 class _Listener(uvicorn.Server):
@@ -143,12 +173,14 @@ async def _watchdog(interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
     loop = asyncio.get_running_loop()
     install_event_loop(loop)  # before any libvirt connection is opened
     agent = build_agent(config)
     # Before the API listens and any job resumes: nothing may create a guest meanwhile.
     swept = await sweep(agent.runner.deps)
+    if agent.network is not None:  # bridges, taps lost to a host reboot, dnsmasq: as the store says
+        await agent.network.resync_host(agent.hypervisor)
     listeners: list[tuple[_Listener, Any]] = []
     unix_ctx = (RequestContext(project_id=config.unix_socket_project, user_id="local")
                 if config.unix_socket_project else None)
@@ -161,11 +193,14 @@ async def serve(config: Config) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, agent.reload, reread or (lambda: config))
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners]
     resumed = agent.runner.resume_all()
     events = LibvirtEventSource(config.libvirt_uri)
     background = [asyncio.create_task(agent.monitor.run()), asyncio.create_task(
         events.run(agent.monitor.notify, agent.monitor.connection_changed))]
+    if agent.network is not None:
+        background.append(asyncio.create_task(agent.network.supervise()))
     agent.monitor.resync()  # the start-up reconcile: every server against libvirt
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(agent.monitor.idle(), STARTUP_RECONCILE_TIMEOUT_S)
@@ -190,6 +225,8 @@ async def serve(config: Config) -> int:
     await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
     if watchdog:
         watchdog.cancel()
+    if agent.network is not None:
+        await agent.network.close()
     agent.close()
     with contextlib.suppress(FileNotFoundError):
         config.socket_path.unlink()

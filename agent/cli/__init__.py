@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if report.can_provision else 1
     if args.command == "serve":
         try:
-            return asyncio.run(app.serve(config))
+            return asyncio.run(app.serve(config, lambda: app.make_config(args.config, overrides)))
         except ConfigError as e:
             print(f"compute-agent: {e}", file=sys.stderr)
             return 2
