@@ -1,11 +1,35 @@
-"""Structured logging: JSON lines for journald, readable lines on a terminal."""
+"""Structured logging: JSON lines for journald, readable lines on a terminal.
+
+A redaction processor runs before rendering: any field whose name says it holds a secret
+(passwords, tokens, file contents, hashes) is replaced, wherever it is nested. The code
+never logs secrets on purpose; this catches the accident.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from typing import Any
 
 import structlog
+
+REDACTED = "***"
+_SECRET_KEY = re.compile(r"pass(word)?|token|secret|contents|hash|user_data|authorization",
+                         re.IGNORECASE)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else _scrub(v)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v) for v in value)
+    return value
+
+
+def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    return _scrub(event_dict)
 
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
@@ -19,6 +43,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
