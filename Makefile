@@ -50,6 +50,10 @@ demo: setup
 doctor: setup
 	$(VENV)/bin/compute-agent doctor
 
+# Benchmarks against the floor and the peer tools (bench/README.md); never fails on a slow number.
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(STAMPS) vm-images/build
 

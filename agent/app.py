@@ -39,9 +39,11 @@ from agent.core.netplumbing import NetworkPlumbing
 from agent.core.networks import NetworkCatalog, PortService
 from agent.core.recovery import sweep
 from agent.core.servers import ServerService
+from agent.core.workflows.actions import action_workflows
 from agent.core.workflows.base import CheckpointHook, WorkflowDeps
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
+from agent.core.workflows.guest_ops import ActionTimings
 from agent.errors import ConfigError
 from agent.log import configure_logging
 from agent.model.job import Job, JobKind
@@ -144,8 +146,11 @@ def build_agent(config: Config) -> Agent:
     injector = InjectionBatcher(GuestfsInjector(decision.virt_type),
                                 window_s=config.injection_batch_window_s,
                                 max_batch=config.injection_max_batch)
+    timings = ActionTimings(clean_shutdown_s=config.clean_shutdown_timeout_s,
+                            soft_reboot_s=config.soft_reboot_timeout_s)
     runner = JobRunner(deps, {JobKind.CREATE: CreateWorkflow(deps, injector),
-                              JobKind.DELETE: DeleteWorkflow(deps)})
+                              JobKind.DELETE: DeleteWorkflow(deps),
+                              **action_workflows(deps, injector, timings)})
     service = ServerService(store, images, flavors, config.limits, config.password_policy,
                             kick=runner.kick, ports=PortService(store, catalog))
     monitor = PowerMonitor(store, hypervisor, kick=runner.kick,

@@ -12,10 +12,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from agent.errors import ConfigError
 from agent.model.flavor import DEFAULT_FLAVORS, Flavor
+from agent.model.network import Network
 from agent.model.passwords import PasswordPolicy
 from agent.model.requests import Limits
 
@@ -54,11 +55,32 @@ class Config(BaseModel):
     injection_max_batch: int = Field(default=8, ge=1, le=26)
     # The monitor's backstop: every server against libvirt this often, events or not.
     resync_interval_s: float = Field(default=60.0, gt=0)
+    # Actions: how long a guest gets to power off on the ACPI button before the plug is
+    # pulled (stop, resize, rebuild, ...), and before a soft reboot becomes a hard one.
+    clean_shutdown_timeout_s: float = Field(default=60.0, ge=0)
+    soft_reboot_timeout_s: float = Field(default=120.0, ge=0)
     libvirt_uri: str = "qemu:///system"
     virt_type: Literal["auto", "kvm", "qemu"] = "auto"
     image_dirs: list[Path] = Field(default_factory=lambda: [Path("/var/lib/compute-agent/images")])
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    # [[networks]]: bridges, subnets and DHCP of this host (see agent/model/network.py).
+    networks: list[Network] = Field(default_factory=list)
+    dnsmasq_binary: str = "dnsmasq"
+    dhcp_lease_time: str = Field(default="24h", pattern=r"^(infinite|\d+[smhd]?)$")
+
+    @model_validator(mode="after")
+    def _distinct_networks(self) -> Config:
+        for attr in ("id", "name", "bridge"):
+            values = [getattr(n, attr) for n in self.networks]
+            if len(set(values)) != len(values):
+                raise ValueError(f"networks: two networks have the same {attr}")
+        for i, a in enumerate(self.networks):
+            for b in self.networks[i + 1:]:
+                if a.cidr.overlaps(b.cidr):
+                    raise ValueError(f"networks {a.name} and {b.name}: cidrs {a.cidr} and "
+                                     f"{b.cidr} overlap")
+        return self
 
     @property
     def socket_path(self) -> Path:

@@ -78,3 +78,39 @@ class JobAbandoned(AgentError):
 
 class InjectionError(AgentError):
     """Files or the password could not be put into the guest disk."""
+
+
+class NetworkNotFound(NotFound):
+    pass
+
+
+class PortNotFound(NotFound):
+    pass
+
+
+class Conflict(AgentError):
+    """The request conflicts with what exists (-> 409)."""
+
+
+class IpAddressInUse(Conflict):
+    pass
+
+
+class MacAddressInUse(Conflict):
+    pass
+
+
+class PortInUse(Conflict):
+    """The port is bound to a server already."""
+
+
+class NoMoreAddresses(Conflict):
+    """No free address left on the network."""
+
+
+class NetworkError(AgentError):
+    """A bridge, tap or VLAN interface could not be made or changed (netlink)."""
+
+
+class DhcpError(NetworkError):
+    """dnsmasq could not be started, reloaded or stopped."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,6 +15,7 @@ from agent.model.domain import DomainSpec, PowerState
 from agent.model.image import Image
 from agent.model.injection import InjectionRequest, InjectionResult
 from agent.model.job import Job, StatusEvent
+from agent.model.network import DhcpHost, Network, Port
 from agent.model.server import Server
 from agent.model.states import TaskState, VmState
 
@@ -36,6 +38,14 @@ class Hypervisor(Protocol):
     def destroy(self, uuid: UUID) -> None: ...
     def undefine(self, uuid: UUID) -> None: ...
     def power_state(self, uuid: UUID) -> PowerState: ...
+    def managed_save(self, uuid: UUID) -> None:
+        """Save the running guest's memory to disk and stop it (libvirt managed save);
+        the next start() restores it."""
+        ...
+    def has_managed_save(self, uuid: UUID) -> bool: ...
+    def remove_managed_save(self, uuid: UUID) -> None:
+        """Drop a managed save image (none is fine): the next start() boots afresh."""
+        ...
     def domain_uuids(self) -> set[UUID]: ...
     def owned_domains(self, instances_dir: Path) -> dict[UUID, dict[str, str]]:
         """Domains that carry the agent's metadata and keep a disk under `instances_dir`
@@ -49,6 +59,10 @@ class Disks(Protocol):
 
     def create_overlay(self, base: Path, base_format: str, dest: Path, size_gib: int) -> None: ...
     def virtual_size(self, path: Path) -> int: ...
+    def copy_resized(self, source: Path, dest: Path, size_gib: int) -> None:
+        """Copy a guest disk to `dest` (same backing file, if any), grown to `size_gib`
+        when that is larger (0 keeps its size); atomically, like create_overlay."""
+        ...
     def cache_base(self, source: Path, dest: Path) -> None:
         """Copy an image's disk to `dest` (atomically) unless it is already there."""
         ...
@@ -69,8 +83,13 @@ class Store(Protocol):
     appends a StatusEvent in the same transaction, so the event feed never misses one.
     """
 
-    def create_server(self, server: Server, job: Job) -> None:
-        """Insert the server, its first job and a first event (None -> its status)."""
+    def create_server(self, server: Server, job: Job, ports: Sequence[Port] = ()) -> None:
+        """Insert the server, its first job and a first event (None -> its status).
+
+        `ports` are the server's NICs, in the same transaction: one the agent made
+        (created_by_agent) is inserted (IpAddressInUse/MacAddressInUse if its address is
+        taken); a user's port is bound (device_id, device_owner, device_index set) only if
+        it is still free (else PortInUse; PortNotFound if it is gone)."""
         ...
 
     def get_server(self, server_id: UUID, project_id: str | None = None) -> Server | None:
@@ -111,7 +130,81 @@ class Store(Protocol):
     def events_since(self, seq: int, project_id: str | None = None,
                      limit: int = 1000) -> list[StatusEvent]: ...
 
+    # -- ports: one IPv4 address each; (network_id, ip) and mac are UNIQUE in the store,
+    # so two callers can never both get one address.
+    def add_port(self, port: Port) -> None:
+        """Insert a port: IpAddressInUse or MacAddressInUse when taken."""
+        ...
+
+    def get_port(self, port_id: UUID) -> Port | None: ...
+
+    def list_ports(self, *, network_id: UUID | None = None, device_id: str | None = None,
+                   project_id: str | None = None) -> list[Port]:
+        """Ports matching every filter given, in NIC order (device_index), then oldest first."""
+        ...
+
+    def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
+        """Set the status of these ports (missing ones are skipped)."""
+        ...
+
+    def delete_port(self, port_id: UUID) -> Port:
+        """Delete a free port; PortNotFound, or PortInUse while it is bound."""
+        ...
+
+    def release_ports(self, device_id: str) -> list[Port]:
+        """In one transaction: delete the ports the agent made for this server and detach
+        the user's (free and DOWN again); the ports as they were before."""
+        ...
+
     def close(self) -> None: ...
+
+
+class NetPlumber(Protocol):
+    """Bridges and taps on this host (os-vif style). Every call is idempotent: it makes
+    what is missing, repairs what differs, and leaves what is right alone."""
+
+    def ensure_bridge(self, network: Network) -> None:
+        """The bridge exists and is up with the network's MTU and gateway address, joined
+        to its uplink (VLAN sub-interface or physical interface) if it has one."""
+        ...
+
+    def plug(self, port: Port, network: Network) -> None:
+        """The port's tap exists, with the network's MTU, in the network's bridge, up."""
+        ...
+
+    def unplug(self, tap: str) -> None:
+        """The tap is gone (a missing one is fine)."""
+        ...
+
+    def tap_exists(self, tap: str) -> bool: ...
+
+    def bridge_members(self, bridge: str) -> set[str]:
+        """Names of the interfaces in the bridge (empty when there is no such bridge)."""
+        ...
+
+
+class Dhcp(Protocol):
+    """One DHCP server per network, with static leases only."""
+
+    def sync(self, network: Network, hosts: Sequence[DhcpHost]) -> None:
+        """Serve exactly these leases on the network's bridge: start the server if it is
+        not running, reload it when hosts changed; leases of hosts no longer listed are
+        dropped."""
+        ...
+
+    def stop(self, network_id: UUID) -> None:
+        """Stop the network's server (not running is fine)."""
+        ...
+
+    def revive(self) -> list[UUID]:
+        """Restart every server that was synced and has died since; their networks."""
+        ...
+
+    def stop_unknown(self, known: set[UUID]) -> list[UUID]:
+        """Stop servers (and remove the files) of networks not in `known`; which."""
+        ...
+
+    def stop_all(self) -> None: ...
 
 
 class DiskInjector(Protocol):

@@ -137,6 +137,19 @@ class LibvirtHypervisor:
         state, _reason = self._call(uuid, "read state of", lambda d: d.state())
         return _POWER_STATES.get(state, PowerState.NOSTATE)
 
+    def managed_save(self, uuid: UUID) -> None:
+        """Memory to a managed save image, vCPUs freed; the next start restores it."""
+        self._call(uuid, "managed save of", lambda d: d.managedSave(0))
+
+    def has_managed_save(self, uuid: UUID) -> bool:
+        return bool(self._call(uuid, "read managed save of", lambda d: d.hasManagedSaveImage(0)))
+
+    def remove_managed_save(self, uuid: UUID) -> None:
+        def _remove(d: libvirt.virDomain) -> None:
+            if d.hasManagedSaveImage(0):
+                d.managedSaveRemove(0)
+        self._call(uuid, "remove managed save of", _remove)
+
     def domain_uuids(self) -> set[UUID]:
         try:
             return {UUID(d.UUIDString()) for d in self.connection().listAllDomains(0)}

@@ -45,6 +45,24 @@ class QemuImgDisks:
         info = json.loads(_qemu_img("info", "--output=json", "-U", str(path)))
         return int(info["virtual-size"])
 
+    def copy_resized(self, source: Path, dest: Path, size_gib: int) -> None:
+        """A copy of `source` as qcow2, on the same backing file (only the guest's own
+        clusters are copied), grown to `size_gib` if larger. Temp name, then rename."""
+        info = json.loads(_qemu_img("info", "--output=json", "-U", str(source)))
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        args = ["convert", "-q", "-O", "qcow2"]
+        backing = info.get("full-backing-filename") or info.get("backing-filename")
+        if backing:
+            args += ["-B", backing, "-F", info.get("backing-filename-format", "qcow2")]
+        try:
+            _qemu_img(*args, str(source), str(tmp))
+            if size_gib * 1024**3 > int(info["virtual-size"]):
+                _qemu_img("resize", "-q", str(tmp), f"{size_gib}G")
+            tmp.rename(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def version(self) -> str:
         return _qemu_img("--version").splitlines()[0]
 

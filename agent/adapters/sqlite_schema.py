@@ -67,8 +67,32 @@ _V1 = (
     "CREATE INDEX events_project_seq ON events (project_id, seq)",
 )
 
+# Ports: one fixed IPv4 address each. The UNIQUE constraints are the IPAM's guarantee:
+# an address (or MAC) is allocated once, whoever asks at the same time. device_id is ''
+# for a free port; ports are not tied to servers by a foreign key (a user's port outlives
+# the servers it was bound to).
+_V2 = (
+    """CREATE TABLE ports (
+        id TEXT PRIMARY KEY,
+        network_id TEXT NOT NULL,
+        project_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        mac TEXT NOT NULL UNIQUE,
+        ip TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        device_owner TEXT NOT NULL,
+        device_index INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        created_by_agent INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (network_id, ip)
+    )""",
+    "CREATE INDEX ports_device ON ports (device_id)",
+    "CREATE INDEX ports_project ON ports (project_id)",
+)
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -12,16 +12,18 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from agent.adapters import sqlite_ports
 from agent.adapters.sqlite_schema import migrate
 from agent.errors import ServerNotFound, StaleServer, StoreError
 from agent.model.job import Job, JobStatus, StatusEvent
+from agent.model.network import Port
 from agent.model.server import Server
 from agent.model.states import VmState
 from agent.ports import ServerExpectation
@@ -225,13 +227,18 @@ class SqliteStore:
 
     # -- servers --------------------------------------------------------------------------
 
-    def create_server(self, server: Server, job: Job) -> None:
+    def create_server(self, server: Server, job: Job, ports: Sequence[Port] = ()) -> None:
         if job.server_id != server.id:
             raise ValueError(f"job {job.id} is for server {job.server_id}, not {server.id}")
         params, job_params = _server_params(server), _job_params(job)
         with self._tx("create server", write=True) as conn:
             conn.execute(_INSERT_SERVER, params)
             conn.execute(_INSERT_JOB, job_params)
+            for port in ports:  # the server's NICs: all or none
+                if port.created_by_agent:
+                    sqlite_ports.insert(conn, port)
+                else:
+                    sqlite_ports.bind(conn, port)
             self._append_event(conn, server, None, "create", _now())
 
     def get_server(self, server_id: UUID, project_id: str | None = None) -> Server | None:
@@ -326,3 +333,30 @@ class SqliteStore:
                 rows = conn.execute("SELECT * FROM events WHERE seq > ? AND project_id = ?"
                                     " ORDER BY seq LIMIT ?", (seq, project_id, limit)).fetchall()
         return [StatusEvent.model_validate(dict(r)) for r in rows]
+
+    # -- ports ----------------------------------------------------------------------------
+
+    def add_port(self, port: Port) -> None:
+        with self._tx("add port", write=True) as conn:
+            sqlite_ports.insert(conn, port)
+
+    def get_port(self, port_id: UUID) -> Port | None:
+        with self._tx("get port", write=False) as conn:
+            return sqlite_ports.get(conn, port_id)
+
+    def list_ports(self, *, network_id: UUID | None = None, device_id: str | None = None,
+                   project_id: str | None = None) -> list[Port]:
+        with self._tx("list ports", write=False) as conn:
+            return sqlite_ports.select(conn, network_id, device_id, project_id)
+
+    def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
+        with self._tx("set port status", write=True) as conn:
+            sqlite_ports.set_status(conn, port_ids, status)
+
+    def delete_port(self, port_id: UUID) -> Port:
+        with self._tx("delete port", write=True) as conn:
+            return sqlite_ports.delete(conn, port_id)
+
+    def release_ports(self, device_id: str) -> list[Port]:
+        with self._tx("release ports", write=True) as conn:
+            return sqlite_ports.release(conn, device_id)

@@ -15,11 +15,19 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import compile_path
 
-from agent.api import routes_catalog, routes_metadata, routes_servers, versions
+from agent.api import (
+    routes_actions,
+    routes_catalog,
+    routes_metadata,
+    routes_network,
+    routes_servers,
+    versions,
+)
 from agent.api.auth import TokenInfo, check_project_in_path
 from agent.api.errors import install_error_handlers
 from agent.api.middleware import ApiMiddleware
 from agent.core.flavors import FlavorCatalog
+from agent.core.networks import PortService
 from agent.core.servers import ServerService
 from agent.model.requests import Limits, RequestContext
 from agent.ports import ImageCatalog, Store
@@ -39,6 +47,7 @@ class ApiDeps:
     # Used when a request has no token: only the local unix-socket listener sets it.
     default_context: RequestContext | None = None
     max_body_bytes: int = NOVA_MAX_BODY_BYTES
+    ports: PortService | None = None  # networks and ports (/v2.0); None: no networks here
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -49,7 +58,9 @@ def _operation_id_with_project(route: APIRoute) -> str:
     return f"{route.name}_in_project"
 
 
-COMPUTE_ROUTERS = (routes_servers.router, routes_metadata.router, routes_catalog.router)
+COMPUTE_ROUTERS = (routes_servers.router, routes_actions.router, routes_metadata.router,
+                   routes_catalog.router)
+NETWORK_PREFIX = "/v2.0"  # Neutron's API, beside the compute API (no project id in its paths)
 
 
 def _route_methods() -> list[tuple[re.Pattern[str], frozenset[str]]]:
@@ -59,6 +70,8 @@ def _route_methods() -> list[tuple[re.Pattern[str], frozenset[str]]]:
     for prefix in ("/v2.1", "/v2.1/{project_id}"):
         out += [(compile_path(prefix + r.path)[0], frozenset(r.methods))
                 for router in COMPUTE_ROUTERS for r in router.routes if isinstance(r, APIRoute)]
+    out += [(compile_path(NETWORK_PREFIX + r.path)[0], frozenset(r.methods))
+            for r in routes_network.router.routes if isinstance(r, APIRoute)]
     return out
 
 
@@ -81,6 +94,8 @@ def create_api(deps: ApiDeps) -> FastAPI:
 
     app.include_router(versions.router)
     app.include_router(compute, prefix="/v2.1", generate_unique_id_function=_operation_id)
+    app.include_router(routes_network.router, prefix=NETWORK_PREFIX,
+                       generate_unique_id_function=_operation_id)
     app.state.route_methods = _route_methods()
     app.include_router(compute, prefix="/v2.1/{project_id}",
                        dependencies=[Depends(check_project_in_path)],

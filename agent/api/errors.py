@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agent.api.schemas import SECRET_FIELDS
 from agent.errors import (
     AgentError,
+    Conflict,
     InvalidInput,
     NotFound,
     OverLimit,
@@ -86,6 +87,8 @@ def agent_error_status(error: Exception) -> tuple[int, str]:
         return 409, str(error)
     if isinstance(error, StaleServer):
         return 409, STALE
+    if isinstance(error, Conflict):
+        return 409, str(error)
     if isinstance(error, NotFound):
         return 404, str(error)
     if isinstance(error, InvalidInput):

@@ -6,17 +6,18 @@ so the core's check-then-commit steps (quota) never race each other."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from agent.api import models, views
+from agent.api import models, views, views_network
 from agent.api.auth import Ctx, deps_of
 from agent.api.schemas import CreateServerBody, UpdateServerBody
 from agent.errors import InvalidInput, ServerNotFound
 from agent.model.requests import ServerQuery
+from agent.model.server import Server
 from agent.model.states import Status
 
 router = APIRouter(tags=["servers"])
@@ -78,6 +79,15 @@ async def server_query(
 Filters = Annotated[ServerQuery, Depends(server_query)]
 
 
+def addresses(request: Request, servers: list[Server]) -> dict[UUID, dict[str, list[dict[str, Any]]]]:
+    """Each server's `addresses` (its ports' fixed IPs by network name)."""
+    ports = deps_of(request).ports
+    if ports is None:
+        return {s.id: {} for s in servers}
+    return {i: views_network.addresses_view(nics)
+            for i, nics in ports.nics(s.id for s in servers).items()}
+
+
 @router.get("/servers", response_model=models.ServerIndex, responses=models.READ_ERRORS)
 async def list_servers(request: Request, ctx: Ctx, query: Filters) -> JSONResponse:
     servers, has_more = deps_of(request).servers.list(ctx, query)
@@ -93,7 +103,9 @@ async def list_servers_detail(request: Request, ctx: Ctx, query: Filters) -> JSO
     deps = deps_of(request)
     servers, has_more = deps.servers.list(ctx, query)
     urls = views.Urls(request)
-    body: dict[str, object] = {"servers": [views.server_detail(s, urls, deps.host_id) for s in servers]}
+    nics = addresses(request, servers)
+    body: dict[str, object] = {"servers": [views.server_detail(s, urls, deps.host_id, nics[s.id])
+                                           for s in servers]}
     if has_more and servers:
         body["servers_links"] = urls.next_link(servers[-1].id)
     return JSONResponse(body)
@@ -112,7 +124,8 @@ async def create_server(request: Request, ctx: Ctx, body: CreateServerBody) -> J
 async def show_server(request: Request, ctx: Ctx, server_id: str) -> JSONResponse:
     deps = deps_of(request)
     server = deps.servers.get_live(ctx, parse_server_id(server_id))
-    return JSONResponse({"server": views.server_detail(server, views.Urls(request), deps.host_id)})
+    return JSONResponse({"server": views.server_detail(server, views.Urls(request), deps.host_id,
+                                                       addresses(request, [server])[server.id])})
 
 
 @router.put("/servers/{server_id}", response_model=models.ServerShow, responses=models.WRITE_ERRORS)
@@ -121,7 +134,8 @@ async def update_server(request: Request, ctx: Ctx, server_id: str, body: Update
     change = body.server
     server = deps.servers.update(ctx, parse_server_id(server_id), name=change.name,
                                  access_ipv4=change.access_ipv4, access_ipv6=change.access_ipv6)
-    return JSONResponse({"server": views.server_detail(server, views.Urls(request), deps.host_id)})
+    return JSONResponse({"server": views.server_detail(server, views.Urls(request), deps.host_id,
+                                                       addresses(request, [server])[server.id])})
 
 
 @router.delete("/servers/{server_id}", status_code=204, response_class=Response,

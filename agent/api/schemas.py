@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 
 from agent.errors import InvalidInput
+from agent.model.network import NetworkRequest as CoreNetworkRequest
 from agent.model.requests import CreateServer, PersonalityFile
 
 # Fields whose values never appear in an error message (see errors.validation_message).
@@ -44,9 +45,10 @@ class Personality(_Body):
 
 
 class NetworkRequest(_Body):
-    uuid: str | None = None
-    port: str | None = None
-    fixed_ip: str | None = None
+    uuid: str | None = Field(default=None, description="A network's id (GET /v2.0/networks)")
+    port: str | None = Field(default=None, description="A free port's id (POST /v2.0/ports)")
+    fixed_ip: str | None = Field(default=None, description="An IPv4 address of the network",
+                                 json_schema_extra={"format": "ipv4"})
 
 
 class SecurityGroupName(_Body):
@@ -65,7 +67,8 @@ class ServerCreate(_Body):
                                     json_schema_extra={"format": "ipv6"})
     personality: list[Personality] | None = None
     networks: Literal["auto", "none"] | list[NetworkRequest] | None = Field(
-        default=None, description="'auto', 'none' or [] for now: this host has no networking yet")
+        default=None, description="NICs in order: [{uuid[, fixed_ip]} | {port}]; 'none' or [] "
+        "for none; absent or 'auto' for the networks the host marks default")
     shutdown_terminate: bool | None = Field(
         default=None, description="Extension: delete the server when its guest shuts itself down")
     min_count: int | None = Field(default=None, ge=1, le=1, description="Only 1 is supported")
@@ -83,9 +86,6 @@ class ServerCreate(_Body):
         """The core's request; fields this host cannot honour are refused here."""
         if self.key_name is not None:
             raise InvalidInput("Invalid key_name provided.", "key_name")
-        if isinstance(self.networks, list) and self.networks:
-            raise InvalidInput("Invalid input for field/attribute networks. Networks are not "
-                               "available on this host yet: use 'auto', 'none' or [].", "networks")
         return CreateServer(
             name=self.name,
             image_ref=self.image_ref,
@@ -97,7 +97,16 @@ class ServerCreate(_Body):
             personality=tuple(PersonalityFile(path=p.path, contents=p.contents)
                               for p in self.personality or ()),
             shutdown_terminate=bool(self.shutdown_terminate),
+            networks=self._networks(),
         )
+
+    def _networks(self) -> tuple[CoreNetworkRequest, ...] | None:
+        if self.networks is None or self.networks == "auto":
+            return None
+        if self.networks == "none":
+            return ()
+        return tuple(CoreNetworkRequest(network_id=n.uuid, port_id=n.port, fixed_ip=n.fixed_ip)
+                     for n in self.networks)
 
 
 class CreateServerBody(_Body):

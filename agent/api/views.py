@@ -77,7 +77,8 @@ def server_summary(server: Server, urls: Urls) -> dict[str, Any]:
     return {"id": str(server.id), "name": server.name, "links": urls.links("servers", server.id)}
 
 
-def server_detail(server: Server, urls: Urls, host: str) -> dict[str, Any]:
+def server_detail(server: Server, urls: Urls, host: str,
+                  addresses: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": str(server.id),
         "name": server.name,
@@ -92,7 +93,7 @@ def server_detail(server: Server, urls: Urls, host: str) -> dict[str, Any]:
                    "links": [{"rel": "bookmark", "href": urls.bookmark_href("flavors", server.flavor_id)}]},
         "created": isotime(server.created_at),
         "updated": isotime(server.updated_at),
-        "addresses": {},
+        "addresses": addresses or {},
         "accessIPv4": server.access_ipv4,
         "accessIPv6": server.access_ipv6,
         "links": urls.links("servers", server.id),

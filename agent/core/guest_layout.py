@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from uuid import UUID
 
-from agent.model.domain import ConsoleSpec, DiskSpec, DomainSpec
+from agent.model.domain import ConsoleSpec, DiskSpec, DomainSpec, InterfaceSpec
 from agent.model.flavor import Flavor
 from agent.model.host import VirtType
 from agent.model.image import Image
@@ -30,7 +30,8 @@ def domain_name(uuid: UUID) -> str:
 
 
 def build_domain_spec(uuid: UUID, image: Image, flavor: Flavor, files: InstanceFiles,
-                      virt_type: VirtType, metadata: dict[str, str] | None = None) -> DomainSpec:
+                      virt_type: VirtType, metadata: dict[str, str] | None = None,
+                      interfaces: tuple[InterfaceSpec, ...] = ()) -> DomainSpec:
     return DomainSpec(
         uuid=uuid,
         name=domain_name(uuid),
@@ -42,6 +43,7 @@ def build_domain_spec(uuid: UUID, image: Image, flavor: Flavor, files: InstanceF
         kernel=image.kernel,
         initrd=image.initrd,
         cmdline=image.cmdline,
+        interfaces=interfaces,
         console=ConsoleSpec(socket_path=files.console_socket, log_path=files.console_log),
         metadata=metadata or {},
     )

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import structlog
 
-from agent.core.workflows import create, delete
+from agent.core.workflows import actions, create, delete
 from agent.core.workflows.base import Interrupted, WorkflowDeps
 from agent.errors import AgentError, JobAbandoned
 from agent.model.job import Job, JobKind, JobStatus
@@ -27,11 +27,15 @@ log = structlog.get_logger("agent.jobs")
 # each time) is failed instead of being tried again, so a poison job cannot crash-loop.
 MAX_ATTEMPTS = 3
 
-# The task a job's server carries while the job works on it, the last checkpoint of each
-# kind, and the vm_state its success leaves.
-OWN_TASK = {JobKind.CREATE: TaskState.SPAWNING, JobKind.DELETE: TaskState.DELETING}
-FINAL_STEP = {JobKind.CREATE: create.STEPS[-1], JobKind.DELETE: delete.STEPS[-1]}
-DONE_STATE = {JobKind.CREATE: VmState.ACTIVE, JobKind.DELETE: VmState.DELETED}
+# The task(s) a job's server carries while the job works on it, the last checkpoint of
+# each kind, and the vm_states its success may leave.
+OWN_TASK: dict[JobKind, frozenset[TaskState]] = {
+    JobKind.CREATE: frozenset({TaskState.SPAWNING}), JobKind.DELETE: frozenset({TaskState.DELETING}),
+    **actions.OWN_TASKS}
+FINAL_STEP = {JobKind.CREATE: create.STEPS[-1], JobKind.DELETE: delete.STEPS[-1], **actions.FINAL_STEPS}
+DONE_STATE: dict[JobKind, frozenset[VmState]] = {
+    JobKind.CREATE: frozenset({VmState.ACTIVE}), JobKind.DELETE: frozenset({VmState.DELETED}),
+    **actions.DONE_STATES}
 
 
 class Workflow(Protocol):
@@ -106,7 +110,7 @@ class JobRunner:
         a delete would stamp a new deleted_at."""
         if server.task_state is not None:
             return None  # its own task still in flight, or a later job's: the workflow decides
-        if server.vm_state is DONE_STATE[job.kind] or job.step == FINAL_STEP[job.kind]:
+        if server.vm_state in DONE_STATE[job.kind] or job.step == FINAL_STEP[job.kind]:
             return JobStatus.SUCCEEDED, ""
         if server.vm_state is VmState.ERROR:
             return JobStatus.FAILED, server.fault.message if server.fault else "failed"
@@ -150,15 +154,22 @@ class JobRunner:
     async def _fail(self, job: Job, error: BaseException) -> None:
         message = safe_message(error)
         server = self.deps.current(job)
-        if server.task_state is OWN_TASK[job.kind]:
+        if server.task_state in OWN_TASK[job.kind]:
             if job.kind is JobKind.CREATE:
                 try:  # leave nothing half-made behind
                     await self.deps.tear_down_guest(job.server_id)
                 except Exception as e:
                     log.error("job.cleanup_failed", server_id=str(job.server_id),
                               error=safe_message(e))
-            self.store.update_server(job.server_id, {
-                "vm_state": VmState.ERROR, "task_state": None,
-                "fault": self.deps.fault(500, message)}, cause=f"{job.kind.value} failed")
+            changes = {"vm_state": VmState.ERROR, "task_state": None,
+                       "fault": self.deps.fault(500, message)}
+            settle = getattr(self.workflows.get(job.kind), "settle_failure", None)
+            if settle is not None:  # an action: the status the guest really has, and a fault
+                try:
+                    changes = await settle(job, server, message)
+                except Exception as e:
+                    log.error("job.settle_failed", server_id=str(job.server_id),
+                              error=safe_message(e))
+            self.store.update_server(job.server_id, changes, cause=f"{job.kind.value} failed")
         self.store.update_job(job.id, {"status": JobStatus.FAILED, "error": message,
                                        "payload": {}})

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from agent.core.flavors import FlavorCatalog
+from agent.core.networks import PortService
 from agent.core.personality import check_personality
 from agent.core.sha512_crypt import sha512_crypt
 from agent.core.validation import (
@@ -29,6 +30,7 @@ from agent.errors import (
     ServerNotFound,
 )
 from agent.model.job import Job, JobKind
+from agent.model.network import Port
 from agent.model.passwords import PasswordPolicy, generate_password
 from agent.model.requests import CreateServer, Limits, RequestContext, ServerQuery
 from agent.model.server import Server
@@ -49,7 +51,8 @@ def expect(server: Server) -> ServerExpectation:
 class ServerService:
     def __init__(self, store: Store, images: ImageCatalog, flavors: FlavorCatalog,
                  limits: Limits, password_policy: PasswordPolicy,
-                 kick: Callable[[UUID], None], now: Clock = utcnow, max_page: int = 1000) -> None:
+                 kick: Callable[[UUID], None], now: Clock = utcnow, max_page: int = 1000,
+                 ports: PortService | None = None) -> None:
         self.store = store
         self.images = images
         self.flavors = flavors
@@ -58,6 +61,7 @@ class ServerService:
         self.kick = kick
         self.now = now
         self.max_page = max_page
+        self.ports = ports  # None: this host has no networks
 
     # -- reads ------------------------------------------------------------------------
     def get(self, ctx: RequestContext, server_id: UUID) -> Server:
@@ -116,6 +120,8 @@ class ServerService:
         ipv4 = check_access_ip(req.access_ipv4, 4)
         ipv6 = check_access_ip(req.access_ipv6, 6)
         self._check_quota(ctx, flavor.vcpus, flavor.ram)
+        server_id = uuid.uuid4()
+        nics = self._plan_nics(ctx, req, server_id)  # checked now, committed with the server
 
         password = req.admin_pass.get_secret_value() if req.admin_pass else None
         payload: dict[str, object] = {}
@@ -135,15 +141,22 @@ class ServerService:
             payload["admin_pass_hash"] = sha512_crypt(password)
 
         now = self.now()
-        server = Server(id=uuid.uuid4(), project_id=ctx.project_id, user_id=ctx.user_id,
+        server = Server(id=server_id, project_id=ctx.project_id, user_id=ctx.user_id,
                         name=name, image_id=image.uuid, flavor_id=flavor.id,
                         metadata=dict(req.metadata), access_ipv4=ipv4, access_ipv6=ipv6,
                         shutdown_terminate=req.shutdown_terminate, created_at=now, updated_at=now)
         job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE, payload=payload,
                   created_at=now, updated_at=now)
-        self.store.create_server(server, job)
+        self.store.create_server(server, job, nics)
         self.kick(server.id)
         return server, password
+
+    def _plan_nics(self, ctx: RequestContext, req: CreateServer, server_id: UUID) -> list[Port]:
+        if self.ports is None:
+            if req.networks:
+                raise InvalidInput("This host has no networks.", "networks")
+            return []
+        return self.ports.plan_server_ports(ctx, req.networks, server_id)
 
     def _check_quota(self, ctx: RequestContext, vcpus: int, ram: int) -> None:
         live = self.store.list_servers(ctx.project_id)

@@ -14,6 +14,19 @@ from pydantic import BaseModel, ConfigDict, Field
 class JobKind(StrEnum):
     CREATE = "create"
     DELETE = "delete"
+    # Server actions (POST /servers/{id}/action); see agent/core/workflows/actions.py.
+    REBOOT = "reboot"
+    STOP = "stop"
+    START = "start"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    RESCUE = "rescue"
+    UNRESCUE = "unrescue"
+    RESIZE = "resize"
+    CONFIRM_RESIZE = "confirm_resize"
+    REVERT_RESIZE = "revert_resize"
+    REBUILD = "rebuild"
+    CHANGE_PASSWORD = "change_password"  # noqa: S105 - a job kind, not a secret
 
 
 class JobStatus(StrEnum):

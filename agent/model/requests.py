@@ -7,6 +7,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from agent.model.network import NetworkRequest
 from agent.model.states import Status
 
 
@@ -40,6 +41,8 @@ class CreateServer(BaseModel):
     access_ipv6: str = ""
     personality: tuple[PersonalityFile, ...] = ()
     shutdown_terminate: bool = False
+    # The NICs asked for, in order; None (absent or "auto") means the default networks.
+    networks: tuple[NetworkRequest, ...] | None = None
 
 
 class ServerQuery(BaseModel):

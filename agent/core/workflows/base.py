@@ -13,6 +13,7 @@ from uuid import UUID
 
 from agent.core.flavors import FlavorCatalog
 from agent.core.guest_layout import InstanceFiles
+from agent.core.netplumbing import NetworkPlumbing
 from agent.errors import DomainNotFound
 from agent.model.host import VirtType
 from agent.model.job import Job
@@ -40,6 +41,8 @@ class WorkflowDeps:
     virt_type: VirtType
     on_checkpoint: CheckpointHook = field(default=lambda job, step: None)
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Bridges, taps and DHCP for the servers' ports (None: no networking on this host).
+    network: NetworkPlumbing | None = None
 
     def fault(self, code: int, message: str) -> Fault:
         return Fault(code=code, message=message, created=self.now())
@@ -71,8 +74,11 @@ class WorkflowDeps:
         return server
 
     async def tear_down_guest(self, server_id: UUID) -> None:
-        """Destroy and undefine the domain and remove the guest's files. Idempotent."""
+        """Destroy and undefine the domain, remove the guest's files, unplug its taps and
+        release its ports (the user's are detached and kept). Idempotent."""
         with contextlib.suppress(DomainNotFound):
             await self.blocking(self.hypervisor.destroy, server_id)
         await self.blocking(self.hypervisor.undefine, server_id)
         await self.blocking(self.disks.remove_tree, self.files(server_id).dir)
+        if self.network is not None:  # taps, leases, and the ports the agent made for it
+            await self.network.release_server(server_id)

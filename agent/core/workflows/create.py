@@ -1,5 +1,5 @@
-"""Create: disk -> injected -> domain -> started -> running, with progress on each
-checkpoint.
+"""Create: disk -> injected -> network -> domain -> started -> running, with progress on
+each checkpoint.
 
 Steps are idempotent given the ones before them, so a restarted daemon resumes after the
 last checkpoint; the disk and the injection into it count as one unit (a half-injected
@@ -22,8 +22,8 @@ from agent.model.injection import LOCKED_HASH, InjectedFile, InjectionRequest
 from agent.model.job import Job
 from agent.model.states import TaskState, VmState
 
-STEPS = ("disk", "injected", "domain", "started", "running")
-PROGRESS = {"disk": 20, "injected": 40, "domain": 60, "started": 80, "running": 100}
+STEPS = ("disk", "injected", "network", "domain", "started", "running")
+PROGRESS = {"disk": 20, "injected": 40, "network": 50, "domain": 60, "started": 80, "running": 100}
 RUNNING_TIMEOUT_S = 60.0
 
 
@@ -69,16 +69,24 @@ class CreateWorkflow:
             job = d.checkpoint(job, "injected", {"progress": PROGRESS["injected"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 
-        if done < 4:  # (re)define until started: defineXML is idempotent for one uuid
+        if done < 5:  # (re)plug until started: idempotent, and taps vanish on a host reboot
+            if d.network is not None:
+                await d.network.plug_server(server.id)
+            if done < 3:
+                job = d.checkpoint(job, "network", {"progress": PROGRESS["network"]})
+        d.ensure_not_taken_over(job, TaskState.SPAWNING)
+
+        if done < 5:  # (re)define until started: defineXML is idempotent for one uuid
             spec = build_domain_spec(server.id, image, flavor, files, d.virt_type, metadata={
                 "server_id": str(server.id), "project_id": server.project_id,
-                "flavor_id": flavor.id, "image_id": str(image.uuid)})
+                "flavor_id": flavor.id, "image_id": str(image.uuid)},
+                interfaces=d.network.interfaces(server.id) if d.network is not None else ())
             await d.blocking(d.hypervisor.define, spec)
-            if done < 3:
+            if done < 4:
                 job = d.checkpoint(job, "domain", {"progress": PROGRESS["domain"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 
-        if done < 4:
+        if done < 5:
             if await d.blocking(d.hypervisor.power_state, server.id) is not PowerState.RUNNING:
                 await d.blocking(d.hypervisor.start, server.id)
             job = d.checkpoint(job, "started", {"progress": PROGRESS["started"]})

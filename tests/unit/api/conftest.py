@@ -14,8 +14,10 @@ from fastapi import FastAPI
 from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
 from agent.core.flavors import FlavorCatalog
+from agent.core.networks import NetworkCatalog, PortService
 from agent.core.servers import ServerService
 from agent.model.image import Image
+from agent.model.network import Network
 from agent.model.passwords import PasswordPolicy
 from agent.model.requests import Limits, RequestContext
 from agent.model.server import Server
@@ -32,6 +34,9 @@ TOKENS = {
     "tok-bob": TokenInfo(project_id="p-bob", user_id="bob"),
     "tok-admin": TokenInfo(project_id="p-admin", user_id="root", is_admin=True),
 }
+# The one network of the API tests' host (no bridge is ever made: the API only allocates).
+TEST_NET = Network(id=UUID("7d9a3c52-4e1f-4b8a-9c6d-2f0e1a3b5c71"), name="private", bridge="br-test",
+                   cidr="10.213.0.0/24")
 LIMITS = Limits(max_total_instances=3, max_total_cores=20, max_total_ram=51200, max_server_meta=5,
                 max_personality=2)
 
@@ -79,9 +84,11 @@ def build_env(*, default_context: RequestContext | None = None, max_body_bytes: 
     ])
     flavors = FlavorCatalog()
     kicked: list[UUID] = []
-    service = ServerService(store, images, flavors, limits, PasswordPolicy(), kick=kicked.append)
+    ports = PortService(store, NetworkCatalog([TEST_NET]))
+    service = ServerService(store, images, flavors, limits, PasswordPolicy(), kick=kicked.append,
+                            ports=ports)
     deps = ApiDeps(servers=service, flavors=flavors, images=images, limits=limits, store=store,
-                   host_id=HOST, tokens=dict(TOKENS), default_context=default_context)
+                   host_id=HOST, tokens=dict(TOKENS), default_context=default_context, ports=ports)
     if max_body_bytes is not None:
         deps.max_body_bytes = max_body_bytes
     return deps, store, images, kicked

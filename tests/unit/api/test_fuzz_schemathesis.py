@@ -38,7 +38,7 @@ from schemathesis.specs.openapi.checks import (
 from agent.api.app import create_api
 from agent.model.requests import CreateServer, RequestContext
 from agent.model.states import VmState
-from tests.unit.api.conftest import ALICE, BOB, build_env
+from tests.unit.api.conftest import ALICE, BOB, TEST_NET, build_env
 
 TOKEN = ALICE["X-Auth-Token"]
 WRONG_TOKEN = "tok-wrong-5b0f7d4e9a21"
@@ -79,14 +79,21 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
+# The objects of a request body that may hold adminPass, user_data or personality:
+# a create's, and those of the server actions that take a password.
+SECRET_HOLDERS = ("server", "rebuild", "rescue", "changePassword")
+
+
 def _split_secrets(body: Any) -> tuple[list[str], list[str]]:
     """(the strings at the secret places of a request body, every other string in it)."""
-    if not (isinstance(body, dict) and isinstance(body.get("server"), dict)):
+    holder = next((k for k in SECRET_HOLDERS
+                   if isinstance(body, dict) and isinstance(body.get(k), dict)), None)
+    if holder is None:
         return [], list(_strings(body))
-    server = dict(body["server"])
+    server = dict(body[holder])
     secrets = [*_strings(server.pop("adminPass", None)), *_strings(server.pop("user_data", None))]
     personality = server.pop("personality", None)
-    public = list(_strings({**body, "server": server}))
+    public = list(_strings({**body, holder: server}))
     for item in personality if isinstance(personality, list) else [personality]:
         if isinstance(item, dict):
             item = dict(item)
@@ -111,7 +118,8 @@ def _sent_secrets(response: Response) -> list[str]:
 
 def _shown(response: Response, case: Case) -> Iterator[str]:
     """What a response shows: its headers and every string of its body; but the adminPass
-    of a created server, which Nova returns to its creator by design."""
+    of a created or rebuilt server and of a rescue, which Nova returns to the caller by
+    design."""
     yield from (f"{name}: {value}" for name, values in response.headers.items() for value in values)
     try:
         body = json.loads(response.content) if response.content else None
@@ -121,6 +129,9 @@ def _shown(response: Response, case: Case) -> Iterator[str]:
     if (response.status_code == 202 and case.method.upper() == "POST"
             and isinstance(body, dict) and isinstance(body.get("server"), dict)):
         body = {**body, "server": {k: v for k, v in body["server"].items() if k != "adminPass"}}
+    if (response.status_code == 200 and case.method.upper() == "POST" and isinstance(body, dict)
+            and set(body) == {"adminPass"}):  # a rescue's
+        body = {}
     yield from _strings(body)
 
 
@@ -146,6 +157,7 @@ class World:
     alice_server: str  # ACTIVE, metadata {"k": "v"}
     bob_server: str  # another project's
     image: str
+    port: str  # a free port of the caller's
 
 
 def _world() -> World:
@@ -161,15 +173,19 @@ def _world() -> World:
         store.update_server(server.id, {"vm_state": VmState.ACTIVE, "task_state": None}, cause="test")
         return str(server.id)
 
+    assert deps.ports is not None
+    port = deps.ports.create_port(RequestContext(project_id="p-alice", user_id="alice"), str(TEST_NET.id))
     return World(app=create_api(deps), alice_server=seed(TOKEN), bob_server=seed(BOB["X-Auth-Token"]),
-                 image=image)
+                 image=image, port=str(port.id))
 
 
 def _swap_ids(case: Case, world: World, data: st.DataObject) -> None:
     """Now and then, ids and bodies that name real things instead of generated ones."""
     path = case.path_parameters or {}
     real = {"server_id": [world.alice_server, world.bob_server], "project_id": ["p-alice"],
-            "image_id": [world.image], "flavor_id": ["1"], "key": ["k"]}
+            "image_id": [world.image], "flavor_id": ["1"], "key": ["k"],
+            "network_id": [str(TEST_NET.id)], "subnet_id": [str(TEST_NET.subnet_id)],
+            "port_id": [world.port]}
     for name in list(path):
         if name in real:
             path[name] = data.draw(st.sampled_from([*real[name], path[name]]), label=name)
@@ -187,6 +203,20 @@ def _swap_ids(case: Case, world: World, data: st.DataObject) -> None:
             body["server"].update(imageRef=world.image, flavorRef="1")
             if not data.draw(st.booleans(), label="adminPass as generated"):
                 body["server"]["adminPass"] = SECRET
+            nics = data.draw(st.sampled_from(["as generated", "network", "fixed ip", "port"]), label="nics")
+            if nics != "as generated":
+                body["server"]["networks"] = [{"port": world.port} if nics == "port" else {
+                    "uuid": str(TEST_NET.id), **({"fixed_ip": "10.213.0.9"} if nics == "fixed ip" else {})}]
+    if (case.method.upper() == "POST" and case.path.endswith("/action") and isinstance(body, dict)
+            and len(body) == 1 and data.draw(st.booleans(), label="action args with real refs")):
+        [(action, args)] = body.items()
+        if action in ("rebuild", "rescue", "changePassword") and isinstance(args, dict):
+            args["adminPass"] = SECRET
+            if action == "rebuild":
+                args["imageRef"] = world.image
+    if (case.method.upper() == "POST" and case.path.endswith("/ports") and isinstance(body, dict)
+            and isinstance(body.get("port"), dict) and data.draw(st.booleans(), label="real network")):
+        body["port"]["network_id"] = str(TEST_NET.id)
 
 
 @functools.cache

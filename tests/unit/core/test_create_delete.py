@@ -34,8 +34,8 @@ async def test_create_runs_every_step_to_active_with_progress(world):
     s = world.store.get_server(server.id)
     assert s.status is Status.ACTIVE and s.progress == 100
     assert s.power_state is PowerState.RUNNING and s.launched_at is not None
-    assert world.checkpoints == ["create:disk", "create:injected", "create:domain",
-                                 "create:started", "create:running"]
+    assert world.checkpoints == ["create:disk", "create:injected", "create:network",
+                                 "create:domain", "create:started", "create:running"]
     assert world.hypervisor.states[server.id] is PowerState.RUNNING
     spec = world.hypervisor.domains[server.id]
     assert spec.virt_type.value == "qemu" and spec.memory_mib == 256

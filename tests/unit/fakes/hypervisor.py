@@ -15,6 +15,9 @@ class FakeHypervisor:
         self.states: dict[UUID, PowerState] = {}
         self.calls: list[tuple[str, UUID]] = []
         self.fail_on: dict[str, Exception] = {}  # operation name -> error to raise
+        self.saved: set[UUID] = set()  # domains with a managed save image
+        self.restored: list[UUID] = []  # starts that resumed from a managed save
+        self.acpi_ignored: set[UUID] = set()  # guests that ignore the ACPI power button
 
     def _maybe_fail(self, op: str, uuid: UUID) -> None:
         self.calls.append((op, uuid))
@@ -35,12 +38,18 @@ class FakeHypervisor:
         self._maybe_fail("start", uuid)
         if self.states[uuid] is PowerState.RUNNING:
             raise HypervisorError("domain is already running")
+        if uuid in self.saved:
+            self.saved.discard(uuid)
+            self.restored.append(uuid)
         self.states[uuid] = PowerState.RUNNING
 
     def shutdown(self, uuid: UUID) -> None:
         self._known(uuid)
         self._maybe_fail("shutdown", uuid)
-        self.states[uuid] = PowerState.SHUTDOWN
+        if self.states[uuid] is not PowerState.RUNNING:
+            raise HypervisorError("domain is not running")
+        if uuid not in self.acpi_ignored:
+            self.states[uuid] = PowerState.SHUTDOWN
 
     def destroy(self, uuid: UUID) -> None:
         self._known(uuid)
@@ -51,12 +60,29 @@ class FakeHypervisor:
         self._maybe_fail("undefine", uuid)
         self.domains.pop(uuid, None)
         self.states.pop(uuid, None)
+        self.saved.discard(uuid)
 
     def power_state(self, uuid: UUID) -> PowerState:
         self._known(uuid)
         if "power_state" in self.fail_on:
             raise self.fail_on["power_state"]
         return self.states[uuid]
+
+    def managed_save(self, uuid: UUID) -> None:
+        self._known(uuid)
+        self._maybe_fail("managed_save", uuid)
+        if self.states[uuid] is not PowerState.RUNNING:
+            raise HypervisorError("domain is not running")
+        self.saved.add(uuid)
+        self.states[uuid] = PowerState.SHUTDOWN
+
+    def has_managed_save(self, uuid: UUID) -> bool:
+        self._known(uuid)
+        return uuid in self.saved
+
+    def remove_managed_save(self, uuid: UUID) -> None:
+        self._known(uuid)
+        self.saved.discard(uuid)
 
     def domain_uuids(self) -> set[UUID]:
         return set(self.domains)
@@ -82,6 +108,13 @@ class FakeDisks:
 
     def virtual_size(self, path: Path) -> int:
         return 1024**3
+
+    def copy_resized(self, source: Path, dest: Path, size_gib: int) -> None:
+        if "copy_resized" in self.fail_on:
+            raise self.fail_on["copy_resized"]
+        if not source.exists():
+            raise DiskError(f"qemu-img convert failed: {source} missing")
+        dest.write_text(f"copy of [{source.read_text()}] size {size_gib}G")
 
     def cache_base(self, source: Path, dest: Path) -> None:
         if not dest.exists():

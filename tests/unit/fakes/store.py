@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from agent.errors import ServerNotFound, StaleServer, StoreError
+from agent.errors import (
+    IpAddressInUse,
+    MacAddressInUse,
+    PortInUse,
+    PortNotFound,
+    ServerNotFound,
+    StaleServer,
+    StoreError,
+)
 from agent.model.job import Job, JobStatus, StatusEvent
+from agent.model.network import Port, PortStatus
 from agent.model.server import Server
 from agent.model.states import VmState
 from agent.ports import ServerExpectation
@@ -79,6 +89,7 @@ class MemoryStore:
         self._servers: dict[UUID, Server] = {}
         self._jobs: dict[UUID, Job] = {}  # insertion order breaks created_at ties
         self._events: list[StatusEvent] = []
+        self._ports: dict[UUID, Port] = {}
         self._closed = False
 
     def close(self) -> None:
@@ -115,7 +126,7 @@ class MemoryStore:
 
     # -- servers --------------------------------------------------------------------------
 
-    def create_server(self, server: Server, job: Job) -> None:
+    def create_server(self, server: Server, job: Job, ports: Sequence[Port] = ()) -> None:
         if job.server_id != server.id:
             raise ValueError(f"job {job.id} is for server {job.server_id}, not {server.id}")
         stored, stored_job = _stored_server(server), _stored_job(job)
@@ -127,7 +138,14 @@ class MemoryStore:
             if job.id in self._jobs:
                 raise StoreError("state database: create server failed: "
                                  "UNIQUE constraint failed: jobs.id")
+            new_ports = dict(self._ports)
+            for port in ports:  # all or none, as in one transaction
+                if port.created_by_agent:
+                    self._insert_port(new_ports, port)
+                else:
+                    self._bind_port(new_ports, port)
             event = self._event(stored, None, "create", _now(), [])
+            self._ports = new_ports
             self._servers[server.id] = stored
             self._jobs[job.id] = stored_job
             self._events.append(event)
@@ -228,3 +246,87 @@ class MemoryStore:
             found = [e for e in self._events
                      if e.seq > seq and (project_id is None or e.project_id == project_id)]
         return found[:limit]
+
+    # -- ports ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_port(ports: dict[UUID, Port], port: Port) -> None:
+        if port.created_at.utcoffset() is None:
+            raise ValueError("naive datetime: the store keeps timezone-aware datetimes only")
+        if port.id in ports:
+            raise StoreError(f"state database: add port failed: port {port.id} exists")
+        for other in ports.values():
+            if other.network_id == port.network_id and other.ip == port.ip:
+                raise IpAddressInUse(f"Unable to complete operation for network {port.network_id}. "
+                                     f"The IP address {port.ip} is in use.")
+            if other.mac == port.mac:
+                raise MacAddressInUse(f"Unable to complete operation for network {port.network_id}. "
+                                      f"The mac address {port.mac} is in use.")
+        ports[port.id] = port.model_copy(update={"created_at": port.created_at.astimezone(UTC)})
+
+    @staticmethod
+    def _bind_port(ports: dict[UUID, Port], port: Port) -> None:
+        current = ports.get(port.id)
+        if current is None:
+            raise PortNotFound(f"Port {port.id} could not be found.")
+        if current.bound:
+            raise PortInUse(f"Port {port.id} is still in use.")
+        ports[port.id] = current.model_copy(update={
+            "device_id": port.device_id, "device_owner": port.device_owner,
+            "device_index": port.device_index})
+
+    def add_port(self, port: Port) -> None:
+        with self._lock:
+            self._check_open()
+            self._insert_port(self._ports, port)
+
+    def get_port(self, port_id: UUID) -> Port | None:
+        with self._lock:
+            self._check_open()
+            return self._ports.get(port_id)
+
+    def list_ports(self, *, network_id: UUID | None = None, device_id: str | None = None,
+                   project_id: str | None = None) -> list[Port]:
+        with self._lock:
+            self._check_open()
+            found = [p for p in self._ports.values()
+                     if (network_id is None or p.network_id == network_id)
+                     and (device_id is None or p.device_id == device_id)
+                     and (project_id is None or p.project_id == project_id)]
+        return sorted(found, key=lambda p: (p.device_index, p.created_at, str(p.id)))
+
+    def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
+        value = PortStatus(status)
+        with self._lock:
+            self._check_open()
+            for i in port_ids:
+                if i in self._ports:
+                    self._ports[i] = self._ports[i].model_copy(update={"status": value})
+
+    def delete_port(self, port_id: UUID) -> Port:
+        with self._lock:
+            self._check_open()
+            current = self._ports.get(port_id)
+            if current is None:
+                raise PortNotFound(f"Port {port_id} could not be found.")
+            if current.bound:
+                raise PortInUse(f"Port {port_id} is in use by server {current.device_id}: delete "
+                                "the server first.")
+            del self._ports[port_id]
+            return current
+
+    def release_ports(self, device_id: str) -> list[Port]:
+        if not device_id:
+            return []
+        with self._lock:
+            self._check_open()
+            mine = sorted((p for p in self._ports.values() if p.device_id == device_id),
+                          key=lambda p: (p.device_index, p.created_at, str(p.id)))
+            for p in mine:
+                if p.created_by_agent:
+                    del self._ports[p.id]
+                else:
+                    self._ports[p.id] = p.model_copy(update={
+                        "device_id": "", "device_owner": "", "device_index": 0,
+                        "status": PortStatus.DOWN})
+            return mine

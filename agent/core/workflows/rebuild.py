@@ -1,0 +1,92 @@
+"""Rebuild and changePassword: both shut the guest down and write into its disk with
+libguestfs (through the InjectionBatcher, so they share appliance launches with builds).
+
+Rebuild: a fresh overlay of the (new or same) image, with the new personality files and
+admin password, replaces the server's disk; the domain is defined again from that image
+(its kernel may differ) and started -> ACTIVE.
+
+changePassword, offline: a clean shutdown, the new root password hash set in the disk's
+/etc/shadow, start -> ACTIVE. It also clears the ERROR of a server whose create password
+was refused (its root was locked). TODO: when an image declares a QEMU guest agent
+(hw_qemu_guest_agent=yes), set the password through it (virDomainSetUserPassword) while
+the guest runs, and keep this offline path for images without one.
+"""
+
+from __future__ import annotations
+
+from agent.core.injection import InjectionBatcher
+from agent.core.workflows.base import WorkflowDeps
+from agent.core.workflows.create import base_path, injection_request
+from agent.core.workflows.guest_ops import ActionWorkflow, GuestOps
+from agent.core.workflows.rescue import step_index
+from agent.model.domain import PowerState
+from agent.model.injection import InjectionRequest
+from agent.model.job import Job
+from agent.model.states import TaskState, VmState
+
+REBUILD_STEPS = ("off", "disk", "swapped", "done")
+PASSWORD_STEPS = ("off", "injected", "done")
+
+
+class RebuildWorkflow(ActionWorkflow):
+    kind_tasks = frozenset({TaskState.REBUILDING})
+
+    def __init__(self, deps: WorkflowDeps, ops: GuestOps, injector: InjectionBatcher) -> None:
+        super().__init__(deps, ops)
+        self.injector = injector
+
+    async def run(self, job: Job) -> None:
+        d = self.deps
+        server = d.ensure_not_taken_over(job, TaskState.REBUILDING)
+        image = d.images.get(job.payload["image_id"])
+        flavor = d.flavors.get(server.flavor_id)
+        files = d.files(server.id)
+        fresh = files.dir / "disk.rebuild.qcow2"
+        done = step_index(job, REBUILD_STEPS)
+        if done < 1:
+            await self.ops.power_off(server.id)
+            job = d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN, "progress": 20})
+        d.ensure_not_taken_over(job, TaskState.REBUILDING)
+        if done < 2:  # made again from its base if a restart came mid-way
+            base = base_path(d, image)
+            await d.blocking(d.disks.cache_base, image.disk_file, base)
+            fresh.unlink(missing_ok=True)
+            await d.blocking(d.disks.create_overlay, base, image.disk_format, fresh, flavor.disk)
+            await self.injector.inject(injection_request(job, fresh))
+            job = d.checkpoint(job, "disk", {"progress": 60})
+        d.ensure_not_taken_over(job, TaskState.REBUILDING)
+        if done < 3:
+            # The old disk goes: no managed save or rescue overlay may outlive it.
+            await self.ops.discard_state(server.id)
+            if fresh.exists():
+                fresh.replace(files.disk)
+            job = d.checkpoint(job, "swapped", {"image_id": image.uuid, "progress": 80})
+        await self.ops.define(server, image=image)
+        await self.ops.boot(server.id)
+        d.ensure_not_taken_over(job, TaskState.REBUILDING)
+        self.done(job, VmState.ACTIVE, "rebuilt", image_id=image.uuid, progress=100,
+                  power_state=PowerState.RUNNING, launched_at=d.now())
+
+
+class ChangePasswordWorkflow(ActionWorkflow):
+    kind_tasks = frozenset({TaskState.UPDATING_PASSWORD})
+
+    def __init__(self, deps: WorkflowDeps, ops: GuestOps, injector: InjectionBatcher) -> None:
+        super().__init__(deps, ops)
+        self.injector = injector
+
+    async def run(self, job: Job) -> None:
+        d = self.deps
+        server = d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)
+        done = step_index(job, PASSWORD_STEPS)
+        if done < 1:
+            await self.ops.power_off(server.id)
+            job = d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN})
+        d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)
+        if done < 2:  # setting the same hash twice is harmless
+            await self.injector.inject(InjectionRequest(
+                disk=d.files(server.id).disk, root_password_hash=job.payload["admin_pass_hash"]))
+            job = d.checkpoint(job, "injected")
+        await self.ops.boot(server.id)
+        d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)
+        self.done(job, VmState.ACTIVE, "password changed", power_state=PowerState.RUNNING)

@@ -1,0 +1,122 @@
+"""`python -m bench [injection|batch|provisioning ...]`: run the figures (all by default),
+write bench/results/latest.json and latest.md, and (after a full run) the table in
+bench/README.md. Exits 1 only when a figure could not run, never for a slow number."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from bench import injection, provisioning
+from bench.context import Context, load_average, make_context
+from bench.report import Figure, progress, write
+from bench.scratch import Scratch, sigterm_as_interrupt
+
+PY = ".venv/bin/python -m bench"
+
+
+def _command(name: str, args: argparse.Namespace) -> str:
+    """The exact command that reproduces one figure with this run's settings."""
+    opts = {
+        "injection": f"--runs {args.runs}",
+        "batch": f"--batch-size {args.batch_size} --batch-runs {args.batch_runs} "
+                 f"--server-runs {args.server_runs} --runs {args.runs}",
+        "provisioning": f"--provision-runs {args.provision_runs}",
+    }[name]
+    return f"{PY} {name} {opts}"
+
+
+def _injection(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return injection.injection(ctx, args.runs, _command("injection", args))
+
+
+def _batch(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    cmd = _command("batch", args)
+    return [injection.batch_injection(ctx, args.batch_size, args.batch_runs, args.runs, cmd),
+            provisioning.batch_servers(ctx, args.batch_size, args.batch_runs,
+                                       args.server_runs, cmd)]
+
+
+def _provisioning(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return [provisioning.provisioning(ctx, args.provision_runs, _command("provisioning", args))]
+
+
+FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
+    "injection": _injection,
+    "batch": _batch,
+    "provisioning": _provisioning,
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("figures", nargs="*", metavar="FIGURE",
+                   help=f"any of {', '.join(FIGURES)} (default: all)")
+    p.add_argument("--runs", type=int, default=3,
+                   help="runs of each injection (figure 2, and 3a's single disk when run alone)")
+    p.add_argument("--provision-runs", type=int, default=5, help="runs of figure 1")
+    p.add_argument("--batch-size", type=int, default=8, help="disks / servers in figure 3")
+    p.add_argument("--batch-runs", type=int, default=1, help="runs of each batch in figure 3")
+    p.add_argument("--server-runs", type=int, default=3,
+                   help="runs of the single server that figure 3b compares with")
+    p.add_argument("--no-readme", action="store_true",
+                   help="do not copy the table into bench/README.md (partial runs never do)")
+    args = p.parse_args(argv)
+    unknown = [f for f in args.figures if f not in FIGURES]
+    if unknown:
+        p.error(f"unknown figure {unknown[0]!r}: choose from {', '.join(FIGURES)}")
+    if not 1 <= args.batch_size <= 10:
+        p.error("--batch-size must be 1..10 (the default quota is 10 instances)")
+    for name in ("runs", "provision_runs", "batch_runs", "server_runs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    selected = args.figures or list(FIGURES)
+    selected = [name for name in FIGURES if name in selected]  # the order that shares numbers
+    sigterm_as_interrupt()
+    scratch = Scratch()
+    started_wall, started = datetime.now(UTC), time.monotonic()
+    figures: list[Figure] = []
+    errors: list[str] = []
+    try:
+        ctx = make_context(scratch)
+        m = ctx.machine
+        progress(f"{m['nproc']} CPUs, virt type {m['virt_type']}, load average "
+                 f"{m['load_average_start']}, {m['qemu_processes_at_start']} qemu processes running")
+        for name in selected:
+            load_before = load_average()
+            progress(f"figure {name}, load average {load_before}")
+            try:
+                done = FIGURES[name](ctx, args)
+            except Exception as e:  # one broken figure does not lose the others
+                traceback.print_exc()
+                errors.append(f"{name}: {type(e).__name__}: {e}")
+                continue
+            for f in done:
+                f.load_average = (load_before[0], load_average()[0])
+            figures += done
+        run = {"started_at": started_wall.isoformat(timespec="seconds"),
+               "duration_s": round(time.monotonic() - started, 1),
+               "argv": sys.argv[1:], "machine": ctx.machine,
+               "load_average_end": load_average()}
+        full = set(selected) == set(FIGURES)
+        md = write(run, figures, errors, readme=full and not args.no_readme)
+        print(md.read_text())
+    except KeyboardInterrupt:
+        progress("interrupted: cleaning up")
+        return 130
+    finally:
+        scratch.cleanup()
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

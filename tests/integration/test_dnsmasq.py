@@ -1,0 +1,169 @@
+"""DnsmasqDhcp against real dnsmasq, asked by busybox udhcpc from a network namespace
+joined to the bridge (a guest's DHCP client, without a guest): static leases only, on its
+bridge only, DNS off, reloaded or restarted as hosts change, revived when it dies."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from agent.adapters.dnsmasq import DnsmasqDhcp
+from agent.adapters.netlink import NetlinkPlumber
+from agent.errors import DhcpError
+from agent.model.network import DhcpHost, Network
+from tests.support.netns import TestNet, dnsmasq_pids_under, kill_dnsmasq_under
+
+pytestmark = pytest.mark.integration
+
+MAC1, MAC2, STRANGER = "fa:16:3e:10:00:01", "fa:16:3e:10:00:02", "fa:16:3e:10:00:99"
+
+
+@pytest.fixture
+def testnet() -> Iterator[TestNet]:
+    t = TestNet()
+    yield t
+    t.cleanup()
+
+
+@pytest.fixture
+def dhcp(guest_dir: Path) -> Iterator[DnsmasqDhcp]:
+    d = DnsmasqDhcp(guest_dir)  # dnsmasq runs as nobody: its files must be reachable
+    yield d
+    d.stop_all()
+    kill_dnsmasq_under(guest_dir)
+
+
+@pytest.fixture
+def net(testnet: TestNet) -> Network:
+    network = testnet.network(0, "10.213.60.0/24", mtu=1400)
+    NetlinkPlumber().ensure_bridge(network)
+    return network
+
+
+def host(mac: str, ip: str) -> DhcpHost:
+    return DhcpHost(mac=mac, ip=IPv4Address(ip))
+
+
+def ask(testnet: TestNet, ns: str, mac: str, tries: int = 3) -> str | None:
+    """What address a DHCP client with this MAC gets on the namespace's link (or None)."""
+    ifname = testnet.set_mac(ns, mac)
+    r = testnet.run_in(ns, "busybox", "udhcpc", "-i", ifname, "-n", "-q", "-f", "-t", str(tries),
+                       "-T", "1", "-A", "1", "-s", "/bin/true", timeout=30)
+    m = re.search(r"lease of (\S+) obtained", r.stdout + r.stderr)
+    return m.group(1) if m else None
+
+
+def test_a_client_gets_exactly_its_ports_address_and_a_stranger_nothing(dhcp, net, testnet):
+    dhcp.sync(net, [host(MAC1, "10.213.60.11"), host(MAC2, "10.213.60.12")])
+    ns, _ = testnet.namespace_on(net)
+    assert ask(testnet, ns, MAC1) == "10.213.60.11"
+    assert ask(testnet, ns, MAC2) == "10.213.60.12"
+    assert ask(testnet, ns, STRANGER, tries=2) is None
+    leases = dhcp.lease_file(net.id).read_text()
+    assert MAC1 in leases and STRANGER not in leases
+    cmd = Path(f"/proc/{dhcp.pid(net.id)}/cmdline").read_bytes().split(b"\0")
+    for flag in (b"--port=0", b"--bind-interfaces", b"--conf-file=/dev/null", b"--except-interface=lo",
+                 f"--interface={net.bridge}".encode(), b"--dhcp-option=option:mtu,1400"):
+        assert flag in cmd
+    assert any(a.startswith(b"--dhcp-range=10.213.60.0,static,") for a in cmd)
+
+
+def test_nothing_listens_for_dns(dhcp, net):
+    dhcp.sync(net, [host(MAC1, "10.213.60.11")])
+    out = subprocess.run(["ss", "-H", "-lnup"], capture_output=True, text=True, check=True).stdout
+    mine = [line for line in out.splitlines() if f"pid={dhcp.pid(net.id)}," in line]
+    assert mine and all(":67 " in line or line.split()[3].endswith(":67") for line in mine), mine
+
+
+def test_a_new_host_is_a_reload_and_a_removed_one_loses_its_lease(dhcp, net, testnet):
+    dhcp.sync(net, [host(MAC1, "10.213.60.11")])
+    ns, _ = testnet.namespace_on(net)
+    assert ask(testnet, ns, MAC1) == "10.213.60.11"
+    pid = dhcp.pid(net.id)
+    dhcp.sync(net, [host(MAC1, "10.213.60.11"), host(MAC2, "10.213.60.12")])
+    assert dhcp.pid(net.id) == pid  # SIGHUP, same process
+    assert ask(testnet, ns, MAC2) == "10.213.60.12"
+    dhcp.sync(net, [host(MAC2, "10.213.60.12")])
+    assert dhcp.pid(net.id) != pid and dhcp.running(net.id)
+    assert MAC1 not in dhcp.lease_file(net.id).read_text()
+    assert dhcp.hosts_file(net.id).read_text() == f"{MAC2},10.213.60.12\n"
+    assert MAC2 in dhcp.lease_file(net.id).read_text()  # the others' leases are kept
+    assert ask(testnet, ns, MAC1, tries=2) is None
+    dhcp.sync(net, [])
+    assert dhcp.lease_file(net.id).read_text() == "" and dhcp.running(net.id)
+
+
+def test_it_serves_its_bridge_only(dhcp, net, testnet):
+    other = testnet.network(1, "10.213.61.0/24")
+    NetlinkPlumber().ensure_bridge(other)
+    dhcp.sync(net, [host(MAC1, "10.213.60.11")])
+    ns, _ = testnet.namespace_on(other)
+    assert ask(testnet, ns, MAC1, tries=2) is None
+
+
+def test_a_dead_server_is_revived_and_serves_again(dhcp, net, testnet):
+    dhcp.sync(net, [host(MAC1, "10.213.60.11")])
+    os.kill(dhcp.pid(net.id), signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while dhcp.running(net.id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dhcp.revive() == [net.id]
+    assert dhcp.revive() == []
+    ns, _ = testnet.namespace_on(net)
+    assert ask(testnet, ns, MAC1) == "10.213.60.11"
+
+
+def test_one_left_by_a_killed_agent_is_replaced_not_doubled(guest_dir, net, testnet):
+    before = DnsmasqDhcp(guest_dir)
+    before.sync(net, [host(MAC1, "10.213.60.11")])
+    orphan = before.pid(net.id)  # the agent dies without stopping it
+    after = DnsmasqDhcp(guest_dir)
+    try:
+        after.sync(net, [host(MAC1, "10.213.60.11")])
+        assert dnsmasq_pids_under(guest_dir) == [after.pid(net.id)] != [orphan]
+    finally:
+        after.stop_all()
+        kill_dnsmasq_under(guest_dir)
+
+
+def test_servers_of_networks_no_longer_configured_are_stopped_and_their_files_removed(dhcp, net):
+    dhcp.sync(net, [host(MAC1, "10.213.60.11")])
+    assert dhcp.stop_unknown({net.id}) == []
+    assert dhcp.stop_unknown(set()) == [net.id]
+    assert not dhcp.dir(net.id).exists() and dnsmasq_pids_under(dhcp.root.parent) == []
+
+
+def test_a_bridge_that_does_not_exist_is_a_clear_error(dhcp, testnet):
+    ghost = testnet.network(2, "10.213.62.0/24")
+    with pytest.raises(DhcpError, match="exited"):
+        dhcp.sync(ghost, [host(MAC1, "10.213.62.11")])
+
+
+def test_a_state_dir_dnsmasq_cannot_reach_is_a_clear_error(tmp_path, net):
+    tmp_path.chmod(0o700)
+    with pytest.raises(DhcpError, match="not world-traversable"):
+        DnsmasqDhcp(tmp_path).sync(net, [host(MAC1, "10.213.60.11")])
+
+
+def test_it_serves_under_the_services_umask(guest_dir, net, testnet):
+    old = os.umask(0o027)  # systemd/compute-agent.service runs the agent with UMask=0027
+    d = DnsmasqDhcp(guest_dir / "strict")
+    try:
+        (guest_dir / "strict").mkdir()
+        (guest_dir / "strict").chmod(0o755)  # as build_agent does with the state dir
+        d.sync(net, [host(MAC1, "10.213.60.11")])
+    finally:
+        os.umask(old)
+    try:
+        ns, _ = testnet.namespace_on(net)
+        assert ask(testnet, ns, MAC1) == "10.213.60.11"
+    finally:
+        d.stop_all()
