@@ -22,6 +22,7 @@ from agent.model.requests import Limits
 
 DEFAULT_CONFIG_FILE = Path("/etc/compute-agent/agent.toml")
 ENV_PREFIX = "COMPUTE_AGENT_"
+UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 
 
 class TokenConfig(BaseModel):
@@ -80,6 +81,16 @@ class Config(BaseModel):
                 if a.cidr.overlaps(b.cidr):
                     raise ValueError(f"networks {a.name} and {b.name}: cidrs {a.cidr} and "
                                      f"{b.cidr} overlap")
+        return self
+
+    @model_validator(mode="after")
+    def _console_sockets_fit(self) -> Config:
+        """Each guest's console is a unix socket under the state dir; Linux allows 107
+        bytes for its path, and QEMU fails every start beyond that."""
+        longest = self.instances_dir / ("0" * 36) / "console.sock"
+        if len(str(longest).encode()) > UNIX_PATH_MAX:
+            raise ValueError(f"state_dir {self.state_dir} is too long: guest console sockets "
+                             f"under it would exceed {UNIX_PATH_MAX} bytes; use a shorter path")
         return self
 
     @property

@@ -41,14 +41,24 @@ def _device_of(g: guestfs.GuestFS, filesystem: str) -> str:
         return filesystem
 
 
+def _drives_of(g: guestfs.GuestFS, filesystems: dict[str, str],
+               drives: list[str]) -> dict[str, str | None]:
+    """Each filesystem's drive, asked once per batch (each call is a round trip to the
+    appliance): the drive itself, a partition's parent, or None (an LVM volume)."""
+    partitions = set(g.list_partitions())
+    return {fs: fs if fs in drives else (_device_of(g, fs) if fs in partitions else None)
+            for fs in filesystems}
+
+
 _NOT_ROOT = {"swap", "unknown", "vfat", "iso9660", "squashfs"}
 
 
-def _probe_root(g: guestfs.GuestFS, filesystems: dict[str, str], drive: str) -> str | None:
+def _probe_root(g: guestfs.GuestFS, filesystems: dict[str, str],
+                drive_of: dict[str, str | None], drive: str) -> str | None:
     """A filesystem of `drive` holding /etc/passwd, found by mounting candidates (cheap:
     full inspection costs ~5 s per drive under TCG). None if no plain one is there."""
     for fs, fstype in sorted(filesystems.items()):
-        if fstype in _NOT_ROOT or _device_of(g, fs) != drive:
+        if fstype in _NOT_ROOT or drive_of.get(fs) != drive:
             continue
         try:
             g.mount_ro(fs, "/")
@@ -62,27 +72,21 @@ def _probe_root(g: guestfs.GuestFS, filesystems: dict[str, str], drive: str) -> 
     return None
 
 
-def _has_logical_volumes(g: guestfs.GuestFS, filesystems: dict[str, str],
-                         drives: list[str]) -> bool:
-    return any(_device_of(g, fs) not in drives for fs in filesystems)
-
-
-def _root_mounts(g: guestfs.GuestFS, root: str | None) -> list[tuple[str, str]]:
+def _root_mounts(g: guestfs.GuestFS, root: str | None, inspected: bool) -> list[tuple[str, str]]:
     """(mountpoint, filesystem) of an OS root, shallowest first.
 
     Inspection resolves the guest's /etc/fstab, and clones of one image all say e.g.
     /dev/vda there, which maps to the *first* drive of the batch. So the root itself is
-    mounted at /, and other mountpoints only when they live on the root's own drive.
+    mounted at /, and other mountpoints only when they live on the root's own drive. A
+    root found by probing (not inspected) is mounted alone.
     """
     if root is None:
         raise InjectionError("no recognisable root filesystem on the guest disk (is it a "
                              "Linux image with /etc/passwd?)")
+    if not inspected:
+        return [("/", root)]
     drive = _device_of(g, root)
-    try:
-        mountpoints = g.inspect_get_mountpoints(root)
-    except RuntimeError:  # found by probing, not inspected: the root alone
-        mountpoints = {}
-    extra = [(mp, fs) for mp, fs in mountpoints.items()
+    extra = [(mp, fs) for mp, fs in g.inspect_get_mountpoints(root).items()
              if mp != "/" and _device_of(g, fs) == drive]
     return [("/", root), *sorted(extra, key=lambda kv: len(kv[0]))]
 
@@ -134,9 +138,10 @@ def _set_root_hash(g: guestfs.GuestFS, password_hash: str) -> None:
     g.write("/etc/shadow", "\n".join(lines).encode())
 
 
-def _inject_one(g: guestfs.GuestFS, root: str | None, req: InjectionRequest) -> InjectionResult:
+def _inject_one(g: guestfs.GuestFS, root: str | None, inspected: bool,
+                req: InjectionRequest) -> InjectionResult:
     started = time.monotonic()
-    for mountpoint, fs in _root_mounts(g, root):
+    for mountpoint, fs in _root_mounts(g, root, inspected):
         g.mount(fs, mountpoint)
     try:
         backups: dict[str, str] = {}
@@ -144,9 +149,8 @@ def _inject_one(g: guestfs.GuestFS, root: str | None, req: InjectionRequest) -> 
             _write_file(g, f, backups)
         if req.root_password_hash is not None:
             _set_root_hash(g, req.root_password_hash)
-        g.sync()
     finally:
-        g.umount_all()
+        g.umount_all()  # flushes this disk; no separate sync per disk
     return InjectionResult(disk=req.disk, written=tuple(f.path for f in req.files),
                            backups=backups, password_set=req.root_password_hash is not None,
                            seconds=time.monotonic() - started)
@@ -174,17 +178,18 @@ class GuestfsInjector:
             self.launches += 1
             devices = g.list_devices()
             filesystems = g.list_filesystems()
+            drive_of = _drives_of(g, filesystems, devices)
             inspected: dict[str, str] | None = None
             results: list[InjectionResult | InjectionError] = []
             for device, req in zip(devices, requests, strict=True):
                 try:
-                    root = _probe_root(g, filesystems, device)
-                    if root is None and _has_logical_volumes(g, filesystems, devices):
-                        # LVM: only full inspection knows which drive a volume is on
+                    root = _probe_root(g, filesystems, drive_of, device)
+                    by_inspection = root is None and None in drive_of.values()
+                    if by_inspection:  # LVM: only inspection knows a volume's drive
                         if inspected is None:
                             inspected = {_device_of(g, r): r for r in reversed(g.inspect_os())}
                         root = inspected.get(device)
-                    results.append(_inject_one(g, root, req))
+                    results.append(_inject_one(g, root, by_inspection, req))
                 except InjectionError as e:
                     results.append(e)
                 except RuntimeError as e:  # libguestfs reports guest-side errors this way

@@ -114,7 +114,7 @@ def agent_domains(state_dir: Path) -> dict[str, str]:
     for uuid in out:
         xml = subprocess.run(["virsh", "dumpxml", uuid], capture_output=True, text=True,
                              check=False).stdout
-        if not xml:
+        if not xml.strip():  # undefined between the listing and now
             continue
         root = ET.fromstring(xml)
         sources = [s.get("file", "") for s in root.iter("source")]

@@ -41,3 +41,9 @@ def test_unknown_key_and_bad_value_are_errors(tmp_path):
 def test_image_dirs_from_env_split_on_pathsep():
     c = load_config(None, environ={"COMPUTE_AGENT_IMAGE_DIRS": "/a:/b"})
     assert c.image_dirs == [Path("/a"), Path("/b")]
+
+
+def test_a_state_dir_too_long_for_console_sockets_is_refused():
+    with pytest.raises(ConfigError, match="too long"):
+        load_config(None, {"state_dir": "/var/tmp/" + "x" * 60}, environ={})
+    assert load_config(None, {"state_dir": "/var/tmp/" + "x" * 30}, environ={})
