@@ -134,7 +134,7 @@ def build_agent(config: Config) -> Agent:
         d.chmod(0o755)  # QEMU runs unprivileged and must reach guest disks below
     store = SqliteStore(config.database_path)
     hypervisor = LibvirtHypervisor(config.libvirt_uri)
-    images = ManifestImageCatalog(*config.image_dirs)
+    images = ManifestImageCatalog(*config.image_dirs, boot_cache=config.base_images_dir)
     flavors = FlavorCatalog(config.flavors)
     catalog = NetworkCatalog(config.networks)
     network = NetworkPlumbing(store, catalog, NetlinkPlumber(), DnsmasqDhcp(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -24,9 +25,32 @@ def load_manifest(path: Path) -> Image:
     return Image(**fields)
 
 
+def _cached_copy(source: Path, cache_dir: Path, uuid: str) -> Path:
+    """A copy of a boot file in the agent's own cache, keyed by content fingerprint.
+    QEMU runs unprivileged and must read the kernel and initrd: the folder an image
+    comes from (a home, a CI checkout) may not let it through; the cache always does."""
+    st = source.stat()
+    dest = cache_dir / f"{uuid}-{st.st_size}-{st.st_mtime_ns}-{source.name}"
+    if not dest.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.copyfile(source, tmp)
+        tmp.chmod(0o644)
+        tmp.rename(dest)
+    return dest
+
+
 class ManifestImageCatalog:
-    def __init__(self, *dirs: Path) -> None:
+    def __init__(self, *dirs: Path, boot_cache: Path | None = None) -> None:
         self.dirs = dirs
+        self.boot_cache = boot_cache
+
+    def _with_cached_boot_files(self, image: Image) -> Image:
+        if self.boot_cache is None:
+            return image
+        update = {key: _cached_copy(getattr(image, key), self.boot_cache, str(image.uuid))
+                  for key in ("kernel", "initrd") if getattr(image, key) is not None}
+        return image.model_copy(update=update) if update else image
 
     def list(self) -> list[Image]:
         images: dict[str, Image] = {}
@@ -42,5 +66,9 @@ class ManifestImageCatalog:
     def get(self, ref: str) -> Image:
         for image in self.list():
             if ref in (str(image.uuid), image.name):
-                return image
+                try:
+                    return self._with_cached_boot_files(image)
+                except OSError as e:
+                    raise ImageNotFound(f"image {ref}: boot files unreadable "
+                                        f"({e.strerror})") from None
         raise ImageNotFound(f"image {ref} not found")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.adapters.host_facts import read_host_facts
-from agent.adapters.image_catalog import load_manifest
+from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.core.guest_layout import InstanceFiles, build_domain_spec
@@ -69,7 +69,8 @@ def boot_guest(hypervisor: LibvirtHypervisor, guest_dir: Path) -> Iterator[Calla
     virt_type = decide_virt_type("auto", read_host_facts()).virt_type
 
     def boot() -> Guest:
-        image = load_manifest(TEST_IMAGE)
+        # Boot files from a cache QEMU can read, as the daemon does it.
+        image = ManifestImageCatalog(IMAGES_DIR, boot_cache=guest_dir / "boot").get(IMAGE_ID)
         u = uuid.uuid4()
         files = InstanceFiles(guest_dir, u)
         files.dir.mkdir(mode=0o755)

@@ -45,3 +45,16 @@ def test_broken_manifest_hides_only_itself(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "manifest.json").write_text("{not json")
     assert [i.name for i in ManifestImageCatalog(tmp_path).list()] == ["busybox-test"]
+
+
+def test_boot_files_are_served_from_the_agents_cache(tmp_path):
+    write_manifest(tmp_path / "images" / "busybox-test")
+    (tmp_path / "images" / "busybox-test" / "vmlinuz").write_bytes(b"kernel")
+    (tmp_path / "images" / "busybox-test" / "initrd.img").write_bytes(b"initrd")
+    cache = tmp_path / "cache"
+    image = ManifestImageCatalog(tmp_path / "images", boot_cache=cache).get(UUID)
+    assert image.kernel.parent == cache and image.kernel.read_bytes() == b"kernel"
+    assert image.initrd.parent == cache and image.initrd.read_bytes() == b"initrd"
+    assert image.kernel.stat().st_mode & 0o777 == 0o644
+    again = ManifestImageCatalog(tmp_path / "images", boot_cache=cache).get(UUID)
+    assert again.kernel == image.kernel  # cached once, keyed by fingerprint
