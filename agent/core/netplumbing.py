@@ -148,11 +148,10 @@ class NetworkPlumbing:
                 if await self._attempt(report, f"tap {tap}", self._run(self.plumber.unplug, tap)):
                     report.taps_removed.append(tap)
                     log.warning("network.orphan_tap_removed", tap=tap, bridge=network.bridge)
-        try:
-            report.dhcp_synced = await self.sync_dhcp(known)
-        except AgentError as e:
-            report.errors.append(f"dhcp: {e}")
-            log.error("network.dhcp_sync_failed", error=str(e))
+        for network in self.catalog.list():
+            if network.dhcp and await self._attempt(report, f"dhcp {network.name}",
+                                                    self.sync_dhcp([network.id])):
+                report.dhcp_synced.append(network.id)
         log.info("network.resynced", bridges=len(report.bridges),
                  taps_replugged=len(report.taps_replugged), taps_removed=len(report.taps_removed),
                  ports_released=len(report.ports_released), dhcp=len(report.dhcp_synced),
@@ -162,8 +161,12 @@ class NetworkPlumbing:
     async def resync_host(self, hypervisor: Hypervisor) -> ResyncReport:
         """resync() for the servers the store has live and the domains libvirt has."""
         live = {s.id for s in self.store.list_servers()}
-        with_domain = await self._run(hypervisor.domain_uuids)
-        return await self.resync(live, with_domain & live)
+        try:
+            with_domain = await self._run(hypervisor.domain_uuids) & live
+        except AgentError as e:  # plugging a tap too many is harmless; one too few is not
+            log.error("network.list_domains_failed", error=str(e))
+            with_domain = live
+        return await self.resync(live, with_domain)
 
     @staticmethod
     async def _attempt(report: ResyncReport, what: str, work: Any) -> bool:

@@ -200,6 +200,8 @@ def test_taps_lost_to_a_host_reboot_come_back_and_dhcp_is_revived(env: Env):
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
 
+@pytest.mark.filterwarnings("ignore:The _compute_attributes method is deprecated")
+@pytest.mark.filterwarnings("ignore:The 'service_type' parameter is unnecesary")
 def test_openstacksdk_finds_networks_and_manages_ports(env: Env):
     from keystoneauth1 import session as ks_session
     from keystoneauth1 import token_endpoint
@@ -212,7 +214,7 @@ def test_openstacksdk_finds_networks_and_manages_ports(env: Env):
     conn = connection.Connection(session=session, compute_api_version="2.1",
                                  compute_endpoint_override=env.daemon.url + "/v2.1",
                                  network_endpoint_override=env.daemon.url + "/v2.0")
-    net = conn.network.find_network(env.a.name)
+    net = conn.network.find_network(env.a.name, ignore_missing=False)
     assert (net.id, net.mtu) == (str(env.a.id), env.a.mtu)
     assert conn.network.get_subnet(net.subnet_ids[0]).cidr == str(env.a.cidr)
     fixed = str(env.a.cidr[77])

@@ -162,3 +162,11 @@ async def test_access_ips_are_independent_of_the_nics(env: Env):
     models.ServerShow.model_validate(r.json())
     assert (r.json()["server"]["accessIPv4"], r.json()["server"]["addresses"]) == (
         "203.0.113.8", shown["addresses"])
+
+
+async def test_the_network_endpoint_tells_its_version_for_client_discovery(env: Env):
+    for path in ("/v2.0", "/v2.0/"):
+        r = await env.client.get(path, headers=ALICE)
+        models_network.NetworkVersionShow.model_validate(r.json())
+        assert r.json()["version"]["id"] == "v2.0"
+        assert r.json()["version"]["links"][0]["href"] == "http://test/v2.0/"

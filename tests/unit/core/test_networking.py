@@ -300,3 +300,15 @@ async def test_a_build_resumed_after_the_network_checkpoint_plugs_again(net: Net
     [p] = net.plumbing.ports_of(server.id)
     assert p.tap in net.plumber.taps and net.world.hypervisor.domains[server.id].interfaces[0].tap == p.tap
     assert net.world.checkpoints == ["create:domain", "create:started", "create:running"]
+
+
+async def test_resync_goes_on_past_a_failure_and_without_libvirt(net: Net):
+    server = net.create(on(NET_A))
+    await net.world.runner.idle()
+    net.plumber.reboot()
+    net.plumber.fail_on["ensure_bridge"] = NetworkError("bridge brB: Operation not permitted")
+    net.plumber.bridges["brA"] = NET_A  # brA survived; brB cannot be made
+    net.world.hypervisor.domain_uuids = lambda: (_ for _ in ()).throw(HypervisorError("down"))
+    report = await net.plumbing.resync_host(net.world.hypervisor)
+    assert [p.tap for p in net.plumbing.ports_of(server.id)] == report.taps_replugged
+    assert len(report.errors) == 3 and NET_A.id in report.dhcp_synced
