@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from agent.errors import DiskError
@@ -70,11 +73,14 @@ class QemuImgDisks:
         if dest.exists():
             return
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
+        # A temp name of its own: servers built at the same time cache the same image at
+        # once. The first to finish links its copy in; the others' (same bytes) go.
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}-{threading.get_ident()}.tmp")
         try:
             shutil.copyfile(source, tmp)
             tmp.chmod(0o644)
-            tmp.rename(dest)
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, dest)
         except OSError as e:
             raise DiskError(f"cannot cache base image {source.name}: {e.strerror}") from e
         finally:

@@ -5,8 +5,10 @@ rebuild replaces the disk (a file written before is gone, the injected files are
 the new password works); resize shows the new vCPUs, memory and disk size, revert the
 old ones, confirm drops the old disk.
 
-One daemon and one guest serve the whole module, in file order (each test leaves the
-guest ACTIVE and records its current root password)."""
+Some actions go through the real OpenStack clients (python-novaclient, openstacksdk), so
+the bodies they send and the answers they read are proven too. One daemon and one guest
+serve the whole module, in file order (each test leaves the guest ACTIVE and records its
+current root password)."""
 
 from __future__ import annotations
 
@@ -16,11 +18,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.test_openstack_clients import Recorded, nova, sdk
 from tests.support.acting import ServerUnderTest, module_daemon, virsh
 from tests.support.console import LoginFailed
 from tests.support.daemon import Daemon
 
 GIB_SECTORS = 1024**3 // 512
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.filterwarnings("ignore:The _compute_attributes method is deprecated"),
+    pytest.mark.filterwarnings("ignore:The 'service_type' parameter is unnecesary"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +43,23 @@ def server(agent: Daemon) -> ServerUnderTest:
     return ServerUnderTest.create(agent, adminPass="First-Passw0rd")
 
 
+@pytest.fixture(scope="module")
+def recorded(agent: Daemon) -> Iterator[Recorded]:
+    rec = Recorded(agent, "alice")
+    yield rec
+    rec.assert_only_daemon(agent)  # every client request went to the daemon only
+
+
 def disks_of(server: ServerUnderTest) -> list[str]:
     return re.findall(r"^\s*(vd\w)\s", virsh("domblklist", server.id), re.MULTILINE)
 
 
-def test_rescue_boots_the_rescue_image_with_the_servers_disk_second(server):
+def test_rescue_boots_the_rescue_image_with_the_servers_disk_second(server, recorded):
     with server.shell() as con:
         rc, _ = con.run("echo on-the-servers-disk > /root/mine; sync")
         assert rc == 0
-    r = server.act({"rescue": {"adminPass": "Rescue-Passw0rd"}}, status=200)
-    assert r.json() == {"adminPass": "Rescue-Passw0rd"}
+    _resp, body = nova(recorded).servers.rescue(server.id, password="Rescue-Passw0rd")
+    assert body == {"adminPass": "Rescue-Passw0rd"}
     server.wait("RESCUE")
     assert disks_of(server) == ["vda", "vdb"]
     with server.shell("Rescue-Passw0rd") as con:
@@ -54,7 +70,7 @@ def test_rescue_boots_the_rescue_image_with_the_servers_disk_second(server):
         rc, out = con.run("mkdir -p /mnt/s && mount /dev/vdb /mnt/s && cat /mnt/s/root/mine;"
                           " umount /mnt/s")
         assert "on-the-servers-disk" in out, out
-    server.act({"unrescue": None})
+    sdk(recorded).compute.unrescue_server(server.id)
     server.wait("ACTIVE")
     assert disks_of(server) == ["vda"]
     assert not (server.dir / "disk.rescue.qcow2").exists()
@@ -63,8 +79,8 @@ def test_rescue_boots_the_rescue_image_with_the_servers_disk_second(server):
         assert "on-the-servers-disk" in out and not re.search(r"\bvdb\b", out), out
 
 
-def test_change_password_sets_a_password_root_logs_in_with(server):
-    server.act({"changePassword": {"adminPass": "Second-Passw0rd"}})
+def test_change_password_sets_a_password_root_logs_in_with(server, recorded):
+    sdk(recorded).compute.change_server_password(server.id, "Second-Passw0rd")
     seen = server.wait("ACTIVE")
     assert "PASSWORD" in [s for s, _ in seen["_seen"]]
     with server.shell("Second-Passw0rd") as con:
@@ -96,8 +112,9 @@ def test_rebuild_replaces_the_disk_with_new_files_and_password(server):
         assert out.strip() == "1"  # the old disk is gone
 
 
-def test_resize_then_revert_then_resize_and_confirm(server):
-    server.act({"resize": {"flavorRef": "3"}})  # 2 vCPUs, 1024 MiB, 4 GiB
+def test_resize_then_revert_then_resize_and_confirm(server, recorded):
+    nc, conn = nova(recorded), sdk(recorded)
+    conn.compute.resize_server(server.id, "3")  # 2 vCPUs, 1024 MiB, 4 GiB
     shown = server.wait("VERIFY_RESIZE")
     assert shown["flavor"]["id"] == "3"
     with server.shell() as con:
@@ -108,7 +125,7 @@ def test_resize_then_revert_then_resize_and_confirm(server):
         assert int(size) == 4 * GIB_SECTORS
     assert (server.dir / "disk.resize-orig.qcow2").exists()
 
-    server.act({"revertResize": None})
+    nc.servers.revert_resize(server.id)
     shown = server.wait("ACTIVE")
     assert shown["flavor"]["id"] == "1"
     with server.shell() as con:
@@ -119,9 +136,9 @@ def test_resize_then_revert_then_resize_and_confirm(server):
         rc, out = con.run("cat /etc/rebuilt.txt")  # the same disk as before the resize
         assert out == "fresh from rebuild\n"
 
-    server.act({"resize": {"flavorRef": "2"}})  # 1 vCPU, 512 MiB, 2 GiB
+    nc.servers.resize(server.id, "2")  # 1 vCPU, 512 MiB, 2 GiB
     server.wait("VERIFY_RESIZE")
-    server.act({"confirmResize": None})
+    conn.compute.confirm_server_resize(server.id)
     shown = server.wait("ACTIVE")
     assert shown["flavor"]["id"] == "2"
     assert not (server.dir / "disk.resize-orig.qcow2").exists()

@@ -2,6 +2,8 @@
 soft reboot the guest ignores, by the hard fallback), stop/start, suspend keeps its memory
 across resume; and 10 soft and hard reboots in a row show no SHUTOFF event.
 
+Some actions go through the real OpenStack clients (python-novaclient, openstacksdk), so
+the bodies they send are proven too, and a refused action is each client's own 409.
 One daemon and one guest serve the whole module (each test leaves the guest ACTIVE): a
 build costs ~25 s under TCG, most of it the libguestfs appliance."""
 
@@ -11,11 +13,20 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from novaclient import exceptions as nova_exc
+from openstack import exceptions as sdk_exc
 
+from tests.e2e.test_openstack_clients import Recorded, nova, sdk
 from tests.support.acting import ServerUnderTest, module_daemon, reboot_resets_uptime, virsh
 from tests.support.daemon import Daemon
 
 SOFT_REBOOT_TIMEOUT_S = 12  # short, so that the hard fallback is seen in a test
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.filterwarnings("ignore:The _compute_attributes method is deprecated"),
+    pytest.mark.filterwarnings("ignore:The 'service_type' parameter is unnecesary"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +40,22 @@ def server(agent: Daemon) -> ServerUnderTest:
     return ServerUnderTest.create(agent)
 
 
-def test_soft_reboot_resets_the_guests_uptime(server):
-    reboot_resets_uptime(server, "SOFT")
+@pytest.fixture(scope="module")
+def recorded(agent: Daemon) -> Iterator[Recorded]:
+    rec = Recorded(agent, "alice")
+    yield rec
+    rec.assert_only_daemon(agent)  # every client request went to the daemon only
+
+
+def test_soft_reboot_resets_the_guests_uptime(server, recorded):
+    reboot_resets_uptime(server, "SOFT",
+                         lambda: sdk(recorded).compute.reboot_server(server.id, "SOFT"))
     assert "reboot.soft_timeout" not in server.daemon.log()
 
 
-def test_hard_reboot_resets_the_guests_uptime(server):
-    reboot_resets_uptime(server, "HARD")
+def test_hard_reboot_resets_the_guests_uptime(server, recorded):
+    reboot_resets_uptime(server, "HARD",
+                         lambda: nova(recorded).servers.reboot(server.id, reboot_type="HARD"))
 
 
 def test_a_soft_reboot_the_guest_ignores_becomes_hard_after_the_timeout(server):
@@ -54,29 +74,34 @@ def test_a_soft_reboot_the_guest_ignores_becomes_hard_after_the_timeout(server):
         assert rc == 0
 
 
-def test_stop_then_start(server):
-    server.act({"os-stop": None})
+def test_stop_then_start(server, recorded):
+    nc, conn = nova(recorded), sdk(recorded)
+    with pytest.raises(nova_exc.Conflict, match="ACTIVE"):
+        nc.servers.start(server.id)
+    with pytest.raises(sdk_exc.ConflictException):
+        conn.compute.confirm_server_resize(server.id)
+    conn.compute.stop_server(server.id)
     stopped = server.wait("SHUTOFF")
     assert stopped["OS-EXT-STS:power_state"] == 4
     assert virsh("domstate", server.id).strip() == "shut off"
-    server.act({"os-start": None})
+    nc.servers.start(server.id)
     assert server.wait("ACTIVE")["OS-EXT-STS:power_state"] == 1
     with server.shell() as con:
         rc, _ = con.run("true")
         assert rc == 0
 
 
-def test_suspend_keeps_the_guests_memory_across_resume(server):
+def test_suspend_keeps_the_guests_memory_across_resume(server, recorded):
     marker = f"kept-{time.time_ns()}"
     with server.shell() as con:
         rc, _ = con.run(f"echo {marker} > /tmp/marker")  # /tmp is a tmpfs: in RAM only
         assert rc == 0
         before = server.uptime(con)
-    server.act({"suspend": None})
+    sdk(recorded).compute.suspend_server(server.id)
     assert server.wait("SUSPENDED")["OS-EXT-STS:vm_state"] == "suspended"
     info = virsh("dominfo", server.id)
     assert "shut off" in info and "Managed save:   yes" in info  # vCPUs and memory freed
-    server.act({"resume": None})
+    nova(recorded).servers.resume(server.id)
     server.wait("ACTIVE")
     with server.shell(booted=False) as con:  # it goes on where it was: no boot marker
         rc, out = con.run("cat /tmp/marker")

@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,12 +117,17 @@ class ServerUnderTest:
         return float(out.split()[0])
 
 
-def reboot_resets_uptime(server: ServerUnderTest, kind: str) -> None:
-    """The guest's uptime after the reboot is shorter than the time since it was asked."""
+def reboot_resets_uptime(server: ServerUnderTest, kind: str,
+                         send: Callable[[], object] | None = None) -> None:
+    """The guest's uptime after the reboot (asked for by `send`, else through the API) is
+    shorter than the time since it was asked."""
     with server.shell() as con:
         before = server.uptime(con)
     asked = time.monotonic()
-    server.act({"reboot": {"type": kind}})
+    if send is None:
+        server.act({"reboot": {"type": kind}})
+    else:
+        send()
     server.wait("ACTIVE")
     with server.shell() as con:
         after = server.uptime(con)

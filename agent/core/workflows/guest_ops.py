@@ -44,7 +44,7 @@ class ActionTimings:
 
     clean_shutdown_s: float = 60.0
     soft_reboot_s: float = 120.0
-    acpi_retry_s: float = 5.0
+    acpi_retry_s: float = 3.0  # a guest still booting misses a press: press again
     running_s: float = 60.0
     poll_s: float = 0.2
 

@@ -1,9 +1,11 @@
 """Rebuild and changePassword: both shut the guest down and write into its disk with
 libguestfs (through the InjectionBatcher, so they share appliance launches with builds).
 
-Rebuild: a fresh overlay of the (new or same) image, with the new personality files and
-admin password, replaces the server's disk; the domain is defined again from that image
-(its kernel may differ) and started -> ACTIVE.
+Rebuild: the plug is pulled (the old disk is thrown away, so there is nothing to shut
+down cleanly for); a fresh overlay of the (new or same) image, with the new personality
+files and admin password, replaces the server's disk; the domain is defined again from
+that image (its kernel may differ) and started -> ACTIVE. A server in ERROR whose domain
+is gone gets a new one.
 
 changePassword, offline: a clean shutdown, the new root password hash set in the disk's
 /etc/shadow, start -> ACTIVE. It also clears the ERROR of a server whose create password
@@ -14,11 +16,14 @@ the guest runs, and keep this offline path for images without one.
 
 from __future__ import annotations
 
+import contextlib
+
 from agent.core.injection import InjectionBatcher
 from agent.core.workflows.base import WorkflowDeps
 from agent.core.workflows.create import base_path, injection_request
 from agent.core.workflows.guest_ops import ActionWorkflow, GuestOps
 from agent.core.workflows.rescue import step_index
+from agent.errors import DomainNotFound
 from agent.model.domain import PowerState
 from agent.model.injection import InjectionRequest
 from agent.model.job import Job
@@ -43,8 +48,9 @@ class RebuildWorkflow(ActionWorkflow):
         files = d.files(server.id)
         fresh = files.dir / "disk.rebuild.qcow2"
         done = step_index(job, REBUILD_STEPS)
-        if done < 1:
-            await self.ops.power_off(server.id)
+        if done < 1:  # the disk is thrown away: no clean shutdown to wait for
+            with contextlib.suppress(DomainNotFound):  # (a server in ERROR may have none)
+                await self.ops.destroy(server.id)
             job = d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN, "progress": 20})
         d.ensure_not_taken_over(job, TaskState.REBUILDING)
         if done < 2:  # made again from its base if a restart came mid-way

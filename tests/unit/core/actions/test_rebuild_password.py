@@ -15,7 +15,7 @@ from agent.model.actions import RebuildServer
 from agent.model.injection import LOCKED_HASH
 from agent.model.job import JobKind
 from agent.model.requests import PersonalityFile
-from agent.model.states import Status, TaskState
+from agent.model.states import Status, TaskState, VmState
 from tests.unit.core.actions.conftest import ALICE
 from tests.unit.core.conftest import IMAGE_ID
 
@@ -104,3 +104,15 @@ async def test_change_password_refuses_a_password_below_the_policy(aw):
     with pytest.raises(InvalidInput, match="password policy") as e:
         aw.actions.change_password(ALICE, sid, "lower-only")
     assert "lower-only" not in str(e.value)
+
+
+async def test_rebuild_pulls_the_plug_and_recovers_a_server_whose_domain_is_gone(aw):
+    sid = await aw.active()
+    aw.hypervisor.undefine(sid)  # lost behind the agent's back
+    aw.set_state(sid, VmState.ERROR)
+    mark = len(aw.hypervisor.calls)
+    aw.actions.rebuild(ALICE, sid, rebuild_request())
+    await aw.settle()
+    assert aw.server(sid).status is Status.ACTIVE and aw.server(sid).fault is None
+    ops = [op for op, u in aw.hypervisor.calls[mark:] if u == sid]
+    assert "shutdown" not in ops and ops[-2:] == ["define", "start"]
