@@ -16,6 +16,7 @@ import structlog
 import uvicorn
 
 from agent.adapters.dnsmasq import DnsmasqDhcp
+from agent.adapters.guestfs_appliance import kill_stale_appliances
 from agent.adapters.guestfs_injector import GuestfsInjector
 from agent.adapters.host_checks import host_checks, virt_decision
 from agent.adapters.image_catalog import ManifestImageCatalog
@@ -183,6 +184,9 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
     install_event_loop(loop)  # before any libvirt connection is opened
     agent = build_agent(config)
     # Before the API listens and any job resumes: nothing may create a guest meanwhile.
+    stale = kill_stale_appliances(config.instances_dir)
+    if stale:
+        log.warning("recovery.stale_appliances_killed", pids=stale)
     swept = await sweep(agent.runner.deps)
     if agent.network is not None:  # bridges, taps lost to a host reboot, dnsmasq: as the store says
         await agent.network.resync_host(agent.hypervisor)

@@ -6,7 +6,11 @@ run a guest (see model.host.decide_virt_type) that hangs, so TCG is forced there
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
+from pathlib import Path
 
 import guestfs
 
@@ -33,3 +37,27 @@ def time_appliance_launch(virt_type: VirtType) -> float:
         return elapsed
     finally:
         g.close()
+
+
+def kill_stale_appliances(instances_dir: Path) -> list[int]:
+    """Kill libguestfs appliances left by a previous run of the agent (killed with -9 in
+    the middle of an injection): their QEMU outlives the agent, holding a guest's disk
+    open and 1 GiB of memory. Found by a command line naming a disk under our instances
+    dir that is not a libvirt domain (those run as `-name guest=...`). Returns the pids."""
+    needle = str(instances_dir) + "/"
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        text = [a.decode(errors="replace") for a in argv]
+        if not text or "qemu" not in Path(text[0]).name or "-name" in text:
+            continue
+        if any(needle in a for a in text) and any("guestfs" in a for a in text):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+    return killed
