@@ -113,14 +113,20 @@ class CreateServerBody(_Body):
     server: ServerCreate
 
 
-class ServerUpdate(_Body):
-    name: Name | None = None
+class AddressesAndDiskConfig(_Body):
+    """Fields an update and a rebuild share: access addresses, and a disk config that is
+    accepted and ignored (the agent never resizes partitions)."""
+
     access_ipv4: str | None = Field(default=None, alias="accessIPv4",
                                     json_schema_extra={"format": "ipv4"})
     access_ipv6: str | None = Field(default=None, alias="accessIPv6",
                                     json_schema_extra={"format": "ipv6"})
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(default=None, alias="OS-DCF:diskConfig",
                                                           description="Accepted and ignored")
+
+
+class ServerUpdate(AddressesAndDiskConfig):
+    name: Name | None = None
 
 
 class UpdateServerBody(_Body):

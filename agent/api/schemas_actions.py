@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag
 
-from agent.api.schemas import MetadataDict, Name, Personality
+from agent.api.schemas import AddressesAndDiskConfig, MetadataDict, Name, Personality
 from agent.model.actions import RebuildServer
 from agent.model.requests import PersonalityFile
 
@@ -80,18 +80,12 @@ class RevertResizeAction(_Body):
     revert_resize: Nothing = Field(alias="revertResize", description="null (or {})")
 
 
-class RebuildArgs(_Body):
+class RebuildArgs(AddressesAndDiskConfig):
     image_ref: Annotated[str, Field(min_length=1)] = Field(alias="imageRef")
     admin_pass: SecretStr | None = Field(default=None, alias="adminPass")
     personality: list[Personality] | None = None
     name: Name | None = None
     metadata: MetadataDict | None = None
-    access_ipv4: str | None = Field(default=None, alias="accessIPv4",
-                                    json_schema_extra={"format": "ipv4"})
-    access_ipv6: str | None = Field(default=None, alias="accessIPv6",
-                                    json_schema_extra={"format": "ipv6"})
-    disk_config: Literal["AUTO", "MANUAL"] | None = Field(default=None, alias="OS-DCF:diskConfig",
-                                                          description="Accepted and ignored")
     preserve_ephemeral: bool | None = Field(default=None, description="Accepted and ignored")
 
     def to_core(self) -> RebuildServer:
