@@ -18,7 +18,6 @@ import contextlib
 import os
 import random
 import shutil
-import sqlite3
 import threading
 import time
 import uuid
@@ -42,7 +41,13 @@ from agent.errors import DomainNotFound
 from agent.model.host import VirtType
 from tests.conftest import GUEST_SCRATCH
 from tests.e2e.conftest import IMAGE_ID, TEST_IMAGE, TINY
-from tests.support.daemon import Daemon, agent_domains, destroy_domains, instance_dirs
+from tests.support.daemon import (
+    Daemon,
+    agent_domains,
+    destroy_domains,
+    instance_dirs,
+    query_store,
+)
 
 CREATE_STEPS = create_workflow.STEPS  # every checkpoint, as the workflow has them
 DELETE_STEPS = delete_workflow.STEPS
@@ -68,14 +73,7 @@ def agent(guest_dir: Path) -> Iterator[Daemon]:
     destroy_domains(d.state_dir)
 
 
-def query(state_dir: Path, sql: str, *args: str) -> list[dict[str, Any]]:
-    """Rows of the daemon's store as committed (read-only; the daemon may be dead)."""
-    conn = sqlite3.connect(f"file:{state_dir / 'agent.db'}?mode=ro", uri=True, timeout=10)
-    try:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute(sql, args)]
-    finally:
-        conn.close()
+query = query_store  # rows of the daemon's store as committed (the daemon may be dead)
 
 
 def jobs(state_dir: Path, server_id: str | None = None) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -18,7 +17,7 @@ import httpx
 
 from tests.conftest import GUEST_SCRATCH
 from tests.support.console import SerialConsole
-from tests.support.daemon import Daemon, destroy_domains
+from tests.support.daemon import Daemon, destroy_domains, query_store
 
 IMAGE_ID = "0b9b6a0e-7c5e-4d43-9b2b-6e2f0c1a7e11"  # the busybox-test image
 
@@ -42,12 +41,7 @@ def module_daemon(extra_config: str = "") -> Iterator[Daemon]:
 
 def query(daemon: Daemon, sql: str, *args: Any) -> list[dict[str, Any]]:
     """Rows of the daemon's store as committed (read-only)."""
-    conn = sqlite3.connect(f"file:{daemon.state_dir / 'agent.db'}?mode=ro", uri=True, timeout=10)
-    try:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute(sql, args)]
-    finally:
-        conn.close()
+    return query_store(daemon.state_dir, sql, *args)
 
 
 def virsh(*args: str) -> str:

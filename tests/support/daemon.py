@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -136,3 +137,13 @@ def destroy_domains(state_dir: Path) -> None:
         subprocess.run(["virsh", "destroy", uuid], capture_output=True, check=False)
         subprocess.run(["virsh", "undefine", uuid, "--managed-save"], capture_output=True,
                        check=False)
+
+
+def query_store(state_dir: Path, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """Rows of a daemon's store as committed (read-only; the daemon may be dead)."""
+    conn = sqlite3.connect(f"file:{state_dir / 'agent.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(sql, args)]
+    finally:
+        conn.close()
