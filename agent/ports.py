@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.errors import InjectionError
+from agent.errors import InjectionError, StaleServer
 from agent.model.domain import DomainSpec, PowerState
 from agent.model.image import Image
 from agent.model.injection import InjectionRequest, InjectionResult
@@ -27,6 +27,27 @@ class ServerExpectation(BaseModel):
 
     vm_state: VmState
     task_state: TaskState | None
+
+
+# Rules every Store keeps, shared by its implementations (the SQLite one and the
+# in-memory twin of the unit tests), so they cannot drift apart.
+def check_change_keys(changes: dict[str, Any], known: frozenset[str], fixed: frozenset[str],
+                      what: str) -> None:
+    """ValueError for a field the model does not have, or one the store owns."""
+    if unknown := sorted(set(changes) - known):
+        raise ValueError(f"unknown {what} field(s): {', '.join(unknown)}")
+    if fixed_ := sorted(set(changes) & fixed):
+        raise ValueError(f"{what} field(s) cannot be changed: {', '.join(fixed_)}")
+
+
+def check_expect(current: Server, expect: ServerExpectation | None) -> None:
+    """StaleServer unless the server is in the expected vm_state/task_state."""
+    if expect is None:
+        return
+    if (current.vm_state, current.task_state) != (expect.vm_state, expect.task_state):
+        raise StaleServer(
+            f"server {current.id} is vm_state={current.vm_state}, task_state={current.task_state}"
+            f" (expected vm_state={expect.vm_state}, task_state={expect.task_state})")
 
 
 class Hypervisor(Protocol):

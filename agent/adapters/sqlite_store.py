@@ -21,12 +21,12 @@ from uuid import UUID
 
 from agent.adapters import sqlite_ports
 from agent.adapters.sqlite_schema import migrate
-from agent.errors import ServerNotFound, StaleServer, StoreError
+from agent.errors import ServerNotFound, StoreError
 from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.network import Port
 from agent.model.server import Server
 from agent.model.states import VmState
-from agent.ports import ServerExpectation
+from agent.ports import ServerExpectation, check_change_keys, check_expect
 
 _BUSY_TIMEOUT_S = 5.0
 _SERVER_FIELDS = frozenset(Server.model_fields)
@@ -111,23 +111,6 @@ def _row_job(row: sqlite3.Row) -> Job:
     return Job.model_validate(data)
 
 
-def _check_change_keys(changes: dict[str, Any], known: frozenset[str], fixed: frozenset[str],
-                      what: str) -> None:
-    """ValueError for a field the model does not have, or one the store owns."""
-    if unknown := sorted(set(changes) - known):
-        raise ValueError(f"unknown {what} field(s): {', '.join(unknown)}")
-    if fixed_ := sorted(set(changes) & fixed):
-        raise ValueError(f"{what} field(s) cannot be changed: {', '.join(fixed_)}")
-
-
-def _check_expect(current: Server, expect: ServerExpectation | None) -> None:
-    """StaleServer unless the server is in the expected vm_state/task_state."""
-    if expect is None:
-        return
-    if (current.vm_state, current.task_state) != (expect.vm_state, expect.task_state):
-        raise StaleServer(
-            f"server {current.id} is vm_state={current.vm_state}, task_state={current.task_state}"
-            f" (expected vm_state={expect.vm_state}, task_state={expect.task_state})")
 
 
 def _apply_server_changes(current: Server, changes: dict[str, Any], now: datetime) -> Server:
@@ -278,21 +261,21 @@ class SqliteStore:
 
     def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
-        _check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
+        check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
         with self._tx("update server", write=True) as conn:
             current = self._load(conn, server_id)
-            _check_expect(current, expect)
+            check_expect(current, expect)
             return self._change(conn, current, changes, cause)
 
     # -- jobs -----------------------------------------------------------------------------
 
     def add_job(self, job: Job, server_changes: dict[str, Any] | None = None, *,
                 cause: str = "", expect: ServerExpectation | None = None) -> Server:
-        _check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
+        check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
         job_params = _job_params(job)
         with self._tx("add job", write=True) as conn:
             current = self._load(conn, job.server_id)
-            _check_expect(current, expect)
+            check_expect(current, expect)
             conn.execute(_INSERT_JOB, job_params)
             if server_changes:
                 current = self._change(conn, current, server_changes, cause)
@@ -304,7 +287,7 @@ class SqliteStore:
         return _row_job(row) if row is not None else None
 
     def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
-        _check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
+        check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
         with self._tx("update job", write=True) as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
             if row is None:

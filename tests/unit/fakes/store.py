@@ -18,14 +18,13 @@ from agent.errors import (
     PortInUse,
     PortNotFound,
     ServerNotFound,
-    StaleServer,
     StoreError,
 )
 from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.network import Port, PortStatus
 from agent.model.server import Server
 from agent.model.states import VmState
-from agent.ports import ServerExpectation
+from agent.ports import ServerExpectation, check_change_keys, check_expect
 
 _SERVER_FIELDS = frozenset(Server.model_fields)
 _SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at"})
@@ -66,21 +65,6 @@ def _stored_job(j: Job) -> Job:
     return Job.model_validate(data)
 
 
-def _check_change_keys(changes: dict[str, Any], known: frozenset[str], fixed: frozenset[str],
-                       what: str) -> None:
-    if unknown := sorted(set(changes) - known):
-        raise ValueError(f"unknown {what} field(s): {', '.join(unknown)}")
-    if fixed_ := sorted(set(changes) & fixed):
-        raise ValueError(f"{what} field(s) cannot be changed: {', '.join(fixed_)}")
-
-
-def _check_expect(current: Server, expect: ServerExpectation | None) -> None:
-    if expect is None:
-        return
-    if (current.vm_state, current.task_state) != (expect.vm_state, expect.task_state):
-        raise StaleServer(
-            f"server {current.id} is vm_state={current.vm_state}, task_state={current.task_state}"
-            f" (expected vm_state={expect.vm_state}, task_state={expect.task_state})")
 
 
 class MemoryStore:
@@ -179,11 +163,11 @@ class MemoryStore:
 
     def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
-        _check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
+        check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
         with self._lock:
             self._check_open()
             current = self._load(server_id)
-            _check_expect(current, expect)
+            check_expect(current, expect)
             pending: list[StatusEvent] = []
             new = self._changed(current, changes, cause, pending)
             self._servers[server_id] = new
@@ -194,12 +178,12 @@ class MemoryStore:
 
     def add_job(self, job: Job, server_changes: dict[str, Any] | None = None, *,
                 cause: str = "", expect: ServerExpectation | None = None) -> Server:
-        _check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
+        check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
         stored_job = _stored_job(job)
         with self._lock:
             self._check_open()
             current = self._load(job.server_id)
-            _check_expect(current, expect)
+            check_expect(current, expect)
             if job.id in self._jobs:
                 raise StoreError("state database: add job failed: UNIQUE constraint failed: jobs.id")
             pending: list[StatusEvent] = []
@@ -216,7 +200,7 @@ class MemoryStore:
         return j.model_copy(deep=True) if j is not None else None
 
     def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
-        _check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
+        check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
         with self._lock:
             self._check_open()
             current = self._jobs.get(job_id)
