@@ -68,6 +68,10 @@ class QuotaExceeded(AgentError):
     """A per-project limit would be exceeded (-> 403, as Nova answers quota errors)."""
 
 
+class PolicyForbidden(AgentError):
+    """The caller may not do this (an admin-only option, say) (-> 403)."""
+
+
 class OverLimit(AgentError):
     """A request is larger than the agent accepts (-> 413)."""
 

@@ -21,6 +21,7 @@ from agent.errors import (
     InvalidInput,
     NotFound,
     OverLimit,
+    PolicyForbidden,
     QuotaExceeded,
     StaleServer,
     StoreError,
@@ -96,7 +97,7 @@ def agent_error_status(error: Exception) -> tuple[int, str]:
         if error.field and error.field not in message:
             message = f"Invalid input for field/attribute {error.field}. {message}"
         return 400, message
-    if isinstance(error, QuotaExceeded):
+    if isinstance(error, QuotaExceeded | PolicyForbidden):
         return 403, str(error)
     if isinstance(error, OverLimit):
         return 413, str(error)

@@ -49,6 +49,21 @@ def parse_status(value: str) -> Status:
         raise InvalidInput("Invalid status value", "status") from None
 
 
+_TRUE = frozenset({"", "1", "t", "true", "on", "y", "yes"})
+_FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
+
+
+def parse_all_tenants(value: str | None) -> bool:
+    """oslo's bool_from_string, as Nova reads all_tenants; present but empty means true."""
+    if value is None:
+        return False
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise InvalidInput("Invalid value for all_tenants: expected a boolean.", "all_tenants")
+
+
 def parse_marker(value: str) -> UUID:
     try:
         return UUID(value)
@@ -60,17 +75,24 @@ async def server_query(
     image: Annotated[str | None, Query(description="Image id (or URL)")] = None,
     flavor: Annotated[str | None, Query(description="Flavor id (or URL)")] = None,
     name: Annotated[str | None, Query(description="A regular expression searched in names")] = None,
-    status: Annotated[str | None, Query(description="Server status (any case)", json_schema_extra={
-        "enum": [s.value for s in Status]})] = None,
+    status: Annotated[list[str] | None, Query(
+        description="Server status (any case); repeated: any of them",
+        json_schema_extra={"items": {"type": "string", "enum": [s.value for s in Status]}})] = None,
     changes_since: Annotated[str | None, Query(alias="changes-since", json_schema_extra={
         "format": "date-time"}, description="ISO 8601; includes deleted servers")] = None,
     limit: Annotated[int | None, Query(ge=0)] = None,
     marker: Annotated[str | None, Query(description="Id of the last server of the page before")] = None,
+    all_tenants: Annotated[str | None, Query(description="Admin only: every project's servers")] = None,
+    # Named apart from the {project_id} of versioned paths, which FastAPI would bind instead.
+    project_filter: Annotated[str | None, Query(alias="project_id",
+                                                description="With all_tenants: this project only")] = None,
+    tenant_filter: Annotated[str | None, Query(alias="tenant_id", description="Same as project_id")] = None,
 ) -> ServerQuery:
     """The list filters; unknown query parameters are ignored, as Nova ignores them."""
     return ServerQuery(
         image=image, flavor=flavor, name=name, limit=limit,
-        status=None if status is None else parse_status(status),
+        statuses=frozenset(parse_status(v) for v in status or ()),
+        all_tenants=parse_all_tenants(all_tenants), project_id=project_filter or tenant_filter,
         changes_since=None if changes_since is None else parse_changes_since(changes_since),
         marker=None if marker is None else parse_marker(marker),
     )

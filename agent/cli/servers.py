@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--access-ipv4")
     c.add_argument("--access-ipv6")
     c.add_argument("--wait", action="store_true", help="show progress until the build ends")
-    s.add_parser("list")
+    s.add_parser("list").add_argument("--all-projects", action="store_true",
+                                      help="every project's servers (admin tokens only)")
     for name in ("show", "delete"):
         x = s.add_parser(name)
         x.add_argument("id")
@@ -117,7 +118,8 @@ def run(args: argparse.Namespace, client: AgentClient) -> int:
             print_detail(client.get_server(created["id"]))
             return 0 if status == "ACTIVE" else 1
     elif args.action == "list":
-        print_table([_row(s) for s in client.list_servers()], LIST_COLUMNS)
+        params = {"all_tenants": "1"} if args.all_projects else {}
+        print_table([_row(s) for s in client.list_servers(**params)], LIST_COLUMNS)
     elif args.action == "show":
         print_detail(client.get_server(args.id))
     elif args.action == "delete":

@@ -26,6 +26,7 @@ from agent.errors import (
     ImageNotFound,
     InvalidInput,
     MetadataItemNotFound,
+    PolicyForbidden,
     QuotaExceeded,
     ServerNotFound,
 )
@@ -79,7 +80,7 @@ class ServerService:
 
     def list(self, ctx: RequestContext, query: ServerQuery) -> tuple[list[Server], bool]:
         """Servers matching the query, one page; True when another page follows."""
-        servers = self.store.list_servers(None if ctx.is_admin else ctx.project_id,
+        servers = self.store.list_servers(self._listed_project(ctx, query),
                                           changes_since=query.changes_since)
         if query.image:
             servers = [s for s in servers if str(s.image_id) == ref_id(query.image)]
@@ -88,8 +89,8 @@ class ServerService:
         if query.name:
             pattern = compile_name_filter(query.name)
             servers = [s for s in servers if pattern.search(s.name)]
-        if query.status:
-            servers = [s for s in servers if s.status is query.status]
+        if query.statuses:
+            servers = [s for s in servers if s.status in query.statuses]
         if query.marker is not None:
             ids = [s.id for s in servers]
             if query.marker not in ids:
@@ -97,6 +98,17 @@ class ServerService:
             servers = servers[ids.index(query.marker) + 1:]
         limit = min(query.limit if query.limit is not None else self.max_page, self.max_page)
         return servers[:limit], len(servers) > limit
+
+    @staticmethod
+    def _listed_project(ctx: RequestContext, query: ServerQuery) -> str | None:
+        """Whose servers a list shows: the caller's project, unless an admin asks for
+        all_tenants (then every project, or the one named by project_id/tenant_id)."""
+        if not query.all_tenants:
+            return ctx.project_id
+        if not ctx.is_admin:
+            raise PolicyForbidden("Policy doesn't allow os_compute_api:servers:index:get_all_tenants"
+                                  " to be performed.")
+        return query.project_id
 
     # -- create -----------------------------------------------------------------------
     def create(self, ctx: RequestContext, req: CreateServer) -> tuple[Server, str]:

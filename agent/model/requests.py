@@ -51,10 +51,13 @@ class ServerQuery(BaseModel):
     image: str | None = None
     flavor: str | None = None
     name: str | None = None  # a regular expression, searched as Nova does
-    status: Status | None = None
+    statuses: frozenset[Status] = frozenset()  # any of them; empty: every status
     changes_since: datetime | None = None
     limit: int | None = Field(default=None, ge=0)
     marker: UUID | None = None
+    # Admin only, as in Nova: without all_tenants an admin lists its own project too.
+    all_tenants: bool = False
+    project_id: str | None = None  # with all_tenants: only this project
 
 
 class Limits(BaseModel):
