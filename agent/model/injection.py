@@ -29,6 +29,9 @@ class InjectionRequest(BaseModel):
     disk_format: str = "qcow2"
     files: tuple[InjectedFile, ...] = ()
     root_password_hash: str | None = Field(default=None, repr=False)
+    # Disks made from one base share its partition layout: the injector may remember where
+    # that base's root filesystem was and skip probing for it (seconds under TCG).
+    layout_key: str | None = None
 
 
 class InjectionResult(BaseModel):

@@ -33,14 +33,15 @@ def base_path(deps: WorkflowDeps, image: Image) -> Path:
     return deps.base_dir / f"{image.uuid}-{st.st_size}-{st.st_mtime_ns}.{image.disk_format}"
 
 
-def injection_request(job: Job, disk: Path) -> InjectionRequest:
+def injection_request(job: Job, disk: Path, layout_key: str | None = None) -> InjectionRequest:
     """What the job's payload asks to put into the disk. A password that broke the policy
     locks root instead (the server then ends in ERROR until changePassword)."""
     payload = job.payload
     files = tuple(InjectedFile(path=f["path"], contents=decode_contents(f["contents"], i, 2**31))
                   for i, f in enumerate(payload.get("personality", [])))
     password_hash = payload.get("admin_pass_hash") or LOCKED_HASH
-    return InjectionRequest(disk=disk, files=files, root_password_hash=password_hash)
+    return InjectionRequest(disk=disk, files=files, root_password_hash=password_hash,
+                            layout_key=layout_key)
 
 
 class CreateWorkflow:
@@ -65,7 +66,7 @@ class CreateWorkflow:
                              flavor.disk)
             job = d.checkpoint(job, "disk", {"progress": PROGRESS["disk"]})
             d.ensure_not_taken_over(job, TaskState.SPAWNING)
-            await self.injector.inject(injection_request(job, files.disk))
+            await self.injector.inject(injection_request(job, files.disk, str(base)))
             job = d.checkpoint(job, "injected", {"progress": PROGRESS["injected"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 

@@ -1,0 +1,86 @@
+"""The injector remembers where a base's root filesystem is: the next disk of that base is
+mounted there straight away (no list_filesystems, ~2 s under TCG), and a remembered place
+that no longer holds a root falls back to probing, so a wrong memory never fails a disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.adapters import guestfs_injector
+from agent.adapters.guestfs_appliance import new_handle
+from agent.adapters.guestfs_injector import GuestfsInjector
+from agent.adapters.qemu_img import QemuImgDisks
+from agent.model.injection import InjectedFile, InjectionRequest
+from tests.conftest import IMAGES_DIR
+
+BASE = IMAGES_DIR / "busybox-test" / "disk.qcow2"
+KEY = "busybox-test-base"
+
+
+@pytest.fixture
+def overlays(tmp_path: Path):
+    disks = QemuImgDisks()
+    base = tmp_path / "base.qcow2"
+    disks.cache_base(BASE, base)
+
+    def make(name: str) -> Path:
+        disk = tmp_path / f"{name}.qcow2"
+        disks.create_overlay(base, "qcow2", disk, 0)
+        return disk
+    return make
+
+
+@pytest.fixture
+def listings(monkeypatch) -> list[int]:
+    """Counts list_filesystems calls made by the injector's appliances."""
+    calls: list[int] = []
+
+    def counting_handle(virt_type):
+        g = new_handle(virt_type)
+        real = g.list_filesystems
+        g.list_filesystems = lambda: calls.append(1) or real()
+        return g
+    monkeypatch.setattr(guestfs_injector, "new_handle", counting_handle)
+    return calls
+
+
+def read_back(virt_type, disk: Path, path: str) -> bytes:
+    g = new_handle(virt_type)
+    try:
+        g.add_drive_opts(str(disk), format="qcow2", readonly=True)
+        g.launch()
+        g.mount_ro(next(iter(g.list_filesystems())), "/")  # the test image: one filesystem
+        return g.read_file(path)
+    finally:
+        g.close()
+
+
+def request(disk: Path, text: bytes) -> InjectionRequest:
+    return InjectionRequest(disk=disk, layout_key=KEY,
+                            files=(InjectedFile(path="/etc/motd", contents=text),))
+
+
+def test_a_second_disk_of_a_base_is_injected_without_listing_filesystems(
+        overlays, listings, virt_type):
+    injector = GuestfsInjector(virt_type)
+    first, second = overlays("first"), overlays("second")
+    assert not isinstance(injector.inject([request(first, b"one\n")])[0], Exception)
+    assert KEY in injector.root_places and len(listings) == 1
+
+    result = injector.inject([request(second, b"two\n")])[0]
+    assert not isinstance(result, Exception), result
+    assert len(listings) == 1  # the remembered place was used
+    assert read_back(virt_type, second, "/etc/motd") == b"two\n"
+
+
+def test_a_remembered_place_without_a_root_falls_back_to_probing(overlays, listings, virt_type):
+    injector = GuestfsInjector(virt_type)
+    injector.root_places[KEY] = "7"  # no partition 7 on this disk
+    disk = overlays("wrong")
+    result = injector.inject([request(disk, b"probed\n")])[0]
+    assert not isinstance(result, Exception), result
+    assert len(listings) == 1
+    assert injector.root_places[KEY] != "7"
+    assert read_back(virt_type, disk, "/etc/motd") == b"probed\n"
