@@ -26,6 +26,7 @@ $(STAMPS)/venv: pyproject.toml
 
 images:
 	@/usr/bin/python3 vm-images/build.py
+	@/usr/bin/python3 vm-images/build_qga.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -7,7 +7,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 qemu-utils
   libguestfs-tools python3-guestfs supermin
-  linux-image-amd64 busybox-static e2fsprogs cpio
+  linux-image-amd64 busybox-static e2fsprogs cpio qemu-guest-agent
   dnsmasq-base iproute2
   python3-venv python3-dev libvirt-dev pkg-config gcc
 )

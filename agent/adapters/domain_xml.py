@@ -9,6 +9,8 @@ from agent.model.domain import DomainSpec
 
 METADATA_NS = "https://compute-agent.invalid/xmlns/agent/1"
 ET.register_namespace("agent", METADATA_NS)
+# The virtio-serial port name the QEMU guest agent listens on in the guest.
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -74,6 +76,11 @@ def build_domain_xml(spec: DomainSpec) -> str:
         console = _sub(devices, "console", type="unix")
         _sub(console, "source", mode="bind", path=sock)
         _sub(console, "target", type="serial", port="0")
+    if spec.guest_agent:
+        # libvirt adds the virtio-serial controller and picks the host-side socket path
+        # itself (the agent then talks to it through virDomainSetUserPassword & co).
+        channel = _sub(devices, "channel", type="unix")
+        _sub(channel, "target", type="virtio", name=GUEST_AGENT_CHANNEL)
     _sub(devices, "memballoon", model="virtio")
     ET.indent(dom, space="  ")
     return ET.tostring(dom, encoding="unicode") + "\n"

@@ -11,12 +11,31 @@ from typing import TypeVar
 from uuid import UUID
 
 import libvirt
+import libvirt_qemu  # a separate module of libvirt-python: the QEMU-specific calls
 
 from agent.adapters.domain_xml import METADATA_NS, build_domain_xml
 from agent.errors import DomainNotFound, HypervisorError, HypervisorUnavailable
 from agent.model.domain import DomainSpec, PowerState
 
 T = TypeVar("T")
+
+# A ping must come back quickly or the agent counts as absent (the caller then takes a
+# path without it); a password change gets longer (the guest runs chpasswd). libvirt
+# would otherwise wait for an agent command forever.
+AGENT_PING_TIMEOUT_S = 5
+AGENT_COMMAND_TIMEOUT_S = 30
+_GUEST_PING = '{"execute": "guest-ping"}'
+# What libvirt says when a guest agent cannot be asked: no channel configured, guest not
+# running, nobody listening in the guest, no answer in time, or an error answer.
+_AGENT_ABSENT = frozenset({
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, libvirt.VIR_ERR_OPERATION_INVALID,
+    libvirt.VIR_ERR_OPERATION_UNSUPPORTED, libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+    libvirt.VIR_ERR_AGENT_UNSYNCED, libvirt.VIR_ERR_OPERATION_TIMEOUT,
+    libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_INTERNAL_ERROR,
+})
+# ... and when libvirtd itself went away mid-call.
+_CONNECTION_LOST = frozenset({libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC,
+                              libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN})
 
 # libvirt's virDomainState -> our PowerState, as Nova maps them.
 _POWER_STATES = {
@@ -44,6 +63,15 @@ def _agent_metadata(xml: str, instances_dir: Path) -> dict[str, str] | None:
     if not any(d.is_relative_to(r) for d in disks for r in roots):
         return None
     return props
+
+
+def _failure(e: libvirt.libvirtError, message: str) -> HypervisorError:
+    """HypervisorUnavailable when the connection itself broke (libvirtd died or restarted
+    mid-call: "End of file while reading data", "client socket is closed"), so that a
+    caller may wait for libvirtd and ask again; HypervisorError for a refusal."""
+    lost = (e.get_error_domain() in (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)
+            or e.get_error_code() in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN))
+    return HypervisorUnavailable(message) if lost else HypervisorError(message)
 
 
 def _quiet_libvirt_errors() -> None:
@@ -87,7 +115,7 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as e:
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 raise DomainNotFound(f"no domain with uuid {uuid}") from e
-            raise HypervisorError(e.get_error_message()) from e
+            raise _failure(e, e.get_error_message()) from e
 
     def _call(self, uuid: UUID, what: str, fn: Callable[[libvirt.virDomain], T]) -> T:
         dom = self._domain(uuid)
@@ -96,13 +124,13 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as e:
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 raise DomainNotFound(f"no domain with uuid {uuid}") from e
-            raise HypervisorError(f"{what} {uuid}: {e.get_error_message()}") from e
+            raise _failure(e, f"{what} {uuid}: {e.get_error_message()}") from e
 
     def define(self, spec: DomainSpec) -> None:
         try:
             self.connection().defineXML(build_domain_xml(spec))
         except libvirt.libvirtError as e:
-            raise HypervisorError(f"define {spec.uuid}: {e.get_error_message()}") from e
+            raise _failure(e, f"define {spec.uuid}: {e.get_error_message()}") from e
 
     def domain_xml(self, uuid: UUID) -> str:
         return self._call(uuid, "read XML of", lambda d: d.XMLDesc(0))
@@ -149,6 +177,32 @@ class LibvirtHypervisor:
             if d.hasManagedSaveImage(0):
                 d.managedSaveRemove(0)
         self._call(uuid, "remove managed save of", _remove)
+
+    # -- the QEMU guest agent -----------------------------------------------------------
+    def guest_agent_ready(self, uuid: UUID) -> bool:
+        def _ping(d: libvirt.virDomain) -> bool:
+            try:
+                libvirt_qemu.qemuAgentCommand(d, _GUEST_PING, AGENT_PING_TIMEOUT_S, 0)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() in _AGENT_ABSENT:
+                    return False
+                if e.get_error_code() in _CONNECTION_LOST:
+                    raise HypervisorUnavailable(f"ping the guest agent of {uuid}: "
+                                                f"{e.get_error_message()}") from e
+                raise
+            return True
+        return self._call(uuid, "ping the guest agent of", _ping)
+
+    def set_user_password(self, uuid: UUID, user: str, password_or_hash: str,
+                          crypted: bool) -> None:
+        """virDomainSetUserPassword: libvirt hands it to the agent's
+        guest-set-user-password (base64), never to a log; its errors carry no password."""
+        flags = libvirt.VIR_DOMAIN_PASSWORD_ENCRYPTED if crypted else 0
+
+        def _set(d: libvirt.virDomain) -> None:
+            d.agentSetResponseTimeout(AGENT_COMMAND_TIMEOUT_S, 0)
+            d.setUserPassword(user, password_or_hash, flags)
+        self._call(uuid, f"set the password of {user} in", _set)
 
     def domain_uuids(self) -> set[UUID]:
         try:

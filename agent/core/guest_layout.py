@@ -46,4 +46,5 @@ def build_domain_spec(uuid: UUID, image: Image, flavor: Flavor, files: InstanceF
         interfaces=interfaces,
         console=ConsoleSpec(socket_path=files.console_socket, log_path=files.console_log),
         metadata=metadata or {},
+        guest_agent=image.qemu_guest_agent,
     )

@@ -66,3 +66,5 @@ class DomainSpec(BaseModel):
     cmdline: str | None = None
     console: ConsoleSpec | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    # A virtio-serial channel for the QEMU guest agent (the image says it runs one).
+    guest_agent: bool = False

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import pytest
 
-from agent.adapters.domain_xml import METADATA_NS, build_domain_xml
+from agent.adapters.domain_xml import GUEST_AGENT_CHANNEL, METADATA_NS, build_domain_xml
 from agent.model.domain import ConsoleSpec, DiskSpec, DomainSpec, InterfaceSpec
 from agent.model.host import VirtType
 
@@ -36,6 +36,7 @@ def full_spec(**overrides):
     ("domain_full.xml", full_spec()),
     ("domain_disk_boot_kvm.xml", full_spec(virt_type=VirtType.KVM, kernel=None, initrd=None,
                                            cmdline=None, interfaces=(), console=None, metadata={})),
+    ("domain_guest_agent.xml", full_spec(guest_agent=True, interfaces=(), metadata={})),
 ])
 def test_domain_xml_matches_golden_file(case, spec):
     xml = build_domain_xml(spec)
@@ -71,3 +72,14 @@ def test_tap_is_unmanaged_ethernet_with_the_port_mac():
     assert nic.find("target").attrib == {"dev": "tap1a2b3c4d-5e", "managed": "no"}
     assert nic.find("mac").get("address") == "fa:16:3e:00:00:01"
     assert nic.find("mtu").get("size") == "1450"
+
+
+def test_guest_agent_channel_only_when_the_image_declares_one():
+    """A virtio channel named as qemu-ga expects it, with no source path (libvirt picks
+    the socket); without the image's say-so the guest gets no channel at all."""
+    root = ET.fromstring(build_domain_xml(full_spec(guest_agent=True)))
+    [channel] = root.findall("devices/channel")
+    assert channel.get("type") == "unix" and channel.find("source") is None
+    assert channel.find("target").attrib == {"type": "virtio", "name": GUEST_AGENT_CHANNEL}
+    assert GUEST_AGENT_CHANNEL == "org.qemu.guest_agent.0"
+    assert ET.fromstring(build_domain_xml(full_spec())).findall("devices/channel") == []

@@ -58,3 +58,21 @@ def test_boot_files_are_served_from_the_agents_cache(tmp_path):
     assert image.kernel.stat().st_mode & 0o777 == 0o644
     again = ManifestImageCatalog(tmp_path / "images", boot_cache=cache).get(UUID)
     assert again.kernel == image.kernel  # cached once, keyed by fingerprint
+
+
+@pytest.mark.parametrize("value,declared", [
+    ("yes", True), ("True", True), ("1", True), ("on", True),
+    ("no", False), ("false", False), ("", False), ("yes please", False),
+])
+def test_guest_agent_is_the_glance_property_read_as_a_flexible_boolean(tmp_path, value, declared):
+    """`hw_qemu_guest_agent` in the manifest's properties, read as Nova reads it."""
+    write_manifest(tmp_path / "img", properties={"hw_qemu_guest_agent": value})
+    [image] = ManifestImageCatalog(tmp_path).list()
+    assert image.qemu_guest_agent is declared
+    assert image.properties["hw_qemu_guest_agent"] == value  # still shown as the user set it
+
+
+def test_an_image_without_the_property_has_no_guest_agent(tmp_path):
+    write_manifest(tmp_path / "img")
+    [image] = ManifestImageCatalog(tmp_path).list()
+    assert image.qemu_guest_agent is False

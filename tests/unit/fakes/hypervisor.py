@@ -18,6 +18,10 @@ class FakeHypervisor:
         self.saved: set[UUID] = set()  # domains with a managed save image
         self.restored: list[UUID] = []  # starts that resumed from a managed save
         self.acpi_ignored: set[UUID] = set()  # guests that ignore the ACPI power button
+        # The guest agent answers in a running guest whose domain has its channel, unless
+        # the guest is listed here (agent not installed, not started, hung).
+        self.agent_silent: set[UUID] = set()
+        self.passwords_set: list[tuple[UUID, str, str, bool]] = []  # (uuid, user, secret, crypted)
 
     def _maybe_fail(self, op: str, uuid: UUID) -> None:
         self.calls.append((op, uuid))
@@ -83,6 +87,23 @@ class FakeHypervisor:
     def remove_managed_save(self, uuid: UUID) -> None:
         self._known(uuid)
         self.saved.discard(uuid)
+
+    def _agent_answers(self, uuid: UUID) -> bool:
+        return (self.domains[uuid].guest_agent and self.states[uuid] is PowerState.RUNNING
+                and uuid not in self.agent_silent)
+
+    def guest_agent_ready(self, uuid: UUID) -> bool:
+        self._known(uuid)
+        self._maybe_fail("guest_agent_ready", uuid)
+        return self._agent_answers(uuid)
+
+    def set_user_password(self, uuid: UUID, user: str, password_or_hash: str,
+                          crypted: bool) -> None:
+        self._known(uuid)
+        self._maybe_fail("set_user_password", uuid)
+        if not self._agent_answers(uuid):
+            raise HypervisorError("QEMU guest agent is not connected")
+        self.passwords_set.append((uuid, user, password_or_hash, crypted))
 
     def domain_uuids(self) -> set[UUID]:
         return set(self.domains)
