@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from agent.core.metrics import Metrics
 from agent.errors import InjectionError
 from agent.model.injection import InjectionRequest, InjectionResult
 from agent.ports import DiskInjector
 
 
 class InjectionBatcher:
-    def __init__(self, injector: DiskInjector, window_s: float = 0.5, max_batch: int = 8) -> None:
+    def __init__(self, injector: DiskInjector, window_s: float = 0.5, max_batch: int = 8,
+                 metrics: Metrics | None = None) -> None:
         self.injector = injector
+        self.metrics = metrics or Metrics()
         self.window_s = window_s
         self.max_batch = max_batch
         self.batches: list[int] = []  # sizes of the batches run, for metrics and tests
@@ -41,7 +44,8 @@ class InjectionBatcher:
                 continue
             self.batches.append(len(batch))
             try:
-                results = await asyncio.to_thread(self.injector.inject, [r for r, _ in batch])
+                with self.metrics.injection_batch(len(batch)):
+                    results = await asyncio.to_thread(self.injector.inject, [r for r, _ in batch])
             except Exception as e:  # the whole batch failed: each waiter gets the error
                 results = [InjectionError(f"injection failed: {type(e).__name__}")] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):

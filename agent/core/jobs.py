@@ -8,12 +8,14 @@ kick, is the truth, so a lost kick or a restart loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Protocol
 from uuid import UUID
 
 import structlog
 
+from agent.core.metrics import Metrics
 from agent.core.workflows import actions, create, delete
 from agent.core.workflows.base import Interrupted, WorkflowDeps
 from agent.errors import AgentError, JobAbandoned
@@ -51,8 +53,10 @@ def safe_message(error: BaseException) -> str:
 
 
 class JobRunner:
-    def __init__(self, deps: WorkflowDeps, workflows: Mapping[JobKind, Workflow]) -> None:
+    def __init__(self, deps: WorkflowDeps, workflows: Mapping[JobKind, Workflow],
+                 metrics: Metrics | None = None) -> None:
         self.deps = deps
+        self.metrics = metrics or Metrics()
         self.store = deps.store
         self.workflows = workflows
         self._active: dict[UUID, asyncio.Task[None]] = {}
@@ -134,7 +138,7 @@ class JobRunner:
                                              "attempts": job.attempts + 1})
         bound.info("job.started", step=job.step or "-", attempt=job.attempts)
         try:
-            await self.workflows[job.kind].run(job)
+            await self.metrics.timed_job(job.kind, self.workflows[job.kind].run(job))
         except Interrupted as e:
             bound.info("job.interrupted", reason=str(e))
             self.store.update_job(job.id, {"status": JobStatus.CANCELLED,
@@ -143,6 +147,10 @@ class JobRunner:
             return
         except asyncio.CancelledError:
             bound.info("job.paused", reason="agent stopping")
+            # A clean stop is not a death under the job: give the attempt back, or a few
+            # restarts during a long build would abandon it as a poison job.
+            with contextlib.suppress(AgentError):
+                self.store.update_job(job.id, {"attempts": job.attempts - 1})
             raise
         except Exception as e:  # any failure ends in a fault, never a stuck server
             bound.error("job.failed", error=safe_message(e), exc_type=type(e).__name__)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 
 from agent.core.jobs import JobRunner
+from agent.core.workflows import base
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
-from agent.errors import HypervisorError, ServerNotFound
+from agent.errors import HypervisorError, HypervisorUnavailable, ServerNotFound
 from agent.model.domain import PowerState
 from agent.model.job import JobKind, JobStatus
 from agent.model.requests import ServerQuery
@@ -132,6 +134,47 @@ async def test_a_job_that_keeps_killing_the_daemon_is_abandoned(world):
     s = world.store.get_server(server.id)
     assert s.status is Status.ERROR and "abandoned" in s.fault.message
     assert world.store.unfinished_jobs() == []
+
+
+async def test_a_clean_stop_does_not_count_as_an_attempt(world):
+    """A job paused by a clean stop (SIGTERM) keeps its attempts: only a death under the
+    job counts toward abandoning it, so restarts during a long build never fail it."""
+    world.create()
+    for _ in range(100):  # until the job runs and waits for its injection batch
+        await asyncio.sleep(0)
+        if world.store.unfinished_jobs()[0].attempts == 1:
+            break
+    await world.runner.stop()
+    [paused] = world.store.unfinished_jobs()
+    assert (paused.status, paused.attempts) == (JobStatus.RUNNING, 0)
+
+
+async def test_a_libvirtd_away_at_start_is_waited_for_and_the_build_finishes(world):
+    """libvirtd restarting right after the domain was defined (its connection lost): the
+    start is asked again once it is back, and the server ends ACTIVE, started once."""
+    world.hypervisor.fail_on["start"] = HypervisorUnavailable("start: End of file")
+    server, _ = world.create()
+
+    async def libvirtd_comes_back() -> None:
+        while "create:domain" not in world.checkpoints:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        del world.hypervisor.fail_on["start"]
+
+    await asyncio.gather(libvirtd_comes_back(), world.runner.idle())
+    s = world.store.get_server(server.id)
+    assert s.status is Status.ACTIVE, s.fault
+    assert world.checkpoints.count("create:started") == 1
+
+
+async def test_a_libvirtd_that_stays_away_fails_the_build_with_a_fault(world, monkeypatch):
+    monkeypatch.setattr(base, "LIBVIRT_PATIENCE_S", 0.0)
+    world.hypervisor.fail_on["start"] = HypervisorUnavailable("start: End of file")
+    server, _ = world.create()
+    await world.runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.status is Status.ERROR and "End of file" in s.fault.message
+    assert server.id not in world.hypervisor.domains
 
 
 async def test_other_projects_cannot_see_or_delete(world):
