@@ -34,6 +34,23 @@ async def test_guest_powered_off_shows_shutoff_with_an_event(world, monitor, act
                                                               "guest powered off")
 
 
+async def test_a_shutdown_event_shows_shutoff_before_libvirt_can_be_read(world, monitor, active):
+    """libvirt's "shutdown" event (the guest finished powering off) is taken as the power
+    state: libvirt answers state reads only once QEMU is torn down, a second later."""
+    world.hypervisor.fail_on["power_state"] = AssertionError("libvirt must not be read")
+    monitor.notify(active, "shutdown")
+    await monitor.reconcile(active)
+    s = world.store.get_server(active)
+    assert s.status is Status.SHUTOFF and s.power_state is PowerState.SHUTDOWN
+
+
+async def test_an_event_after_a_shutdown_event_is_answered_from_libvirt(world, monitor, active):
+    monitor.notify(active, "shutdown")
+    monitor.notify(active, "started")  # e.g. a fake reboot: the guest came back
+    await monitor.reconcile(active)
+    assert world.store.get_server(active).status is Status.ACTIVE
+
+
 async def test_no_status_change_while_a_task_is_in_flight(world, monitor, active):
     world.store.update_server(active, {"task_state": TaskState.REBOOTING}, cause="test")
     world.hypervisor.states[active] = PowerState.SHUTDOWN
