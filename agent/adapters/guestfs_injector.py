@@ -28,7 +28,7 @@ from agent.model.injection import (
 _DAY = 86400
 
 
-def _label(i: int) -> str:
+def label_of(i: int) -> str:
     # libguestfs labels: short and alphabetic; a..z, then aa..zz is plenty per batch.
     return "d" + (chr(97 + i) if i < 26 else chr(97 + i // 26 - 1) + chr(97 + i % 26))
 
@@ -203,40 +203,46 @@ class GuestfsInjector:
         try:
             for i, req in enumerate(requests):
                 g.add_drive_opts(str(req.disk), format=req.disk_format, readonly=False,
-                                 label=_label(i))
+                                 label=label_of(i))
             try:
                 g.launch()
             except RuntimeError as e:
                 err = InjectionError(f"libguestfs appliance did not start: {_clean(e)}")
                 return [err for _ in requests]
             self.launches += 1
-            devices = g.list_devices()
-            layout = _Layout(g, devices)
-            inspected: dict[str, str] | None = None
-            results: list[InjectionResult | InjectionError] = []
-            for device, req in zip(devices, requests, strict=True):
-                try:
-                    hint = self.root_places.get(req.layout_key) if req.layout_key else None
-                    root = _hinted_root(g, device, hint)
-                    by_inspection = False
-                    if root is None:
-                        root = _probe_root(g, layout.filesystems, layout.drive_of, device)
-                        by_inspection = root is None and None in layout.drive_of.values()
-                    if by_inspection:  # LVM: only inspection knows a volume's drive
-                        if inspected is None:
-                            inspected = {_device_of(g, r): r for r in reversed(g.inspect_os())}
-                        root = inspected.get(device)
-                    elif root is not None and req.layout_key:
-                        self.root_places[req.layout_key] = root[len(device):]
-                    results.append(_inject_one(g, root, by_inspection, req))
-                except InjectionError as e:
-                    results.append(e)
-                except RuntimeError as e:  # libguestfs reports guest-side errors this way
-                    results.append(InjectionError(f"injection failed: {_clean(e)}"))
+            results = self.inject_on(g, g.list_devices(), requests)
             g.shutdown()
             return results
         finally:
             g.close()
+
+    def inject_on(self, g: guestfs.GuestFS, devices: list[str],
+                  requests: list[InjectionRequest]) -> list[InjectionResult | InjectionError]:
+        """Apply each request to its device of a launched appliance (devices[i] holds
+        requests[i]'s disk, or an identical copy of it)."""
+        layout = _Layout(g, devices)
+        inspected: dict[str, str] | None = None
+        results: list[InjectionResult | InjectionError] = []
+        for device, req in zip(devices, requests, strict=True):
+            try:
+                hint = self.root_places.get(req.layout_key) if req.layout_key else None
+                root = _hinted_root(g, device, hint)
+                by_inspection = False
+                if root is None:
+                    root = _probe_root(g, layout.filesystems, layout.drive_of, device)
+                    by_inspection = root is None and None in layout.drive_of.values()
+                if by_inspection:  # LVM: only inspection knows a volume's drive
+                    if inspected is None:
+                        inspected = {_device_of(g, r): r for r in reversed(g.inspect_os())}
+                    root = inspected.get(device)
+                elif root is not None and req.layout_key:
+                    self.root_places[req.layout_key] = root[len(device):]
+                results.append(_inject_one(g, root, by_inspection, req))
+            except InjectionError as e:
+                results.append(e)
+            except RuntimeError as e:  # libguestfs reports guest-side errors this way
+                results.append(InjectionError(f"injection failed: {_clean(e)}"))
+        return results
 
 
 def _clean(error: Exception) -> str:

@@ -48,6 +48,11 @@ class QemuImgDisks:
         info = json.loads(_qemu_img("info", "--output=json", "-U", str(path)))
         return int(info["virtual-size"])
 
+    def grow(self, path: Path, size_bytes: int) -> None:
+        """Grow a disk's virtual size to `size_bytes` (never shrinks)."""
+        if size_bytes > self.virtual_size(path):
+            _qemu_img("resize", "-q", str(path), str(size_bytes))
+
     def copy_resized(self, source: Path, dest: Path, size_gib: int) -> None:
         """A copy of `source` as qcow2, on the same backing file (only the guest's own
         clusters are copied), grown to `size_gib` if larger. Temp name, then rename."""

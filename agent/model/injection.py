@@ -32,6 +32,11 @@ class InjectionRequest(BaseModel):
     # Disks made from one base share its partition layout: the injector may remember where
     # that base's root filesystem was and skip probing for it (seconds under TCG).
     layout_key: str | None = None
+    # Set only when `disk` is a fresh, untouched overlay of this base: the injector may then
+    # do the work on an identical spare overlay (one a warm appliance already holds) and
+    # rename that over `disk`.
+    fresh_overlay_of: Path | None = None
+    base_format: str = "qcow2"
 
 
 class InjectionResult(BaseModel):

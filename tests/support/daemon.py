@@ -41,8 +41,12 @@ class Daemon:
         tokens = "\n".join(
             f'[[tokens]]\ntoken = "{tok}"\nproject_id = "{project}"\nuser_id = "{user}"\n'
             for user, (tok, project) in TOKENS.items())
+        # Off unless a test asks: a warm appliance is a background QEMU (CPU on this 2-CPU
+        # host, and a process the leak checks would have to tell apart). Top-level keys go
+        # before extra_config, which may open tables.
+        warm = "" if "injection_warm_spares" in extra_config else "injection_warm_spares = 0\n"
         self.config_file.write_text(
-            f'state_dir = "{state_dir}"\nimage_dirs = ["{IMAGES_DIR}"]\n'
+            f'state_dir = "{state_dir}"\nimage_dirs = ["{IMAGES_DIR}"]\n{warm}'
             f'api_listen = "127.0.0.1:{self.port}"\nlog_format = "json"\nlog_level = "debug"\n'
             f"{extra_config}\n{tokens}")
         self.env = env or {}

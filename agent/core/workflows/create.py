@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from uuid import UUID
 
 from agent.core.guest_layout import build_domain_spec
 from agent.core.injection import InjectionBatcher
@@ -33,7 +34,8 @@ def base_path(deps: WorkflowDeps, image: Image) -> Path:
     return deps.base_dir / f"{image.uuid}-{st.st_size}-{st.st_mtime_ns}.{image.disk_format}"
 
 
-def injection_request(job: Job, disk: Path, layout_key: str | None = None) -> InjectionRequest:
+def injection_request(job: Job, disk: Path, base: Path | None = None,
+                      base_format: str = "qcow2") -> InjectionRequest:
     """What the job's payload asks to put into the disk. A password that broke the policy
     locks root instead (the server then ends in ERROR until changePassword)."""
     payload = job.payload
@@ -41,7 +43,8 @@ def injection_request(job: Job, disk: Path, layout_key: str | None = None) -> In
                   for i, f in enumerate(payload.get("personality", [])))
     password_hash = payload.get("admin_pass_hash") or LOCKED_HASH
     return InjectionRequest(disk=disk, files=files, root_password_hash=password_hash,
-                            layout_key=layout_key)
+                            layout_key=None if base is None else str(base),
+                            fresh_overlay_of=base, base_format=base_format)
 
 
 class CreateWorkflow:
@@ -66,7 +69,7 @@ class CreateWorkflow:
                              flavor.disk)
             job = d.checkpoint(job, "disk", {"progress": PROGRESS["disk"]})
             d.ensure_not_taken_over(job, TaskState.SPAWNING)
-            await self.injector.inject(injection_request(job, files.disk, str(base)))
+            await self.injector.inject(injection_request(job, files.disk, base, image.disk_format))
             job = d.checkpoint(job, "injected", {"progress": PROGRESS["injected"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 
@@ -82,14 +85,13 @@ class CreateWorkflow:
                 "server_id": str(server.id), "project_id": server.project_id,
                 "flavor_id": flavor.id, "image_id": str(image.uuid)},
                 interfaces=d.network.interfaces(server.id) if d.network is not None else ())
-            await d.blocking(d.hypervisor.define, spec)
+            await d.patiently(d.hypervisor.define, spec)  # libvirtd may be restarting
             if done < 4:
                 job = d.checkpoint(job, "domain", {"progress": PROGRESS["domain"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 
         if done < 5:
-            if await d.blocking(d.hypervisor.power_state, server.id) is not PowerState.RUNNING:
-                await d.blocking(d.hypervisor.start, server.id)
+            await d.patiently(self._start, server.id)
             job = d.checkpoint(job, "started", {"progress": PROGRESS["started"]})
 
         await self._wait_running(job)
@@ -107,12 +109,18 @@ class CreateWorkflow:
             changes["vm_state"] = VmState.ACTIVE
         d.checkpoint(job, "running", changes, cause="build finished")
 
+    def _start(self, server_id: UUID) -> None:
+        """Start unless running: safe to repeat when a start's answer was lost with
+        libvirtd (the domain may have started)."""
+        if self.deps.hypervisor.power_state(server_id) is not PowerState.RUNNING:
+            self.deps.hypervisor.start(server_id)
+
     async def _wait_running(self, job: Job) -> None:
         d = self.deps
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RUNNING_TIMEOUT_S
         while True:
-            state = await d.blocking(d.hypervisor.power_state, job.server_id)
+            state = await d.patiently(d.hypervisor.power_state, job.server_id)
             if state is PowerState.RUNNING:
                 return
             if loop.time() > deadline:

@@ -1,0 +1,209 @@
+"""A warm libguestfs appliance, so that a create's injection does not wait for a launch
+(~11-20 s under TCG, 1-3 s on KVM: most of a build).
+
+After a base image has been injected into once, spare overlays of that base are made and
+an appliance holding them is launched in the background. A later batch takes the warm
+appliance: each request whose disk is a fresh overlay of a base with a spare is done on a
+spare instead; the appliance is then shut down (this flushes the spares and releases
+them: QEMU's image locks keep a guest off a disk another QEMU holds), and each injected
+spare is grown to its disk's virtual size and renamed over the disk. Requests without a
+spare go to a launch of their own, as before.
+
+Crash safety: a disk is only replaced by a rename of a finished spare, so a crash leaves
+either the fresh overlay or the injected one (the create job redoes an unfinished
+injection on a disk made again from its base). Spares live in `spares_dir` under the
+instances folder: a killed agent's warm appliance is found and killed at start by
+kill_stale_appliances, and leftover spares are deleted when this injector is made.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import guestfs
+import structlog
+
+from agent.adapters.guestfs_appliance import kill_stale_appliances, new_handle
+from agent.adapters.guestfs_injector import GuestfsInjector, label_of
+from agent.adapters.qemu_img import QemuImgDisks
+from agent.errors import AgentError, InjectionError
+from agent.model.injection import InjectionRequest, InjectionResult
+
+log = structlog.get_logger("agent.injection.warm")
+WARM_UP_WAIT_S = 120.0
+
+
+@dataclass
+class _Warm:
+    """A launched appliance and the spares it holds: base -> [(device, spare path)]."""
+
+    g: guestfs.GuestFS
+    spares: dict[Path, list[tuple[str, Path]]] = field(default_factory=dict)
+
+    def take(self, base: Path) -> tuple[str, Path] | None:
+        free = self.spares.get(base)
+        return free.pop() if free else None
+
+
+class WarmGuestfsInjector:
+    """The DiskInjector port: a GuestfsInjector with a warm appliance in front of it."""
+
+    def __init__(self, cold: GuestfsInjector, spares_dir: Path, spares_per_base: int = 2,
+                 disks: QemuImgDisks | None = None) -> None:
+        self.cold = cold
+        self.spares_dir = spares_dir
+        self.spares_per_base = spares_per_base
+        self.disks = disks or QemuImgDisks()
+        self.warm_hits = 0  # disks done on a spare (for metrics, the bench and tests)
+        shutil.rmtree(spares_dir, ignore_errors=True)  # a previous run's spares
+        self._lock = threading.Lock()
+        self._warm: _Warm | None = None
+        self._warming: threading.Thread | None = None
+        self._bases: dict[Path, str] = {}  # bases worth spares -> their format
+        self._closed = False
+
+    @property
+    def launches(self) -> int:
+        return self.cold.launches
+
+    def inject(self, requests: list[InjectionRequest]) -> list[InjectionResult | InjectionError]:
+        warm = self._take_warm()
+        results: list[InjectionResult | InjectionError | None] = [None] * len(requests)
+        if warm is not None:
+            for i, result in self._inject_warm(warm, requests).items():
+                results[i] = result
+        cold = [i for i, r in enumerate(results) if r is None]
+        if cold:
+            for i, result in zip(cold, self.cold.inject([requests[i] for i in cold]), strict=True):
+                results[i] = result
+        with self._lock:
+            for req, result in zip(requests, results, strict=True):
+                if req.fresh_overlay_of is not None and not isinstance(result, InjectionError):
+                    self._bases[req.fresh_overlay_of] = req.base_format
+        self._start_warming()
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        """Stop the warm appliance, and one still launching (it would outlive us)."""
+        with self._lock:
+            self._closed = True
+            warm, self._warm = self._warm, None
+        if warm is not None:
+            warm.g.close()
+        kill_stale_appliances(self.spares_dir)
+        shutil.rmtree(self.spares_dir, ignore_errors=True)
+
+    # -- the warm path ------------------------------------------------------------------
+    def _take_warm(self) -> _Warm | None:
+        """The warm appliance, waiting for one being launched (it is ready sooner than a
+        launch of our own, and two launches at once slow each other down)."""
+        warming = self._warming
+        if warming is not None:
+            warming.join(WARM_UP_WAIT_S)  # a launch that hangs: go cold (and leave it be)
+        with self._lock:
+            warm, self._warm = self._warm, None
+        return warm
+
+    def _inject_warm(self, warm: _Warm, requests: list[InjectionRequest]
+                     ) -> dict[int, InjectionResult | InjectionError]:
+        taken: dict[int, tuple[str, Path]] = {}
+        for i, req in enumerate(requests):
+            spare = warm.take(req.fresh_overlay_of) if req.fresh_overlay_of else None
+            if spare is not None:
+                taken[i] = spare
+        try:
+            if not taken:
+                return {}
+            done = self.cold.inject_on(warm.g, [d for d, _ in taken.values()],
+                                       [requests[i] for i in taken])
+            warm.g.shutdown()  # flushes every spare; a failure here fails them all
+        except RuntimeError as e:
+            log.warning("injection.warm_failed", error=str(e).splitlines()[0][:200])
+            for _, spare in taken.values():
+                spare.unlink(missing_ok=True)
+            return {}  # their disks were not touched: the cold path does them
+        finally:
+            warm.g.close()
+            self._drop_unused(warm)
+        results: dict[int, InjectionResult | InjectionError] = {}
+        for (i, (_, spare)), result in zip(taken.items(), done, strict=True):
+            if not isinstance(result, InjectionError):
+                result = self._put_in_place(spare, requests[i], result)
+            spare.unlink(missing_ok=True)
+            results[i] = result
+        hits = sum(not isinstance(r, InjectionError) for r in results.values())
+        self.warm_hits += hits
+        log.info("injection.warm_used", disks=hits, failed=len(results) - hits)
+        return results
+
+    def _put_in_place(self, spare: Path, req: InjectionRequest,
+                      result: InjectionResult) -> InjectionResult | InjectionError:
+        try:
+            self.disks.grow(spare, self.disks.virtual_size(req.disk))
+            os.replace(spare, req.disk)  # same filesystem: atomic
+        except (AgentError, OSError) as e:
+            return InjectionError(f"injected disk could not be put in place: {e}")
+        return result
+
+    @staticmethod
+    def _drop_unused(warm: _Warm) -> None:
+        """Spares not taken are deleted, not reused: a closed appliance may have written
+        to any drive it held, so only a spare made afresh is known to equal its base."""
+        for free in warm.spares.values():
+            for _, spare in free:
+                spare.unlink(missing_ok=True)
+        warm.spares.clear()
+
+    # -- warming up ---------------------------------------------------------------------
+    def _start_warming(self) -> None:
+        with self._lock:
+            if self._closed or self._warm is not None or not self._bases or self.spares_per_base < 1:
+                return
+            if self._warming is not None and self._warming.is_alive():
+                return
+            bases = dict(self._bases)
+            self._warming = threading.Thread(target=self._warm_up, args=(bases,),
+                                             name="guestfs-warm-up", daemon=True)
+            self._warming.start()
+
+    def _warm_up(self, bases: dict[Path, str]) -> None:
+        made: list[tuple[Path, Path]] = []
+        g: guestfs.GuestFS | None = None
+        try:
+            g = new_handle(self.cold.virt_type)
+            self.spares_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            for base, fmt in bases.items():
+                for _ in range(self.spares_per_base):
+                    spare = self.spares_dir / f"{uuid.uuid4().hex}.qcow2"
+                    self.disks.create_overlay(base, fmt, spare, 0)
+                    made.append((base, spare))
+            for i, (_, spare) in enumerate(made):
+                g.add_drive_opts(str(spare), format="qcow2", readonly=False, label=label_of(i))
+            g.launch()
+            devices = g.list_devices()
+        except (RuntimeError, AgentError, OSError) as e:
+            # No retry loop: the next successful injection tries again.
+            log.warning("injection.warm_up_failed", error=str(e).splitlines()[0][:200])
+            if g is not None:
+                g.close()
+            for _, spare in made:
+                spare.unlink(missing_ok=True)
+            with self._lock:
+                self._bases.clear()
+            return
+        warm = _Warm(g)
+        for (base, spare), device in zip(made, devices, strict=True):
+            warm.spares.setdefault(base, []).append((device, spare))
+        with self._lock:
+            if not self._closed:
+                self._warm, warm = warm, None
+        if warm is not None:  # closed meanwhile
+            g.close()
+            self._drop_unused(warm)
+        else:
+            log.info("injection.warm_ready", spares=len(made))

@@ -1,0 +1,117 @@
+"""The warm appliance on real disks: after a base's first injection, the next fresh disk of
+that base is done on a spare the warm appliance already holds (no launch of its own), the
+spare takes the disk's place at the disk's size, other disks still go through a launch,
+and closing the injector leaves no appliance process and no spare behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.adapters import guestfs_warm
+from agent.adapters.guestfs_appliance import new_handle
+from agent.adapters.guestfs_injector import GuestfsInjector
+from agent.adapters.guestfs_warm import WarmGuestfsInjector
+from agent.adapters.qemu_img import QemuImgDisks
+from agent.model.injection import InjectedFile, InjectionRequest
+from tests.conftest import IMAGES_DIR
+
+BASE = IMAGES_DIR / "busybox-test" / "disk.qcow2"
+DISKS = QemuImgDisks()
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    cached = tmp_path / "base.qcow2"
+    DISKS.cache_base(BASE, cached)
+    return cached
+
+
+@pytest.fixture
+def warm(tmp_path: Path, virt_type):
+    injector = WarmGuestfsInjector(GuestfsInjector(virt_type), tmp_path / "instances" / "_spares")
+    yield injector
+    injector.close()
+
+
+def fresh(tmp_path: Path, base: Path, name: str, size_gib: int = 0) -> Path:
+    disk = tmp_path / "instances" / name / "disk"
+    DISKS.create_overlay(base, "qcow2", disk, size_gib)
+    return disk
+
+
+def request(disk: Path, base: Path | None, text: bytes) -> InjectionRequest:
+    return InjectionRequest(disk=disk, fresh_overlay_of=base, layout_key=str(base),
+                            files=(InjectedFile(path="/etc/motd", contents=text),))
+
+
+def motd(virt_type, disk: Path) -> bytes:
+    g = new_handle(virt_type)
+    try:
+        g.add_drive_opts(str(disk), format="qcow2", readonly=True)
+        g.launch()
+        g.mount_ro(next(iter(g.list_filesystems())), "/")  # the test image: one filesystem
+        return g.read_file("/etc/motd")
+    finally:
+        g.close()
+
+
+def appliances_on(folder: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+        except OSError:
+            continue
+        if str(folder).encode() + b"/" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_the_second_disk_of_a_base_is_done_on_a_warm_spare(tmp_path, base, warm, virt_type):
+    """...and closing the injector kills the warm appliance made after it and its spares."""
+    first = fresh(tmp_path, base, "first")
+    assert not isinstance(warm.inject([request(first, base, b"one\n")])[0], Exception)
+    assert (warm.launches, warm.warm_hits) == (1, 0)
+
+    second = fresh(tmp_path, base, "second", size_gib=2)
+    result = warm.inject([request(second, base, b"two\n")])[0]
+    assert not isinstance(result, Exception), result
+    assert (warm.launches, warm.warm_hits) == (1, 1)  # no launch of its own
+    assert result.disk == second
+    assert DISKS.virtual_size(second) == 2 * 1024**3
+    assert motd(virt_type, second) == b"two\n"
+
+    assert warm._warming is not None
+    warm._warming.join(120)  # the next warm appliance, made after this use
+    assert appliances_on(warm.spares_dir), "a warm appliance should be running"
+    warm.close()
+    assert appliances_on(warm.spares_dir) == []
+    assert not warm.spares_dir.exists()
+
+
+def test_a_disk_that_is_not_a_fresh_overlay_is_never_swapped(tmp_path, base, warm, virt_type):
+    warm.inject([request(fresh(tmp_path, base, "first"), base, b"one\n")])
+    used = fresh(tmp_path, base, "used")
+    result = warm.inject([request(used, None, b"in place\n")])[0]  # e.g. changePassword
+    assert not isinstance(result, Exception), result
+    assert (warm.launches, warm.warm_hits) == (2, 0)
+    assert motd(virt_type, used) == b"in place\n"
+
+
+def test_a_warm_up_that_fails_leaves_builds_on_the_launch_path(tmp_path, base, virt_type,
+                                                                 monkeypatch):
+    def broken(_virt_type):
+        raise RuntimeError("appliance cannot start")
+    injector = WarmGuestfsInjector(GuestfsInjector(virt_type), tmp_path / "instances" / "_spares")
+    monkeypatch.setattr(guestfs_warm, "new_handle", broken)  # the warm-up's launches only
+    try:
+        injector.inject([request(fresh(tmp_path, base, "first"), base, b"one\n")])
+        second = fresh(tmp_path, base, "second")
+        result = injector.inject([request(second, base, b"two\n")])[0]
+        assert not isinstance(result, Exception), result
+        assert (injector.launches, injector.warm_hits) == (2, 0)
+        assert motd(virt_type, second) == b"two\n"
+    finally:
+        injector.close()
