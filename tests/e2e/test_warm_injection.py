@@ -7,12 +7,11 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.support.acting import ServerUnderTest, module_daemon
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, processes_naming
 
 pytestmark = pytest.mark.e2e
 NOTE = "built on a warm spare\n"
@@ -29,18 +28,6 @@ def wait_log(daemon: Daemon, text: str, timeout: float, times: int = 1) -> None:
     while daemon.log().count(text) < times:
         assert time.monotonic() < deadline, f"no {text} in the daemon log after {timeout}s"
         time.sleep(0.5)
-
-
-def processes_naming(folder: Path) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
-        except OSError:
-            continue
-        if str(folder).encode() + b"/" in cmdline:
-            found.append(proc.name)
-    return found
 
 
 def test_a_build_on_a_warm_spare_is_what_the_guest_expects(agent: Daemon):

@@ -16,6 +16,7 @@ from agent.adapters.guestfs_warm import WarmGuestfsInjector
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.model.injection import InjectedFile, InjectionRequest
 from tests.conftest import IMAGES_DIR
+from tests.support.daemon import processes_naming
 
 BASE = IMAGES_DIR / "busybox-test" / "disk.qcow2"
 DISKS = QemuImgDisks()
@@ -57,18 +58,6 @@ def motd(virt_type, disk: Path) -> bytes:
         g.close()
 
 
-def appliances_on(folder: Path) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
-        except OSError:
-            continue
-        if str(folder).encode() + b"/" in cmdline:
-            found.append(int(proc.name))
-    return found
-
-
 def test_the_second_disk_of_a_base_is_done_on_a_warm_spare(tmp_path, base, warm, virt_type):
     """...and closing the injector kills the warm appliance made after it and its spares."""
     first = fresh(tmp_path, base, "first")
@@ -85,9 +74,9 @@ def test_the_second_disk_of_a_base_is_done_on_a_warm_spare(tmp_path, base, warm,
 
     assert warm._warming is not None
     warm._warming.join(120)  # the next warm appliance, made after this use
-    assert appliances_on(warm.spares_dir), "a warm appliance should be running"
+    assert processes_naming(warm.spares_dir), "a warm appliance should be running"
     warm.close()
-    assert appliances_on(warm.spares_dir) == []
+    assert processes_naming(warm.spares_dir) == []
     assert not warm.spares_dir.exists()
 
 

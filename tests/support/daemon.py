@@ -151,3 +151,17 @@ def query_store(state_dir: Path, sql: str, *args: Any) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(sql, args)]
     finally:
         conn.close()
+
+
+def processes_naming(folder: Path) -> list[int]:
+    """Pids of the processes whose command line names a file under `folder`."""
+    needle = str(folder).encode() + b"/"
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+        except OSError:
+            continue  # gone meanwhile
+        if needle in cmdline:
+            found.append(int(proc.name))
+    return found
