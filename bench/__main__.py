@@ -1,6 +1,7 @@
-"""`python -m bench [injection|batch|provisioning ...]`: run the figures (all by default),
-write bench/results/latest.json and latest.md, and (after a full run) the table in
-bench/README.md. Exits 1 only when a figure could not run, never for a slow number."""
+"""`python -m bench [injection|batch|provisioning|shutoff|api|memory|load ...]`: run the
+figures (all by default), merge them into bench/results/latest.json and latest.md (rows of
+figures not run are kept from earlier runs) and the table in bench/README.md.
+Exits 1 only when a figure could not run, never for a slow number."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import injection, provisioning
+from bench import api_latency, injection, memory, provisioning, shutoff
 from bench.context import Context, load_average, make_context
 from bench.report import Figure, progress, write
 from bench.scratch import Scratch, sigterm_as_interrupt
@@ -26,6 +27,11 @@ def _command(name: str, args: argparse.Namespace) -> str:
         "batch": f"--batch-size {args.batch_size} --batch-runs {args.batch_runs} "
                  f"--server-runs {args.server_runs} --runs {args.runs}",
         "provisioning": f"--provision-runs {args.provision_runs}",
+        "shutoff": f"--shutoff-runs {args.shutoff_runs}",
+        "api": f"--api-requests {args.api_requests} --rps-seconds {args.rps_seconds:g}",
+        "memory": f"--reconcile-domains {args.reconcile_domains}",
+        "load": f"--load-seconds {args.load_seconds:g} "
+                f"--load-reference-seconds {args.load_reference_seconds:g}",
     }[name]
     return f"{PY} {name} {opts}"
 
@@ -45,10 +51,31 @@ def _provisioning(ctx: Context, args: argparse.Namespace) -> list[Figure]:
     return [provisioning.provisioning(ctx, args.provision_runs, _command("provisioning", args))]
 
 
+def _shutoff(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return shutoff.shutoff(ctx, args.shutoff_runs, _command("shutoff", args))
+
+
+def _api(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return api_latency.api_reads(ctx, args.api_requests, args.rps_seconds, _command("api", args))
+
+
+def _memory(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return memory.memory(ctx, args.reconcile_domains, _command("memory", args))
+
+
+def _load(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return api_latency.api_load(ctx, args.load_seconds, args.load_reference_seconds,
+                                _command("load", args))
+
+
 FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
     "injection": _injection,
     "batch": _batch,
     "provisioning": _provisioning,
+    "shutoff": _shutoff,
+    "api": _api,
+    "memory": _memory,
+    "load": _load,
 }
 
 
@@ -63,17 +90,32 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-runs", type=int, default=1, help="runs of each batch in figure 3")
     p.add_argument("--server-runs", type=int, default=3,
                    help="runs of the single server that figure 3b compares with")
+    p.add_argument("--shutoff-runs", type=int, default=10,
+                   help="guest power-offs timed in figure 4")
+    p.add_argument("--api-requests", type=int, default=100,
+                   help="GET /servers/detail timed in figure 5 (each, agent and reference)")
+    p.add_argument("--rps-seconds", type=float, default=15,
+                   help="seconds of 20 clients in figure 5 (each, agent and reference)")
+    p.add_argument("--reconcile-domains", type=int, default=200,
+                   help="servers and test-driver domains in figure 6's start-up reconcile")
+    p.add_argument("--load-seconds", type=float, default=60, help="seconds of load in figure 7")
+    p.add_argument("--load-reference-seconds", type=float, default=20,
+                   help="seconds of figure 7's read-only reference")
     p.add_argument("--no-readme", action="store_true",
-                   help="do not copy the table into bench/README.md (partial runs never do)")
+                   help="do not copy the table into bench/README.md")
     args = p.parse_args(argv)
     unknown = [f for f in args.figures if f not in FIGURES]
     if unknown:
         p.error(f"unknown figure {unknown[0]!r}: choose from {', '.join(FIGURES)}")
     if not 1 <= args.batch_size <= 10:
         p.error("--batch-size must be 1..10 (the default quota is 10 instances)")
-    for name in ("runs", "provision_runs", "batch_runs", "server_runs"):
+    for name in ("runs", "provision_runs", "batch_runs", "server_runs", "shutoff_runs",
+                 "api_requests", "reconcile_domains"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("rps_seconds", "load_seconds", "load_reference_seconds"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be more than 0")
     return args
 
 
@@ -107,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                "duration_s": round(time.monotonic() - started, 1),
                "argv": sys.argv[1:], "machine": ctx.machine,
                "load_average_end": load_average()}
-        full = set(selected) == set(FIGURES)
-        md = write(run, figures, errors, readme=full and not args.no_readme)
+        md = write(run, figures, errors, readme=not args.no_readme)
         print(md.read_text())
     except KeyboardInterrupt:
         progress("interrupted: cleaning up")

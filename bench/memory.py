@@ -1,0 +1,139 @@
+"""Figure 6: the daemon's memory and its start-up reconcile.
+
+- Resident memory (VmRSS from /proc/<pid>/status) of the real daemon idle (no server)
+  and with 1,000 servers in its store (after 5 GET /servers/detail of all of them),
+  against a bare Python process that imports the same modules (`agent.app`: FastAPI,
+  uvicorn, libvirt, guestfs, pydantic, structlog) and does nothing: the floor.
+- The start-up reconcile with N servers whose domains exist: libvirt's test driver
+  stands in for QEMU (`libvirt_uri = "test:///<node.xml>"`, a node file with N running
+  domains carrying the agent's metadata and uuids of N servers seeded in the store).
+  The agent's number is process start to `agent.ready`, against the same with no server
+  and an empty node; the reconcile alone is the `reconcile_s` of the `agent.ready` line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import httpx
+
+from agent.adapters.domain_xml import METADATA_NS
+from bench.context import REPO, Context
+from bench.report import Figure, progress
+from bench.scratch import Scratch
+from bench.seeded import seeded_daemon, settle_rss, use_libvirt, wait_ready
+from bench.timing import median
+
+SERVERS = 1000
+READS = 5
+START_RUNS = 3
+_FLOOR = ("import agent.app\n"
+          "for line in open('/proc/self/status'):\n"
+          "    if line.startswith('VmRSS:'): print(int(line.split()[1]) / 1024)\n")
+
+
+def floor_rss() -> float:
+    out = subprocess.run([sys.executable, "-c", _FLOOR], cwd=REPO, capture_output=True,
+                         text=True, check=True, timeout=120).stdout
+    return float(out.strip())
+
+
+def daemon_rss(ctx: Context, name: str, servers: int) -> float:
+    daemon, _ = seeded_daemon(ctx.scratch, name, servers, ctx.image.uuid)
+    with daemon, daemon.client() as api:
+        wait_ready(daemon)
+        for _ in range(READS if servers else 0):
+            r = api.get("/servers/detail")
+            if r.status_code != 200:
+                raise RuntimeError(f"GET /servers/detail answered {r.status_code}")
+        assert daemon.proc is not None
+        return settle_rss(daemon.proc.pid)
+
+
+def test_node(path: Path, instances_dir: Path, ids: list[uuid.UUID]) -> str:
+    """A libvirt test-driver node file with one running domain per id; its URI."""
+    node = ET.Element("node")
+    for i, sid in enumerate(ids):
+        dom = ET.SubElement(node, "domain", type="test")
+        ET.SubElement(dom, "name").text = f"bench-test-{i:04d}"
+        ET.SubElement(dom, "uuid").text = str(sid)
+        ET.SubElement(dom, "memory", unit="MiB").text = "256"
+        ET.SubElement(dom, "vcpu").text = "1"
+        os_el = ET.SubElement(dom, "os")
+        ET.SubElement(os_el, "type").text = "hvm"
+        meta = ET.SubElement(ET.SubElement(dom, "metadata"), f"{{{METADATA_NS}}}instance")
+        ET.SubElement(meta, f"{{{METADATA_NS}}}property", name="server_id").text = str(sid)
+        disk = ET.SubElement(ET.SubElement(dom, "devices"), "disk", type="file", device="disk")
+        ET.SubElement(disk, "source", file=str(instances_dir / str(sid) / "disk.qcow2"))
+        ET.SubElement(disk, "target", dev="vda", bus="virtio")
+    ET.ElementTree(node).write(path, encoding="unicode")
+    return f"test://{path}"
+
+
+def start_to_ready(scratch: Scratch, ctx: Context, name: str, servers: int) -> tuple[float, float]:
+    """(seconds from spawn to agent.ready, reconcile_s it logged) with `servers` servers
+    and as many running test-driver domains."""
+    daemon, ids = seeded_daemon(scratch, name, servers, ctx.image.uuid)
+    uri = test_node(scratch.path(f"{name}-node.xml"), daemon.instances_dir, ids)
+    use_libvirt(daemon, uri)
+    started = time.monotonic()
+    with daemon:
+        entry = wait_ready(daemon)
+        took = time.monotonic() - started
+        with httpx.Client(base_url=daemon.url + "/v2.1", timeout=60,
+                          headers={"X-Auth-Token": daemon.token}) as api:
+            listed = api.get("/servers/detail").json()["servers"]
+    unknown = [s for s in listed if s["status"] != "ACTIVE"]
+    if unknown:
+        raise RuntimeError(f"{len(unknown)} server(s) not ACTIVE after the reconcile: "
+                           f"{unknown[0]['status']}")
+    return took, float(entry.get("reconcile_s", "nan"))
+
+
+def memory(ctx: Context, domains: int, command: str) -> list[Figure]:
+    floor = median([floor_rss() for _ in range(3)])
+    idle = daemon_rss(ctx, "mem-idle", 0)
+    full = daemon_rss(ctx, "mem-full", SERVERS)
+    progress(f"memory: floor {floor:.1f} MiB, idle {idle:.1f} MiB, {SERVERS} servers {full:.1f} MiB")
+    empty_t, full_t, empty_r, full_r = [], [], [], []
+    for i in range(START_RUNS):  # interleaved
+        t, r = start_to_ready(ctx.scratch, ctx, f"rec0-{i}", 0)
+        empty_t.append(t)
+        empty_r.append(r)
+        t, r = start_to_ready(ctx.scratch, ctx, f"rec{domains}-{i}", domains)
+        full_t.append(t)
+        full_r.append(r)
+        progress(f"memory: start to ready {empty_t[-1]:.2f} s (0) vs {full_t[-1]:.2f} s "
+                 f"({domains}); reconcile {empty_r[-1]:.3f} s vs {full_r[-1]:.3f} s")
+    floor_label = "bare python importing agent.app (floor)"
+    return [
+        Figure(key="memory-idle", title="6. Daemon resident memory, idle (no server)",
+               agent_s=idle, reference_s=floor, reference_label=floor_label, target_max=None,
+               command=command, unit="MiB",
+               notes=["VmRSS of the daemon process after `agent.ready` and a 2 s pause; the "
+                      "floor imports the same modules (FastAPI, uvicorn, pydantic, libvirt, "
+                      "guestfs, structlog) and does nothing"]),
+        Figure(key="memory-1000", title=f"6. Daemon resident memory, {SERVERS} servers in the store",
+               agent_s=full, reference_s=floor, reference_label=floor_label, target_max=None,
+               command=command, unit="MiB",
+               notes=[f"after {READS} GET /servers/detail of all {SERVERS} (seeded rows, no "
+                      f"domains: they show UNKNOWN); {full - idle:.1f} MiB more than idle"]),
+        Figure(key="reconcile", title=f"6. Start-up to ready, {domains} servers with running "
+                                      f"domains (test driver) (median of {START_RUNS})",
+               agent_s=median(full_t), reference_s=median(empty_t),
+               reference_label="the same with no server and no domain", target_max=None,
+               command=command,
+               notes=[f"libvirt's test driver stands in for QEMU (a node file with {domains} "
+                      f"running domains carrying the agent's metadata); it answers inside the "
+                      f"daemon's process, with no RPC to libvirtd, so this is a lower bound "
+                      f"for qemu:///system; the reconcile itself "
+                      f"(`reconcile_s` of agent.ready: every server against libvirt) took "
+                      f"{median(full_r):.3f} s vs {median(empty_r):.3f} s with none"],
+               details={"start_to_ready_s": {"servers": full_t, "none": empty_t},
+                        "reconcile_s": {"servers": full_r, "none": empty_r}}),
+    ]
