@@ -18,6 +18,7 @@ import uvicorn
 from agent.adapters.dnsmasq import DnsmasqDhcp
 from agent.adapters.guestfs_appliance import kill_stale_appliances
 from agent.adapters.guestfs_injector import GuestfsInjector
+from agent.adapters.guestfs_warm import WarmGuestfsInjector
 from agent.adapters.host_checks import host_checks, virt_decision
 from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.adapters.libvirt_eventloop import install_event_loop
@@ -28,18 +29,22 @@ from agent.adapters.netlink import NetlinkPlumber
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.adapters.sqlite_store import SqliteStore
 from agent.adapters.systemd_notify import sd_notify, watchdog_interval
+from agent.adapters.webhook_http import HttpxWebhookSender
 from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
 from agent.config import Config, load_config
 from agent.core.doctor import DoctorReport, run_checks
+from agent.core.event_feed import EventFeed, EventNotifier
 from agent.core.flavors import FlavorCatalog
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
+from agent.core.metrics import Metrics
 from agent.core.monitor import PowerMonitor
 from agent.core.netplumbing import NetworkPlumbing
 from agent.core.networks import NetworkCatalog, PortService
 from agent.core.recovery import sweep
 from agent.core.servers import ServerService
+from agent.core.webhooks import Backoff, WebhookDispatcher, WebhookTarget
 from agent.core.workflows.actions import action_workflows
 from agent.core.workflows.base import CheckpointHook, WorkflowDeps
 from agent.core.workflows.create import CreateWorkflow
@@ -57,6 +62,7 @@ log = structlog.get_logger("agent.app")
 CRASH_AT_ENV = "COMPUTE_AGENT_TEST_CRASH_AT"
 STOP_TIMEOUT_S = 20.0
 STARTUP_RECONCILE_TIMEOUT_S = 30.0
+SPARES_DIR = "_spares"  # the warm appliance's spare overlays, under the instances folder
 
 
 def make_config(config_file: Path | None, overrides: dict[str, Any]) -> Config:
@@ -95,6 +101,11 @@ class Agent:
     tokens: dict[str, TokenInfo] = field(default_factory=dict)
     ports: PortService | None = None
     network: NetworkPlumbing | None = None
+    # Woken by the store after each commit that appended events: the feed and webhooks wait on it.
+    notifier: EventNotifier = field(default_factory=EventNotifier)
+    webhooks: WebhookDispatcher | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    disk_injector: WarmGuestfsInjector | None = None
 
     def load_tokens(self, config: Config) -> None:
         fresh = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
@@ -108,10 +119,12 @@ class Agent:
         return create_api(ApiDeps(servers=self.service, flavors=self.flavors, images=self.images,
                                   limits=self.config.limits, store=self.store,
                                   host_id=self.config.host, tokens=self.tokens,
-                                  default_context=default_context, ports=self.ports))
+                                  default_context=default_context, ports=self.ports,
+                                  events=EventFeed(self.store, self.notifier),
+                                  metrics=self.metrics))
 
     def reload(self, reread: Callable[[], Config]) -> None:
-        """SIGHUP: what can change live (log level and format, tokens). A bad file keeps
+        """SIGHUP: what can change live (log level and format, tokens, webhooks). A bad file keeps
         the running configuration and says why."""
         try:
             config = reread()
@@ -120,9 +133,20 @@ class Agent:
             return
         configure_logging(config.log_level, config.log_format)
         self.load_tokens(config)
+        self.configure_webhooks(config)
         log.info("config.reloaded", tokens=len(self.tokens), log_level=config.log_level)
 
+    def configure_webhooks(self, config: Config) -> None:
+        if self.webhooks is None:
+            return
+        self.webhooks.configure(
+            [WebhookTarget(w.url, w.timeout_s, {k: v.get_secret_value() for k, v in w.headers.items()})
+             for w in config.webhooks],
+            Backoff(config.webhook_backoff_initial_s, config.webhook_backoff_max_s))
+
     def close(self) -> None:
+        if self.disk_injector is not None:
+            self.disk_injector.close()  # its warm appliance would outlive the daemon
         self.store.close()
         self.hypervisor.close()
 
@@ -144,20 +168,29 @@ def build_agent(config: Config) -> Agent:
                         flavors=flavors, instances_dir=config.instances_dir,
                         base_dir=config.base_images_dir, virt_type=decision.virt_type,
                         on_checkpoint=_crash_hook(), network=network)
-    injector = InjectionBatcher(GuestfsInjector(decision.virt_type),
+    metrics = Metrics()
+    metrics.watch_servers(store)
+    disk_injector = WarmGuestfsInjector(GuestfsInjector(decision.virt_type),
+                                        config.instances_dir / SPARES_DIR,
+                                        spares_per_base=config.injection_warm_spares)
+    injector = InjectionBatcher(disk_injector,
                                 window_s=config.injection_batch_window_s,
-                                max_batch=config.injection_max_batch)
+                                max_batch=config.injection_max_batch, metrics=metrics)
     timings = ActionTimings(clean_shutdown_s=config.clean_shutdown_timeout_s,
                             soft_reboot_s=config.soft_reboot_timeout_s)
     runner = JobRunner(deps, {JobKind.CREATE: CreateWorkflow(deps, injector),
                               JobKind.DELETE: DeleteWorkflow(deps),
-                              **action_workflows(deps, injector, timings)})
+                              **action_workflows(deps, injector, timings)}, metrics=metrics)
     service = ServerService(store, images, flavors, config.limits, config.password_policy,
                             kick=runner.kick, ports=PortService(store, catalog))
     monitor = PowerMonitor(store, hypervisor, kick=runner.kick,
-                           resync_interval_s=config.resync_interval_s)
+                           resync_interval_s=config.resync_interval_s, metrics=metrics)
+    notifier = EventNotifier()
+    store.set_event_listener(notifier.poke)
+    webhooks = WebhookDispatcher(store, HttpxWebhookSender(), notifier)
     return Agent(config, store, hypervisor, runner, service, images, flavors, monitor,
-                 ports=service.ports, network=network)
+                 ports=service.ports, network=network, metrics=metrics, notifier=notifier,
+                 webhooks=webhooks, disk_injector=disk_injector)
 
 
 class _Listener(uvicorn.Server):
@@ -205,11 +238,13 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
     loop.add_signal_handler(signal.SIGHUP, agent.reload, reread or (lambda: config))
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners]
     resumed = agent.runner.resume_all()
+    agent.configure_webhooks(config)  # delivery tasks: each resumes from its durable cursor
     events = LibvirtEventSource(config.libvirt_uri)
     background = [asyncio.create_task(agent.monitor.run()), asyncio.create_task(
         events.run(agent.monitor.notify, agent.monitor.connection_changed))]
     if agent.network is not None:
         background.append(asyncio.create_task(agent.network.supervise()))
+    reconcile_started = loop.time()
     agent.monitor.resync()  # the start-up reconcile: every server against libvirt
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(agent.monitor.idle(), STARTUP_RECONCILE_TIMEOUT_S)
@@ -218,7 +253,8 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
             break
         await asyncio.sleep(0.01)
     log.info("agent.ready", socket=str(config.socket_path), tcp=config.api_listen,
-             jobs_resumed=resumed, orphans_removed=len(swept.domains_removed) + len(swept.dirs_removed))
+             jobs_resumed=resumed, orphans_removed=len(swept.domains_removed) + len(swept.dirs_removed),
+             reconcile_s=round(loop.time() - reconcile_started, 3))
     sd_notify("READY=1", "STATUS=serving")
     interval = watchdog_interval()
     watchdog = asyncio.create_task(_watchdog(interval)) if interval else None
@@ -228,7 +264,13 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
     sd_notify("STOPPING=1")
     for server, _ in listeners:
         server.should_exit = True
+    agent.notifier.close()  # ends event streams and long polls, so the listeners can stop
     await agent.runner.stop(timeout=STOP_TIMEOUT_S)
+    # A job paused mid-injection leaves its appliance working in a thread that the exit
+    # waits for (minutes for a big batch): end it; the job redoes that disk on restart.
+    kill_stale_appliances(config.instances_dir)
+    if agent.webhooks is not None:
+        await agent.webhooks.close()
     for task in background:
         task.cancel()
     await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)

@@ -11,6 +11,7 @@ import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -36,8 +37,32 @@ class TokenConfig(BaseModel):
     admin: bool = False
 
 
+class WebhookConfig(BaseModel):
+    """A URL that gets every status event POSTed to it (see agent/core/webhooks.py)."""
+
+    # The URL's user info, path or query may hold a token: errors and reprs do not show it.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    url: str = Field(min_length=1, max_length=2048, repr=False)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Extra request headers (say, Authorization): secrets, never logged.
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _http_only(self) -> WebhookConfig:
+        try:
+            parts = urlsplit(self.url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a bad IPv6 literal or port
+            ok = False
+        if not ok:
+            raise ValueError("webhooks: a url must be http:// or https:// with a host")
+        return self
+
+
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Errors name the field, not its value: a value may be a token or a webhook URL's secret.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     state_dir: Path = Path("/var/lib/compute-agent")
     api_socket: Path | None = None  # default: /run/compute-agent/api.sock, or under state_dir
@@ -54,6 +79,10 @@ class Config(BaseModel):
     # Servers whose injections start within this window share one appliance launch.
     injection_batch_window_s: float = Field(default=0.5, ge=0, le=10)
     injection_max_batch: int = Field(default=8, ge=1, le=26)
+    # Spare overlays per recently used image kept in a warm (launched) appliance, so a
+    # build does not wait for a launch; 0 launches one per batch. Each warm appliance
+    # holds up to libguestfs's memsize of RAM while idle.
+    injection_warm_spares: int = Field(default=2, ge=0, le=8)
     # The monitor's backstop: every server against libvirt this often, events or not.
     resync_interval_s: float = Field(default=60.0, gt=0)
     # Actions: how long a guest gets to power off on the ACPI button before the plug is
@@ -69,6 +98,11 @@ class Config(BaseModel):
     networks: list[Network] = Field(default_factory=list)
     dnsmasq_binary: str = "dnsmasq"
     dhcp_lease_time: str = Field(default="24h", pattern=r"^(infinite|\d+[smhd]?)$")
+    # [[webhooks]]: every status event is POSTed to each, at least once, in order; failed
+    # deliveries are retried with exponential backoff (with jitter) up to this cap.
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    webhook_backoff_initial_s: float = Field(default=1.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _distinct_networks(self) -> Config:
@@ -81,6 +115,13 @@ class Config(BaseModel):
                 if a.cidr.overlaps(b.cidr):
                     raise ValueError(f"networks {a.name} and {b.name}: cidrs {a.cidr} and "
                                      f"{b.cidr} overlap")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_webhooks(self) -> Config:
+        urls = [w.url for w in self.webhooks]
+        if len(set(urls)) != len(urls):
+            raise ValueError("webhooks: two webhooks have the same url")
         return self
 
     @model_validator(mode="after")

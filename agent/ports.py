@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +72,17 @@ class Hypervisor(Protocol):
         """Domains that carry the agent's metadata and keep a disk under `instances_dir`
         (this agent's, not another agent's on the same libvirtd): uuid -> the metadata
         properties (server_id, project_id, ...)."""
+        ...
+    def guest_agent_ready(self, uuid: UUID) -> bool:
+        """The guest's QEMU guest agent answers a ping within a few seconds. False when
+        it does not (no channel, guest off, agent not installed or not running);
+        DomainNotFound and HypervisorUnavailable still raise."""
+        ...
+    def set_user_password(self, uuid: UUID, user: str, password_or_hash: str,
+                          crypted: bool) -> None:
+        """Set a user's password in the running guest through its guest agent (which
+        runs the guest's chpasswd); `crypted`: it is a crypt hash, as the guest's shadow
+        file keeps it. HypervisorError when the agent or the guest refuses."""
         ...
 
 
@@ -151,6 +162,22 @@ class Store(Protocol):
     def events_since(self, seq: int, project_id: str | None = None,
                      limit: int = 1000) -> list[StatusEvent]: ...
 
+    def set_event_listener(self, listener: Callable[[], None] | None) -> None:
+        """Call `listener` after each commit that appended events (from the committing
+        thread, so it must only schedule work, e.g. wake the event feed)."""
+        ...
+
+    # -- webhook delivery cursors: the events table is the outbox; a cursor is the seq of
+    # the last event a webhook URL acknowledged (2xx).
+    def webhook_cursor(self, url: str) -> int:
+        """The URL's cursor; a URL without one gets one at the newest event (a new webhook
+        starts from now, not from the whole history), in the same transaction."""
+        ...
+
+    def advance_webhook_cursor(self, url: str, seq: int) -> None:
+        """Move the URL's cursor forward to `seq` (never back)."""
+        ...
+
     # -- ports: one IPv4 address each; (network_id, ip) and mac are UNIQUE in the store,
     # so two callers can never both get one address.
     def add_port(self, port: Port) -> None:
@@ -226,6 +253,29 @@ class Dhcp(Protocol):
         ...
 
     def stop_all(self) -> None: ...
+
+
+class WebhookReply(BaseModel):
+    """What a webhook POST got: the HTTP status, or None and why there was no answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: int | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+class WebhookSender(Protocol):
+    """POSTs one JSON body to a webhook URL. Never raises for the receiver's failures
+    (refused, timeout, 5xx): they come back in the reply."""
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str],
+                   timeout_s: float) -> WebhookReply: ...
+
+    async def aclose(self) -> None: ...
 
 
 class DiskInjector(Protocol):

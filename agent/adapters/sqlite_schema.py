@@ -91,8 +91,18 @@ _V2 = (
     "CREATE INDEX ports_project ON ports (project_id)",
 )
 
+# Webhook delivery: the events table is the outbox; each webhook URL keeps the seq of the
+# last event its receiver acknowledged, so delivery resumes there after a restart.
+_V3 = (
+    """CREATE TABLE webhook_cursors (
+        url TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+)
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,6 +127,8 @@ class SqliteStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._event_listener: Callable[[], None] | None = None
+        self._appended = False  # the current transaction appended events
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Create the file ourselves with 0600 (job payloads may hold secrets) before
@@ -173,9 +175,11 @@ class SqliteStore:
             if conn is None:
                 raise StoreError("state database is closed")
             try:
+                self._appended = False
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield conn
                 conn.execute("COMMIT")
+                appended = self._appended
             except BaseException as e:
                 if conn.in_transaction:
                     # A failed ROLLBACK means SQLite already rolled back (e.g. SQLITE_FULL).
@@ -186,6 +190,9 @@ class SqliteStore:
                     raise StoreError(f"state database: {what} failed: {e}"
                                      + (f" ({code})" if code else "")) from e
                 raise
+        # Outside the lock: the listener may read the new events at once.
+        if appended and self._event_listener is not None:
+            self._event_listener()
 
     @staticmethod
     def _load(conn: sqlite3.Connection, server_id: UUID) -> Server:
@@ -196,6 +203,7 @@ class SqliteStore:
 
     def _append_event(self, conn: sqlite3.Connection, server: Server, old_status: str | None,
                       cause: str, at: datetime) -> None:
+        self._appended = True
         conn.execute(_INSERT_EVENT, (str(server.id), server.project_id, old_status,
                                      server.status.value, int(server.power_state), cause, _ts(at)))
 
@@ -316,6 +324,25 @@ class SqliteStore:
                 rows = conn.execute("SELECT * FROM events WHERE seq > ? AND project_id = ?"
                                     " ORDER BY seq LIMIT ?", (seq, project_id, limit)).fetchall()
         return [StatusEvent.model_validate(dict(r)) for r in rows]
+
+    def set_event_listener(self, listener: Callable[[], None] | None) -> None:
+        self._event_listener = listener
+
+    def webhook_cursor(self, url: str) -> int:
+        with self._tx("read webhook cursor", write=True) as conn:
+            row = conn.execute("SELECT seq FROM webhook_cursors WHERE url = ?", (url,)).fetchone()
+            if row is not None:
+                return int(row[0])
+            head = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+            conn.execute("INSERT INTO webhook_cursors (url, seq, updated_at) VALUES (?, ?, ?)",
+                         (url, head, _ts(_now())))
+            return head
+
+    def advance_webhook_cursor(self, url: str, seq: int) -> None:
+        with self._tx("advance webhook cursor", write=True) as conn:
+            conn.execute("INSERT INTO webhook_cursors (url, seq, updated_at) VALUES (?, ?, ?)"
+                         " ON CONFLICT (url) DO UPDATE SET seq = MAX(seq, excluded.seq),"
+                         " updated_at = excluded.updated_at", (url, seq, _ts(_now())))
 
     # -- ports ----------------------------------------------------------------------------
 

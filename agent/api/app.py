@@ -18,7 +18,9 @@ from starlette.routing import compile_path
 from agent.api import (
     routes_actions,
     routes_catalog,
+    routes_events,
     routes_metadata,
+    routes_metrics,
     routes_network,
     routes_servers,
     versions,
@@ -26,7 +28,9 @@ from agent.api import (
 from agent.api.auth import TokenInfo, check_project_in_path
 from agent.api.errors import install_error_handlers
 from agent.api.middleware import ApiMiddleware
+from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
+from agent.core.metrics import Metrics
 from agent.core.networks import PortService
 from agent.core.servers import ServerService
 from agent.model.requests import Limits, RequestContext
@@ -48,6 +52,9 @@ class ApiDeps:
     default_context: RequestContext | None = None
     max_body_bytes: int = NOVA_MAX_BODY_BYTES
     ports: PortService | None = None  # networks and ports (/v2.0); None: no networks here
+    # The event feed; None: one over `store` that nothing wakes (a long poll answers at once).
+    events: EventFeed | None = None
+    metrics: Metrics = field(default_factory=Metrics)  # the daemon's, shared by its listeners
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -59,14 +66,14 @@ def _operation_id_with_project(route: APIRoute) -> str:
 
 
 COMPUTE_ROUTERS = (routes_servers.router, routes_actions.router, routes_metadata.router,
-                   routes_catalog.router)
+                   routes_catalog.router, routes_events.router)
 NETWORK_PREFIX = "/v2.0"  # Neutron's API, beside the compute API (no project id in its paths)
 
 
 def _route_methods() -> list[tuple[re.Pattern[str], frozenset[str]]]:
     """(path regex, methods) of every route, for the Allow header of a 405."""
-    out = [(compile_path(r.path)[0], frozenset(r.methods)) for r in versions.router.routes
-           if isinstance(r, APIRoute)]
+    out = [(compile_path(r.path)[0], frozenset(r.methods))
+           for r in (*versions.router.routes, *routes_metrics.router.routes) if isinstance(r, APIRoute)]
     for prefix in ("/v2.1", "/v2.1/{project_id}"):
         out += [(compile_path(prefix + r.path)[0], frozenset(r.methods))
                 for router in COMPUTE_ROUTERS for r in router.routes if isinstance(r, APIRoute)]
@@ -93,6 +100,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
         compute.include_router(router)
 
     app.include_router(versions.router)
+    app.include_router(routes_metrics.router)
     app.include_router(compute, prefix="/v2.1", generate_unique_id_function=_operation_id)
     app.include_router(routes_network.router, prefix=NETWORK_PREFIX,
                        generate_unique_id_function=_operation_id)
@@ -100,6 +108,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
     app.include_router(compute, prefix="/v2.1/{project_id}",
                        dependencies=[Depends(check_project_in_path)],
                        generate_unique_id_function=_operation_id_with_project)
+    app.add_middleware(routes_metrics.RequestMetrics, metrics=deps.metrics)  # inside ApiMiddleware
     app.add_middleware(ApiMiddleware, deps=deps)
     return app
 

@@ -409,3 +409,47 @@ def test_a_closed_store_raises_store_error(store: Store) -> None:
     store.close()  # type: ignore[attr-defined]
     with pytest.raises(StoreError):
         store.get_server(uuid.uuid4())
+
+
+# -- the event listener and webhook cursors ---------------------------------------------------
+
+def test_the_event_listener_is_called_after_each_commit_that_appended_events(store: Store) -> None:
+    calls: list[int] = []
+    store.set_event_listener(lambda: calls.append(len(store_events(store))))
+    server = add(store)  # BUILD: one event
+    store.update_server(server.id, {"progress": 10}, cause="progress")  # no status change
+    store.add_job(make_job(server.id, kind=JobKind.DELETE))  # a job alone: no event
+    with pytest.raises(StaleServer):
+        store.update_server(server.id, {"vm_state": VmState.ERROR}, cause="x", expect=ACTIVE)
+    store.update_server(server.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
+    # Called once per such commit, and the events are readable when it is called.
+    assert calls == [1, 2]
+    store.set_event_listener(None)
+    store.update_server(server.id, {"vm_state": VmState.ERROR}, cause="fail")
+    assert calls == [1, 2]
+
+
+def store_events(store: Store) -> list[Any]:
+    return store.events_since(0)
+
+
+def test_a_new_webhook_cursor_starts_at_the_newest_event_and_stays(store: Store) -> None:
+    assert store.webhook_cursor("http://a.example/hook") == 0  # no events yet
+    server = add(store)
+    store.update_server(server.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
+    head = store.events_since(0)[-1].seq
+    assert store.webhook_cursor("http://b.example/hook") == head
+    store.update_server(server.id, {"vm_state": VmState.ERROR}, cause="fail")
+    # An existing cursor does not follow the head: its events are still to be delivered.
+    assert store.webhook_cursor("http://b.example/hook") == head
+    assert store.webhook_cursor("http://a.example/hook") == 0
+
+
+def test_a_webhook_cursor_only_moves_forward_and_per_url(store: Store) -> None:
+    store.webhook_cursor("http://a.example/hook")
+    store.advance_webhook_cursor("http://a.example/hook", 5)
+    store.advance_webhook_cursor("http://a.example/hook", 3)  # a late, older acknowledgement
+    assert store.webhook_cursor("http://a.example/hook") == 5
+    store.advance_webhook_cursor("http://c.example/hook", 2)  # no cursor yet: made at 2
+    assert store.webhook_cursor("http://c.example/hook") == 2
+    assert store.webhook_cursor("http://a.example/hook") == 5

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -69,11 +69,13 @@ def _stored_job(j: Job) -> Job:
 
 class MemoryStore:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._servers: dict[UUID, Server] = {}
         self._jobs: dict[UUID, Job] = {}  # insertion order breaks created_at ties
         self._events: list[StatusEvent] = []
         self._ports: dict[UUID, Port] = {}
+        self._event_listener: Callable[[], None] | None = None
+        self._webhook_cursors: dict[str, int] = {}
         self._closed = False
 
     def close(self) -> None:
@@ -132,7 +134,7 @@ class MemoryStore:
             self._ports = new_ports
             self._servers[server.id] = stored
             self._jobs[job.id] = stored_job
-            self._events.append(event)
+            self._append_events([event])
 
     def get_server(self, server_id: UUID, project_id: str | None = None) -> Server | None:
         with self._lock:
@@ -171,7 +173,7 @@ class MemoryStore:
             pending: list[StatusEvent] = []
             new = self._changed(current, changes, cause, pending)
             self._servers[server_id] = new
-            self._events.extend(pending)
+            self._append_events(pending)
             return new.model_copy(deep=True)
 
     # -- jobs -----------------------------------------------------------------------------
@@ -190,7 +192,7 @@ class MemoryStore:
             new = self._changed(current, server_changes, cause, pending) if server_changes else current
             self._jobs[job.id] = stored_job
             self._servers[new.id] = new
-            self._events.extend(pending)
+            self._append_events(pending)
             return new.model_copy(deep=True)
 
     def get_job(self, job_id: UUID) -> Job | None:
@@ -230,6 +232,25 @@ class MemoryStore:
             found = [e for e in self._events
                      if e.seq > seq and (project_id is None or e.project_id == project_id)]
         return found[:limit]
+
+    def _append_events(self, events: list[StatusEvent]) -> None:
+        """Commit events (the lock held) and, if there were any, tell the listener."""
+        self._events.extend(events)
+        if events and self._event_listener is not None:
+            self._event_listener()  # the lock is reentrant: it may read the events at once
+
+    def set_event_listener(self, listener: Callable[[], None] | None) -> None:
+        self._event_listener = listener
+
+    def webhook_cursor(self, url: str) -> int:
+        with self._lock:
+            self._check_open()
+            return self._webhook_cursors.setdefault(url, self._events[-1].seq if self._events else 0)
+
+    def advance_webhook_cursor(self, url: str, seq: int) -> None:
+        with self._lock:
+            self._check_open()
+            self._webhook_cursors[url] = max(seq, self._webhook_cursors.get(url, seq))
 
     # -- ports ----------------------------------------------------------------------------
 
