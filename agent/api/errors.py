@@ -48,6 +48,7 @@ UNAUTHORIZED_MESSAGE = "The request you have made requires authentication."
 MALFORMED_BODY = "Malformed request body"
 TOO_LARGE = "Request is too large."
 STORE_UNAVAILABLE = "The state store is unavailable; try again later."
+STORE_FULL = "The state store cannot be written: the host is out of disk space; try again later."
 STALE = "Server changed, try again."
 
 
@@ -102,7 +103,9 @@ def agent_error_status(error: Exception) -> tuple[int, str]:
     if isinstance(error, OverLimit):
         return 413, str(error)
     if isinstance(error, StoreError):
-        return 503, STORE_UNAVAILABLE
+        # SQLite's SQLITE_FULL ("database or disk is full"), as the store adapter reports
+        # it: the operator's fix differs (free space), so say so.
+        return 503, STORE_FULL if "disk is full" in str(error) else STORE_UNAVAILABLE
     return 500, ""
 
 

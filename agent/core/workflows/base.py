@@ -14,12 +14,15 @@ from uuid import UUID
 from agent.core.flavors import FlavorCatalog
 from agent.core.guest_layout import InstanceFiles
 from agent.core.netplumbing import NetworkPlumbing
-from agent.errors import DomainNotFound
+from agent.errors import DomainNotFound, HypervisorUnavailable
 from agent.model.host import VirtType
 from agent.model.job import Job
 from agent.model.server import Fault, Server
 from agent.model.states import TaskState
 from agent.ports import Disks, Hypervisor, ImageCatalog, Store
+
+# How long a build waits for a libvirtd that went away (a restart takes a few seconds).
+LIBVIRT_PATIENCE_S = 60.0
 
 # Called after each checkpoint is committed; tests use it to kill the daemon there.
 CheckpointHook = Callable[[Job, str], None]
@@ -53,6 +56,20 @@ class WorkflowDeps:
     async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Adapters block (libvirt, qemu-img, guestfs): run them off the event loop."""
         return await asyncio.to_thread(fn, *args)
+
+    async def patiently(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`blocking`, but a libvirtd that is away (killed, restarting) is waited for, up
+        to LIBVIRT_PATIENCE_S, and the call made again. Only for calls that are safe to
+        repeat: one cut off mid-way may or may not have been done."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LIBVIRT_PATIENCE_S
+        while True:
+            try:
+                return await self.blocking(fn, *args)
+            except HypervisorUnavailable:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(1.0)
 
     def checkpoint(self, job: Job, step: str, server_changes: dict[str, Any] | None = None,
                    cause: str = "") -> Job:

@@ -71,6 +71,17 @@ async def test_store_error_details_are_not_shown(env: Env, monkeypatch: pytest.M
     assert "state.db" not in fault(r, 503, "serviceUnavailable")
 
 
+async def test_a_full_store_says_the_host_is_out_of_disk_space(env: Env,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    def full(*args: Any, **kwargs: Any):
+        raise StoreError("state database: add server failed: database or disk is full")
+
+    monkeypatch.setattr(env.store, "list_servers", full)
+    r = await env.client.get("/v2.1/limits", headers=ALICE)
+    message = fault(r, 503, "serviceUnavailable")
+    assert "out of disk space" in message and "database" not in message
+
+
 @pytest.mark.parametrize(("error", "expected"), [
     ({"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error", "input": {}},
      "Malformed request body"),
