@@ -156,6 +156,9 @@ async def _reads_only(url: str, token: str, seconds: float) -> Phase:
     return await gen.run("reads", RPS_CLIENTS, seconds, mix={"list": 1.0}, track=False)
 
 
+PACED_THINK_S = 0.5  # mean pause of a paced client: 50 clients offer about 100 req/s
+
+
 def api_load(ctx: Context, seconds: float, reference_seconds: float, command: str) -> list[Figure]:
     with BenchDaemon(ctx.scratch, "load") as daemon:
         wait_ready(daemon)
@@ -163,11 +166,13 @@ def api_load(ctx: Context, seconds: float, reference_seconds: float, command: st
                  f"server, then the mix for {seconds:g} s")
         started = time.monotonic()
         gen = asyncio.run(build_mix(daemon.url, daemon.token, str(ctx.image.uuid), LOAD_CLIENTS,
-                                    seconds, reference_s=reference_seconds))
+                                    seconds, reference_s=reference_seconds, paced_s=seconds,
+                                    think_s=PACED_THINK_S))
         progress(f"load: done in {time.monotonic() - started:.0f} s with clean-up")
-    reads, mix = gen.phases[0], gen.phases[1]
+    reads, mix, paced = gen.phases[0], gen.phases[1], gen.phases[2]
     got, ref = mix.latencies_ms(), reads.latencies_ms()
-    problems = [f"{s.op} {s.status}" for s in mix.unintended() + reads.unintended()]
+    problems = [f"{s.op} {s.status}"
+                for s in mix.unintended() + reads.unintended() + paced.unintended()]
     built = len(gen.servers)
     common = (f"mix: list 40 %, show 45 %, create 10 %, delete 5 % of requests (creates bounded: "
               f"≤ 4 building, ≤ 6 alive; flavor 1, no network; deletes only of ACTIVE servers "
@@ -180,7 +185,8 @@ def api_load(ctx: Context, seconds: float, reference_seconds: float, command: st
               f"reference); with {LOAD_CLIENTS} clients always waiting for an answer, the mean "
               f"latency is {LOAD_CLIENTS} / rps (Little's law), so p99 < 100 ms needs well over "
               f"{LOAD_CLIENTS / 0.1:.0f} req/s")
-    details = {"mix": mix.summary(), "reads": reads.summary(), "servers_created": built,
+    details = {"mix": mix.summary(), "reads": reads.summary(), "paced": paced.summary(),
+               "servers_created": built,
                "never_active": gen.never_active(), "cleanup_problems": gen.cleanup_problems}
     return [
         Figure(key="load-get-p99",
@@ -192,6 +198,18 @@ def api_load(ctx: Context, seconds: float, reference_seconds: float, command: st
                target_max=100, target_on_agent=True, strict=True, command=command, unit="ms",
                notes=[f"p50 GET {median(got):.1f} ms (reference {median(ref):.1f} ms); "
                       + common], details=details),
+        Figure(key="load-paced-get-p99",
+               title=f"7. Load: {LOAD_CLIENTS} polling clients (a pause of 0-"
+                     f"{2 * PACED_THINK_S:g} s after each answer), {seconds:g} s, the same mix "
+                     "with builds running: p99 GET latency",
+               agent_s=percentile_or_zero(paced.latencies_ms(), 99),
+               reference_s=percentile_or_zero(ref, 99),
+               reference_label="the saturating clients, reads only, before any build",
+               target_max=100, target_on_agent=True, strict=True, command=command, unit="ms",
+               notes=[f"p50 GET {median(paced.latencies_ms()):.1f} ms at "
+                      f"{paced.rps():.0f} req/s; answers {paced.statuses()}; clients that wait "
+                      "between requests, as pollers do, instead of always having one in flight"],
+               details=details),
         Figure(key="load-rps",
                title=f"7. Load: {LOAD_CLIENTS} clients, {seconds:g} s: requests per second "
                      "(higher is better)",

@@ -198,9 +198,12 @@ class LoadGenerator:
 
     # -- phases -------------------------------------------------------------------------------
     async def run(self, name: str, clients: int, duration_s: float,
-                  mix: dict[str, float] | None = None, track: bool = True) -> Phase:
+                  mix: dict[str, float] | None = None, track: bool = True,
+                  think_s: float = 0.0) -> Phase:
         """`clients` clients, each on its own connection, for `duration_s` seconds.
-        `track` parses answers to follow the run's servers (off for a pure read load)."""
+        `track` parses answers to follow the run's servers (off for a pure read load).
+        `think_s`: each client pauses 0 to 2 x think_s (uniform) after each answer, as a
+        polling client does; 0 keeps every client always waiting (saturation)."""
         mix = mix or DEFAULT_MIX
         samples: list[Sample] = []
         deadline = time.monotonic() + duration_s
@@ -214,6 +217,8 @@ class LoadGenerator:
                     samples.append(Sample(op, status, secs, intended, name))
                     if status == CONNECTION_ERROR:
                         await asyncio.sleep(0.1)  # do not spin on a dead listener
+                    elif think_s:
+                        await asyncio.sleep(self.random.uniform(0, 2 * think_s))
 
         started, cpu = time.monotonic(), time.process_time()
         await asyncio.gather(*(one_client() for _ in range(clients)))
@@ -280,18 +285,20 @@ class LoadGenerator:
 
 
 async def build_mix(url: str, token: str, image_id: str, clients: int, duration_s: float,
-                    max_builds: int = 4, max_live: int = 6, reference_s: float = 0.0
-                    ) -> LoadGenerator:
+                    max_builds: int = 4, max_live: int = 6, reference_s: float = 0.0,
+                    paced_s: float = 0.0, think_s: float = 0.5) -> LoadGenerator:
     """The load of figure 7 and the e2e test: if asked, first the same clients for
     `reference_s` with reads only (no build, no guest: a server that is still booting
     under TCG would eat the CPU the reference is meant to have); then the mix for
     `duration_s`; then every server of the run deleted. Never raises for a bad answer:
-    read them from the phases (the mix is the last)."""
+    read them from the phases (reads if asked, the mix, paced if asked)."""
     gen = LoadGenerator(url, token, image_id, max_builds=max_builds, max_live=max_live)
     try:
         if reference_s:
             await gen.run("reads", clients, reference_s, mix={"list": 0.45, "show": 0.55})
         await gen.run("mix", clients, duration_s)
+        if paced_s:  # the same mix from clients that pause between requests
+            await gen.run("paced", clients, paced_s, think_s=think_s)
         await gen.settle()
     finally:
         gen.cleanup_problems = await gen.cleanup()
