@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -613,7 +614,42 @@ def up_to_date(final: Path, rhash: str) -> bool:
     return all((final / manifest[k]).is_file() for k in ("disk_file", "kernel", "initrd"))
 
 
-def build(out_dir: Path, kver_requested: str | None, force: bool) -> int:
+def busybox_test_manifest(rhash: str) -> dict:
+    return {
+        "uuid": IMAGE_UUID,
+        "name": IMAGE_NAME,
+        "disk_file": "disk.qcow2",
+        "disk_format": "qcow2",
+        "kernel": "vmlinuz",
+        "initrd": "initrd.img",
+        "cmdline": CMDLINE,
+        "min_disk": MIN_DISK_GIB,
+        "min_ram": MIN_RAM_MIB,
+        "properties": {"os_type": "linux", "hw_disk_bus": "virtio", "hw_vif_model": "virtio"},
+        "test_login": {"user": TEST_USER, "password": TEST_PASSWORD},
+        "recipe_hash": rhash,
+    }
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What makes one image of this family: its name, the files of its root, the modules
+    its initramfs loads, its recipe hash (from this file's) and its manifest. Variants
+    (vm-images/build_qga.py) pass their own and share the build and publishing below."""
+
+    name: str
+    entries: Callable[[Path, list[str]], list[Entry]]  # (busybox, its applets) -> root files
+    initrd_modules: list[str]
+    recipe_hash: Callable[[str], str]  # this family's recipe hash -> the image's
+    manifest: Callable[[str], dict]  # recipe hash -> manifest.json
+
+
+BUSYBOX_TEST = Recipe(IMAGE_NAME, rootfs_entries, INITRD_MODULES, lambda h: h,
+                      busybox_test_manifest)
+
+
+def build(out_dir: Path, kver_requested: str | None, force: bool,
+          recipe: Recipe = BUSYBOX_TEST) -> int:
     t0 = time.monotonic()
     busybox = Path("/bin/busybox")
     if not busybox.is_file():
@@ -622,14 +658,14 @@ def build(out_dir: Path, kver_requested: str | None, force: bool) -> int:
     kernel = Path(f"/boot/vmlinuz-{kver}")
     bb_version = busybox_version(busybox)
     applets = busybox_applets(busybox)
-    modules = resolve_modules(kver, INITRD_MODULES)
-    entries = rootfs_entries(busybox, applets)
+    modules = resolve_modules(kver, recipe.initrd_modules)
+    entries = recipe.entries(busybox, applets)
     init = initrd_script(modules)
-    rhash = recipe_hash(kver, bb_version, entries, init, modules, kernel)
+    rhash = recipe.recipe_hash(recipe_hash(kver, bb_version, entries, init, modules, kernel))
 
-    final = out_dir / IMAGE_NAME
+    final = out_dir / recipe.name
     if not force and up_to_date(final, rhash):
-        print(f"{IMAGE_NAME}: up to date ({final})")
+        print(f"{recipe.name}: up to date ({final})")
         return 0
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -639,12 +675,12 @@ def build(out_dir: Path, kver_requested: str | None, force: bool) -> int:
     with open(staging / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per output dir
         if not force and up_to_date(final, rhash):
-            print(f"{IMAGE_NAME}: up to date ({final})")
+            print(f"{recipe.name}: up to date ({final})")
             return 0
         for old in staging.iterdir():  # leftovers of interrupted builds
             if old.name != "lock":
                 shutil.rmtree(old, ignore_errors=True)
-        log(f"building {IMAGE_NAME}: kernel {kver}, {bb_version}, "
+        log(f"building {recipe.name}: kernel {kver}, {bb_version}, "
             f"modules {' '.join(m.name for m in modules)}")
         work = Path(tempfile.mkdtemp(prefix="work-", dir=staging))
         new = Path(tempfile.mkdtemp(prefix="new-", dir=staging))
@@ -658,22 +694,7 @@ def build(out_dir: Path, kver_requested: str | None, force: bool) -> int:
                  str(raw), str(new / "disk.qcow2")])
             make_initrd(busybox, applets, modules, init, new / "initrd.img")
             shutil.copyfile(kernel, new / "vmlinuz")
-            manifest = {
-                "uuid": IMAGE_UUID,
-                "name": IMAGE_NAME,
-                "disk_file": "disk.qcow2",
-                "disk_format": "qcow2",
-                "kernel": "vmlinuz",
-                "initrd": "initrd.img",
-                "cmdline": CMDLINE,
-                "min_disk": MIN_DISK_GIB,
-                "min_ram": MIN_RAM_MIB,
-                "properties": {"os_type": "linux", "hw_disk_bus": "virtio",
-                               "hw_vif_model": "virtio"},
-                "test_login": {"user": TEST_USER, "password": TEST_PASSWORD},
-                "recipe_hash": rhash,
-            }
-            (new / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            (new / "manifest.json").write_text(json.dumps(recipe.manifest(rhash), indent=2) + "\n")
             # QEMU runs as another user (libvirt-qemu) and must be able to read these.
             for p in new.iterdir():
                 os.chmod(p, 0o644)
@@ -687,7 +708,7 @@ def build(out_dir: Path, kver_requested: str | None, force: bool) -> int:
             old = None
             if final.exists():
                 old = Path(tempfile.mkdtemp(prefix="old-", dir=staging))
-                os.rename(final, old / IMAGE_NAME)
+                os.rename(final, old / recipe.name)
             os.rename(new, final)
             if old:
                 shutil.rmtree(old, ignore_errors=True)
@@ -699,15 +720,16 @@ def build(out_dir: Path, kver_requested: str | None, force: bool) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, recipe: Recipe = BUSYBOX_TEST,
+         description: str | None = None) -> int:
+    ap = argparse.ArgumentParser(description=description or __doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=HERE / "build",
                     help="output folder (default: vm-images/build)")
     ap.add_argument("--kernel-version", help="KVER of /boot/vmlinuz-KVER (default: newest)")
     ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = ap.parse_args(argv)
     try:
-        return build(args.out.resolve(), args.kernel_version, args.force)
+        return build(args.out.resolve(), args.kernel_version, args.force, recipe)
     except (BuildError, subprocess.CalledProcessError, OSError) as e:
         log(f"error: {e}")
         return 1

@@ -24,18 +24,10 @@ this image, plus this file) changes, assembled under OUT/.staging/ and renamed i
 
 from __future__ import annotations
 
-import argparse
-import fcntl
 import hashlib
 import importlib.util
-import json
-import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -123,10 +115,6 @@ exit $status
 """
 
 
-def log(msg: str) -> None:
-    print(f"build_qga.py: {msg}", file=sys.stderr, flush=True)
-
-
 def _replace_once(text: str, old: str, new: str, where: str) -> str:
     if text.count(old) != 1:
         raise BuildError(f"{where}: expected one {old!r} (build.py changed?)")
@@ -192,103 +180,22 @@ def qga_recipe_hash(base_hash: str) -> str:
 
 
 def manifest(rhash: str) -> dict:
-    return {
-        "uuid": IMAGE_UUID,
-        "name": IMAGE_NAME,
-        "disk_file": "disk.qcow2",
-        "disk_format": "qcow2",
-        "kernel": "vmlinuz",
-        "initrd": "initrd.img",
-        "cmdline": base.CMDLINE,
-        "min_disk": base.MIN_DISK_GIB,
-        "min_ram": base.MIN_RAM_MIB,
-        "properties": {"os_type": "linux", "hw_disk_bus": "virtio", "hw_vif_model": "virtio",
-                       "hw_qemu_guest_agent": "yes"},
-        "test_login": {"user": base.TEST_USER, "password": base.TEST_PASSWORD},
-        "recipe_hash": rhash,
-    }
+    """busybox-test's manifest, with this image's name, uuid and the guest-agent property."""
+    out = base.busybox_test_manifest(rhash)
+    out.update(uuid=IMAGE_UUID, name=IMAGE_NAME)
+    out["properties"] = {**out["properties"], "hw_qemu_guest_agent": "yes"}
+    return out
+
+
+RECIPE = base.Recipe(IMAGE_NAME, qga_entries, INITRD_MODULES, qga_recipe_hash, manifest)
 
 
 def build(out_dir: Path, kver_requested: str | None, force: bool) -> int:
-    t0 = time.monotonic()
-    busybox = Path("/bin/busybox")
-    if not busybox.is_file():
-        raise BuildError("/bin/busybox missing (apt-get install busybox-static)")
-    kver = base.pick_kernel(kver_requested)
-    kernel = Path(f"/boot/vmlinuz-{kver}")
-    bb_version = base.busybox_version(busybox)
-    applets = base.busybox_applets(busybox)
-    modules = base.resolve_modules(kver, INITRD_MODULES)
-    entries = qga_entries(busybox, applets)
-    init = base.initrd_script(modules)
-    rhash = qga_recipe_hash(base.recipe_hash(kver, bb_version, entries, init, modules, kernel))
-
-    final = out_dir / IMAGE_NAME
-    if not force and base.up_to_date(final, rhash):
-        print(f"{IMAGE_NAME}: up to date ({final})")
-        return 0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / ".staging"  # shared with build.py, and so is its lock
-    staging.mkdir(exist_ok=True)
-    with open(staging / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not force and base.up_to_date(final, rhash):
-            print(f"{IMAGE_NAME}: up to date ({final})")
-            return 0
-        for old in staging.iterdir():  # leftovers of interrupted builds
-            if old.name != "lock":
-                shutil.rmtree(old, ignore_errors=True)
-        log(f"building {IMAGE_NAME}: kernel {kver}, {bb_version}, "
-                 f"modules {' '.join(m.name for m in modules)}")
-        work = Path(tempfile.mkdtemp(prefix="work-", dir=staging))
-        new = Path(tempfile.mkdtemp(prefix="new-", dir=staging))
-        try:
-            tree = work / "rootfs"
-            tree.mkdir()
-            base.write_tree(tree, entries)
-            raw = work / "rootfs.raw"
-            base.make_ext4(tree, entries, raw)
-            base.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1",
-                      str(raw), str(new / "disk.qcow2")])
-            base.make_initrd(busybox, applets, modules, init, new / "initrd.img")
-            shutil.copyfile(kernel, new / "vmlinuz")
-            (new / "manifest.json").write_text(json.dumps(manifest(rhash), indent=2) + "\n")
-            for p in new.iterdir():  # QEMU (libvirt-qemu) must read them
-                os.chmod(p, 0o644)
-                os.utime(p, (base.EPOCH, base.EPOCH))
-                with open(p, "rb") as fh:
-                    os.fsync(fh.fileno())
-            os.chmod(new, 0o755)  # noqa: S103 -- QEMU's user must traverse it
-            old = None
-            if final.exists():  # readers see the old image or the new one, never half
-                old = Path(tempfile.mkdtemp(prefix="old-", dir=staging))
-                os.rename(final, old / IMAGE_NAME)
-            os.rename(new, final)
-            if old:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-            if new.exists():
-                shutil.rmtree(new, ignore_errors=True)
-    log(f"built {final} in {time.monotonic() - t0:.1f}s")
-    return 0
+    return base.build(out_dir, kver_requested, force, RECIPE)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=HERE / "build",
-                    help="output folder (default: vm-images/build)")
-    ap.add_argument("--kernel-version", help="KVER of /boot/vmlinuz-KVER (default: newest)")
-    ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    args = ap.parse_args(argv)
-    try:
-        return build(args.out.resolve(), args.kernel_version, args.force)
-    except (BuildError, subprocess.CalledProcessError, OSError) as e:
-        log(f"error: {e}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted; the previous image (if any) is untouched")
-        return 130
+    return base.main(argv, RECIPE, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
