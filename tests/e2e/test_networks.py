@@ -4,7 +4,7 @@ gets exactly those addresses by DHCP and answers ping at both from test namespac
 IPs stored and updated but bound to no interface; leases, taps and the agent's ports gone
 after delete; taps lost to a "host reboot" re-plugged at start-up; dnsmasq revived.
 
-Test traffic rule (shared/HOST-NOTES.md): the bridges have no uplink and the host does no
+Test traffic rule (docs/host-notes.md): the bridges have no uplink and the host does no
 forwarding for them; the only traffic is between the guest, our dnsmasq and namespaces made
 here, with pings bounded (3 packets, 10 s)."""
 

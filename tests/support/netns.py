@@ -1,4 +1,4 @@
-"""Test networks on the real host, within the test traffic rule (shared/HOST-NOTES.md):
+"""Test networks on the real host, within the test traffic rule (docs/host-notes.md):
 bridges with no uplink, no forwarding or NAT, traffic only between our guests, our dnsmasq
 and network namespaces made here; every ping bounded in count and time.
 
