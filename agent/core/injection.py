@@ -15,10 +15,14 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
+import structlog
+
 from agent.core.metrics import Metrics
 from agent.errors import InjectionError
 from agent.model.injection import InjectionRequest, InjectionResult
 from agent.ports import DiskInjector
+
+log = structlog.get_logger("agent.injection")
 
 # How long an incomplete group's arrivals are remembered after its deadline, so that a late
 # member does not start waiting for the others all over again.
@@ -117,6 +121,7 @@ class InjectionBatcher:
             if not batch:
                 continue
             self.batches.append(len(batch))
+            log.info("injection.batch", size=len(batch))  # one appliance launch (or warm use)
             try:
                 with self.metrics.injection_batch(len(batch)):
                     results = await asyncio.to_thread(self.injector.inject, [r for r, _ in batch])
