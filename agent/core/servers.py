@@ -61,12 +61,12 @@ def expect(server: Server) -> ServerExpectation:
     return ServerExpectation(vm_state=server.vm_state, task_state=server.task_state)
 
 
+_RESERVATION_CHARS = string.ascii_lowercase + string.digits
+
+
 def new_reservation_id() -> str:
     """As Nova's: "r-" and 8 random lowercase letters and digits."""
     return "r-" + "".join(secrets.choice(_RESERVATION_CHARS) for _ in range(8))
-
-
-_RESERVATION_CHARS = string.ascii_lowercase + string.digits
 
 
 def check_multi_networks(networks: tuple[NetworkRequest, ...] | None) -> None:
