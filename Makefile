@@ -48,8 +48,9 @@ test: setup lint
 demo: setup
 	$(VENV)/bin/python scripts/demo.py
 
+# Checks the host as `make demo` uses it: the images setup built and the demo's state dir.
 doctor: setup
-	$(VENV)/bin/compute-agent doctor
+	$(VENV)/bin/compute-agent --image-dir vm-images/build --state-dir /var/tmp/compute-agent-demo/state doctor
 
 # Benchmarks against the floor and the peer tools (bench/README.md); never fails on a slow number.
 bench: setup

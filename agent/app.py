@@ -19,7 +19,7 @@ from agent.adapters.dnsmasq import DnsmasqDhcp
 from agent.adapters.guestfs_appliance import kill_stale_appliances
 from agent.adapters.guestfs_injector import GuestfsInjector
 from agent.adapters.guestfs_warm import WarmGuestfsInjector
-from agent.adapters.host_checks import host_checks, virt_decision
+from agent.adapters.host_checks import host_checks, start_checks, virt_decision
 from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.adapters.libvirt_eventloop import install_event_loop
 from agent.adapters.libvirt_events import LibvirtEventSource
@@ -50,7 +50,7 @@ from agent.core.workflows.base import CheckpointHook, WorkflowDeps
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
 from agent.core.workflows.guest_ops import ActionTimings
-from agent.errors import ConfigError
+from agent.errors import ConfigError, HostUnfit
 from agent.log import configure_logging
 from agent.model.job import Job, JobKind
 from agent.model.requests import RequestContext
@@ -73,6 +73,15 @@ def make_config(config_file: Path | None, overrides: dict[str, Any]) -> Config:
 
 def doctor(config: Config, *, guestfs: bool = True) -> DoctorReport:
     return run_checks(host_checks(config, guestfs=guestfs))
+
+
+def refuse_unfit_host(config: Config) -> None:
+    """HostUnfit, naming every reason, when the host would fail every build: better a
+    daemon that does not start than one whose every server ends in ERROR."""
+    failed = [r for r in run_checks(start_checks(config)).results if not r.ok]
+    if failed:
+        raise HostUnfit("this host cannot build servers: "
+                        + "; ".join(f"{r.name}: {r.detail} (fix: {r.fix})" for r in failed))
 
 
 def _crash_hook() -> CheckpointHook:
@@ -157,6 +166,7 @@ def build_agent(config: Config) -> Agent:
     for d in (config.state_dir, config.instances_dir, config.base_images_dir):
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o755)  # QEMU runs unprivileged and must reach guest disks below
+    refuse_unfit_host(config)  # after mkdir: the folders it made are checked too
     store = SqliteStore(config.database_path)
     hypervisor = LibvirtHypervisor(config.libvirt_uri)
     images = ManifestImageCatalog(*config.image_dirs, boot_cache=config.base_images_dir)
@@ -182,7 +192,8 @@ def build_agent(config: Config) -> Agent:
                               JobKind.DELETE: DeleteWorkflow(deps),
                               **action_workflows(deps, injector, timings)}, metrics=metrics)
     service = ServerService(store, images, flavors, config.limits, config.password_policy,
-                            kick=runner.kick, ports=PortService(store, catalog))
+                            kick=runner.kick, ports=PortService(store, catalog),
+                            name_template=config.multi_instance_display_name_template)
     monitor = PowerMonitor(store, hypervisor, kick=runner.kick,
                            resync_interval_s=config.resync_interval_s, metrics=metrics)
     notifier = EventNotifier()

@@ -19,7 +19,7 @@ from agent.errors import ConfigError
 from agent.model.flavor import DEFAULT_FLAVORS, Flavor
 from agent.model.network import Network
 from agent.model.passwords import PasswordPolicy
-from agent.model.requests import Limits
+from agent.model.requests import DEFAULT_NAME_TEMPLATE, Limits, check_name_template
 
 DEFAULT_CONFIG_FILE = Path("/etc/compute-agent/agent.toml")
 ENV_PREFIX = "COMPUTE_AGENT_"
@@ -76,6 +76,8 @@ class Config(BaseModel):
     flavors: list[Flavor] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
     limits: Limits = Field(default_factory=Limits)
     password_policy: PasswordPolicy = Field(default_factory=PasswordPolicy)
+    # Names of a multi-create's servers (min_count/max_count), as Nova's option of the name.
+    multi_instance_display_name_template: str = DEFAULT_NAME_TEMPLATE
     # Servers whose injections start within this window share one appliance launch.
     injection_batch_window_s: float = Field(default=0.5, ge=0, le=10)
     injection_max_batch: int = Field(default=8, ge=1, le=26)
@@ -115,6 +117,11 @@ class Config(BaseModel):
                 if a.cidr.overlaps(b.cidr):
                     raise ValueError(f"networks {a.name} and {b.name}: cidrs {a.cidr} and "
                                      f"{b.cidr} overlap")
+        return self
+
+    @model_validator(mode="after")
+    def _name_template_formats(self) -> Config:
+        check_name_template(self.multi_instance_display_name_template)
         return self
 
     @model_validator(mode="after")

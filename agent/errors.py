@@ -36,6 +36,10 @@ class ConfigError(AgentError):
     pass
 
 
+class HostUnfit(ConfigError):
+    """The host, as configured, would fail every build (the daemon refuses to start)."""
+
+
 class ServerNotFound(NotFound):
     pass
 

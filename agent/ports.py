@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -48,6 +48,19 @@ def check_expect(current: Server, expect: ServerExpectation | None) -> None:
         raise StaleServer(
             f"server {current.id} is vm_state={current.vm_state}, task_state={current.task_state}"
             f" (expected vm_state={expect.vm_state}, task_state={expect.task_state})")
+
+
+class NewServer(NamedTuple):
+    """A server to insert with its first job and its NICs (see Store.create_servers)."""
+
+    server: Server
+    job: Job
+    ports: Sequence[Port] = ()
+
+
+def check_new_server(new: NewServer) -> None:
+    if new.job.server_id != new.server.id:
+        raise ValueError(f"job {new.job.id} is for server {new.job.server_id}, not {new.server.id}")
 
 
 class Hypervisor(Protocol):
@@ -122,6 +135,11 @@ class Store(Protocol):
         (created_by_agent) is inserted (IpAddressInUse/MacAddressInUse if its address is
         taken); a user's port is bound (device_id, device_owner, device_index set) only if
         it is still free (else PortInUse; PortNotFound if it is gone)."""
+        ...
+
+    def create_servers(self, batch: Sequence[NewServer]) -> None:
+        """create_server for each, all in one transaction: every server, job, port and
+        event of the batch is committed, or none (a multi-create is all or nothing)."""
         ...
 
     def get_server(self, server_id: UUID, project_id: str | None = None) -> Server | None:

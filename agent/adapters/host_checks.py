@@ -1,20 +1,29 @@
-"""The concrete checks behind `compute-agent doctor`."""
+"""The concrete checks behind `compute-agent doctor`, and the start checks the daemon
+refuses to serve without (what would fail every build); doctor runs those first."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent.adapters.guestfs_appliance import time_appliance_launch
 from agent.adapters.host_facts import read_host_facts
 from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
+from agent.adapters.netlink import host_routes
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.config import Config
 from agent.errors import AgentError
-from agent.model.host import CheckResult, VirtDecision, decide_virt_type
+from agent.model.host import (
+    CheckResult,
+    HostRoute,
+    VirtDecision,
+    decide_virt_type,
+    overlapping_routes,
+    untraversable_folder,
+)
 
 CAP_NET_ADMIN = 12
 
@@ -99,11 +108,63 @@ def check_images(config: Config) -> CheckResult:
     return CheckResult(name="images", ok=True, detail=f"{len(images)} in {dirs}: {names}")
 
 
+def folder_mode(path: Path) -> int | None:
+    try:
+        return path.stat().st_mode
+    except FileNotFoundError:
+        return None
+
+
+def check_state_dir_reachable(config: Config,
+                              mode_of: Callable[[Path], int | None] | None = None) -> CheckResult:
+    name = "state dir"
+    mode_of = mode_of or folder_mode
+    folder = untraversable_folder(config.state_dir, mode_of)
+    if folder is not None:
+        mode = mode_of(folder) or 0
+        return CheckResult(
+            name=name, ok=False,
+            detail=f"{folder} (mode {mode & 0o7777:04o}) is not world-traversable: QEMU "
+                   f"(libvirt-qemu) and dnsmasq run unprivileged and cannot reach the guest "
+                   f"disks, console sockets and DHCP files under {config.state_dir}",
+            fix=f"chmod o+x {folder}, or set state_dir under a folder every user can traverse")
+    return CheckResult(name=name, ok=True,
+                       detail=f"{config.state_dir}: every folder above it is world-traversable")
+
+
+def check_subnets(config: Config,
+                  routes: Callable[[], Sequence[HostRoute]] | None = None) -> CheckResult:
+    name = "subnets"
+    routes = routes or host_routes
+    if not config.networks:
+        return CheckResult(name=name, ok=True, detail="no networks configured")
+    try:
+        found = list(routes())
+    except AgentError as e:
+        return CheckResult(name=name, ok=False, detail=str(e),
+                           fix="run as root (netlink), or on a host with IPv4 routing")
+    clashes = [f"network {n.name} ({n.cidr}) overlaps the host route {r.destination}"
+               f"{' on ' + r.interface if r.interface else ''}"
+               for n in config.networks for r in overlapping_routes(n.cidr, n.bridge, found)]
+    if clashes:
+        return CheckResult(name=name, ok=False,
+                           detail="; ".join(clashes) + ": its guests could not be reached",
+                           fix="give the network a subnet no host route covers")
+    return CheckResult(name=name, ok=True, detail=f"{len(config.networks)} network(s), none "
+                       "overlaps a host route")
+
+
+def start_checks(config: Config) -> list[tuple[str, Callable[[], CheckResult]]]:
+    """What would fail every build: the daemon refuses to start on any of these."""
+    return [("state dir", lambda: check_state_dir_reachable(config)),
+            ("subnets", lambda: check_subnets(config))]
+
+
 def host_checks(config: Config, *, guestfs: bool = True) -> list[tuple[str, Callable[[], CheckResult]]]:
     checks = [
         ("libvirt", check_libvirt), ("virt type", check_virt_type),
         ("libguestfs", check_guestfs), ("qemu-img", check_qemu_img),
         ("dnsmasq", check_dnsmasq), ("CAP_NET_ADMIN", check_net_admin), ("images", check_images),
     ]
-    return [(name, lambda c=check: c(config)) for name, check in checks
-            if guestfs or name != "libguestfs"]
+    return start_checks(config) + [(name, lambda c=check: c(config)) for name, check in checks
+                                   if guestfs or name != "libguestfs"]

@@ -10,18 +10,22 @@ wrong kind that happens to carry one of our names.
 from __future__ import annotations
 
 import errno
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from ipaddress import IPv4Network
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.errors import NetworkError
+from agent.model.host import HostRoute
 from agent.model.network import Network, Port, host_side_mac
 
 Link = Any  # pyroute2's ifinfmsg
+MAIN_TABLE = 254
 
 
 def _kind(link: Link) -> str | None:
@@ -160,3 +164,18 @@ class NetlinkPlumber:
                 return set()
             return {str(m.get("IFLA_IFNAME")) for m in ipr.get_links()
                     if m.get("IFLA_MASTER") == link["index"]}
+
+
+def host_routes() -> list[HostRoute]:
+    """The host's IPv4 routes of the main table, each with its interface's name (read
+    only: the start checks compare them with the configured subnets)."""
+    try:
+        with IPRoute() as ipr:
+            names = {link["index"]: link.get("IFLA_IFNAME") for link in ipr.get_links()}
+            routes = ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE)
+    except (NetlinkError, OSError) as e:
+        raise NetworkError(f"cannot read the host's routes: {e}") from None
+    # A route without RTA_DST is a default route (destination 0, length 0).
+    return [HostRoute(destination=IPv4Network((r.get("RTA_DST") or 0, r["dst_len"]), strict=False),
+                      interface=names.get(r.get("RTA_OIF")) or "")
+            for r in routes]

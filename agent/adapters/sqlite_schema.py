@@ -101,8 +101,15 @@ _V3 = (
     )""",
 )
 
+# Multi-create: the servers one create request made share a reservation id (Nova's), which
+# a list can filter on. Rows from before it have none ('').
+_V4 = (
+    "ALTER TABLE servers ADD COLUMN reservation_id TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX servers_reservation ON servers (reservation_id)",
+)
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 LATEST_VERSION = len(MIGRATIONS)
 
 

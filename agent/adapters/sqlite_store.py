@@ -26,20 +26,26 @@ from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.network import Port
 from agent.model.server import Server
 from agent.model.states import VmState
-from agent.ports import ServerExpectation, check_change_keys, check_expect
+from agent.ports import (
+    NewServer,
+    ServerExpectation,
+    check_change_keys,
+    check_expect,
+    check_new_server,
+)
 
 _BUSY_TIMEOUT_S = 5.0
 _SERVER_FIELDS = frozenset(Server.model_fields)
-_SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at"})
+_SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at", "reservation_id"})
 _JOB_FIELDS = frozenset(Job.model_fields)
 _JOB_FIXED = frozenset({"id", "server_id", "kind", "created_at", "updated_at"})
 
 _INSERT_SERVER = """INSERT INTO servers (id, project_id, user_id, name, image_id, flavor_id,
     vm_state, task_state, power_state, progress, metadata, access_ipv4, access_ipv6,
-    shutdown_terminate, fault, created_at, updated_at, launched_at, deleted_at)
+    shutdown_terminate, fault, created_at, updated_at, launched_at, deleted_at, reservation_id)
   VALUES (:id, :project_id, :user_id, :name, :image_id, :flavor_id, :vm_state, :task_state,
     :power_state, :progress, :metadata, :access_ipv4, :access_ipv6, :shutdown_terminate,
-    :fault, :created_at, :updated_at, :launched_at, :deleted_at)"""
+    :fault, :created_at, :updated_at, :launched_at, :deleted_at, :reservation_id)"""
 _UPDATE_SERVER = """UPDATE servers SET user_id = :user_id, name = :name, image_id = :image_id,
     flavor_id = :flavor_id, vm_state = :vm_state, task_state = :task_state,
     power_state = :power_state, progress = :progress, metadata = :metadata,
@@ -84,6 +90,7 @@ def _server_params(s: Server) -> dict[str, Any]:
         "access_ipv6": s.access_ipv6, "shutdown_terminate": int(s.shutdown_terminate),
         "fault": fault, "created_at": _ts(s.created_at), "updated_at": _ts(s.updated_at),
         "launched_at": _ts(s.launched_at), "deleted_at": _ts(s.deleted_at),
+        "reservation_id": s.reservation_id,
     }
 
 
@@ -219,18 +226,22 @@ class SqliteStore:
     # -- servers --------------------------------------------------------------------------
 
     def create_server(self, server: Server, job: Job, ports: Sequence[Port] = ()) -> None:
-        if job.server_id != server.id:
-            raise ValueError(f"job {job.id} is for server {job.server_id}, not {server.id}")
-        params, job_params = _server_params(server), _job_params(job)
+        self.create_servers([NewServer(server, job, tuple(ports))])
+
+    def create_servers(self, batch: Sequence[NewServer]) -> None:
+        for new in batch:
+            check_new_server(new)
+        rows = [(_server_params(n.server), _job_params(n.job)) for n in batch]
         with self._tx("create server", write=True) as conn:
-            conn.execute(_INSERT_SERVER, params)
-            conn.execute(_INSERT_JOB, job_params)
-            for port in ports:  # the server's NICs: all or none
-                if port.created_by_agent:
-                    sqlite_ports.insert(conn, port)
-                else:
-                    sqlite_ports.bind(conn, port)
-            self._append_event(conn, server, None, "create", _now())
+            for new, (params, job_params) in zip(batch, rows, strict=True):
+                conn.execute(_INSERT_SERVER, params)
+                conn.execute(_INSERT_JOB, job_params)
+                for port in new.ports:  # the server's NICs: all or none
+                    if port.created_by_agent:
+                        sqlite_ports.insert(conn, port)
+                    else:
+                        sqlite_ports.bind(conn, port)
+                self._append_event(conn, new.server, None, "create", _now())
 
     def get_server(self, server_id: UUID, project_id: str | None = None) -> Server | None:
         with self._tx("get server", write=False) as conn:

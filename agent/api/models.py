@@ -175,6 +175,12 @@ class CreatedServerShow(_Out):
     server: CreatedServer
 
 
+class CreatedReservation(_Out):
+    """A create with return_reservation_id: the id its servers share (a list filter)."""
+
+    reservation_id: str
+
+
 class Metadata(_Out):
     metadata: dict[str, str]
 

@@ -87,6 +87,8 @@ async def server_query(
     project_filter: Annotated[str | None, Query(alias="project_id",
                                                 description="With all_tenants: this project only")] = None,
     tenant_filter: Annotated[str | None, Query(alias="tenant_id", description="Same as project_id")] = None,
+    reservation_id: Annotated[str | None, Query(
+        description="The servers of one create (its return_reservation_id answer)")] = None,
 ) -> ServerQuery:
     """The list filters; unknown query parameters are ignored, as Nova ignores them."""
     return ServerQuery(
@@ -95,6 +97,7 @@ async def server_query(
         all_tenants=parse_all_tenants(all_tenants), project_id=project_filter or tenant_filter,
         changes_since=None if changes_since is None else parse_changes_since(changes_since),
         marker=None if marker is None else parse_marker(marker),
+        reservation_id=reservation_id,
     )
 
 
@@ -133,12 +136,18 @@ async def list_servers_detail(request: Request, ctx: Ctx, query: Filters) -> JSO
     return JSONResponse(body)
 
 
-@router.post("/servers", status_code=202, response_model=models.CreatedServerShow,
+@router.post("/servers", status_code=202,
+             response_model=models.CreatedServerShow | models.CreatedReservation,
              responses=models.WRITE_ERRORS)
 async def create_server(request: Request, ctx: Ctx, body: CreateServerBody) -> JSONResponse:
-    server, admin_pass = deps_of(request).servers.create(ctx, body.server.to_core())
+    """One server, or min_count..max_count of them: the answer is the first one's (with
+    the admin password they share), or their reservation id if asked for, as Nova's."""
+    made = deps_of(request).servers.create_many(ctx, body.server.to_core())
+    if body.server.return_reservation_id:
+        return JSONResponse({"reservation_id": made.reservation_id}, status_code=202)
+    server = made.servers[0]
     urls = views.Urls(request)
-    return JSONResponse(views.created_server(server, urls, admin_pass), status_code=202,
+    return JSONResponse(views.created_server(server, urls, made.admin_pass), status_code=202,
                         headers={"Location": urls.self_href("servers", server.id)})
 
 

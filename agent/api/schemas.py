@@ -71,8 +71,14 @@ class ServerCreate(_Body):
         "for none; absent or 'auto' for the networks the host marks default")
     shutdown_terminate: bool | None = Field(
         default=None, description="Extension: delete the server when its guest shuts itself down")
-    min_count: int | None = Field(default=None, ge=1, le=1, description="Only 1 is supported")
-    max_count: int | None = Field(default=None, ge=1, le=1, description="Only 1 is supported")
+    min_count: int | None = Field(default=None, ge=1, description=(
+        "Multi-create: make none unless at least this many fit the quota (default 1)"))
+    max_count: int | None = Field(default=None, ge=1, description=(
+        "Multi-create: make up to this many, as many as fit the quota (default min_count); "
+        "named by multi_instance_display_name_template (NAME-1, NAME-2, ...)"))
+    return_reservation_id: bool | None = Field(default=None, description=(
+        "Answer {\"reservation_id\": ...} (the servers' shared one) instead of the first "
+        "server"))
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(default=None, alias="OS-DCF:diskConfig",
                                                           description="Accepted and ignored")
     key_name: str | None = Field(default=None, description="No keypairs here: must be absent or null")
@@ -98,6 +104,8 @@ class ServerCreate(_Body):
                               for p in self.personality or ()),
             shutdown_terminate=bool(self.shutdown_terminate),
             networks=self._networks(),
+            min_count=self.min_count or 1,
+            max_count=self.max_count,
         )
 
     def _networks(self) -> tuple[CoreNetworkRequest, ...] | None:

@@ -3,46 +3,125 @@ appliance launch (the launch is most of the cost: ~11 s under TCG, 1-3 s on KVM)
 
 A request waits a short window for company, then goes to the injector with every other
 request waiting; requests that arrive while a batch runs form the next batch.
+
+The servers of one multi-create are a group of known size: once one of them arrives, the
+batch waits (up to `group_wait_s`) until all of them have, however long their disks took
+to make, and keeps them in one batch, so one create request costs one appliance launch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
+
+import structlog
 
 from agent.core.metrics import Metrics
 from agent.errors import InjectionError
 from agent.model.injection import InjectionRequest, InjectionResult
 from agent.ports import DiskInjector
 
+log = structlog.get_logger("agent.injection")
+
+# How long an incomplete group's arrivals are remembered after its deadline, so that a late
+# member does not start waiting for the others all over again.
+_FORGET_S = 600.0
+
+
+@dataclass(frozen=True)
+class BatchGroup:
+    """Requests that belong in one batch: `size` of them share `key` (a reservation id)."""
+
+    key: str
+    size: int
+
+
+@dataclass
+class _Waiting:
+    request: InjectionRequest
+    future: asyncio.Future[InjectionResult]
+    group: BatchGroup | None
+
+
+@dataclass
+class _Arrivals:
+    count: int
+    deadline: float
+
 
 class InjectionBatcher:
     def __init__(self, injector: DiskInjector, window_s: float = 0.5, max_batch: int = 8,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, group_wait_s: float = 20.0) -> None:
         self.injector = injector
         self.metrics = metrics or Metrics()
         self.window_s = window_s
         self.max_batch = max_batch
+        self.group_wait_s = group_wait_s
         self.batches: list[int] = []  # sizes of the batches run, for metrics and tests
-        self._pending: list[tuple[InjectionRequest, asyncio.Future[InjectionResult]]] = []
+        self._pending: list[_Waiting] = []
+        self._groups: dict[str, _Arrivals] = {}  # groups not complete yet
+        self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
-    async def inject(self, request: InjectionRequest) -> InjectionResult:
-        """Inject into one disk; raises InjectionError if that disk could not be done."""
-        future: asyncio.Future[InjectionResult] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
+    async def inject(self, request: InjectionRequest, group: BatchGroup | None = None) -> InjectionResult:
+        """Inject into one disk; raises InjectionError if that disk could not be done.
+        `group`: the request is one of that many to be injected together."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[InjectionResult] = loop.create_future()
+        if group is not None and group.size > 1:
+            arrivals = self._groups.setdefault(
+                group.key, _Arrivals(0, loop.time() + self.group_wait_s))
+            arrivals.count += 1
+            if arrivals.count >= group.size:
+                del self._groups[group.key]
+        self._pending.append(_Waiting(request, future, group))
+        self._arrived.set()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work())
         return await future
 
+    async def _wait_for_groups(self) -> None:
+        """Until every group with a request pending is complete, or past its deadline (a
+        member failed before its injection, or a resumed build is done already)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            for key in [k for k, a in self._groups.items() if now > a.deadline + _FORGET_S]:
+                del self._groups[key]  # never completed: its count is of no use any more
+            keys = {w.group.key for w in self._pending if w.group is not None}
+            deadlines = [self._groups[k].deadline for k in keys if k in self._groups]
+            if not deadlines or now >= min(deadlines):
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), min(deadlines) - loop.time())
+
+    def _take_batch(self) -> list[_Waiting]:
+        """Up to max_batch requests, oldest first, a group's members kept together (a
+        group larger than max_batch fills batches of its own)."""
+        units: dict[object, list[_Waiting]] = {}
+        for w in self._pending:
+            units.setdefault(w.group.key if w.group is not None else id(w), []).append(w)
+        batch: list[_Waiting] = []
+        for unit in units.values():
+            room = self.max_batch - len(batch)
+            if len(unit) <= room or not batch:
+                batch += unit[:room]
+        taken = {id(w) for w in batch}
+        self._pending = [w for w in self._pending if id(w) not in taken]
+        return [w for w in batch if not w.future.cancelled()]
+
     async def _work(self) -> None:
         while self._pending:
             await asyncio.sleep(self.window_s)
-            batch = [(r, f) for r, f in self._pending[: self.max_batch] if not f.cancelled()]
-            del self._pending[: self.max_batch]
+            await self._wait_for_groups()
+            waiting = self._take_batch()
+            batch = [(w.request, w.future) for w in waiting]
             if not batch:
                 continue
             self.batches.append(len(batch))
+            log.info("injection.batch", size=len(batch))  # one appliance launch (or warm use)
             try:
                 with self.metrics.injection_batch(len(batch)):
                     results = await asyncio.to_thread(self.injector.inject, [r for r, _ in batch])

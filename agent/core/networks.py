@@ -131,17 +131,29 @@ class PortService:
         self.store.delete_port(port.id)
 
     # -- a server's NICs ----------------------------------------------------------------
+    def plan_servers_ports(self, ctx: RequestContext, requests: Sequence[NetworkRequest] | None,
+                           server_ids: Sequence[UUID]) -> list[list[Port]]:
+        """plan_server_ports for several servers made together (a multi-create): no two of
+        them get the same address or MAC; NoMoreAddresses if they do not all fit."""
+        ips: dict[UUID, set[IPv4Address]] = {}
+        macs: set[str] = set()
+        return [self.plan_server_ports(ctx, requests, i, planned_ips=ips, planned_macs=macs)
+                for i in server_ids]
+
     def plan_server_ports(self, ctx: RequestContext, requests: Sequence[NetworkRequest] | None,
-                          server_id: UUID) -> list[Port]:
+                          server_id: UUID, *, planned_ips: dict[UUID, set[IPv4Address]] | None = None,
+                          planned_macs: set[str] | None = None) -> list[Port]:
         """The ports a new server gets, in NIC order, for the store to commit with it: new
         ones for {"uuid": net[, "fixed_ip": ip]}, the user's own bound for {"port": id}.
-        None (networks absent or "auto") means the networks marked default, if any."""
+        None (networks absent or "auto") means the networks marked default, if any.
+        `planned_ips`/`planned_macs`: taken by servers planned before it, not yet stored
+        (updated with this server's)."""
         if requests is None:
             requests = [NetworkRequest(network_id=str(n.id)) for n in self.catalog.defaults()]
         if len(requests) > MAX_NICS:
             raise InvalidInput(f"At most {MAX_NICS} networks per server.", "networks")
         planned: dict[int, Port] = {}
-        ips: dict[UUID, set[IPv4Address]] = {}
+        ips = planned_ips if planned_ips is not None else {}
         seen_ports: set[UUID] = set()
         # Requested addresses first, so that no automatic one takes them.
         order = sorted(range(len(requests)), key=lambda i: requests[i].fixed_ip is None)
@@ -158,7 +170,7 @@ class PortService:
                 id=uuid.uuid4(), network_id=network.id, project_id=ctx.project_id, mac="",
                 ip=ip, device_id=str(server_id), device_owner=DEVICE_OWNER, device_index=index,
                 created_by_agent=True, created_at=self.now())
-        macs: set[str] = set()
+        macs = planned_macs if planned_macs is not None else set()
         out = []
         for index in sorted(planned):
             port = planned[index]

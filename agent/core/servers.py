@@ -4,10 +4,14 @@ transaction) before the caller answers, then the job runner is told to look."""
 from __future__ import annotations
 
 import base64
+import secrets
+import string
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from agent.core.flavors import FlavorCatalog
 from agent.core.networks import PortService
@@ -30,13 +34,21 @@ from agent.errors import (
     QuotaExceeded,
     ServerNotFound,
 )
+from agent.model.flavor import Flavor
 from agent.model.job import Job, JobKind
-from agent.model.network import Port
+from agent.model.network import NetworkRequest, Port
 from agent.model.passwords import PasswordPolicy, generate_password
-from agent.model.requests import CreateServer, Limits, RequestContext, ServerQuery
+from agent.model.requests import (
+    DEFAULT_NAME_TEMPLATE,
+    CreateServer,
+    Limits,
+    RequestContext,
+    ServerQuery,
+    multi_instance_name,
+)
 from agent.model.server import Server
 from agent.model.transitions import Action, check_action
-from agent.ports import ImageCatalog, ServerExpectation, Store
+from agent.ports import ImageCatalog, NewServer, ServerExpectation, Store
 
 Clock = Callable[[], datetime]
 
@@ -49,11 +61,43 @@ def expect(server: Server) -> ServerExpectation:
     return ServerExpectation(vm_state=server.vm_state, task_state=server.task_state)
 
 
+_RESERVATION_CHARS = string.ascii_lowercase + string.digits
+
+
+def new_reservation_id() -> str:
+    """As Nova's: "r-" and 8 random lowercase letters and digits."""
+    return "r-" + "".join(secrets.choice(_RESERVATION_CHARS) for _ in range(8))
+
+
+def check_multi_networks(networks: tuple[NetworkRequest, ...] | None) -> None:
+    """A port or a fixed IP can serve one server only (Nova refuses both for max_count > 1)."""
+    for net in networks or ():
+        if net.port_id is not None:
+            raise InvalidInput("Unable to launch multiple instances with a single configured "
+                               "port ID. Please launch your instance one by one with "
+                               "different ports.", "networks")
+        if net.fixed_ip is not None:
+            raise InvalidInput("max_count cannot be greater than 1 if an fixed_ip is specified.",
+                               "networks")
+
+
+class CreatedServers(BaseModel):
+    """What a create made: the servers (in count order), their shared admin password
+    (to return once) and reservation id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    servers: list[Server]
+    admin_pass: str = Field(repr=False)
+    reservation_id: str
+
+
 class ServerService:
     def __init__(self, store: Store, images: ImageCatalog, flavors: FlavorCatalog,
                  limits: Limits, password_policy: PasswordPolicy,
                  kick: Callable[[UUID], None], now: Clock = utcnow, max_page: int = 1000,
-                 ports: PortService | None = None) -> None:
+                 ports: PortService | None = None,
+                 name_template: str = DEFAULT_NAME_TEMPLATE) -> None:
         self.store = store
         self.images = images
         self.flavors = flavors
@@ -63,6 +107,7 @@ class ServerService:
         self.now = now
         self.max_page = max_page
         self.ports = ports  # None: this host has no networks
+        self.name_template = name_template  # names of a multi-create's servers
 
     # -- reads ------------------------------------------------------------------------
     def get(self, ctx: RequestContext, server_id: UUID) -> Server:
@@ -91,6 +136,8 @@ class ServerService:
             servers = [s for s in servers if pattern.search(s.name)]
         if query.statuses:
             servers = [s for s in servers if s.status in query.statuses]
+        if query.reservation_id is not None:
+            servers = [s for s in servers if s.reservation_id == query.reservation_id]
         if query.marker is not None:
             ids = [s.id for s in servers]
             if query.marker not in ids:
@@ -113,7 +160,19 @@ class ServerService:
     # -- create -----------------------------------------------------------------------
     def create(self, ctx: RequestContext, req: CreateServer) -> tuple[Server, str]:
         """Commit a new server and its create job; the admin password to return once."""
-        name = check_name(req.name)
+        made = self.create_many(ctx, req)
+        return made.servers[0], made.admin_pass
+
+    def create_many(self, ctx: RequestContext, req: CreateServer) -> CreatedServers:
+        """Commit min_count..max_count servers (as many as the quota allows), each with its
+        create job and NICs, in one transaction: all of them or none. As in Nova, they
+        share one admin password and one reservation id, and are named by the template."""
+        max_count = req.max_count or req.min_count
+        if req.min_count > max_count:
+            raise InvalidInput("min_count must be <= max_count", "min_count")
+        check_name(req.name)
+        if max_count > 1:
+            check_multi_networks(req.networks)
         try:
             image = self.images.get(ref_id(req.image_ref))
         except ImageNotFound:
@@ -131,9 +190,13 @@ class ServerService:
         personality = check_personality(req.personality, self.limits, image)
         ipv4 = check_access_ip(req.access_ipv4, 4)
         ipv6 = check_access_ip(req.access_ipv6, 6)
-        self._check_quota(ctx, flavor.vcpus, flavor.ram)
-        server_id = uuid.uuid4()
-        nics = self._plan_nics(ctx, req, server_id)  # checked now, committed with the server
+        count = self._fit_quota(ctx, flavor, req.min_count, max_count)
+        reservation_id = new_reservation_id()
+        ids = [uuid.uuid4() for _ in range(count)]
+        names = [req.name] if count == 1 else [
+            check_name(multi_instance_name(self.name_template, req.name, i, n), "name")
+            for n, i in enumerate(ids, start=1)]
+        nics = self._plan_nics(ctx, req, ids)  # checked now, committed with the servers
 
         password = req.admin_pass.get_secret_value() if req.admin_pass else None
         payload: dict[str, object] = {}
@@ -151,39 +214,57 @@ class ServerService:
             payload["password_violations"] = violations
         else:
             payload["admin_pass_hash"] = sha512_crypt(password)
+        if count > 1:  # the injection batcher waits for the others of the batch
+            payload["batch"] = {"key": reservation_id, "size": count}
 
         now = self.now()
-        server = Server(id=server_id, project_id=ctx.project_id, user_id=ctx.user_id,
-                        name=name, image_id=image.uuid, flavor_id=flavor.id,
-                        metadata=dict(req.metadata), access_ipv4=ipv4, access_ipv6=ipv6,
-                        shutdown_terminate=req.shutdown_terminate, created_at=now, updated_at=now)
-        job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE, payload=payload,
-                  created_at=now, updated_at=now)
-        self.store.create_server(server, job, nics)
-        self.kick(server.id)
-        return server, password
+        batch = []
+        for server_id, name, ports in zip(ids, names, nics, strict=True):
+            server = Server(id=server_id, project_id=ctx.project_id, user_id=ctx.user_id,
+                            name=name, image_id=image.uuid, flavor_id=flavor.id,
+                            metadata=dict(req.metadata), access_ipv4=ipv4, access_ipv6=ipv6,
+                            shutdown_terminate=req.shutdown_terminate,
+                            reservation_id=reservation_id, created_at=now, updated_at=now)
+            job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE,
+                      payload=payload, created_at=now, updated_at=now)
+            batch.append(NewServer(server, job, ports))
+        self.store.create_servers(batch)
+        for new in batch:
+            self.kick(new.server.id)
+        return CreatedServers(servers=[n.server for n in batch], admin_pass=password,
+                              reservation_id=reservation_id)
 
-    def _plan_nics(self, ctx: RequestContext, req: CreateServer, server_id: UUID) -> list[Port]:
+    def _plan_nics(self, ctx: RequestContext, req: CreateServer,
+                   server_ids: list[UUID]) -> list[list[Port]]:
         if self.ports is None:
             if req.networks:
                 raise InvalidInput("This host has no networks.", "networks")
-            return []
-        return self.ports.plan_server_ports(ctx, req.networks, server_id)
+            return [[] for _ in server_ids]
+        return self.ports.plan_servers_ports(ctx, req.networks, server_ids)
 
-    def _check_quota(self, ctx: RequestContext, vcpus: int, ram: int) -> None:
+    def _fit_quota(self, ctx: RequestContext, flavor: Flavor, min_count: int,
+                   max_count: int) -> int:
+        """How many servers of this flavor to make: max_count if they fit the project's
+        quota, else as many as fit; QuotaExceeded (nothing made) if not even min_count do,
+        naming the first limit they break, worded as Nova's TooManyInstances."""
         live = self.store.list_servers(ctx.project_id)
-        if len(live) + 1 > self.limits.max_total_instances:
-            raise QuotaExceeded(f"Quota exceeded for instances: Requested 1, but already used "
-                                f"{len(live)} of {self.limits.max_total_instances} instances")
         flavors = {f.id: f for f in self.flavors.list()}
-        cores = sum(flavors[s.flavor_id].vcpus for s in live if s.flavor_id in flavors)
-        ram_used = sum(flavors[s.flavor_id].ram for s in live if s.flavor_id in flavors)
-        if cores + vcpus > self.limits.max_total_cores:
-            raise QuotaExceeded(f"Quota exceeded for cores: Requested {vcpus}, but already used "
-                                f"{cores} of {self.limits.max_total_cores} cores")
-        if ram_used + ram > self.limits.max_total_ram:
-            raise QuotaExceeded(f"Quota exceeded for ram: Requested {ram}, but already used "
-                                f"{ram_used} of {self.limits.max_total_ram} ram")
+        used = {"instances": len(live),
+                "cores": sum(flavors[s.flavor_id].vcpus for s in live if s.flavor_id in flavors),
+                "ram": sum(flavors[s.flavor_id].ram for s in live if s.flavor_id in flavors)}
+        limit = {"instances": self.limits.max_total_instances,
+                 "cores": self.limits.max_total_cores, "ram": self.limits.max_total_ram}
+        each = {"instances": 1, "cores": flavor.vcpus, "ram": flavor.ram}
+        fits = min((limit[r] - used[r]) // each[r] for r in each if each[r] > 0)
+        if fits >= min_count:
+            return min(fits, max_count)
+        for r in each:
+            if used[r] + min_count * each[r] > limit[r]:
+                requested = (min_count * each[r] if r != "instances" or min_count == max_count
+                             else f"{min_count}-{max_count}")
+                raise QuotaExceeded(f"Quota exceeded for {r}: Requested {requested}, but already "
+                                    f"used {used[r]} of {limit[r]} {r}")
+        raise AssertionError("unreachable: some limit is broken when min_count does not fit")
 
     # -- update and delete --------------------------------------------------------------
     def update(self, ctx: RequestContext, server_id: UUID, *, name: str | None = None,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from enum import StrEnum
+from ipaddress import IPv4Network
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -74,3 +77,37 @@ class CheckResult(BaseModel):
     fix: str = ""
     # A failed required check means the host cannot provision servers at all.
     required: bool = True
+
+
+# -- what would fail every build: found at start (the daemon refuses to serve) and by doctor
+
+class HostRoute(BaseModel):
+    """One IPv4 route of the host's main table."""
+
+    model_config = ConfigDict(frozen=True)
+
+    destination: IPv4Network
+    interface: str  # "" when it has none of its own (multipath, blackhole)
+
+
+def untraversable_folder(target: Path, mode_of: Callable[[Path], int | None]) -> Path | None:
+    """The first folder above `target`, from / down, that other users cannot traverse
+    (no o+x): QEMU (libvirt-qemu) and dnsmasq (nobody) run unprivileged and reach their
+    files below `target` through every one of them. `mode_of` gives a folder's st_mode,
+    None when it does not exist yet (then the agent makes it, 0755, and the rest too)."""
+    for folder in reversed(target.parents):
+        mode = mode_of(folder)
+        if mode is None:
+            return None
+        if not mode & 0o001:
+            return folder
+    return None
+
+
+def overlapping_routes(cidr: IPv4Network, bridge: str,
+                       routes: Iterable[HostRoute]) -> list[HostRoute]:
+    """Host routes a network's subnet overlaps: its guests' addresses would be routed
+    elsewhere (or the host's traffic into the bridge). The default route and the
+    network's own bridge route do not count."""
+    return [r for r in routes if r.destination.prefixlen > 0 and r.interface != bridge
+            and r.destination.overlaps(cidr)]

@@ -43,6 +43,29 @@ class CreateServer(BaseModel):
     shutdown_terminate: bool = False
     # The NICs asked for, in order; None (absent or "auto") means the default networks.
     networks: tuple[NetworkRequest, ...] | None = None
+    # Multi-create (Nova's min_count/max_count): as many servers as the quota allows up
+    # to max_count (None: min_count), none unless at least min_count fit.
+    min_count: int = Field(default=1, ge=1)
+    max_count: int | None = Field(default=None, ge=1)
+
+
+# Nova's multi_instance_display_name_template default: web-1, web-2, ...
+DEFAULT_NAME_TEMPLATE = "%(name)s-%(count)d"
+
+
+def multi_instance_name(template: str, name: str, server_id: UUID, count: int) -> str:
+    """The name of the `count`-th (from 1) server of a multi-create, as Nova names it."""
+    return template % {"name": name, "uuid": str(server_id), "count": count}
+
+
+def check_name_template(template: str) -> str:
+    """ValueError unless the template formats with name, uuid and count (Nova's keys)."""
+    try:
+        multi_instance_name(template, "x", UUID(int=0), 1)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"multi_instance_display_name_template {template!r} does not format "
+                         f"with %(name)s, %(uuid)s and %(count)d: {type(e).__name__} {e}") from None
+    return template
 
 
 class ServerQuery(BaseModel):
@@ -58,6 +81,7 @@ class ServerQuery(BaseModel):
     # Admin only, as in Nova: without all_tenants an admin lists its own project too.
     all_tenants: bool = False
     project_id: str | None = None  # with all_tenants: only this project
+    reservation_id: str | None = None  # the servers of one (multi-)create
 
 
 class Limits(BaseModel):

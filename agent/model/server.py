@@ -37,6 +37,8 @@ class Server(BaseModel):
     access_ipv4: str = ""
     access_ipv6: str = ""
     shutdown_terminate: bool = False
+    # Shared by the servers one create request made ("r-" and 8 characters, as Nova's).
+    reservation_id: str = ""
     fault: Fault | None = None
     created_at: datetime
     updated_at: datetime

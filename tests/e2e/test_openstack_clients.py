@@ -1,12 +1,14 @@
 """The real OpenStack clients (openstacksdk, python-novaclient) against the real daemon:
-create a guest, see it ACTIVE and running under libvirt, list it, change its metadata,
-delete it; and each client gets its own clear exception for a bad request and for
-another project's server. There is no Keystone: a fixed endpoint and a token are used,
-and every request is checked to have gone to the daemon on 127.0.0.1 only."""
+create a guest (novaclient: three at once, min_count/max_count), see it ACTIVE and
+running under libvirt, list it, change its metadata, delete it; and each client gets its
+own clear exception for a bad request and for another project's server. There is no
+Keystone: a fixed endpoint and a token are used, and every request is checked to have
+gone to the daemon on 127.0.0.1 only."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 
@@ -125,7 +127,15 @@ def test_openstacksdk_create_show_list_metadata_delete(daemon):
     rec.assert_only_daemon(daemon)
 
 
-def test_novaclient_create_show_list_metadata_delete(daemon):
+def injection_batch_sizes(daemon: Daemon) -> list[int]:
+    """The size of each injection batch (appliance launch) the daemon has logged."""
+    events = (json.loads(line) for line in daemon.log().splitlines() if line.startswith("{"))
+    return [e["size"] for e in events if e.get("event") == "injection.batch"]
+
+
+def test_novaclient_multi_create_show_list_metadata_delete(daemon):
+    """`nova boot --min-count 3 --max-count 3`: three guests named nova-1..3 from one
+    request, injected in one appliance launch, all ACTIVE, all deleted."""
     rec = Recorded(daemon, "alice")
     nc = nova(rec)
     ids: list[str] = []
@@ -136,21 +146,31 @@ def test_novaclient_create_show_list_metadata_delete(daemon):
         absolute = {a.name: a.value for a in limits.absolute}
         assert "maxTotalInstances" in absolute and "totalInstancesUsed" in absolute
 
-        created = nc.servers.create("nova-1", IMAGE_ID, "1", meta={"role": "db"})
-        ids.append(created.id)
+        created = nc.servers.create("nova", IMAGE_ID, "1", meta={"role": "db"},
+                                    min_count=3, max_count=3)
         assert len(created.adminPass) >= 8
+        made = {s.name: s for s in nc.servers.list() if s.name.startswith("nova-")}
+        ids.extend(s.id for s in made.values())
+        assert set(made) == {"nova-1", "nova-2", "nova-3"}
+        assert created.id == made["nova-1"].id  # the answer is the first server's
 
-        deadline = time.monotonic() + TIMEOUT
+        deadline = time.monotonic() + 3 * TIMEOUT  # three guests booting under TCG at once
+        while time.monotonic() < deadline:
+            statuses = {nc.servers.get(i).status for i in ids}
+            if statuses <= {"ACTIVE", "ERROR"}:
+                break
+            time.sleep(2)
+        for server_id in ids:
+            got = nc.servers.get(server_id)
+            assert got.status == "ACTIVE", (got.name, getattr(got, "fault", None))
+        assert agent_domains(daemon.state_dir) == {i: "running" for i in ids}
+        assert injection_batch_sizes(daemon) == [3]
+
         server = nc.servers.get(created.id)
-        while server.status not in ("ACTIVE", "ERROR") and time.monotonic() < deadline:
-            time.sleep(1)
-            server = nc.servers.get(created.id)
-        assert server.status == "ACTIVE", getattr(server, "fault", None)
         assert server.name == "nova-1"
         assert server.image["id"] == IMAGE_ID
         assert server.metadata == {"role": "db"}
-        assert agent_domains(daemon.state_dir) == {created.id: "running"}
-        assert nc.limits.get().absolute  # still answers with a server counted
+        assert nc.limits.get().absolute  # still answers with servers counted
 
         assert created.id in [s.id for s in nc.servers.list(detailed=False)]
         [listed] = [s for s in nc.servers.list() if s.id == created.id]
@@ -162,18 +182,19 @@ def test_novaclient_create_show_list_metadata_delete(daemon):
         nc.servers.delete_meta(server, ["tier"])
         assert nc.servers.get(created.id).metadata == {"role": "db", "owner": "alice"}
 
-        nc.servers.delete(server)
+        for server_id in ids:
+            nc.servers.delete(server_id)
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
-            try:
-                nc.servers.get(created.id)
-            except nova_exc.NotFound:
+            if not {s.id for s in nc.servers.list()} & set(ids):
                 break
             time.sleep(1)
         else:
-            raise AssertionError(f"{created.id} still there after {TIMEOUT}s")
+            raise AssertionError(f"{ids} still there after {TIMEOUT}s")
+        for server_id in ids:
+            with pytest.raises(nova_exc.NotFound):
+                nc.servers.get(server_id)
         assert agent_domains(daemon.state_dir) == {}
-        assert created.id not in [s.id for s in nc.servers.list()]
     rec.assert_only_daemon(daemon)
 
 

@@ -8,14 +8,18 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from ipaddress import IPv4Network
 
 import pytest
 from pyroute2 import IPRoute
 
-from agent.adapters.netlink import NetlinkPlumber
+from agent.adapters.host_checks import check_subnets
+from agent.adapters.netlink import NetlinkPlumber, host_routes
+from agent.config import Config
 from agent.core.netplumbing import NetworkPlumbing
 from agent.core.networks import NetworkCatalog
 from agent.errors import NetworkError
+from agent.model.host import HostRoute
 from agent.model.network import Network, Port, make_mac
 from tests.support.netns import TestNet
 from tests.unit.fakes.network import FakeDhcp
@@ -176,3 +180,18 @@ def test_the_resync_replugs_taps_removed_behind_the_agents_back(plumber, testnet
     assert plumber.bridge_members(net.bridge) == {p.tap for p in ports}
     for p in ports:
         assert link(p.tap)["master"] == net.bridge
+
+
+def test_host_routes_show_a_bridge_subnet_that_another_network_may_not_overlap(plumber, testnet):
+    """The start check's facts from the real kernel: a bridge's connected route is read
+    with its interface, so the network owning the bridge passes and one elsewhere fails."""
+    octet = 200 + int(testnet.tag, 16) % 50  # two runs at once do not share a subnet
+    net = testnet.network(0, f"10.213.{octet}.0/24")
+    plumber.ensure_bridge(net)
+    assert HostRoute(destination=net.cidr, interface=net.bridge) in host_routes()
+    assert check_subnets(Config(networks=[net])).ok
+    elsewhere = net.model_copy(update={"id": uuid.uuid4(), "bridge": testnet.name("x"),
+                                       "cidr": IPv4Network(f"10.213.{octet}.0/25")})
+    result = check_subnets(Config(networks=[elsewhere]))
+    assert not result.ok
+    assert f"overlaps the host route {net.cidr} on {net.bridge}" in result.detail

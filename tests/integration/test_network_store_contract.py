@@ -17,7 +17,7 @@ import pytest
 from agent.adapters.sqlite_store import SqliteStore
 from agent.errors import IpAddressInUse, MacAddressInUse, PortInUse, PortNotFound, StoreError
 from agent.model.network import Port, PortStatus
-from agent.ports import Store
+from agent.ports import NewServer, Store
 from tests.integration.test_store_contract import make_job, make_server
 from tests.unit.fakes.store import MemoryStore
 
@@ -119,6 +119,27 @@ def test_a_server_commits_with_its_new_and_bound_ports_or_not_at_all(store: Stor
     with pytest.raises(PortNotFound):
         store.create_server(third, make_job(third.id), [make_port(9, device_id=str(third.id))])
     assert store.get_server(third.id) is None
+
+
+def test_a_batch_of_servers_commits_whole_or_not_at_all(store: Store):
+    """create_servers (a multi-create): when the last server's port clashes, neither the
+    servers before it, nor their jobs, ports or events are written."""
+    servers = [make_server(name=f"web-{i}", reservation_id="r-batch001") for i in (1, 2, 3)]
+    ports = [make_port(i, device_id=str(s.id), created_by_agent=True)
+             for i, s in enumerate(servers, start=1)]
+    ports[2] = ports[2].model_copy(update={"ip": ports[0].ip})
+    before = store.events_since(0)
+    with pytest.raises(IpAddressInUse):
+        store.create_servers([NewServer(s, make_job(s.id), [p]) for s, p in zip(servers, ports, strict=True)])
+    assert store.list_servers() == [] and store.list_ports() == []
+    assert store.unfinished_jobs() == [] and store.events_since(0) == before
+
+    ports[2] = make_port(3, device_id=str(servers[2].id), created_by_agent=True)
+    store.create_servers([NewServer(s, make_job(s.id), [p]) for s, p in zip(servers, ports, strict=True)])
+    assert {s.name for s in store.list_servers()} == {"web-1", "web-2", "web-3"}
+    assert {s.reservation_id for s in store.list_servers()} == {"r-batch001"}
+    assert len(store.unfinished_jobs()) == 3 and len(store.list_ports()) == 3
+    assert [e.new_status for e in store.events_since(0)] == ["BUILD"] * 3
 
 
 def test_release_deletes_the_agents_ports_and_detaches_the_users(store: Store):

@@ -47,3 +47,25 @@ def test_a_state_dir_too_long_for_console_sockets_is_refused():
     with pytest.raises(ConfigError, match="too long"):
         load_config(None, {"state_dir": "/var/tmp/" + "x" * 60}, environ={})
     assert load_config(None, {"state_dir": "/var/tmp/" + "x" * 30}, environ={})
+
+
+def test_a_password_policy_no_password_can_meet_is_refused_at_load(tmp_path):
+    f = tmp_path / "agent.toml"
+    f.write_text("[password_policy]\nmin_length = 20\nmax_length = 12\n")
+    with pytest.raises(ConfigError, match="min_length 20 is greater than max_length 12"):
+        load_config(f, environ={})
+    f.write_text("[password_policy]\nmin_length = 1\nmax_length = 3\nrequire_symbol = true\n")
+    with pytest.raises(ConfigError, match="4 required character classes"):
+        load_config(f, environ={})
+    f.write_text("[password_policy]\nmax_length = 12\n")
+    assert load_config(f, environ={}).password_policy.generated_size == 12
+
+
+def test_multi_instance_name_template_must_format_with_name_uuid_and_count():
+    assert load_config(None, environ={}).multi_instance_display_name_template == "%(name)s-%(count)d"
+    ok = load_config(None, {"multi_instance_display_name_template": "%(name)s.%(count)02d"},
+                     environ={})
+    assert ok.multi_instance_display_name_template == "%(name)s.%(count)02d"
+    for bad in ("%(nam)s-%(count)d", "%(name)s-%(count)q", "%(name)s-%(uuid)d"):
+        with pytest.raises(ConfigError, match="multi_instance_display_name_template"):
+            load_config(None, {"multi_instance_display_name_template": bad}, environ={})

@@ -14,7 +14,7 @@ from pathlib import Path
 from uuid import UUID
 
 from agent.core.guest_layout import build_domain_spec
-from agent.core.injection import InjectionBatcher
+from agent.core.injection import BatchGroup, InjectionBatcher
 from agent.core.personality import decode_contents
 from agent.core.workflows.base import WorkflowDeps
 from agent.model.domain import PowerState
@@ -47,6 +47,15 @@ def injection_request(job: Job, disk: Path, base: Path | None = None,
                             fresh_overlay_of=base, base_format=base_format)
 
 
+def batch_group(job: Job) -> BatchGroup | None:
+    """The multi-create this build is one of, to be injected with the others; none for a
+    resumed build (the others may be past their injection: nobody to wait for)."""
+    batch = job.payload.get("batch")
+    if not batch or job.attempts > 1:
+        return None
+    return BatchGroup(key=batch["key"], size=batch["size"])
+
+
 class CreateWorkflow:
     def __init__(self, deps: WorkflowDeps, injector: InjectionBatcher) -> None:
         self.deps = deps
@@ -69,7 +78,8 @@ class CreateWorkflow:
                              flavor.disk)
             job = d.checkpoint(job, "disk", {"progress": PROGRESS["disk"]})
             d.ensure_not_taken_over(job, TaskState.SPAWNING)
-            await self.injector.inject(injection_request(job, files.disk, base, image.disk_format))
+            await self.injector.inject(injection_request(job, files.disk, base, image.disk_format),
+                                       batch_group(job))
             job = d.checkpoint(job, "injected", {"progress": PROGRESS["injected"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 

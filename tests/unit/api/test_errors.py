@@ -34,7 +34,7 @@ async def test_an_unexpected_error_is_a_generic_compute_fault(env: Env, monkeypa
     def explode(*args: Any, **kwargs: Any):
         raise RuntimeError("internal detail /var/lib/secret-path")
 
-    monkeypatch.setattr(env.deps.servers, "create", explode)
+    monkeypatch.setattr(env.deps.servers, "create_many", explode)
     with capture_logs() as logs:
         r = await env.client.post("/v2.1/servers", headers=ALICE, json={"server": {
             "name": "x", "imageRef": str(env.cirros.uuid), "flavorRef": "1", "adminPass": "Pw-Secret-77"}})

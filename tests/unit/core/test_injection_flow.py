@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 
-from agent.core.injection import InjectionBatcher
+from agent.core.injection import BatchGroup, InjectionBatcher
 from agent.core.jobs import JobRunner
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
 from agent.model.injection import LOCKED_HASH, InjectionRequest
 from agent.model.job import JobKind, JobStatus
-from agent.model.requests import PersonalityFile
+from agent.model.requests import CreateServer, PersonalityFile
 from agent.model.states import Status
+from tests.unit.core.conftest import ALICE, IMAGE_ID
 from tests.unit.fakes.injector import FakeInjector
 
 
@@ -105,3 +107,49 @@ async def test_requests_arriving_during_a_batch_form_the_next_one(tmp_path):
     await asyncio.gather(first, batcher.inject(InjectionRequest(disk=tmp_path / "b")),
                          batcher.inject(InjectionRequest(disk=tmp_path / "c")))
     assert batcher.batches == [1, 2]
+
+
+async def test_a_multi_create_is_one_batch_even_when_a_disk_takes_longer_than_the_window(world):
+    """The batch waits for every server of the request, not only for those whose disks
+    were ready within the window: one appliance launch for the whole request."""
+    world.service.limits = world.service.limits.model_copy(update={"max_total_instances": 8})
+    slow = world.disks.create_overlay
+
+    def create_overlay(base, base_format, dest, size_gib):
+        if len(list(world.deps.instances_dir.glob("*/disk*"))) == 2:
+            import time
+            time.sleep(0.3)  # the third disk: 30 windows of 0.01 s late
+        slow(base, base_format, dest, size_gib)
+
+    world.disks.create_overlay = create_overlay
+    made = world.service.create_many(ALICE, CreateServer(
+        name="web", image_ref=IMAGE_ID, flavor_ref="1", min_count=3, max_count=3))
+    await world.runner.idle()
+    assert world.batcher.batches == [3]
+    [call] = world.injector.calls
+    assert {r.disk for r in call} == {world.deps.files(s.id).disk for s in made.servers}
+    assert all(world.store.get_server(s.id).status is Status.ACTIVE for s in made.servers)
+
+
+async def test_a_batch_group_stops_waiting_at_its_deadline():
+    """A member that never arrives (its build failed before injection) holds the others
+    back only until the group's deadline."""
+    injector = FakeInjector()
+    batcher = InjectionBatcher(injector, window_s=0.01, group_wait_s=0.2)
+    group = BatchGroup(key="r-test0001", size=3)
+    disks = [Path(f"/d{i}") for i in range(2)]
+    await asyncio.gather(*(batcher.inject(InjectionRequest(disk=d), group) for d in disks))
+    assert batcher.batches == [2]
+
+
+async def test_a_group_is_kept_whole_and_one_larger_than_max_batch_fills_batches_of_its_own():
+    injector = FakeInjector()
+    batcher = InjectionBatcher(injector, window_s=0.01, max_batch=4)
+    lone = batcher.inject(InjectionRequest(disk=Path("/lone")))
+    three = [batcher.inject(InjectionRequest(disk=Path(f"/g{i}")), BatchGroup("r-a", 3))
+             for i in range(3)]
+    six = [batcher.inject(InjectionRequest(disk=Path(f"/h{i}")), BatchGroup("r-b", 6))
+           for i in range(6)]
+    await asyncio.gather(lone, *three, *six)
+    assert [sorted(str(r.disk) for r in call) for call in injector.calls] == [
+        ["/g0", "/g1", "/g2", "/lone"], ["/h0", "/h1", "/h2", "/h3"], ["/h4", "/h5"]]

@@ -17,11 +17,19 @@ from agent.core.netplumbing import NetworkPlumbing
 from agent.core.networks import NetworkCatalog, PortService
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
-from agent.errors import HypervisorError, InvalidInput, IpAddressInUse, NetworkError, PortInUse
+from agent.errors import (
+    HypervisorError,
+    InvalidInput,
+    IpAddressInUse,
+    NetworkError,
+    NoMoreAddresses,
+    PortInUse,
+)
 from agent.model.job import JobKind, JobStatus
 from agent.model.network import Network, NetworkRequest, PortStatus
+from agent.model.requests import CreateServer
 from agent.model.states import Status
-from tests.unit.core.conftest import ALICE, BOB, World
+from tests.unit.core.conftest import ALICE, BOB, IMAGE_ID, World
 from tests.unit.fakes.network import FakeDhcp, FakePlumber
 
 NET_A = Network(id=uuid.UUID("11111111-1111-4111-8111-111111111111"), name="net-a",
@@ -312,3 +320,26 @@ async def test_resync_goes_on_past_a_failure_and_without_libvirt(net: Net):
     report = await net.plumbing.resync_host(net.world.hypervisor)
     assert [p.tap for p in net.plumbing.ports_of(server.id)] == report.taps_replugged
     assert len(report.errors) == 3 and NET_A.id in report.dhcp_synced
+
+
+async def test_a_multi_create_that_runs_out_of_addresses_makes_nothing(net: Net):
+    """All or nothing: three servers on a network with two free addresses left."""
+    taken = []
+    while True:
+        try:
+            taken.append(net.user_port(NET_B))
+        except NoMoreAddresses:
+            break
+    for p in taken[:2]:
+        net.ports.delete_port(ALICE, str(p.id))
+    with pytest.raises(NoMoreAddresses):
+        net.world.service.create_many(ALICE, CreateServer(
+            name="web", image_ref=IMAGE_ID, flavor_ref="1", min_count=3,
+            networks=(on(NET_B),)))
+    assert net.world.store.list_servers() == []
+    assert len(net.world.store.list_ports(network_id=NET_B.id)) == len(taken) - 2
+    made = net.world.service.create_many(ALICE, CreateServer(
+        name="web", image_ref=IMAGE_ID, flavor_ref="1", min_count=2, networks=(on(NET_B),)))
+    await net.world.runner.idle()
+    ips = {p.ip for s in made.servers for p in net.plumbing.ports_of(s.id)}
+    assert ips == {taken[0].ip, taken[1].ip}

@@ -24,10 +24,16 @@ from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.network import Port, PortStatus
 from agent.model.server import Server
 from agent.model.states import VmState
-from agent.ports import ServerExpectation, check_change_keys, check_expect
+from agent.ports import (
+    NewServer,
+    ServerExpectation,
+    check_change_keys,
+    check_expect,
+    check_new_server,
+)
 
 _SERVER_FIELDS = frozenset(Server.model_fields)
-_SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at"})
+_SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at", "reservation_id"})
 _JOB_FIELDS = frozenset(Job.model_fields)
 _JOB_FIXED = frozenset({"id", "server_id", "kind", "created_at", "updated_at"})
 _SERVER_TIMES = ("created_at", "updated_at", "launched_at", "deleted_at")
@@ -113,28 +119,37 @@ class MemoryStore:
     # -- servers --------------------------------------------------------------------------
 
     def create_server(self, server: Server, job: Job, ports: Sequence[Port] = ()) -> None:
-        if job.server_id != server.id:
-            raise ValueError(f"job {job.id} is for server {job.server_id}, not {server.id}")
-        stored, stored_job = _stored_server(server), _stored_job(job)
+        self.create_servers([NewServer(server, job, tuple(ports))])
+
+    def create_servers(self, batch: Sequence[NewServer]) -> None:
+        for new in batch:
+            check_new_server(new)
+        rows = [(_stored_server(n.server), _stored_job(n.job)) for n in batch]
         with self._lock:
             self._check_open()
-            if server.id in self._servers:
-                raise StoreError("state database: create server failed: "
-                                 "UNIQUE constraint failed: servers.id")
-            if job.id in self._jobs:
-                raise StoreError("state database: create server failed: "
-                                 "UNIQUE constraint failed: jobs.id")
             new_ports = dict(self._ports)
-            for port in ports:  # all or none, as in one transaction
-                if port.created_by_agent:
-                    self._insert_port(new_ports, port)
-                else:
-                    self._bind_port(new_ports, port)
-            event = self._event(stored, None, "create", _now(), [])
+            servers: dict[UUID, Server] = {}
+            jobs: dict[UUID, Job] = {}
+            events: list[StatusEvent] = []
+            for new, (stored, stored_job) in zip(batch, rows, strict=True):
+                if stored.id in self._servers or stored.id in servers:
+                    raise StoreError("state database: create server failed: "
+                                     "UNIQUE constraint failed: servers.id")
+                if stored_job.id in self._jobs or stored_job.id in jobs:
+                    raise StoreError("state database: create server failed: "
+                                     "UNIQUE constraint failed: jobs.id")
+                for port in new.ports:  # all or none, as in one transaction
+                    if port.created_by_agent:
+                        self._insert_port(new_ports, port)
+                    else:
+                        self._bind_port(new_ports, port)
+                servers[stored.id] = stored
+                jobs[stored_job.id] = stored_job
+                events.append(self._event(stored, None, "create", _now(), events))
             self._ports = new_ports
-            self._servers[server.id] = stored
-            self._jobs[job.id] = stored_job
-            self._append_events([event])
+            self._servers.update(servers)
+            self._jobs.update(jobs)
+            self._append_events(events)
 
     def get_server(self, server_id: UUID, project_id: str | None = None) -> Server | None:
         with self._lock:
