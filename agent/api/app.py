@@ -4,7 +4,7 @@
                              host_id=socket.gethostname(), tokens={...}))
 
 Every route is served under /v2.1/... and under /v2.1/{project_id}/... (Nova accepts
-both; a project id in the URL must be the token's unless the caller is admin)."""
+both; a project id in the URL must be the token's, as in Nova, even for an admin)."""
 
 from __future__ import annotations
 

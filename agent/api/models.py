@@ -73,9 +73,10 @@ ServiceUnavailable = _fault("ServiceUnavailable", "serviceUnavailable")
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     table: dict[int, tuple[type[BaseModel], str]] = {
-        400: (BadRequest, "Invalid request (the message names the field)"),
+        400: (BadRequest, "Invalid request (the message names the field), or the URL's "
+              "project is not the token's"),
         401: (Unauthorized, "No token, or an unknown one"),
-        403: (Forbidden, "Quota exceeded, or the URL's project is not the token's"),
+        403: (Forbidden, "Quota exceeded, or not allowed by policy"),
         404: (ItemNotFound, "Not found (or not the caller's)"),
         406: (ComputeFault, "The requested microversion is not supported"),
         409: (Conflict, "Not allowed in the server's current state"),

@@ -41,12 +41,13 @@ def parse_changes_since(value: str) -> datetime:
         raise InvalidInput("Invalid filter field: changes-since.", "changes-since") from None
 
 
-def parse_status(value: str) -> Status:
-    """Case-insensitive, as in Nova; an unknown status is a 400 (as Nova 2.38+ has it)."""
-    try:
-        return Status(value.upper())
-    except ValueError:
-        raise InvalidInput("Invalid status value", "status") from None
+def parse_statuses(values: list[str]) -> tuple[frozenset[Status], bool]:
+    """The statuses asked for (any case, as in Nova), and whether a status filter was
+    given that names no status at all: Nova 2.1 then answers an empty list (a 400 came
+    only with 2.38). Unknown values beside known ones are ignored, as Nova ignores them."""
+    known = frozenset(Status(v.strip().upper()) for v in values
+                      if v.strip().upper() in Status.__members__.values())
+    return known, bool(values) and not known
 
 
 _TRUE = frozenset({"", "1", "t", "true", "on", "y", "yes"})
@@ -89,9 +90,10 @@ async def server_query(
     tenant_filter: Annotated[str | None, Query(alias="tenant_id", description="Same as project_id")] = None,
 ) -> ServerQuery:
     """The list filters; unknown query parameters are ignored, as Nova ignores them."""
+    statuses, matches_nothing = parse_statuses(status or [])
     return ServerQuery(
         image=image, flavor=flavor, name=name, limit=limit,
-        statuses=frozenset(parse_status(v) for v in status or ()),
+        statuses=statuses, status_matches_nothing=matches_nothing,
         all_tenants=parse_all_tenants(all_tenants), project_id=project_filter or tenant_filter,
         changes_since=None if changes_since is None else parse_changes_since(changes_since),
         marker=None if marker is None else parse_marker(marker),

@@ -35,6 +35,7 @@ from agent.model.network import Port
 from agent.model.passwords import PasswordPolicy, generate_password
 from agent.model.requests import CreateServer, Limits, RequestContext, ServerQuery
 from agent.model.server import Server
+from agent.model.states import Status, TaskState
 from agent.model.transitions import Action, check_action
 from agent.ports import ImageCatalog, ServerExpectation, Store
 
@@ -80,8 +81,11 @@ class ServerService:
 
     def list(self, ctx: RequestContext, query: ServerQuery) -> tuple[list[Server], bool]:
         """Servers matching the query, one page; True when another page follows."""
-        servers = self.store.list_servers(self._listed_project(ctx, query),
-                                          changes_since=query.changes_since)
+        project = self._listed_project(ctx, query)
+        if query.status_matches_nothing:
+            return [], False
+        servers = self.store.list_servers(project, changes_since=query.changes_since,
+                                          include_deleted=self._lists_deleted(ctx, query))
         if query.image:
             servers = [s for s in servers if str(s.image_id) == ref_id(query.image)]
         if query.flavor:
@@ -98,6 +102,15 @@ class ServerService:
             servers = servers[ids.index(query.marker) + 1:]
         limit = min(query.limit if query.limit is not None else self.max_page, self.max_page)
         return servers[:limit], len(servers) > limit
+
+    @staticmethod
+    def _lists_deleted(ctx: RequestContext, query: ServerQuery) -> bool:
+        """status=deleted alone lists deleted servers, for admins only (as in Nova)."""
+        if query.statuses != {Status.DELETED}:
+            return False
+        if not ctx.is_admin:
+            raise PolicyForbidden("Only administrators may list deleted instances")
+        return True
 
     @staticmethod
     def _listed_project(ctx: RequestContext, query: ServerQuery) -> str | None:
@@ -201,6 +214,8 @@ class ServerService:
 
     def delete(self, ctx: RequestContext, server_id: UUID) -> None:
         server = self.get_live(ctx, server_id)
+        if server.task_state is TaskState.DELETING:
+            return  # already being deleted: a retried DELETE is a success (204), as in Nova
         task = check_action(Action.DELETE, server.vm_state, server.task_state)
         now = self.now()
         job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.DELETE, created_at=now,

@@ -52,6 +52,8 @@ class ServerQuery(BaseModel):
     flavor: str | None = None
     name: str | None = None  # a regular expression, searched as Nova does
     statuses: frozenset[Status] = frozenset()  # any of them; empty: every status
+    # A status filter was given but names no known status: nothing matches (Nova 2.1).
+    status_matches_nothing: bool = False
     changes_since: datetime | None = None
     limit: int | None = Field(default=None, ge=0)
     marker: UUID | None = None

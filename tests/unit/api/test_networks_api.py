@@ -65,10 +65,11 @@ async def test_bad_networks_are_refused_naming_networks(env: Env, networks, stat
     assert env.store.list_servers() == [] and env.store.list_ports() == []
 
 
-async def test_an_address_or_port_in_use_is_a_conflict(env: Env):
+async def test_a_fixed_ip_in_use_is_a_bad_request_and_a_port_in_use_a_conflict_as_in_nova(env: Env):
+    """Nova answers FixedIpAlreadyInUse with 400 and PortInUse with 409."""
     assert (await create(env, [{"uuid": NET, "fixed_ip": "10.213.0.7"}])).status_code == 202
-    assert "10.213.0.7 is in use" in fault(
-        await create(env, [{"uuid": NET, "fixed_ip": "10.213.0.7"}]), 409, "conflictingRequest")
+    message = fault(await create(env, [{"uuid": NET, "fixed_ip": "10.213.0.7"}]), 400, "badRequest")
+    assert message.startswith("Fixed IP address 10.213.0.7 is already in use on instance ")
     port = await make_port(env)
     assert (await create(env, [{"port": port["id"]}])).status_code == 202
     assert "still in use" in fault(await create(env, [{"port": port["id"]}]), 409, "conflictingRequest")
