@@ -101,8 +101,15 @@ _V3 = (
     )""",
 )
 
+# The security groups a create asked for (JSON list of names) and its scheduler hints
+# (JSON object), kept with the server: shown in its view / for a scheduler to read.
+_V4 = (
+    """ALTER TABLE servers ADD COLUMN security_groups TEXT NOT NULL DEFAULT '["default"]'""",
+    "ALTER TABLE servers ADD COLUMN scheduler_hints TEXT NOT NULL DEFAULT '{}'",
+)
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -153,6 +153,10 @@ class ServerDetail(_Out):
     security_groups: list[SecurityGroupRef]
     volumes_attached: list[dict[str, Any]] = Field(alias="os-extended-volumes:volumes_attached")
     fault: ServerFault | None = None
+    # Admin tokens only (Nova's extended server attributes at 2.1).
+    host: str | None = Field(default=None, alias="OS-EXT-SRV-ATTR:host")
+    hypervisor_hostname: str | None = Field(default=None, alias="OS-EXT-SRV-ATTR:hypervisor_hostname")
+    instance_name: str | None = Field(default=None, alias="OS-EXT-SRV-ATTR:instance_name")
 
 
 class ServerDetailIndex(_Out):

@@ -16,7 +16,7 @@ from agent.api import models, views, views_network
 from agent.api.auth import Ctx, deps_of
 from agent.api.schemas import CreateServerBody, UpdateServerBody
 from agent.errors import InvalidInput, ServerNotFound
-from agent.model.requests import ServerQuery
+from agent.model.requests import RequestContext, ServerQuery
 from agent.model.server import Server
 from agent.model.states import Status
 
@@ -112,6 +112,12 @@ def addresses(request: Request, servers: list[Server]) -> dict[UUID, dict[str, l
             for i, nics in ports.nics(s.id for s in servers).items()}
 
 
+def server_view(request: Request, ctx: RequestContext, server: Server) -> dict[str, Any]:
+    """One server's detail with its addresses (and, for admins, the host attributes)."""
+    return views.server_detail(server, views.Urls(request), deps_of(request).host_id,
+                               addresses(request, [server])[server.id], admin=ctx.is_admin)
+
+
 @router.get("/servers", response_model=models.ServerIndex, responses=models.READ_ERRORS)
 async def list_servers(request: Request, ctx: Ctx, query: Filters) -> JSONResponse:
     servers, has_more = deps_of(request).servers.list(ctx, query)
@@ -128,7 +134,8 @@ async def list_servers_detail(request: Request, ctx: Ctx, query: Filters) -> JSO
     servers, has_more = deps.servers.list(ctx, query)
     urls = views.Urls(request)
     nics = addresses(request, servers)
-    body: dict[str, object] = {"servers": [views.server_detail(s, urls, deps.host_id, nics[s.id])
+    body: dict[str, object] = {"servers": [views.server_detail(s, urls, deps.host_id, nics[s.id],
+                                                               admin=ctx.is_admin)
                                            for s in servers]}
     if has_more and servers:
         body["servers_links"] = urls.next_link(servers[-1].id)
@@ -138,9 +145,12 @@ async def list_servers_detail(request: Request, ctx: Ctx, query: Filters) -> JSO
 @router.post("/servers", status_code=202, response_model=models.CreatedServerShow,
              responses=models.WRITE_ERRORS)
 async def create_server(request: Request, ctx: Ctx, body: CreateServerBody) -> JSONResponse:
-    server, admin_pass = deps_of(request).servers.create(ctx, body.server.to_core())
+    server, admin_pass = deps_of(request).servers.create(ctx, body.to_core())
     urls = views.Urls(request)
-    return JSONResponse(views.created_server(server, urls, admin_pass), status_code=202,
+    asked = body.server.security_groups
+    shown = views.created_server(server, urls, admin_pass,
+                                 None if asked is None else [g.name for g in asked])
+    return JSONResponse(shown, status_code=202,
                         headers={"Location": urls.self_href("servers", server.id)})
 
 
@@ -148,8 +158,7 @@ async def create_server(request: Request, ctx: Ctx, body: CreateServerBody) -> J
 async def show_server(request: Request, ctx: Ctx, server_id: str) -> JSONResponse:
     deps = deps_of(request)
     server = deps.servers.get_live(ctx, parse_server_id(server_id))
-    return JSONResponse({"server": views.server_detail(server, views.Urls(request), deps.host_id,
-                                                       addresses(request, [server])[server.id])})
+    return JSONResponse({"server": server_view(request, ctx, server)})
 
 
 @router.put("/servers/{server_id}", response_model=models.ServerShow, responses=models.WRITE_ERRORS)
@@ -158,8 +167,7 @@ async def update_server(request: Request, ctx: Ctx, server_id: str, body: Update
     change = body.server
     server = deps.servers.update(ctx, parse_server_id(server_id), name=change.name,
                                  access_ipv4=change.access_ipv4, access_ipv6=change.access_ipv6)
-    return JSONResponse({"server": views.server_detail(server, views.Urls(request), deps.host_id,
-                                                       addresses(request, [server])[server.id])})
+    return JSONResponse({"server": server_view(request, ctx, server)})
 
 
 @router.delete("/servers/{server_id}", status_code=204, response_class=Response,

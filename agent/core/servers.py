@@ -144,6 +144,7 @@ class ServerService:
         personality = check_personality(req.personality, self.limits, image)
         ipv4 = check_access_ip(req.access_ipv4, 4)
         ipv6 = check_access_ip(req.access_ipv6, 6)
+        groups = tuple(check_name(g, "security_groups") for g in req.security_groups)
         self._check_quota(ctx, flavor.vcpus, flavor.ram)
         server_id = uuid.uuid4()
         nics = self._plan_nics(ctx, req, server_id)  # checked now, committed with the server
@@ -169,7 +170,9 @@ class ServerService:
         server = Server(id=server_id, project_id=ctx.project_id, user_id=ctx.user_id,
                         name=name, image_id=image.uuid, flavor_id=flavor.id,
                         metadata=dict(req.metadata), access_ipv4=ipv4, access_ipv6=ipv6,
-                        shutdown_terminate=req.shutdown_terminate, created_at=now, updated_at=now)
+                        shutdown_terminate=req.shutdown_terminate,
+                        security_groups=groups, scheduler_hints=req.scheduler_hints,
+                        created_at=now, updated_at=now)
         job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE, payload=payload,
                   created_at=now, updated_at=now)
         self.store.create_server(server, job, nics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -43,6 +44,8 @@ class CreateServer(BaseModel):
     shutdown_terminate: bool = False
     # The NICs asked for, in order; None (absent or "auto") means the default networks.
     networks: tuple[NetworkRequest, ...] | None = None
+    security_groups: tuple[str, ...] = ("default",)  # recorded and shown, not enforced
+    scheduler_hints: dict[str, Any] = Field(default_factory=dict)  # kept for a scheduler
 
 
 class ServerQuery(BaseModel):

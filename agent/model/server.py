@@ -4,6 +4,7 @@ only ever carried as a crypt hash inside a job's payload, and only until it is u
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +38,10 @@ class Server(BaseModel):
     access_ipv4: str = ""
     access_ipv6: str = ""
     shutdown_terminate: bool = False
+    # Recorded as asked at create (names); shown in the server's view, not enforced here.
+    security_groups: tuple[str, ...] = ("default",)
+    # The create's os:scheduler_hints, as given, for a scheduler placing servers on hosts.
+    scheduler_hints: dict[str, Any] = Field(default_factory=dict)
     fault: Fault | None = None
     created_at: datetime
     updated_at: datetime

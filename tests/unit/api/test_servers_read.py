@@ -78,8 +78,10 @@ async def test_show_reflects_an_active_running_server(env: Env):
 
 
 async def test_host_id_is_nova_s_hash_of_project_and_host(env: Env):
-    alice_sid = (await env.create())["id"]
+    alice_sid = await env.create_active()
+    env.set_state(alice_sid, VmState.ACTIVE, progress=20)
     bob_sid = (await env.create(BOB))["id"]
+    env.set_state(bob_sid, VmState.ACTIVE, launched_at=datetime.now(UTC))
     alice_host = (await show(env, alice_sid)).json()["server"]["hostId"]
     bob_host = (await show(env, bob_sid, BOB)).json()["server"]["hostId"]
     assert alice_host == hashlib.sha224(f"p-alice{HOST}".encode()).hexdigest()
