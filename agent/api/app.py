@@ -22,6 +22,7 @@ from agent.api import (
     routes_metadata,
     routes_metrics,
     routes_network,
+    routes_server_info,
     routes_servers,
     versions,
 )
@@ -66,7 +67,7 @@ def _operation_id_with_project(route: APIRoute) -> str:
 
 
 COMPUTE_ROUTERS = (routes_servers.router, routes_actions.router, routes_metadata.router,
-                   routes_catalog.router, routes_events.router)
+                   routes_server_info.router, routes_catalog.router, routes_events.router)
 NETWORK_PREFIX = "/v2.0"  # Neutron's API, beside the compute API (no project id in its paths)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 
 class _Out(BaseModel):
@@ -15,6 +15,7 @@ class _Out(BaseModel):
 class Link(_Out):
     rel: str
     href: str
+    type: str | None = None  # the describedby link's media type
 
 
 class MediaType(_Out):
@@ -32,8 +33,17 @@ class Version(_Out):
     media_types: list[MediaType] = Field(alias="media-types")
 
 
+class VersionSummary(_Out):
+    id: str
+    status: str
+    version: str
+    min_version: str
+    updated: str
+    links: list[Link]
+
+
 class VersionList(_Out):
-    versions: list[Version]
+    versions: list[VersionSummary]
 
 
 class VersionShow(_Out):
@@ -178,6 +188,23 @@ class CreatedServer(_Out):
 
 class CreatedServerShow(_Out):
     server: CreatedServer
+
+
+class AddressEntry(_Out):
+    version: int
+    addr: str
+
+
+class ServerAddresses(_Out):
+    addresses: dict[str, list[AddressEntry]]
+
+
+class NetworkAddresses(RootModel[dict[str, list[AddressEntry]]]):
+    """{network name: [addresses]}: one key, the network asked for."""
+
+
+class ServerPassword(_Out):
+    password: str
 
 
 class Metadata(_Out):

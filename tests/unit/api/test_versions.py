@@ -15,17 +15,25 @@ VERSION = {
     "version": "2.1",
     "min_version": "2.1",
     "updated": "2013-07-23T11:33:21Z",
-    "links": [{"rel": "self", "href": "http://test/v2.1/"}],
+    "links": [{"rel": "self", "href": "http://test/v2.1/"},
+              {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"}],
     "media-types": [{"base": "application/json",
                      "type": "application/vnd.openstack.compute+json;version=2.1"}],
 }
+# GET / as Nova answers it: the legacy v2.0 entry too, and only self links.
+VERSIONS = [
+    {"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+     "updated": "2011-01-21T11:33:21Z", "links": [{"rel": "self", "href": "http://test/v2/"}]},
+    {"id": "v2.1", "status": "CURRENT", "version": "2.1", "min_version": "2.1",
+     "updated": "2013-07-23T11:33:21Z", "links": [{"rel": "self", "href": "http://test/v2.1/"}]},
+]
 REQUEST_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
-async def test_root_lists_the_one_version_without_authentication(env: Env):
+async def test_root_lists_nova_s_versions_without_authentication(env: Env):
     r = await env.client.get("/")
     assert r.status_code == 200
-    assert r.json() == {"versions": [VERSION]}
+    assert r.json() == {"versions": VERSIONS}
 
 
 @pytest.mark.parametrize("path", ["/v2.1", "/v2.1/"])
