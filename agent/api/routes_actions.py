@@ -81,6 +81,7 @@ async def server_action(request: Request, ctx: Ctx, server_id: str,
         return JSONResponse({"adminPass": password}, status_code=200)
     elif isinstance(body, RebuildAction):
         server, password = actions.rebuild(ctx, sid, body.rebuild.to_core())
-        shown = server_view(request, ctx, server)  # with its real addresses, as Nova
+        # With its real addresses (without OS-EXT-IPS attributes), as Nova answers.
+        shown = server_view(request, ctx, server, extended_addresses=False)
         return JSONResponse({"server": {**shown, "adminPass": password}}, status_code=202)
     return _accepted()

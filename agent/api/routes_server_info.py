@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
-from agent.api import models, views_network
+from agent.api import models
 from agent.api.auth import Ctx, deps_of
-from agent.api.routes_servers import parse_server_id
+from agent.api.routes_servers import addresses, parse_server_id
 from agent.errors import NotFound
 from agent.model.requests import RequestContext
 
@@ -21,11 +21,8 @@ NetworkLabel = Annotated[str, Path(description="A network's name, as `addresses`
 
 def _addresses(request: Request, ctx: RequestContext, server_id: str) -> dict[str, list[dict[str, Any]]]:
     """A live server's addresses by network name, without the extended attributes."""
-    deps = deps_of(request)
-    server = deps.servers.get_live(ctx, parse_server_id(server_id))
-    if deps.ports is None:
-        return {}
-    return views_network.addresses_view(deps.ports.nics([server.id])[server.id], extended=False)
+    server = deps_of(request).servers.get_live(ctx, parse_server_id(server_id))
+    return addresses(request, [server], extended=False)[server.id]
 
 
 @router.get("/servers/{server_id}/ips", response_model=models.ServerAddresses,

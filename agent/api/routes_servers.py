@@ -103,19 +103,23 @@ async def server_query(
 Filters = Annotated[ServerQuery, Depends(server_query)]
 
 
-def addresses(request: Request, servers: list[Server]) -> dict[UUID, dict[str, list[dict[str, Any]]]]:
+def addresses(request: Request, servers: list[Server], *,
+              extended: bool = True) -> dict[UUID, dict[str, list[dict[str, Any]]]]:
     """Each server's `addresses` (its ports' fixed IPs by network name)."""
     ports = deps_of(request).ports
     if ports is None:
         return {s.id: {} for s in servers}
-    return {i: views_network.addresses_view(nics)
+    return {i: views_network.addresses_view(nics, extended=extended)
             for i, nics in ports.nics(s.id for s in servers).items()}
 
 
-def server_view(request: Request, ctx: RequestContext, server: Server) -> dict[str, Any]:
-    """One server's detail with its addresses (and, for admins, the host attributes)."""
+def server_view(request: Request, ctx: RequestContext, server: Server, *,
+                extended_addresses: bool = True) -> dict[str, Any]:
+    """One server's detail with its addresses (and, for admins, the host attributes).
+    Nova's update and rebuild answers show addresses without OS-EXT-IPS attributes."""
     return views.server_detail(server, views.Urls(request), deps_of(request).host_id,
-                               addresses(request, [server])[server.id], admin=ctx.is_admin)
+                               addresses(request, [server], extended=extended_addresses)[server.id],
+                               admin=ctx.is_admin)
 
 
 @router.get("/servers", response_model=models.ServerIndex, responses=models.READ_ERRORS)
@@ -167,7 +171,7 @@ async def update_server(request: Request, ctx: Ctx, server_id: str, body: Update
     change = body.server
     server = deps.servers.update(ctx, parse_server_id(server_id), name=change.name,
                                  access_ipv4=change.access_ipv4, access_ipv6=change.access_ipv6)
-    return JSONResponse({"server": server_view(request, ctx, server)})
+    return JSONResponse({"server": server_view(request, ctx, server, extended_addresses=False)})
 
 
 @router.delete("/servers/{server_id}", status_code=204, response_class=Response,
