@@ -44,6 +44,13 @@ async def test_flavor_ref_may_be_an_integer(env: Env):
     assert (await show(env, r.json()["server"]["id"]))["flavor"]["id"] == "2"
 
 
+async def test_resize_takes_an_integer_flavor_ref_too(env: Env):
+    sid = await env.create_active()
+    r = await env.client.post(f"/v2.1/servers/{sid}/action", json={"resize": {"flavorRef": 2}},
+                              headers=ALICE)
+    assert r.status_code == 202, r.text
+
+
 async def test_scheduler_hints_are_accepted_and_stored_with_the_server(env: Env):
     hints = {"group": "3c1f6b1e-8a4e-4a51-9a0e-6a3f7f1b2c3d", "same_host": ["a", "b"],
              "query": '["=", "$free_ram_mb", 1024]', "custom_hint": {"nested": [1, 2]}}
