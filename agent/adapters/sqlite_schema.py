@@ -102,10 +102,14 @@ _V3 = (
 )
 
 # Multi-create: the servers one create request made share a reservation id (Nova's), which
-# a list can filter on. Rows from before it have none ('').
+# a list can filter on. Rows from before it have none (''). The security groups a create
+# asked for (JSON list of names) and its scheduler hints (JSON object), kept with the
+# server: shown in its view / for a scheduler to read.
 _V4 = (
     "ALTER TABLE servers ADD COLUMN reservation_id TEXT NOT NULL DEFAULT ''",
     "CREATE INDEX servers_reservation ON servers (reservation_id)",
+    """ALTER TABLE servers ADD COLUMN security_groups TEXT NOT NULL DEFAULT '["default"]'""",
+    "ALTER TABLE servers ADD COLUMN scheduler_hints TEXT NOT NULL DEFAULT '{}'",
 )
 
 # MIGRATIONS[i] takes a database from user_version i to i + 1.

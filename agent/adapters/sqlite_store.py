@@ -42,16 +42,19 @@ _JOB_FIXED = frozenset({"id", "server_id", "kind", "created_at", "updated_at"})
 
 _INSERT_SERVER = """INSERT INTO servers (id, project_id, user_id, name, image_id, flavor_id,
     vm_state, task_state, power_state, progress, metadata, access_ipv4, access_ipv6,
-    shutdown_terminate, fault, created_at, updated_at, launched_at, deleted_at, reservation_id)
+    shutdown_terminate, fault, created_at, updated_at, launched_at, deleted_at, reservation_id,
+    security_groups, scheduler_hints)
   VALUES (:id, :project_id, :user_id, :name, :image_id, :flavor_id, :vm_state, :task_state,
     :power_state, :progress, :metadata, :access_ipv4, :access_ipv6, :shutdown_terminate,
-    :fault, :created_at, :updated_at, :launched_at, :deleted_at, :reservation_id)"""
+    :fault, :created_at, :updated_at, :launched_at, :deleted_at, :reservation_id,
+    :security_groups, :scheduler_hints)"""
 _UPDATE_SERVER = """UPDATE servers SET user_id = :user_id, name = :name, image_id = :image_id,
     flavor_id = :flavor_id, vm_state = :vm_state, task_state = :task_state,
     power_state = :power_state, progress = :progress, metadata = :metadata,
     access_ipv4 = :access_ipv4, access_ipv6 = :access_ipv6,
     shutdown_terminate = :shutdown_terminate, fault = :fault, updated_at = :updated_at,
-    launched_at = :launched_at, deleted_at = :deleted_at
+    launched_at = :launched_at, deleted_at = :deleted_at,
+    security_groups = :security_groups, scheduler_hints = :scheduler_hints
   WHERE id = :id"""
 _INSERT_JOB = """INSERT INTO jobs (id, server_id, kind, status, step, payload, error, attempts,
     created_at, updated_at)
@@ -91,6 +94,8 @@ def _server_params(s: Server) -> dict[str, Any]:
         "fault": fault, "created_at": _ts(s.created_at), "updated_at": _ts(s.updated_at),
         "launched_at": _ts(s.launched_at), "deleted_at": _ts(s.deleted_at),
         "reservation_id": s.reservation_id,
+        "security_groups": json.dumps(list(s.security_groups)),
+        "scheduler_hints": json.dumps(s.scheduler_hints, sort_keys=True),
     }
 
 
@@ -99,6 +104,8 @@ def _row_server(row: sqlite3.Row) -> Server:
     data["metadata"] = json.loads(data["metadata"])
     data["fault"] = json.loads(data["fault"]) if data["fault"] else None
     data["shutdown_terminate"] = bool(data["shutdown_terminate"])
+    data["security_groups"] = tuple(json.loads(data["security_groups"]))
+    data["scheduler_hints"] = json.loads(data["scheduler_hints"])
     return Server.model_validate(data)
 
 

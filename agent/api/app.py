@@ -4,7 +4,7 @@
                              host_id=socket.gethostname(), tokens={...}))
 
 Every route is served under /v2.1/... and under /v2.1/{project_id}/... (Nova accepts
-both; a project id in the URL must be the token's unless the caller is admin)."""
+both; a project id in the URL must be the token's, as in Nova, even for an admin)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from agent.api import (
     routes_metadata,
     routes_metrics,
     routes_network,
+    routes_server_info,
     routes_servers,
     versions,
 )
@@ -66,7 +67,7 @@ def _operation_id_with_project(route: APIRoute) -> str:
 
 
 COMPUTE_ROUTERS = (routes_servers.router, routes_actions.router, routes_metadata.router,
-                   routes_catalog.router, routes_events.router)
+                   routes_server_info.router, routes_catalog.router, routes_events.router)
 NETWORK_PREFIX = "/v2.0"  # Neutron's API, beside the compute API (no project id in its paths)
 
 

@@ -73,6 +73,8 @@ async def check_project_in_path(
         ctx: Ctx,
         project_id: Annotated[str, Path(description="The caller's project (optional in the URL)")],
 ) -> None:
-    """Nova accepts /v2.1/{project_id}/...; the project must be the token's (or admin)."""
-    if project_id != ctx.project_id and not ctx.is_admin:
-        raise ApiFault(403, "The project in the URL is not the project of the token.")
+    """Nova accepts /v2.1/{project_id}/...; the project must be the token's, for admins
+    too (nova.api.openstack.wsgi answers 400 badRequest, not 403)."""
+    if project_id != ctx.project_id:
+        raise ApiFault(400, f"Malformed request URL: URL's project_id '{project_id[:64]}' "
+                       f"doesn't match Context's project_id '{ctx.project_id}'")

@@ -150,7 +150,7 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
 
 
 # Parts of a pydantic error location that name a union member or a dict key, not a field.
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "bytes", "[key]"})
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "bytes", "[key]", "constrained-str"})
 _DICT_FIELDS = ("metadata", "meta")  # their keys are data, not field names
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 
 class _Out(BaseModel):
@@ -15,6 +15,7 @@ class _Out(BaseModel):
 class Link(_Out):
     rel: str
     href: str
+    type: str | None = None  # the describedby link's media type
 
 
 class MediaType(_Out):
@@ -32,8 +33,17 @@ class Version(_Out):
     media_types: list[MediaType] = Field(alias="media-types")
 
 
+class VersionSummary(_Out):
+    id: str
+    status: str
+    version: str
+    min_version: str
+    updated: str
+    links: list[Link]
+
+
 class VersionList(_Out):
-    versions: list[Version]
+    versions: list[VersionSummary]
 
 
 class VersionShow(_Out):
@@ -73,9 +83,10 @@ ServiceUnavailable = _fault("ServiceUnavailable", "serviceUnavailable")
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     table: dict[int, tuple[type[BaseModel], str]] = {
-        400: (BadRequest, "Invalid request (the message names the field)"),
+        400: (BadRequest, "Invalid request (the message names the field), or the URL's "
+              "project is not the token's"),
         401: (Unauthorized, "No token, or an unknown one"),
-        403: (Forbidden, "Quota exceeded, or the URL's project is not the token's"),
+        403: (Forbidden, "Quota exceeded, or not allowed by policy"),
         404: (ItemNotFound, "Not found (or not the caller's)"),
         406: (ComputeFault, "The requested microversion is not supported"),
         409: (Conflict, "Not allowed in the server's current state"),
@@ -152,6 +163,10 @@ class ServerDetail(_Out):
     security_groups: list[SecurityGroupRef]
     volumes_attached: list[dict[str, Any]] = Field(alias="os-extended-volumes:volumes_attached")
     fault: ServerFault | None = None
+    # Admin tokens only (Nova's extended server attributes at 2.1).
+    host: str | None = Field(default=None, alias="OS-EXT-SRV-ATTR:host")
+    hypervisor_hostname: str | None = Field(default=None, alias="OS-EXT-SRV-ATTR:hypervisor_hostname")
+    instance_name: str | None = Field(default=None, alias="OS-EXT-SRV-ATTR:instance_name")
 
 
 class ServerDetailIndex(_Out):
@@ -179,6 +194,23 @@ class CreatedReservation(_Out):
     """A create with return_reservation_id: the id its servers share (a list filter)."""
 
     reservation_id: str
+
+
+class AddressEntry(_Out):
+    version: int
+    addr: str
+
+
+class ServerAddresses(_Out):
+    addresses: dict[str, list[AddressEntry]]
+
+
+class NetworkAddresses(RootModel[dict[str, list[AddressEntry]]]):
+    """{network name: [addresses]}: one key, the network asked for."""
+
+
+class ServerPassword(_Out):
+    password: str
 
 
 class Metadata(_Out):

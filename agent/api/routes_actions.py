@@ -14,11 +14,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from agent.api import views
 from agent.api.auth import Ctx, deps_of
 from agent.api.errors import MALFORMED_BODY, ApiFault
 from agent.api.models_actions import ACTION_RESPONSES
-from agent.api.routes_servers import parse_server_id
+from agent.api.routes_servers import parse_server_id, server_view
 from agent.api.schemas_actions import (
     ACTIONS,
     ActionBody,
@@ -71,7 +70,7 @@ async def server_action(request: Request, ctx: Ctx, server_id: str,
     elif isinstance(body, RebootAction):
         actions.reboot(ctx, sid, hard=body.reboot.type.upper() == "HARD")
     elif isinstance(body, ResizeAction):
-        actions.resize(ctx, sid, body.resize.flavor_ref)
+        actions.resize(ctx, sid, str(body.resize.flavor_ref))
     elif isinstance(body, ChangePasswordAction):
         actions.change_password(ctx, sid, body.change_password.admin_pass.get_secret_value())
     elif isinstance(body, RescueAction):
@@ -82,6 +81,7 @@ async def server_action(request: Request, ctx: Ctx, server_id: str,
         return JSONResponse({"adminPass": password}, status_code=200)
     elif isinstance(body, RebuildAction):
         server, password = actions.rebuild(ctx, sid, body.rebuild.to_core())
-        shown = views.server_detail(server, views.Urls(request), deps.host_id)
+        # With its real addresses (without OS-EXT-IPS attributes), as Nova answers.
+        shown = server_view(request, ctx, server, extended_addresses=False)
         return JSONResponse({"server": {**shown, "adminPass": password}}, status_code=202)
     return _accepted()

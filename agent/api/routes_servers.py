@@ -16,7 +16,7 @@ from agent.api import models, views, views_network
 from agent.api.auth import Ctx, deps_of
 from agent.api.schemas import CreateServerBody, UpdateServerBody
 from agent.errors import InvalidInput, ServerNotFound
-from agent.model.requests import ServerQuery
+from agent.model.requests import RequestContext, ServerQuery
 from agent.model.server import Server
 from agent.model.states import Status
 
@@ -41,12 +41,13 @@ def parse_changes_since(value: str) -> datetime:
         raise InvalidInput("Invalid filter field: changes-since.", "changes-since") from None
 
 
-def parse_status(value: str) -> Status:
-    """Case-insensitive, as in Nova; an unknown status is a 400 (as Nova 2.38+ has it)."""
-    try:
-        return Status(value.upper())
-    except ValueError:
-        raise InvalidInput("Invalid status value", "status") from None
+def parse_statuses(values: list[str]) -> tuple[frozenset[Status], bool]:
+    """The statuses asked for (any case, as in Nova), and whether a status filter was
+    given that names no status at all: Nova 2.1 then answers an empty list (a 400 came
+    only with 2.38). Unknown values beside known ones are ignored, as Nova ignores them."""
+    known = frozenset(Status(v.strip().upper()) for v in values
+                      if v.strip().upper() in Status.__members__.values())
+    return known, bool(values) and not known
 
 
 _TRUE = frozenset({"", "1", "t", "true", "on", "y", "yes"})
@@ -91,9 +92,10 @@ async def server_query(
         description="The servers of one create (its return_reservation_id answer)")] = None,
 ) -> ServerQuery:
     """The list filters; unknown query parameters are ignored, as Nova ignores them."""
+    statuses, matches_nothing = parse_statuses(status or [])
     return ServerQuery(
         image=image, flavor=flavor, name=name, limit=limit,
-        statuses=frozenset(parse_status(v) for v in status or ()),
+        statuses=statuses, status_matches_nothing=matches_nothing,
         all_tenants=parse_all_tenants(all_tenants), project_id=project_filter or tenant_filter,
         changes_since=None if changes_since is None else parse_changes_since(changes_since),
         marker=None if marker is None else parse_marker(marker),
@@ -104,13 +106,23 @@ async def server_query(
 Filters = Annotated[ServerQuery, Depends(server_query)]
 
 
-def addresses(request: Request, servers: list[Server]) -> dict[UUID, dict[str, list[dict[str, Any]]]]:
+def addresses(request: Request, servers: list[Server], *,
+              extended: bool = True) -> dict[UUID, dict[str, list[dict[str, Any]]]]:
     """Each server's `addresses` (its ports' fixed IPs by network name)."""
     ports = deps_of(request).ports
     if ports is None:
         return {s.id: {} for s in servers}
-    return {i: views_network.addresses_view(nics)
+    return {i: views_network.addresses_view(nics, extended=extended)
             for i, nics in ports.nics(s.id for s in servers).items()}
+
+
+def server_view(request: Request, ctx: RequestContext, server: Server, *,
+                extended_addresses: bool = True) -> dict[str, Any]:
+    """One server's detail with its addresses (and, for admins, the host attributes).
+    Nova's update and rebuild answers show addresses without OS-EXT-IPS attributes."""
+    return views.server_detail(server, views.Urls(request), deps_of(request).host_id,
+                               addresses(request, [server], extended=extended_addresses)[server.id],
+                               admin=ctx.is_admin)
 
 
 @router.get("/servers", response_model=models.ServerIndex, responses=models.READ_ERRORS)
@@ -129,7 +141,8 @@ async def list_servers_detail(request: Request, ctx: Ctx, query: Filters) -> JSO
     servers, has_more = deps.servers.list(ctx, query)
     urls = views.Urls(request)
     nics = addresses(request, servers)
-    body: dict[str, object] = {"servers": [views.server_detail(s, urls, deps.host_id, nics[s.id])
+    body: dict[str, object] = {"servers": [views.server_detail(s, urls, deps.host_id, nics[s.id],
+                                                               admin=ctx.is_admin)
                                            for s in servers]}
     if has_more and servers:
         body["servers_links"] = urls.next_link(servers[-1].id)
@@ -142,12 +155,15 @@ async def list_servers_detail(request: Request, ctx: Ctx, query: Filters) -> JSO
 async def create_server(request: Request, ctx: Ctx, body: CreateServerBody) -> JSONResponse:
     """One server, or min_count..max_count of them: the answer is the first one's (with
     the admin password they share), or their reservation id if asked for, as Nova's."""
-    made = deps_of(request).servers.create_many(ctx, body.server.to_core())
+    made = deps_of(request).servers.create_many(ctx, body.to_core())
     if body.server.return_reservation_id:
         return JSONResponse({"reservation_id": made.reservation_id}, status_code=202)
     server = made.servers[0]
     urls = views.Urls(request)
-    return JSONResponse(views.created_server(server, urls, made.admin_pass), status_code=202,
+    asked = body.server.security_groups
+    shown = views.created_server(server, urls, made.admin_pass,
+                                 None if asked is None else [g.name for g in asked])
+    return JSONResponse(shown, status_code=202,
                         headers={"Location": urls.self_href("servers", server.id)})
 
 
@@ -155,8 +171,7 @@ async def create_server(request: Request, ctx: Ctx, body: CreateServerBody) -> J
 async def show_server(request: Request, ctx: Ctx, server_id: str) -> JSONResponse:
     deps = deps_of(request)
     server = deps.servers.get_live(ctx, parse_server_id(server_id))
-    return JSONResponse({"server": views.server_detail(server, views.Urls(request), deps.host_id,
-                                                       addresses(request, [server])[server.id])})
+    return JSONResponse({"server": server_view(request, ctx, server)})
 
 
 @router.put("/servers/{server_id}", response_model=models.ServerShow, responses=models.WRITE_ERRORS)
@@ -165,8 +180,7 @@ async def update_server(request: Request, ctx: Ctx, server_id: str, body: Update
     change = body.server
     server = deps.servers.update(ctx, parse_server_id(server_id), name=change.name,
                                  access_ipv4=change.access_ipv4, access_ipv6=change.access_ipv6)
-    return JSONResponse({"server": views.server_detail(server, views.Urls(request), deps.host_id,
-                                                       addresses(request, [server])[server.id])})
+    return JSONResponse({"server": server_view(request, ctx, server, extended_addresses=False)})
 
 
 @router.delete("/servers/{server_id}", status_code=204, response_class=Response,

@@ -6,10 +6,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+)
 
+from agent.core.validation import META_KEY_PATTERN
 from agent.errors import InvalidInput
 from agent.model.network import NetworkRequest as CoreNetworkRequest
 from agent.model.requests import CreateServer, PersonalityFile
@@ -21,27 +32,42 @@ SECRET_FIELDS = frozenset({"adminPass", "personality", "contents", "user_data"})
 # whitespace, no control characters, 1-255 characters.
 NAME_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
 Name = Annotated[str, Field(min_length=1, max_length=255, json_schema_extra={"pattern": NAME_PATTERN})]
-MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=META_KEY_PATTERN)]
 MetaValue = Annotated[str, StringConstraints(max_length=255)]
 MetadataDict = dict[MetaKey, MetaValue]
+# Nova's schema takes an address (format ipv4/ipv6), never "" (which would clear it).
+AccessIPv4 = Annotated[str, Field(min_length=1, json_schema_extra={"format": "ipv4"})]
+AccessIPv6 = Annotated[str, Field(min_length=1, json_schema_extra={"format": "ipv6"})]
+
+
+# Nova's parameter_types.boolean: these spellings, nothing else (not 1, not "y").
+BooleanLike = StrictBool | Literal["True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes",
+                                   "yes", "False", "FALSE", "false", "0", "OFF", "Off", "off",
+                                   "NO", "No", "no"]
+# Nova's parameter_types.flavor_ref: a string (an id or a URL) or an integer.
+FlavorRef = Annotated[StrictStr, Field(min_length=1)] | StrictInt
+MAX_USER_DATA = 65535  # characters of the base64 text, as Nova's schema counts them
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def lenient_base64(value: SecretStr) -> SecretStr:
+    """Nova's 'base64' format: what base64.decodebytes takes, so MIME-style line-wrapped
+    text passes; bad padding does not. Never shows the value (a secret)."""
+    try:
+        base64.b64decode(value.get_secret_value().encode("utf-8"), validate=False)
+    except (ValueError, binascii.Error):
+        raise ValueError("is not a 'base64' string") from None
+    return value
+
+
 class Personality(_Body):
     path: Annotated[str, Field(min_length=1, max_length=255)]
     contents: SecretStr = Field(json_schema_extra={"format": "base64"})
 
-    @field_validator("contents")
-    @classmethod
-    def _base64(cls, value: SecretStr) -> SecretStr:
-        try:
-            base64.b64decode(value.get_secret_value().encode("ascii"), validate=False)
-        except (ValueError, binascii.Error):
-            raise ValueError("is not a 'base64' string") from None
-        return value
+    _base64 = field_validator("contents")(lenient_base64)
 
 
 class NetworkRequest(_Body):
@@ -52,19 +78,36 @@ class NetworkRequest(_Body):
 
 
 class SecurityGroupName(_Body):
-    name: Annotated[str, Field(min_length=1, max_length=255)]
+    name: Name
+
+
+class SchedulerHints(BaseModel):
+    """Nova's scheduler hints: the known ones typed as Nova types them, any other kept as
+    given (Nova's schema allows more). Stored with the server for a scheduler to read."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    group: StrictStr | None = Field(default=None, json_schema_extra={"format": "uuid"})
+    different_host: StrictStr | list[StrictStr] | None = None
+    same_host: StrictStr | list[StrictStr] | None = None
+    query: StrictStr | dict[str, Any] | None = None
+    target_cell: Name | None = None
+    different_cell: StrictStr | list[StrictStr] | None = None
+    build_near_host_ip: StrictStr | None = Field(default=None, json_schema_extra={"format": "ip"})
+    cidr: Annotated[StrictStr, StringConstraints(pattern=r"^/[0-9a-f.:]+$")] | None = None
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class ServerCreate(_Body):
     name: Name
     image_ref: str = Field(alias="imageRef")
-    flavor_ref: Annotated[str, Field(min_length=1)] = Field(alias="flavorRef")
+    flavor_ref: FlavorRef = Field(alias="flavorRef")
     admin_pass: SecretStr | None = Field(default=None, alias="adminPass")
     metadata: MetadataDict | None = None
-    access_ipv4: str | None = Field(default=None, alias="accessIPv4",
-                                    json_schema_extra={"format": "ipv4"})
-    access_ipv6: str | None = Field(default=None, alias="accessIPv6",
-                                    json_schema_extra={"format": "ipv6"})
+    access_ipv4: AccessIPv4 | None = Field(default=None, alias="accessIPv4")
+    access_ipv6: AccessIPv6 | None = Field(default=None, alias="accessIPv6")
     personality: list[Personality] | None = None
     networks: Literal["auto", "none"] | list[NetworkRequest] | None = Field(
         default=None, description="NICs in order: [{uuid[, fixed_ip]} | {port}]; 'none' or [] "
@@ -82,11 +125,21 @@ class ServerCreate(_Body):
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(default=None, alias="OS-DCF:diskConfig",
                                                           description="Accepted and ignored")
     key_name: str | None = Field(default=None, description="No keypairs here: must be absent or null")
-    config_drive: bool | str | None = Field(default=None, description="Accepted and ignored")
-    user_data: SecretStr | None = Field(default=None, description="Accepted and ignored")
+    config_drive: BooleanLike | None = Field(default=None,
+                                             description="Accepted and ignored (no config drive)")
+    user_data: SecretStr | None = Field(
+        default=None, description="Base64, at most 65,535 characters; accepted and ignored",
+        json_schema_extra={"format": "base64", "maxLength": MAX_USER_DATA})
     availability_zone: str | None = Field(default=None, description="Accepted and ignored")
-    security_groups: list[SecurityGroupName] | None = Field(default=None,
-                                                            description="Accepted and ignored")
+    security_groups: list[SecurityGroupName] | None = Field(
+        default=None, description="Recorded and shown with the server; not enforced")
+
+    @field_validator("user_data")
+    @classmethod
+    def _user_data(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) > MAX_USER_DATA:
+            raise ValueError(f"is longer than {MAX_USER_DATA} characters")
+        return value if value is None else lenient_base64(value)
 
     def to_core(self) -> CreateServer:
         """The core's request; fields this host cannot honour are refused here."""
@@ -95,7 +148,7 @@ class ServerCreate(_Body):
         return CreateServer(
             name=self.name,
             image_ref=self.image_ref,
-            flavor_ref=self.flavor_ref,
+            flavor_ref=str(self.flavor_ref),
             admin_pass=self.admin_pass,
             metadata=self.metadata or {},
             access_ipv4=self.access_ipv4 or "",
@@ -106,7 +159,12 @@ class ServerCreate(_Body):
             networks=self._networks(),
             min_count=self.min_count or 1,
             max_count=self.max_count,
+            security_groups=self.security_group_names(),
         )
+
+    def security_group_names(self) -> tuple[str, ...]:
+        """The groups asked for; none asked: "default", as Nova records it."""
+        return tuple(g.name for g in self.security_groups or ()) or ("default",)
 
     def _networks(self) -> tuple[CoreNetworkRequest, ...] | None:
         if self.networks is None or self.networks == "auto":
@@ -119,16 +177,23 @@ class ServerCreate(_Body):
 
 class CreateServerBody(_Body):
     server: ServerCreate
+    scheduler_hints: SchedulerHints | None = Field(default=None, alias="os:scheduler_hints")
+    scheduler_hints_legacy: SchedulerHints | None = Field(
+        default=None, alias="OS-SCH-HNT:scheduler_hints", description="Same as os:scheduler_hints")
+
+    def to_core(self) -> CreateServer:
+        hints = self.scheduler_hints or self.scheduler_hints_legacy
+        request = self.server.to_core()
+        return request if hints is None else request.model_copy(
+            update={"scheduler_hints": hints.stored()})
 
 
 class AddressesAndDiskConfig(_Body):
     """Fields an update and a rebuild share: access addresses, and a disk config that is
     accepted and ignored (the agent never resizes partitions)."""
 
-    access_ipv4: str | None = Field(default=None, alias="accessIPv4",
-                                    json_schema_extra={"format": "ipv4"})
-    access_ipv6: str | None = Field(default=None, alias="accessIPv6",
-                                    json_schema_extra={"format": "ipv6"})
+    access_ipv4: AccessIPv4 | None = Field(default=None, alias="accessIPv4")
+    access_ipv6: AccessIPv6 | None = Field(default=None, alias="accessIPv6")
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(default=None, alias="OS-DCF:diskConfig",
                                                           description="Accepted and ignored")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag
 
-from agent.api.schemas import AddressesAndDiskConfig, MetadataDict, Name, Personality
+from agent.api.schemas import AddressesAndDiskConfig, FlavorRef, MetadataDict, Name, Personality
 from agent.model.actions import RebuildServer
 from agent.model.requests import PersonalityFile
 
@@ -63,7 +63,7 @@ class UnrescueAction(_Body):
 
 
 class ResizeArgs(_Body):
-    flavor_ref: Annotated[str, Field(min_length=1)] = Field(alias="flavorRef")
+    flavor_ref: FlavorRef = Field(alias="flavorRef")
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(default=None, alias="OS-DCF:diskConfig",
                                                           description="Accepted and ignored")
 

@@ -31,16 +31,32 @@ VARY = f"{NEW_HEADER}, {LEGACY_HEADER}"
 _VERSION_RE = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")
 
 
+# Nova's documentation link, as every Nova answers it (a fixed URL in Nova's code).
+DESCRIBED_BY = {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"}
+# Nova lists the legacy v2.0 API beside v2.1; this host serves v2.1 only (see README).
+V2_0 = {"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+        "updated": "2011-01-21T11:33:21Z"}
+
+
 def version_doc(base_url: str) -> dict[str, Any]:
+    """GET /v2.1: the v2.1 version with its self and describedby links and media type."""
     return {
         "id": "v2.1",
         "status": "CURRENT",
         "version": MICROVERSION,
         "min_version": MICROVERSION,
         "updated": UPDATED,
-        "links": [{"rel": "self", "href": f"{base_url.rstrip('/')}/v2.1/"}],
+        "links": [{"rel": "self", "href": f"{base_url.rstrip('/')}/v2.1/"}, dict(DESCRIBED_BY)],
         "media-types": [{"base": "application/json", "type": MEDIA_TYPE}],
     }
+
+
+def versions_doc(base_url: str) -> list[dict[str, Any]]:
+    """GET /: Nova's two entries, each with its self link only."""
+    base = base_url.rstrip("/")
+    current = {k: v for k, v in version_doc(base_url).items() if k not in ("links", "media-types")}
+    return [{**V2_0, "links": [{"rel": "self", "href": f"{base}/v2/"}]},
+            {**current, "links": [{"rel": "self", "href": f"{base}/v2.1/"}]}]
 
 
 def requested_microversion(headers: Headers) -> str | None:
@@ -77,7 +93,7 @@ router = APIRouter(tags=["versions"])
 @router.get("/", response_model=VersionList, responses=PUBLIC_ERRORS,
             summary="List API versions (no authentication)")
 async def list_versions(request: Request) -> JSONResponse:
-    return JSONResponse({"versions": [version_doc(str(request.base_url))]})
+    return JSONResponse({"versions": versions_doc(str(request.base_url))})
 
 
 @router.get("/v2.1", response_model=VersionShow, responses=PUBLIC_ERRORS,

@@ -4,6 +4,7 @@ No view ever holds a secret: adminPass is added by the create handler alone."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from uuid import UUID
 
 from fastapi import Request
 
+from agent.core.guest_layout import domain_name
 from agent.model.flavor import Flavor
 from agent.model.image import Image
 from agent.model.requests import Limits
@@ -22,7 +24,7 @@ from agent.model.states import Status
 # Images have no dates of their own in the catalog: a fixed one, as Nova's fakes have.
 IMAGE_TIMESTAMP = "2011-01-01T01:02:03Z"
 AVAILABILITY_ZONE = "nova"
-DEFAULT_SECURITY_GROUPS = [{"name": "default"}]
+DEFAULT_SECURITY_GROUPS = ["default"]
 _FAULT_STATUSES = frozenset({Status.ERROR, Status.DELETED})
 
 
@@ -42,6 +44,33 @@ def host_id(project_id: str, host: str) -> str:
     if not host:
         return ""
     return hashlib.sha224((project_id + host).encode()).hexdigest()
+
+
+def host_of(server: Server, host: str) -> str:
+    """The server's host, or "" while it has none: as Nova's instance.host is unset until
+    the compute host takes the build, a server is on this host once its build reached its
+    first checkpoint (or it was ever launched). A build that failed before has no host."""
+    return host if server.launched_at is not None or server.progress > 0 else ""
+
+
+def canonical_ip(value: str) -> str:
+    """An address as Nova shows it (IPv6 compressed); older rows may hold another form."""
+    try:
+        return str(ipaddress.ip_address(value)) if value else ""
+    except ValueError:
+        return value
+
+
+def admin_attributes(server: Server, host: str) -> dict[str, Any]:
+    """OS-EXT-SRV-ATTR at 2.1 (host, node, instance name), shown to admins only as Nova's
+    default policy has it; the node is this host, the instance name its libvirt domain."""
+    placed = host_of(server, host) or None
+    return {"OS-EXT-SRV-ATTR:host": placed, "OS-EXT-SRV-ATTR:hypervisor_hostname": placed,
+            "OS-EXT-SRV-ATTR:instance_name": domain_name(server.id)}
+
+
+def security_groups_view(names: Iterable[str]) -> list[dict[str, str]]:
+    return [{"name": name} for name in names]
 
 
 class Urls:
@@ -78,7 +107,8 @@ def server_summary(server: Server, urls: Urls) -> dict[str, Any]:
 
 
 def server_detail(server: Server, urls: Urls, host: str,
-                  addresses: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+                  addresses: dict[str, list[dict[str, Any]]] | None = None, *,
+                  admin: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": str(server.id),
         "name": server.name,
@@ -86,7 +116,7 @@ def server_detail(server: Server, urls: Urls, host: str,
         "tenant_id": server.project_id,
         "user_id": server.user_id,
         "metadata": dict(server.metadata),
-        "hostId": host_id(server.project_id, host),
+        "hostId": host_id(server.project_id, host_of(server, host)),
         "image": {"id": str(server.image_id),
                   "links": [{"rel": "bookmark", "href": urls.bookmark_href("images", server.image_id)}]},
         "flavor": {"id": server.flavor_id,
@@ -94,8 +124,8 @@ def server_detail(server: Server, urls: Urls, host: str,
         "created": isotime(server.created_at),
         "updated": isotime(server.updated_at),
         "addresses": addresses or {},
-        "accessIPv4": server.access_ipv4,
-        "accessIPv6": server.access_ipv6,
+        "accessIPv4": canonical_ip(server.access_ipv4),
+        "accessIPv6": canonical_ip(server.access_ipv6),
         "links": urls.links("servers", server.id),
         "progress": server.progress,
         "OS-DCF:diskConfig": "MANUAL",
@@ -107,19 +137,25 @@ def server_detail(server: Server, urls: Urls, host: str,
         "OS-SRV-USG:terminated_at": usage_time(server.deleted_at),
         "key_name": None,
         "config_drive": "",
-        "security_groups": [dict(g) for g in DEFAULT_SECURITY_GROUPS],
+        "security_groups": security_groups_view(dict.fromkeys(server.security_groups)),
         "os-extended-volumes:volumes_attached": [],
     }
+    if admin:
+        body.update(admin_attributes(server, host))
     if server.fault is not None and server.status in _FAULT_STATUSES:
         body["fault"] = {"code": server.fault.code, "message": server.fault.message,
                          "created": isotime(server.fault.created)}
     return body
 
 
-def created_server(server: Server, urls: Urls, admin_pass: str) -> dict[str, Any]:
+def created_server(server: Server, urls: Urls, admin_pass: str,
+                   asked_groups: list[str] | None = None) -> dict[str, Any]:
+    """The create's 202 body; security_groups echo the request's as Nova echoes them
+    (absent: default)."""
+    groups = DEFAULT_SECURITY_GROUPS if asked_groups is None else asked_groups
     return {"server": {"id": str(server.id), "links": urls.links("servers", server.id),
                        "adminPass": admin_pass, "OS-DCF:diskConfig": "MANUAL",
-                       "security_groups": [dict(g) for g in DEFAULT_SECURITY_GROUPS]}}
+                       "security_groups": security_groups_view(groups)}}
 
 
 # -- catalog -----------------------------------------------------------------------------

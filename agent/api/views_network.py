@@ -73,12 +73,15 @@ def port_view(port: Port, network: Network | None) -> dict[str, Any]:
     }
 
 
-def addresses_view(nics: Sequence[tuple[Network | None, Port]]) -> dict[str, list[dict[str, Any]]]:
-    """A server's `addresses`: by network name, each NIC's fixed IP and MAC."""
+def addresses_view(nics: Sequence[tuple[Network | None, Port]], *,
+                   extended: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """A server's `addresses`: by network name, each NIC's fixed IP (and, extended, as in
+    the server's view, its type and MAC; /servers/{id}/ips shows version and addr only)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for network, port in nics:
         name = network.name if network is not None else str(port.network_id)
-        out.setdefault(name, []).append({
-            "version": 4, "addr": str(port.ip), "OS-EXT-IPS:type": "fixed",
-            "OS-EXT-IPS-MAC:mac_addr": port.mac})
+        address: dict[str, Any] = {"version": 4, "addr": str(port.ip)}
+        if extended:
+            address.update({"OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": port.mac})
+        out.setdefault(name, []).append(address)
     return out

@@ -164,7 +164,12 @@ class PortService:
                 continue
             network = self._requested_network(req)
             taken = ips.setdefault(network.id, set())
-            ip = self._pick_ip(network, req.fixed_ip, taken, "networks")
+            try:
+                ip = self._pick_ip(network, req.fixed_ip, taken, "networks")
+            except IpAddressInUse:
+                # Nova turns Neutron's 409 into FixedIpAlreadyInUse: a 400 for a create.
+                raise InvalidInput(f"Fixed IP address {req.fixed_ip} is already in use on "
+                                   f"instance {server_id}.", "networks") from None
             taken.add(ip)
             planned[index] = Port(
                 id=uuid.uuid4(), network_id=network.id, project_id=ctx.project_id, mac="",

@@ -12,12 +12,16 @@ from agent.model.requests import Limits, PersonalityFile
 
 MAX_PATH_BYTES = 255
 IMAGE_LIMIT_PROPERTY = "max_personality_size"  # an image may lower the limit (bytes)
-# Magic numbers of archives and compressed files (tar is checked at its own offset).
+# Magic numbers of archives and compressed files. bzip2 and tar are checked whole (below):
+# their magic is printable text, and a text file may well start with "BZh".
 _ARCHIVE_MAGIC = {
-    b"PK\x03\x04": "zip", b"PK\x05\x06": "zip", b"\x1f\x8b": "gzip", b"BZh": "bzip2",
+    b"PK\x03\x04": "zip", b"PK\x05\x06": "zip", b"\x1f\x8b": "gzip",
     b"\xfd7zXZ\x00": "xz", b"7z\xbc\xaf\x27\x1c": "7z", b"\x28\xb5\x2f\xfd": "zstd",
     b"Rar!\x1a\x07": "rar", b"\x04\x22\x4d\x18": "lz4",
 }
+# "BZh", a block size digit, then a block's magic (pi) or the end of stream's (sqrt(pi)).
+_BZIP2_BLOCK_MAGIC = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")
+_TAR_BLOCK = 512
 _ALLOWED_CONTROLS = {"\t", "\n", "\r", "\f", "\v", "\x1b"}
 
 
@@ -46,19 +50,46 @@ def normalise_path(path: str, index: int) -> str:
     return "/" + "/".join(parts)
 
 
+def _is_bzip2(data: bytes) -> bool:
+    return (data[:3] == b"BZh" and data[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8",
+                                                  b"9") and data[4:10] in _BZIP2_BLOCK_MAGIC)
+
+
+def _is_tar(data: bytes) -> bool:
+    """A tar header: "ustar" at 257 and a header checksum that adds up (the sum of the
+    512 header bytes with the 8-byte checksum field counted as spaces)."""
+    if len(data) < _TAR_BLOCK or data[257:262] != b"ustar":
+        return False
+    header = data[:_TAR_BLOCK]
+    field = header[148:156].replace(b"\0", b" ").strip()
+    try:
+        recorded = int(field, 8)
+    except ValueError:
+        return False
+    return recorded == sum(header[:148]) + 8 * ord(" ") + sum(header[156:])
+
+
 def _archive_kind(data: bytes) -> str | None:
     for magic, kind in _ARCHIVE_MAGIC.items():
         if data.startswith(magic):
             return kind
-    if data[257:262] == b"ustar":
+    if _is_bzip2(data):
+        return "bzip2"
+    if _is_tar(data):
         return "tar"
     return None
+
+
+def _base64_text(contents: str) -> bytes:
+    """The base64 text without the line breaks (and spaces) of MIME-style wrapping, which
+    Nova accepts; any other character outside the alphabet stays an error."""
+    return "".join(contents.split()).encode("ascii")
 
 
 def decode_contents(contents: str, index: int, limit: int) -> bytes:
     field = f"personality[{index}].contents"
     try:
-        data = base64.b64decode(contents.encode("ascii"), validate=True)
+        data = base64.b64decode(_base64_text(contents), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise InvalidInput(f"Invalid input for field '{field}': not valid base64", field) from None
     if len(data) > limit:

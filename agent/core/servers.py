@@ -47,6 +47,7 @@ from agent.model.requests import (
     multi_instance_name,
 )
 from agent.model.server import Server
+from agent.model.states import Status, TaskState
 from agent.model.transitions import Action, check_action
 from agent.ports import ImageCatalog, NewServer, ServerExpectation, Store
 
@@ -125,8 +126,11 @@ class ServerService:
 
     def list(self, ctx: RequestContext, query: ServerQuery) -> tuple[list[Server], bool]:
         """Servers matching the query, one page; True when another page follows."""
-        servers = self.store.list_servers(self._listed_project(ctx, query),
-                                          changes_since=query.changes_since)
+        project = self._listed_project(ctx, query)
+        if query.status_matches_nothing:
+            return [], False
+        servers = self.store.list_servers(project, changes_since=query.changes_since,
+                                          include_deleted=self._lists_deleted(ctx, query))
         if query.image:
             servers = [s for s in servers if str(s.image_id) == ref_id(query.image)]
         if query.flavor:
@@ -145,6 +149,15 @@ class ServerService:
             servers = servers[ids.index(query.marker) + 1:]
         limit = min(query.limit if query.limit is not None else self.max_page, self.max_page)
         return servers[:limit], len(servers) > limit
+
+    @staticmethod
+    def _lists_deleted(ctx: RequestContext, query: ServerQuery) -> bool:
+        """status=deleted alone lists deleted servers, for admins only (as in Nova)."""
+        if query.statuses != {Status.DELETED}:
+            return False
+        if not ctx.is_admin:
+            raise PolicyForbidden("Only administrators may list deleted instances")
+        return True
 
     @staticmethod
     def _listed_project(ctx: RequestContext, query: ServerQuery) -> str | None:
@@ -170,7 +183,7 @@ class ServerService:
         max_count = req.max_count or req.min_count
         if req.min_count > max_count:
             raise InvalidInput("min_count must be <= max_count", "min_count")
-        check_name(req.name)
+        name = check_name(req.name)
         if max_count > 1:
             check_multi_networks(req.networks)
         try:
@@ -190,10 +203,11 @@ class ServerService:
         personality = check_personality(req.personality, self.limits, image)
         ipv4 = check_access_ip(req.access_ipv4, 4)
         ipv6 = check_access_ip(req.access_ipv6, 6)
+        groups = tuple(check_name(g, "security_groups") for g in req.security_groups)
         count = self._fit_quota(ctx, flavor, req.min_count, max_count)
         reservation_id = new_reservation_id()
         ids = [uuid.uuid4() for _ in range(count)]
-        names = [req.name] if count == 1 else [
+        names = [name] if count == 1 else [
             check_name(multi_instance_name(self.name_template, req.name, i, n), "name")
             for n, i in enumerate(ids, start=1)]
         nics = self._plan_nics(ctx, req, ids)  # checked now, committed with the servers
@@ -224,7 +238,9 @@ class ServerService:
                             name=name, image_id=image.uuid, flavor_id=flavor.id,
                             metadata=dict(req.metadata), access_ipv4=ipv4, access_ipv6=ipv6,
                             shutdown_terminate=req.shutdown_terminate,
-                            reservation_id=reservation_id, created_at=now, updated_at=now)
+                            reservation_id=reservation_id,
+                            security_groups=groups, scheduler_hints=req.scheduler_hints,
+                            created_at=now, updated_at=now)
             job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE,
                       payload=payload, created_at=now, updated_at=now)
             batch.append(NewServer(server, job, ports))
@@ -282,6 +298,8 @@ class ServerService:
 
     def delete(self, ctx: RequestContext, server_id: UUID) -> None:
         server = self.get_live(ctx, server_id)
+        if server.task_state is TaskState.DELETING:
+            return  # already being deleted: a retried DELETE is a success (204), as in Nova
         task = check_action(Action.DELETE, server.vm_state, server.task_state)
         now = self.now()
         job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.DELETE, created_at=now,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 
 from agent.errors import InvalidInput, QuotaExceeded
 from agent.model.requests import Limits
@@ -12,20 +13,40 @@ from agent.model.requests import Limits
 MAX_META_BYTES = 255
 
 
+# Nova's parameter_types.name: printable characters only (no control, format or
+# zero-width characters, no line or paragraph separators), not starting or ending with
+# whitespace. Nova builds its regex over the BMP only; astral characters (emoji) are
+# accepted here, as their Unicode categories say they are printable.
+NAME_RULE = "printable characters. Can not start or end with whitespace."
+# Nova's parameter_types.metadata key pattern (the hyphen moved to the end of the class:
+# the same characters, in a form every regex engine reads alike).
+META_KEY_PATTERN = r"^[a-zA-Z0-9_:. -]{1,255}$"
+_META_KEY = re.compile(META_KEY_PATTERN)
+
+
+def _printable(char: str) -> bool:
+    category = unicodedata.category(char)
+    return not category.startswith("C") and (not category.startswith("Z") or category == "Zs")
+
+
+def _edge_ok(char: str) -> bool:
+    return _printable(char) and unicodedata.category(char) != "Zs"
+
+
 def check_name(name: str, field: str = "name") -> str:
-    if not name or not name.strip():
+    if not name:
         raise InvalidInput(f"Invalid input for field '{field}': must not be empty", field)
-    if name != name.strip():
-        raise InvalidInput(f"Invalid input for field '{field}': no leading or trailing "
-                           "whitespace", field)
     if len(name) > 255:
         raise InvalidInput(f"Invalid input for field '{field}': at most 255 characters", field)
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise InvalidInput(f"Invalid input for field '{field}': control characters", field)
+    if not (_edge_ok(name[0]) and _edge_ok(name[-1]) and all(_printable(c) for c in name)):
+        raise InvalidInput(f"Invalid input for field/attribute {field}. An invalid '{field}' "
+                           f"value was provided. The name must be: {NAME_RULE}", field)
     return name
 
 
 def check_access_ip(value: str, version: int) -> str:
+    """The address in its canonical form (IPv6 compressed, as Nova's IPAddress field
+    shows it); "" means none (the API schema refuses "" as Nova's does)."""
     field = f"accessIPv{version}"
     if value == "":
         return ""
@@ -37,7 +58,7 @@ def check_access_ip(value: str, version: int) -> str:
     if addr.version != version:
         raise InvalidInput(f"Invalid input for field '{field}': '{value}' is not an IPv{version} "
                            "address", field)
-    return str(addr) if version == 4 else value
+    return str(addr)
 
 
 def check_metadata_items(items: dict[str, str], field: str = "metadata") -> None:
@@ -46,6 +67,9 @@ def check_metadata_items(items: dict[str, str], field: str = "metadata") -> None
         if not key:
             raise InvalidInput(f"Invalid input for field '{field}': metadata key must not be "
                                "empty", field)
+        if not _META_KEY.fullmatch(key):
+            raise InvalidInput(f"Invalid input for field '{field}': '{key[:50]}' does not match "
+                               f"any of the regexes: '{META_KEY_PATTERN}'", field)
         if len(key.encode()) > MAX_META_BYTES:
             raise InvalidInput(f"Invalid input for field '{field}': metadata key is longer than "
                                f"{MAX_META_BYTES} bytes", field)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -47,6 +48,8 @@ class CreateServer(BaseModel):
     # to max_count (None: min_count), none unless at least min_count fit.
     min_count: int = Field(default=1, ge=1)
     max_count: int | None = Field(default=None, ge=1)
+    security_groups: tuple[str, ...] = ("default",)  # recorded and shown, not enforced
+    scheduler_hints: dict[str, Any] = Field(default_factory=dict)  # kept for a scheduler
 
 
 # Nova's multi_instance_display_name_template default: web-1, web-2, ...
@@ -75,6 +78,8 @@ class ServerQuery(BaseModel):
     flavor: str | None = None
     name: str | None = None  # a regular expression, searched as Nova does
     statuses: frozenset[Status] = frozenset()  # any of them; empty: every status
+    # A status filter was given but names no known status: nothing matches (Nova 2.1).
+    status_matches_nothing: bool = False
     changes_since: datetime | None = None
     limit: int | None = Field(default=None, ge=0)
     marker: UUID | None = None

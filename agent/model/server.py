@@ -4,6 +4,7 @@ only ever carried as a crypt hash inside a job's payload, and only until it is u
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +40,10 @@ class Server(BaseModel):
     shutdown_terminate: bool = False
     # Shared by the servers one create request made ("r-" and 8 characters, as Nova's).
     reservation_id: str = ""
+    # Recorded as asked at create (names); shown in the server's view, not enforced here.
+    security_groups: tuple[str, ...] = ("default",)
+    # The create's os:scheduler_hints, as given, for a scheduler placing servers on hosts.
+    scheduler_hints: dict[str, Any] = Field(default_factory=dict)
     fault: Fault | None = None
     created_at: datetime
     updated_at: datetime

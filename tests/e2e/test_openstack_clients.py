@@ -111,6 +111,10 @@ def test_openstacksdk_create_show_list_metadata_delete(daemon):
         detailed = {s.id: s for s in conn.compute.servers(details=True)}
         assert detailed[created.id].status == "ACTIVE"
         assert detailed[created.id].name == "sdk-1"
+        # `server list --status`: as Nova 2.1, any case; an unknown status lists nothing (200)
+        assert created.id in [s.id for s in conn.compute.servers(status="active")]
+        assert list(conn.compute.servers(status="SHUTOFF")) == []
+        assert list(conn.compute.servers(status="bogus")) == []
 
         conn.compute.set_server_metadata(created.id, tier="front", owner="alice")
         assert fetch_metadata(conn, created.id) == {"role": "web", "tier": "front",
@@ -119,6 +123,9 @@ def test_openstacksdk_create_show_list_metadata_delete(daemon):
         assert fetch_metadata(conn, created.id) == {"role": "web", "owner": "alice"}
 
         conn.compute.delete_server(created.id)
+        # A client's retried DELETE while the first one runs: 204 again, as from Nova.
+        again = rec.session.delete(f"{rec.endpoint}/servers/{created.id}", raise_exc=False)
+        assert again.status_code == 204, again.text
         conn.compute.wait_for_delete(server, interval=1, wait=TIMEOUT)
         with pytest.raises(sdk_exc.NotFoundException):
             conn.compute.get_server(created.id)
@@ -175,6 +182,8 @@ def test_novaclient_multi_create_show_list_metadata_delete(daemon):
         assert created.id in [s.id for s in nc.servers.list(detailed=False)]
         [listed] = [s for s in nc.servers.list() if s.id == created.id]
         assert listed.status == "ACTIVE" and listed.name == "nova-1"
+        assert [s.id for s in nc.servers.list(search_opts={"status": "ACTIVE"})] == [created.id]
+        assert nc.servers.list(search_opts={"status": "bogus"}) == []
 
         nc.servers.set_meta(server, {"tier": "back", "owner": "alice"})
         assert nc.servers.get(created.id).metadata == {
@@ -184,6 +193,7 @@ def test_novaclient_multi_create_show_list_metadata_delete(daemon):
 
         for server_id in ids:
             nc.servers.delete(server_id)
+        nc.servers.delete(ids[0])  # retried while deleting: no error (204), as from Nova
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             if not {s.id for s in nc.servers.list()} & set(ids):

@@ -86,6 +86,30 @@ def test_reopening_keeps_servers_jobs_and_events(db_path: Path) -> None:
         again.close()
 
 
+def test_servers_stored_before_step_4_read_back_with_default_group_and_no_hints(db_path: Path) -> None:
+    """Step 4 adds security_groups and scheduler_hints; older rows get Nova's defaults."""
+    server = make_server()
+    db_path.parent.mkdir(mode=0o700)
+    with raw(db_path) as conn:
+        for statement in (st for step in sqlite_schema.MIGRATIONS[:3] for st in step):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 3")
+        conn.execute(
+            "INSERT INTO servers (id, project_id, user_id, name, image_id, flavor_id, vm_state,"
+            " task_state, power_state, progress, metadata, access_ipv4, access_ipv6,"
+            " shutdown_terminate, fault, created_at, updated_at) VALUES"
+            " (?, 'p1', 'u1', 'vm', ?, '1', 'active', NULL, 1, 100, '{}', '', '', 0, NULL, ?, ?)",
+            (str(server.id), str(server.image_id), server.created_at.isoformat(timespec="microseconds"),
+             server.updated_at.isoformat(timespec="microseconds")))
+    store = SqliteStore(db_path)
+    try:
+        got = store.get_server(server.id)
+        assert got is not None
+        assert (got.security_groups, got.scheduler_hints) == (("default",), {})
+    finally:
+        store.close()
+
+
 def test_a_database_from_a_newer_release_is_refused(db_path: Path) -> None:
     SqliteStore(db_path).close()
     with raw(db_path) as conn:

@@ -65,7 +65,8 @@ def test_create_then_get_round_trips_every_field(store: Store) -> None:
         metadata={"role": "db", "ünïcode": "ok ✓"}, access_ipv4="192.0.2.7", access_ipv6="2001:db8::7",
         shutdown_terminate=True, reservation_id="r-abc12345",
         fault=Fault(code=500, message="boom", created=T0 + timedelta(seconds=1)),
-        launched_at=T0 + timedelta(minutes=1), deleted_at=None)
+        launched_at=T0 + timedelta(minutes=1), deleted_at=None, security_groups=("web", "ssh"),
+        scheduler_hints={"group": "g-1", "same_host": ["a", "b"], "query": {"x": [1, 2]}})
     job = make_job(server.id, payload={"password_hash": "$6$x", "files": [{"path": "/etc/motd"}]})
     store.create_server(server, job)
     assert store.get_server(server.id) == server

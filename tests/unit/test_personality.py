@@ -89,6 +89,24 @@ def test_text_with_tabs_newlines_and_unicode_is_fine():
     assert decode_contents(b64(data), 0, 1 << 20) == data
 
 
+def test_mime_style_line_wrapped_base64_is_accepted_as_nova_accepts_it():
+    data = ("line of text " * 20).encode()
+    wrapped = base64.encodebytes(data).decode()  # 76-character lines, "\n" after each
+    assert "\n" in wrapped.strip()
+    assert decode_contents(wrapped, 0, 1 << 20) == data
+    assert decode_contents(wrapped.replace("\n", "\r\n"), 0, 1 << 20) == data
+
+
+@pytest.mark.parametrize("data", [
+    b"BZh is how this note starts, and it is plain text\n",
+    b"BZh91 but no block magic follows\n",
+    ("x" * 257 + "ustar" + " text goes on " * 30).encode(),
+    ("x" * 257 + "ustar  " + "y" * 300).encode(),  # GNU tar's magic, but no valid header
+])
+def test_text_that_merely_looks_like_an_archive_is_text(data: bytes):
+    assert decode_contents(b64(data), 0, 1 << 20) == data
+
+
 def test_invalid_base64_is_a_bad_request():
     with pytest.raises(InvalidInput, match="not valid base64") as e:
         decode_contents("not base64!!", 1, 100)

@@ -65,20 +65,23 @@ async def test_a_project_id_in_the_url_is_accepted_when_it_is_the_tokens(env: En
 
 @pytest.mark.parametrize("path", ["/v2.1/p-bob/servers", "/v2.1/p-bob/flavors", "/v2.1/p-bob/limits",
                                   "/v2.1/p-bob/servers/detail", "/v2.1/p-bob/images"])
-async def test_another_projects_id_in_the_url_is_forbidden(env: Env, path: str):
+async def test_another_projects_id_in_the_url_is_a_bad_request_as_in_nova(env: Env, path: str):
     r = await env.client.get(path, headers=ALICE)
-    assert "not the project of the token" in fault(r, 403, "forbidden")
+    assert fault(r, 400, "badRequest") == ("Malformed request URL: URL's project_id 'p-bob' "
+                                           "doesn't match Context's project_id 'p-alice'")
 
 
-async def test_another_projects_id_in_the_url_is_forbidden_for_writes_too(env: Env):
+async def test_another_projects_id_in_the_url_is_refused_for_writes_too(env: Env):
     r = await env.client.post("/v2.1/p-bob/servers", headers=ALICE, json={"server": {
         "name": "x", "imageRef": str(env.cirros.uuid), "flavorRef": "1"}})
-    fault(r, 403, "forbidden")
+    fault(r, 400, "badRequest")
     assert env.store.list_servers() == []
 
 
-async def test_an_admin_may_name_any_project_in_the_url(env: Env):
+async def test_an_admin_naming_another_project_in_the_url_is_refused_too_as_in_nova(env: Env):
     r = await env.client.get("/v2.1/p-bob/servers", headers=ADMIN)
+    assert "URL's project_id 'p-bob'" in fault(r, 400, "badRequest")
+    r = await env.client.get("/v2.1/p-admin/servers?all_tenants=1", headers=ADMIN)
     assert r.status_code == 200
 
 

@@ -61,7 +61,7 @@ async def test_the_project_in_the_url_serves_the_same_feed(env: Env):
     r = await env.client.get("/v2.1/p-alice/os-server-events", headers=ALICE)
     assert r.status_code == 200 and len(r.json()["events"]) == 3
     r = await env.client.get("/v2.1/p-bob/os-server-events", headers=ALICE)
-    fault(r, 403, "forbidden")
+    fault(r, 400, "badRequest")
 
 
 @pytest.mark.parametrize(("params", "headers", "field"), [

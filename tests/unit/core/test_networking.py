@@ -20,7 +20,6 @@ from agent.core.workflows.delete import DeleteWorkflow
 from agent.errors import (
     HypervisorError,
     InvalidInput,
-    IpAddressInUse,
     NetworkError,
     NoMoreAddresses,
     PortInUse,
@@ -147,11 +146,12 @@ def test_a_requested_address_the_network_cannot_give_is_refused(net: Net, fixed_
     assert net.world.store.list_servers() == [] and net.world.store.list_ports() == []
 
 
-async def test_an_address_in_use_is_a_conflict_and_the_same_address_twice_too(net: Net):
+async def test_a_fixed_ip_in_use_is_a_bad_request_and_the_same_address_twice_too(net: Net):
+    """Nova's FixedIpAlreadyInUse (400) for a server's create, not Neutron's 409."""
     net.create(on(NET_A, "10.213.1.9"))
-    with pytest.raises(IpAddressInUse, match=r"10\.213\.1\.9 is in use"):
+    with pytest.raises(InvalidInput, match=r"10\.213\.1\.9 is already in use on instance"):
         net.create(on(NET_A, "10.213.1.9"))
-    with pytest.raises(IpAddressInUse):
+    with pytest.raises(InvalidInput, match="already in use"):
         net.create(on(NET_A, "10.213.1.10"), on(NET_A, "10.213.1.10"))
     assert len(net.world.store.list_servers()) == 1
     await net.world.runner.idle()
