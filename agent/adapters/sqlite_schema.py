@@ -101,8 +101,26 @@ _V3 = (
     )""",
 )
 
+# Keypairs, per user as in Nova (a name is unique per user); the public key only. A
+# server keeps the name and the public key it was built with (key_name, key_data), so
+# rebuild injects the same key after the keypair is deleted.
+_V4 = (
+    """CREATE TABLE keypairs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (user_id, name)
+    )""",
+    "ALTER TABLE servers ADD COLUMN key_name TEXT",
+    "ALTER TABLE servers ADD COLUMN key_data TEXT",
+)
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 LATEST_VERSION = len(MIGRATIONS)
 
 

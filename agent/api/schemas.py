@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 
-from agent.errors import InvalidInput
 from agent.model.network import NetworkRequest as CoreNetworkRequest
 from agent.model.requests import CreateServer, PersonalityFile
 
@@ -75,7 +74,9 @@ class ServerCreate(_Body):
     max_count: int | None = Field(default=None, ge=1, le=1, description="Only 1 is supported")
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(default=None, alias="OS-DCF:diskConfig",
                                                           description="Accepted and ignored")
-    key_name: str | None = Field(default=None, description="No keypairs here: must be absent or null")
+    key_name: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        default=None, description="A keypair of the caller's (os-keypairs): its public key goes "
+        "into root's ~/.ssh/authorized_keys")
     config_drive: bool | str | None = Field(default=None, description="Accepted and ignored")
     user_data: SecretStr | None = Field(default=None, description="Accepted and ignored")
     availability_zone: str | None = Field(default=None, description="Accepted and ignored")
@@ -83,9 +84,7 @@ class ServerCreate(_Body):
                                                             description="Accepted and ignored")
 
     def to_core(self) -> CreateServer:
-        """The core's request; fields this host cannot honour are refused here."""
-        if self.key_name is not None:
-            raise InvalidInput("Invalid key_name provided.", "key_name")
+        """The core's request."""
         return CreateServer(
             name=self.name,
             image_ref=self.image_ref,
@@ -98,6 +97,7 @@ class ServerCreate(_Body):
                               for p in self.personality or ()),
             shutdown_terminate=bool(self.shutdown_terminate),
             networks=self._networks(),
+            key_name=self.key_name,
         )
 
     def _networks(self) -> tuple[CoreNetworkRequest, ...] | None:
@@ -139,3 +139,22 @@ class MetadataBody(_Body):
 
 class MetaItemBody(_Body):
     meta: MetadataDict = Field(json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
+
+class KeypairCreate(_Body):
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    public_key: str | None = Field(default=None, description="An OpenSSH public key to import; "
+                                   "absent: a new key is made and its private_key returned once")
+
+    @field_validator("public_key", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Nova's schema: a string when present (a default is never validated, so only an
+        # explicit null comes here).
+        if value is None:
+            raise ValueError("None is not of type 'string'")
+        return value
+
+
+class KeypairCreateBody(_Body):
+    keypair: KeypairCreate

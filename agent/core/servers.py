@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from agent.core.flavors import FlavorCatalog
+from agent.core.keypairs import authorized_key_line
 from agent.core.networks import PortService
 from agent.core.personality import check_personality
 from agent.core.sha512_crypt import sha512_crypt
@@ -126,6 +127,7 @@ class ServerService:
             raise InvalidInput("Flavor's disk is too small for requested image.", "flavorRef")
         if image.min_ram > flavor.ram:
             raise InvalidInput("Flavor's memory is too small for requested image.", "flavorRef")
+        key_data = self.key_data(ctx, req.key_name)
         check_metadata_items(req.metadata)
         check_metadata_quota(len(req.metadata), self.limits)
         personality = check_personality(req.personality, self.limits, image)
@@ -142,6 +144,8 @@ class ServerService:
             payload["personality"] = [
                 {"path": f.path, "contents": base64.b64encode(f.contents).decode()}
                 for f in personality]
+        if key_data is not None:  # public: kept in the job until injected, like the files
+            payload["authorized_keys"] = [key_data]
         if password is None:
             password = generate_password(self.password_policy)
         violations = self.password_policy.violations(password)
@@ -156,12 +160,23 @@ class ServerService:
         server = Server(id=server_id, project_id=ctx.project_id, user_id=ctx.user_id,
                         name=name, image_id=image.uuid, flavor_id=flavor.id,
                         metadata=dict(req.metadata), access_ipv4=ipv4, access_ipv6=ipv6,
-                        shutdown_terminate=req.shutdown_terminate, created_at=now, updated_at=now)
+                        shutdown_terminate=req.shutdown_terminate, key_name=req.key_name,
+                        key_data=key_data, created_at=now, updated_at=now)
         job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE, payload=payload,
                   created_at=now, updated_at=now)
         self.store.create_server(server, job, nics)
         self.kick(server.id)
         return server, password
+
+    def key_data(self, ctx: RequestContext, key_name: str | None) -> str | None:
+        """The public key (one authorized_keys line) of the caller's keypair `key_name`;
+        None for no key. An unknown name is a 400, as Nova words it."""
+        if key_name is None:
+            return None
+        keypair = self.store.get_keypair(ctx.user_id, key_name)
+        if keypair is None:
+            raise InvalidInput("Invalid key_name provided.", "key_name")
+        return authorized_key_line(keypair.public_key)
 
     def _plan_nics(self, ctx: RequestContext, req: CreateServer, server_id: UUID) -> list[Port]:
         if self.ports is None:

@@ -43,6 +43,7 @@ class CreateServer(BaseModel):
     shutdown_terminate: bool = False
     # The NICs asked for, in order; None (absent or "auto") means the default networks.
     networks: tuple[NetworkRequest, ...] | None = None
+    key_name: str | None = None  # one of the caller's keypairs
 
 
 class ServerQuery(BaseModel):
@@ -72,3 +73,4 @@ class Limits(BaseModel):
     max_total_cores: int = Field(default=20, ge=0)
     max_total_ram: int = Field(default=51200, ge=0, description="MiB")
     max_image_meta: int = Field(default=128, ge=0)
+    max_total_keypairs: int = Field(default=100, ge=0, description="per user")

@@ -37,6 +37,10 @@ class Server(BaseModel):
     access_ipv4: str = ""
     access_ipv6: str = ""
     shutdown_terminate: bool = False
+    # The keypair named at create (or rebuild) and its public key as it was then: a later
+    # delete of the keypair leaves the server's key alone, as in Nova.
+    key_name: str | None = None
+    key_data: str | None = None
     fault: Fault | None = None
     created_at: datetime
     updated_at: datetime
