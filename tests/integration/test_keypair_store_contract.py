@@ -55,7 +55,7 @@ def test_a_keypair_round_trips_with_an_id_given_by_the_store(store: Store):
 
 def test_a_name_is_unique_per_user_only(store: Store):
     store.add_keypair(keypair("k"))
-    with pytest.raises(KeypairExists, match="Key pair 'k' already exists."):
+    with pytest.raises(KeypairExists, match=r"Key pair 'k' already exists\."):
         store.add_keypair(keypair("k", public_key="ssh-rsa AAAA other"))
     store.add_keypair(keypair("k", user_id="u2"))
     assert store.get_keypair("u1", "k").public_key == KEY

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from agent.api.app import ApiDeps, create_api
 from agent.adapters.ssh_keys import CryptographySshKeys
+from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
 from agent.core.flavors import FlavorCatalog
 from agent.core.keypairs import KeypairService
