@@ -1,6 +1,7 @@
 """The real OpenStack clients (openstacksdk, python-novaclient) against the real daemon:
-create a guest, see it ACTIVE and running under libvirt, list it, change its metadata,
-delete it; and each client gets its own clear exception for a bad request and for
+create, import, list and delete keypairs; create a guest with a key_name, see it ACTIVE
+and running under libvirt with that key_name, list it, change its metadata, delete it;
+and each client gets its own clear exception for a bad request and for
 another project's server. There is no Keystone: a fixed endpoint and a token are used,
 and every request is checked to have gone to the daemon on 127.0.0.1 only."""
 
@@ -23,6 +24,11 @@ from tests.e2e.conftest import IMAGE_ID
 from tests.support.daemon import TOKENS, Daemon, agent_domains
 
 TIMEOUT = 120
+# An ed25519 public key made for these tests; what `ssh-keygen -l -E md5` says of it.
+PUBLIC_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPWQp/A3mkPeSvRYJpbw/1lBq2h6I2KBVhdSOnBLyicz"
+              " bob@desk")
+FINGERPRINT = "ec:c4:32:a1:ac:3c:9d:39:97:e4:ad:cd:e2:a7:88:4f"
+PRIVATE_PEM = "-----BEGIN RSA PRIVATE KEY-----"
 
 # Deprecations raised inside openstacksdk 4.x itself, not by the calls made here.
 pytestmark = [
@@ -88,8 +94,17 @@ def test_openstacksdk_create_show_list_metadata_delete(daemon):
     conn = sdk(rec)
     ids: list[str] = []
     with deleted_after(daemon, ids):
+        made = conn.compute.create_keypair(name="sdk-made")
+        assert made.private_key.startswith(PRIVATE_PEM) and made.public_key.startswith("ssh-rsa ")
+        imported = conn.compute.create_keypair(name="sdk-imported", public_key=PUBLIC_KEY)
+        assert (imported.fingerprint, imported.private_key) == (FINGERPRINT, None)
+        assert sorted(k.name for k in conn.compute.keypairs()) == ["sdk-imported", "sdk-made"]
+        assert conn.compute.get_keypair("sdk-made").public_key == made.public_key
+        with pytest.raises(sdk_exc.ConflictException):
+            conn.compute.create_keypair(name="sdk-made")
+
         created = conn.compute.create_server(name="sdk-1", image_id=IMAGE_ID, flavor_id="1",
-                                             metadata={"role": "web"})
+                                             metadata={"role": "web"}, key_name="sdk-imported")
         ids.append(created.id)
         assert created.admin_password and len(created.admin_password) >= 8
 
@@ -104,6 +119,7 @@ def test_openstacksdk_create_show_list_metadata_delete(daemon):
         assert shown.metadata == {"role": "web"}
         assert shown.power_state == 1
         assert shown.admin_password is None  # only on create
+        assert shown.key_name == "sdk-imported"
 
         assert created.id in [s.id for s in conn.compute.servers(details=False)]
         detailed = {s.id: s for s in conn.compute.servers(details=True)}
@@ -122,6 +138,12 @@ def test_openstacksdk_create_show_list_metadata_delete(daemon):
             conn.compute.get_server(created.id)
         assert agent_domains(daemon.state_dir) == {}
         assert created.id not in [s.id for s in conn.compute.servers()]
+
+        for name in ("sdk-made", "sdk-imported"):
+            conn.compute.delete_keypair(name)
+        assert list(conn.compute.keypairs()) == []
+        with pytest.raises(sdk_exc.NotFoundException):
+            conn.compute.get_keypair("sdk-made")
     rec.assert_only_daemon(daemon)
 
 
@@ -136,7 +158,16 @@ def test_novaclient_create_show_list_metadata_delete(daemon):
         absolute = {a.name: a.value for a in limits.absolute}
         assert "maxTotalInstances" in absolute and "totalInstancesUsed" in absolute
 
-        created = nc.servers.create("nova-1", IMAGE_ID, "1", meta={"role": "db"})
+        made = nc.keypairs.create("nova-made")
+        assert made.private_key.startswith(PRIVATE_PEM)
+        imported = nc.keypairs.create("nova-imported", public_key=PUBLIC_KEY)
+        assert imported.fingerprint == FINGERPRINT
+        assert sorted(k.name for k in nc.keypairs.list()) == ["nova-imported", "nova-made"]
+        with pytest.raises(nova_exc.BadRequest):
+            nc.servers.create("bad", IMAGE_ID, "1", key_name="no-such-key")
+
+        created = nc.servers.create("nova-1", IMAGE_ID, "1", meta={"role": "db"},
+                                    key_name="nova-made")
         ids.append(created.id)
         assert len(created.adminPass) >= 8
 
@@ -149,6 +180,7 @@ def test_novaclient_create_show_list_metadata_delete(daemon):
         assert server.name == "nova-1"
         assert server.image["id"] == IMAGE_ID
         assert server.metadata == {"role": "db"}
+        assert server.key_name == "nova-made"
         assert agent_domains(daemon.state_dir) == {created.id: "running"}
         assert nc.limits.get().absolute  # still answers with a server counted
 
@@ -174,6 +206,12 @@ def test_novaclient_create_show_list_metadata_delete(daemon):
             raise AssertionError(f"{created.id} still there after {TIMEOUT}s")
         assert agent_domains(daemon.state_dir) == {}
         assert created.id not in [s.id for s in nc.servers.list()]
+
+        nc.keypairs.delete("nova-made")
+        nc.keypairs.delete(imported)
+        assert nc.keypairs.list() == []
+        with pytest.raises(nova_exc.NotFound):
+            nc.keypairs.get("nova-made")
     rec.assert_only_daemon(daemon)
 
 
