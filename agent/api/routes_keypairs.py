@@ -31,7 +31,7 @@ async def create_keypair(request: Request, ctx: Ctx, body: KeypairCreateBody) ->
     if args.public_key is not None:
         return JSONResponse(views.created_keypair(
             service.import_public_key(ctx, args.name, args.public_key), None))
-    keypair, private_key = service.generate(ctx, args.name)
+    keypair, private_key = await service.generate(ctx, args.name)
     return JSONResponse(views.created_keypair(keypair, private_key))
 
 

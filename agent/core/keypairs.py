@@ -5,6 +5,7 @@ stored or logged. And the rules for a public key that goes into a guest's
 
 from __future__ import annotations
 
+import asyncio
 import string
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -73,12 +74,15 @@ class KeypairService:
         authorized_key_line(public_key)
         return self._add(ctx, name, public_key)
 
-    def generate(self, ctx: RequestContext, name: str) -> tuple[Keypair, str]:
-        """A new key kept under `name`; its private key, to return once."""
+    async def generate(self, ctx: RequestContext, name: str) -> tuple[Keypair, str]:
+        """A new key kept under `name`; its private key, to return once. The key is made
+        in a thread (RSA takes 0.1-2 s of CPU; the event loop serves other requests
+        meanwhile), then the checks run again with the commit, with no wait in between."""
         self._check_new(ctx, name)
         if self.store.get_keypair(ctx.user_id, name) is not None:  # spare the key's cost
             raise KeypairExists(exists_message(name))
-        new = self.keys.generate()
+        new = await asyncio.to_thread(self.keys.generate)
+        self._check_new(ctx, name)
         return self._add(ctx, name, new.public_key), new.private_key
 
     def list(self, ctx: RequestContext) -> list[Keypair]:

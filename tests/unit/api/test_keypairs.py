@@ -5,9 +5,11 @@ is stored then."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
+import threading
 
 import pytest
 
@@ -129,3 +131,28 @@ async def test_the_per_user_quota_is_a_403_as_nova_words_it(env: Env):
 
 async def test_keypairs_need_a_token(env: Env):
     assert (await env.client.get(KP)).status_code == 401
+
+
+class HeldKeys:
+    """SshKeys whose generate() waits until the test lets it go (on its worker thread)."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.go = threading.Event()
+
+    def generate(self):
+        assert self.go.wait(30), "never let go"
+        return self.real.generate()
+
+    def fingerprint(self, public_key: str) -> str:
+        return self.real.fingerprint(public_key)
+
+
+async def test_other_requests_are_served_while_a_key_is_being_made(env: Env):
+    held = HeldKeys(env.deps.keypairs.keys)
+    env.deps.keypairs.keys = held
+    making = asyncio.create_task(create(env, name="slow"))
+    listed = await asyncio.wait_for(env.client.get(KP, headers=BOB), 30)  # not stuck behind it
+    assert listed.status_code == 200 and not making.done()
+    held.go.set()
+    assert (await making).status_code == 200
