@@ -1,8 +1,8 @@
 """The Store's keypair methods, proven against SqliteStore and MemoryStore alike: a name
 is unique per user (also between threads), lists are by name and per user, delete is for
 good; a server keeps its key_name and key_data. And on the real SQLite file: a generated
-key's private half is nowhere in the database, and a version 3 database (before
-keypairs) is migrated with its servers intact."""
+key's private half is nowhere in the database, and a database from before keypairs is
+migrated with its servers intact."""
 
 from __future__ import annotations
 
@@ -119,15 +119,20 @@ def test_a_generated_private_key_is_nowhere_in_the_database(tmp_path: Path):
             assert line.encode() not in data, f
 
 
-def test_a_version_3_database_gets_keypairs_and_keeps_its_servers(tmp_path: Path):
+def test_a_database_from_before_keypairs_gets_them_and_keeps_its_servers(tmp_path: Path):
+    before = next(i for i, step in enumerate(sqlite_schema.MIGRATIONS)
+                  if any("CREATE TABLE keypairs" in statement for statement in step))
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    for step in sqlite_schema.MIGRATIONS[:3]:
+    for step in sqlite_schema.MIGRATIONS[:before]:
         for statement in step:
             conn.execute(statement)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute(f"PRAGMA user_version = {before}")
     conn.execute(
-        "INSERT INTO servers VALUES ('11111111-1111-4111-8111-111111111111', 'p', 'u', 'old', "
+        "INSERT INTO servers (id, project_id, user_id, name, image_id, flavor_id, vm_state, "
+        "task_state, power_state, progress, metadata, access_ipv4, access_ipv6, "
+        "shutdown_terminate, fault, created_at, updated_at, launched_at, deleted_at) "
+        "VALUES ('11111111-1111-4111-8111-111111111111', 'p', 'u', 'old', "
         "'22222222-2222-4222-8222-222222222222', '1', 'active', NULL, 1, 100, '{}', '', '', 0, "
         "NULL, '2024-05-01T12:00:00.000000+00:00', '2024-05-01T12:00:00.000000+00:00', NULL, NULL)")
     conn.close()
