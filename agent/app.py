@@ -28,6 +28,7 @@ from agent.adapters.listeners import tcp_listener, unix_listener
 from agent.adapters.netlink import NetlinkPlumber
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.adapters.sqlite_store import SqliteStore
+from agent.adapters.ssh_keys import CryptographySshKeys
 from agent.adapters.systemd_notify import sd_notify, watchdog_interval
 from agent.adapters.webhook_http import HttpxWebhookSender
 from agent.api.app import ApiDeps, create_api
@@ -38,6 +39,7 @@ from agent.core.event_feed import EventFeed, EventNotifier
 from agent.core.flavors import FlavorCatalog
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
+from agent.core.keypairs import KeypairService
 from agent.core.metrics import Metrics
 from agent.core.monitor import PowerMonitor
 from agent.core.netplumbing import NetworkPlumbing
@@ -115,6 +117,7 @@ class Agent:
     webhooks: WebhookDispatcher | None = None
     metrics: Metrics = field(default_factory=Metrics)
     disk_injector: WarmGuestfsInjector | None = None
+    keypairs: KeypairService | None = None
 
     def load_tokens(self, config: Config) -> None:
         fresh = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
@@ -130,7 +133,7 @@ class Agent:
                                   host_id=self.config.host, tokens=self.tokens,
                                   default_context=default_context, ports=self.ports,
                                   events=EventFeed(self.store, self.notifier),
-                                  metrics=self.metrics))
+                                  metrics=self.metrics, keypairs=self.keypairs))
 
     def reload(self, reread: Callable[[], Config]) -> None:
         """SIGHUP: what can change live (log level and format, tokens, webhooks). A bad file keeps
@@ -201,7 +204,8 @@ def build_agent(config: Config) -> Agent:
     webhooks = WebhookDispatcher(store, HttpxWebhookSender(), notifier)
     return Agent(config, store, hypervisor, runner, service, images, flavors, monitor,
                  ports=service.ports, network=network, metrics=metrics, notifier=notifier,
-                 webhooks=webhooks, disk_injector=disk_injector)
+                 webhooks=webhooks, disk_injector=disk_injector,
+                 keypairs=KeypairService(store, CryptographySshKeys(), config.limits))
 
 
 class _Listener(uvicorn.Server):

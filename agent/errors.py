@@ -122,3 +122,11 @@ class NetworkError(AgentError):
 
 class DhcpError(NetworkError):
     """dnsmasq could not be started, reloaded or stopped."""
+
+
+class KeypairNotFound(NotFound):
+    pass
+
+
+class KeypairExists(Conflict):
+    """The user has a keypair of that name already (-> 409)."""

@@ -15,6 +15,7 @@ from agent.model.domain import DomainSpec, PowerState
 from agent.model.image import Image
 from agent.model.injection import InjectionRequest, InjectionResult
 from agent.model.job import Job, StatusEvent
+from agent.model.keypair import GeneratedKey, Keypair
 from agent.model.network import DhcpHost, Network, Port
 from agent.model.server import Server
 from agent.model.states import TaskState, VmState
@@ -222,6 +223,23 @@ class Store(Protocol):
         the user's (free and DOWN again); the ports as they were before."""
         ...
 
+    # -- keypairs: per user; a name is unique per user (the store decides, also between
+    # callers at the same time).
+    def add_keypair(self, keypair: Keypair) -> Keypair:
+        """Insert a keypair (its id is ignored): the keypair as stored, with its id.
+        KeypairExists when the user has one of that name."""
+        ...
+
+    def get_keypair(self, user_id: str, name: str) -> Keypair | None: ...
+
+    def list_keypairs(self, user_id: str) -> list[Keypair]:
+        """The user's keypairs by name."""
+        ...
+
+    def delete_keypair(self, user_id: str, name: str) -> Keypair:
+        """Delete the user's keypair of that name (KeypairNotFound); as it was."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -294,6 +312,20 @@ class WebhookSender(Protocol):
                    timeout_s: float) -> WebhookReply: ...
 
     async def aclose(self) -> None: ...
+
+
+class SshKeys(Protocol):
+    """SSH keys: new RSA keys made, and public keys read and fingerprinted. Never logs
+    a private key."""
+
+    def generate(self) -> GeneratedKey:
+        """A new ssh-rsa key (2048 bits, as Nova makes them at 2.1)."""
+        ...
+
+    def fingerprint(self, public_key: str) -> str:
+        """Nova's fingerprint of an OpenSSH public key line (MD5 of the key blob as
+        colon-separated hex pairs); ValueError when the text is not such a key."""
+        ...
 
 
 class DiskInjector(Protocol):

@@ -1,6 +1,6 @@
-"""The DiskInjector port on libguestfs: files and the root password hash go into guest
-disks through the appliance (never a host mount), so whatever a hostile image holds
-(symlinks, odd filesystems) is confined to the appliance.
+"""The DiskInjector port on libguestfs: files, the root password hash and root's SSH keys
+go into guest disks through the appliance (never a host mount), so whatever a hostile
+image holds (symlinks, odd filesystems) is confined to the appliance.
 
 One appliance launch serves a whole batch: every disk of the batch is added as a drive
 before the launch, then each is inspected, mounted, changed and unmounted in turn. A disk
@@ -18,8 +18,12 @@ from agent.adapters.guestfs_appliance import new_handle
 from agent.errors import InjectionError
 from agent.model.host import VirtType
 from agent.model.injection import (
+    AUTHORIZED_KEYS,
+    AUTHORIZED_KEYS_MODE,
     DIR_MODE,
     FILE_MODE,
+    ROOT_SSH_DIR,
+    SSH_DIR_MODE,
     InjectedFile,
     InjectionRequest,
     InjectionResult,
@@ -107,18 +111,59 @@ def _mkdirs(g: guestfs.GuestFS, directory: str) -> None:
         g.chmod(DIR_MODE, path)
 
 
+def _move_aside(g: guestfs.GuestFS, path: str, backups: dict[str, str]) -> None:
+    """Rename what is at `path` (a symlink is renamed, not followed) to the spec's
+    <path>.bak.<seconds.fraction>."""
+    backup = f"{path}.bak.{time.time():.4f}"
+    g.mv(path, backup)
+    backups[path] = backup
+
+
 def _write_file(g: guestfs.GuestFS, f: InjectedFile, backups: dict[str, str]) -> None:
     _mkdirs(g, posixpath.dirname(f.path))
     if g.is_dir(f.path, followsymlinks=False):
         raise InjectionError(f"cannot inject {f.path}: it is a directory in the image")
     if g.exists(f.path) or g.is_symlink(f.path):
-        # The spec: the existing file is renamed to <path>.bak.<seconds.fraction>.
-        backup = f"{f.path}.bak.{time.time():.4f}"
-        g.mv(f.path, backup)
-        backups[f.path] = backup
+        _move_aside(g, f.path, backups)
     g.write(f.path, f.contents)
     g.chown(0, 0, f.path)
     g.chmod(FILE_MODE, f.path)
+
+
+def _add_authorized_keys(g: guestfs.GuestFS, keys: tuple[str, ...],
+                         backups: dict[str, str]) -> int:
+    """Append the key lines missing from root's authorized_keys (the file and .ssh made
+    if absent); .ssh 0700 and the file 0600, both root:root, as sshd's StrictModes wants.
+    A symlink (or anything else not a plain file or folder) in their place is moved
+    aside, never written through. The number of lines added."""
+    home = posixpath.dirname(ROOT_SSH_DIR)
+    if not g.exists(home):  # root's home is private (an existing one is left as it is)
+        g.mkdir(home)
+        g.chown(0, 0, home)
+        g.chmod(SSH_DIR_MODE, home)
+    if g.is_symlink(ROOT_SSH_DIR) or (g.exists(ROOT_SSH_DIR)
+                                      and not g.is_dir(ROOT_SSH_DIR, followsymlinks=False)):
+        _move_aside(g, ROOT_SSH_DIR, backups)
+    if not g.exists(ROOT_SSH_DIR):
+        g.mkdir(ROOT_SSH_DIR)
+    g.chown(0, 0, ROOT_SSH_DIR)
+    g.chmod(SSH_DIR_MODE, ROOT_SSH_DIR)
+    text = b""
+    if g.is_symlink(AUTHORIZED_KEYS) or (g.exists(AUTHORIZED_KEYS)
+                                         and not g.is_file(AUTHORIZED_KEYS, followsymlinks=False)):
+        _move_aside(g, AUTHORIZED_KEYS, backups)
+    elif g.exists(AUTHORIZED_KEYS):
+        text = g.read_file(AUTHORIZED_KEYS)
+    present = {line.strip() for line in text.decode("utf-8", "replace").splitlines()}
+    new = [k for k in dict.fromkeys(keys) if k.strip() not in present]
+    if new:
+        if text and not text.endswith(b"\n"):
+            text += b"\n"
+        text += "".join(f"{k}\n" for k in new).encode("utf-8")
+    g.write(AUTHORIZED_KEYS, text)  # in place: an existing file keeps its inode
+    g.chown(0, 0, AUTHORIZED_KEYS)
+    g.chmod(AUTHORIZED_KEYS_MODE, AUTHORIZED_KEYS)
+    return len(new)
 
 
 def _set_root_hash(g: guestfs.GuestFS, password_hash: str) -> None:
@@ -145,6 +190,9 @@ def _inject_one(g: guestfs.GuestFS, root: str | None, inspected: bool,
         g.mount(fs, mountpoint)
     try:
         backups: dict[str, str] = {}
+        keys_added = 0
+        if req.authorized_keys:  # before the files, as Nova injects (key, ..., files)
+            keys_added = _add_authorized_keys(g, req.authorized_keys, backups)
         for f in req.files:
             _write_file(g, f, backups)
         if req.root_password_hash is not None:
@@ -153,7 +201,7 @@ def _inject_one(g: guestfs.GuestFS, root: str | None, inspected: bool,
         g.umount_all()  # flushes this disk; no separate sync per disk
     return InjectionResult(disk=req.disk, written=tuple(f.path for f in req.files),
                            backups=backups, password_set=req.root_password_hash is not None,
-                           seconds=time.monotonic() - started)
+                           keys_added=keys_added, seconds=time.monotonic() - started)
 
 
 class _Layout:

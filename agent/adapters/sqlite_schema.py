@@ -112,8 +112,26 @@ _V4 = (
     "ALTER TABLE servers ADD COLUMN scheduler_hints TEXT NOT NULL DEFAULT '{}'",
 )
 
+# Keypairs, per user as in Nova (a name is unique per user); the public key only. A
+# server keeps the name and the public key it was built with (key_name, key_data), so
+# rebuild injects the same key after the keypair is deleted.
+_V5 = (
+    """CREATE TABLE keypairs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (user_id, name)
+    )""",
+    "ALTER TABLE servers ADD COLUMN key_name TEXT",
+    "ALTER TABLE servers ADD COLUMN key_data TEXT",
+)
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 LATEST_VERSION = len(MIGRATIONS)
 
 

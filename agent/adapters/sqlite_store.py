@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from agent.adapters import sqlite_ports
+from agent.adapters import sqlite_keypairs, sqlite_ports
 from agent.adapters.sqlite_schema import migrate
 from agent.errors import ServerNotFound, StoreError
 from agent.model.job import Job, JobStatus, StatusEvent
+from agent.model.keypair import Keypair
 from agent.model.network import Port
 from agent.model.server import Server
 from agent.model.states import VmState
@@ -43,16 +44,17 @@ _JOB_FIXED = frozenset({"id", "server_id", "kind", "created_at", "updated_at"})
 _INSERT_SERVER = """INSERT INTO servers (id, project_id, user_id, name, image_id, flavor_id,
     vm_state, task_state, power_state, progress, metadata, access_ipv4, access_ipv6,
     shutdown_terminate, fault, created_at, updated_at, launched_at, deleted_at, reservation_id,
-    security_groups, scheduler_hints)
+    security_groups, scheduler_hints, key_name, key_data)
   VALUES (:id, :project_id, :user_id, :name, :image_id, :flavor_id, :vm_state, :task_state,
     :power_state, :progress, :metadata, :access_ipv4, :access_ipv6, :shutdown_terminate,
     :fault, :created_at, :updated_at, :launched_at, :deleted_at, :reservation_id,
-    :security_groups, :scheduler_hints)"""
+    :security_groups, :scheduler_hints, :key_name, :key_data)"""
 _UPDATE_SERVER = """UPDATE servers SET user_id = :user_id, name = :name, image_id = :image_id,
     flavor_id = :flavor_id, vm_state = :vm_state, task_state = :task_state,
     power_state = :power_state, progress = :progress, metadata = :metadata,
     access_ipv4 = :access_ipv4, access_ipv6 = :access_ipv6,
-    shutdown_terminate = :shutdown_terminate, fault = :fault, updated_at = :updated_at,
+    shutdown_terminate = :shutdown_terminate, key_name = :key_name, key_data = :key_data,
+    fault = :fault, updated_at = :updated_at,
     launched_at = :launched_at, deleted_at = :deleted_at,
     security_groups = :security_groups, scheduler_hints = :scheduler_hints
   WHERE id = :id"""
@@ -91,7 +93,8 @@ def _server_params(s: Server) -> dict[str, Any]:
         "power_state": int(s.power_state), "progress": s.progress,
         "metadata": json.dumps(s.metadata, sort_keys=True), "access_ipv4": s.access_ipv4,
         "access_ipv6": s.access_ipv6, "shutdown_terminate": int(s.shutdown_terminate),
-        "fault": fault, "created_at": _ts(s.created_at), "updated_at": _ts(s.updated_at),
+        "key_name": s.key_name, "key_data": s.key_data, "fault": fault,
+        "created_at": _ts(s.created_at), "updated_at": _ts(s.updated_at),
         "launched_at": _ts(s.launched_at), "deleted_at": _ts(s.deleted_at),
         "reservation_id": s.reservation_id,
         "security_groups": json.dumps(list(s.security_groups)),
@@ -388,3 +391,21 @@ class SqliteStore:
     def release_ports(self, device_id: str) -> list[Port]:
         with self._tx("release ports", write=True) as conn:
             return sqlite_ports.release(conn, device_id)
+
+    # -- keypairs -------------------------------------------------------------------------
+
+    def add_keypair(self, keypair: Keypair) -> Keypair:
+        with self._tx("add keypair", write=True) as conn:
+            return sqlite_keypairs.insert(conn, keypair)
+
+    def get_keypair(self, user_id: str, name: str) -> Keypair | None:
+        with self._tx("get keypair", write=False) as conn:
+            return sqlite_keypairs.get(conn, user_id, name)
+
+    def list_keypairs(self, user_id: str) -> list[Keypair]:
+        with self._tx("list keypairs", write=False) as conn:
+            return sqlite_keypairs.select(conn, user_id)
+
+    def delete_keypair(self, user_id: str, name: str) -> Keypair:
+        with self._tx("delete keypair", write=True) as conn:
+            return sqlite_keypairs.delete(conn, user_id, name)

@@ -19,6 +19,7 @@ from agent.api import (
     routes_actions,
     routes_catalog,
     routes_events,
+    routes_keypairs,
     routes_metadata,
     routes_metrics,
     routes_network,
@@ -31,6 +32,7 @@ from agent.api.errors import install_error_handlers
 from agent.api.middleware import ApiMiddleware
 from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
+from agent.core.keypairs import KeypairService
 from agent.core.metrics import Metrics
 from agent.core.networks import PortService
 from agent.core.servers import ServerService
@@ -56,6 +58,7 @@ class ApiDeps:
     # The event feed; None: one over `store` that nothing wakes (a long poll answers at once).
     events: EventFeed | None = None
     metrics: Metrics = field(default_factory=Metrics)  # the daemon's, shared by its listeners
+    keypairs: KeypairService | None = None  # /os-keypairs; None: not offered (404)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -67,7 +70,8 @@ def _operation_id_with_project(route: APIRoute) -> str:
 
 
 COMPUTE_ROUTERS = (routes_servers.router, routes_actions.router, routes_metadata.router,
-                   routes_server_info.router, routes_catalog.router, routes_events.router)
+                   routes_server_info.router, routes_catalog.router, routes_events.router,
+                   routes_keypairs.router)
 NETWORK_PREFIX = "/v2.0"  # Neutron's API, beside the compute API (no project id in its paths)
 
 

@@ -158,7 +158,7 @@ class ServerDetail(_Out):
     availability_zone: str = Field(alias="OS-EXT-AZ:availability_zone")
     launched_at: str | None = Field(alias="OS-SRV-USG:launched_at")
     terminated_at: str | None = Field(alias="OS-SRV-USG:terminated_at")
-    key_name: None
+    key_name: str | None
     config_drive: str
     security_groups: list[SecurityGroupRef]
     volumes_attached: list[dict[str, Any]] = Field(alias="os-extended-volumes:volumes_attached")
@@ -219,6 +219,44 @@ class Metadata(_Out):
 
 class MetaItem(_Out):
     meta: dict[str, str]
+
+
+# -- keypairs (2.1 shapes: no type, no links) -----------------------------------------------
+
+class KeypairSummary(_Out):
+    name: str
+    public_key: str
+    fingerprint: str
+
+
+class KeypairListItem(_Out):
+    keypair: KeypairSummary
+
+
+class KeypairIndex(_Out):
+    keypairs: list[KeypairListItem]
+
+
+class CreatedKeypair(KeypairSummary):
+    user_id: str
+    private_key: str | None = Field(default=None, description="Only when generated, only now")
+
+
+class CreatedKeypairShow(_Out):
+    keypair: CreatedKeypair
+
+
+class KeypairDetail(KeypairSummary):
+    user_id: str
+    id: int
+    created_at: str
+    updated_at: str | None
+    deleted: bool
+    deleted_at: str | None
+
+
+class KeypairShow(_Out):
+    keypair: KeypairDetail
 
 
 # -- catalog -----------------------------------------------------------------------------

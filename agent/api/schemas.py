@@ -21,7 +21,6 @@ from pydantic import (
 )
 
 from agent.core.validation import META_KEY_PATTERN
-from agent.errors import InvalidInput
 from agent.model.network import NetworkRequest as CoreNetworkRequest
 from agent.model.requests import CreateServer, PersonalityFile
 
@@ -124,7 +123,9 @@ class ServerCreate(_Body):
         "server"))
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(default=None, alias="OS-DCF:diskConfig",
                                                           description="Accepted and ignored")
-    key_name: str | None = Field(default=None, description="No keypairs here: must be absent or null")
+    key_name: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        default=None, description="A keypair of the caller's (os-keypairs): its public key goes "
+        "into root's ~/.ssh/authorized_keys")
     config_drive: BooleanLike | None = Field(default=None,
                                              description="Accepted and ignored (no config drive)")
     user_data: SecretStr | None = Field(
@@ -142,9 +143,7 @@ class ServerCreate(_Body):
         return value if value is None else lenient_base64(value)
 
     def to_core(self) -> CreateServer:
-        """The core's request; fields this host cannot honour are refused here."""
-        if self.key_name is not None:
-            raise InvalidInput("Invalid key_name provided.", "key_name")
+        """The core's request."""
         return CreateServer(
             name=self.name,
             image_ref=self.image_ref,
@@ -160,6 +159,7 @@ class ServerCreate(_Body):
             min_count=self.min_count or 1,
             max_count=self.max_count,
             security_groups=self.security_group_names(),
+            key_name=self.key_name,
         )
 
     def security_group_names(self) -> tuple[str, ...]:
@@ -212,3 +212,22 @@ class MetadataBody(_Body):
 
 class MetaItemBody(_Body):
     meta: MetadataDict = Field(json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
+
+class KeypairCreate(_Body):
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    public_key: str | None = Field(default=None, description="An OpenSSH public key to import; "
+                                   "absent: a new key is made and its private_key returned once")
+
+    @field_validator("public_key", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Nova's schema: a string when present (a default is never validated, so only an
+        # explicit null comes here).
+        if value is None:
+            raise ValueError("None is not of type 'string'")
+        return value
+
+
+class KeypairCreateBody(_Body):
+    keypair: KeypairCreate

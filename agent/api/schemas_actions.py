@@ -87,13 +87,17 @@ class RebuildArgs(AddressesAndDiskConfig):
     name: Name | None = None
     metadata: MetadataDict | None = None
     preserve_ephemeral: bool | None = Field(default=None, description="Accepted and ignored")
+    key_name: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        default=None, description="As microversion 2.54: a keypair's name replaces the server's "
+        "key, null removes it; absent keeps it (re-injected on the fresh disk)")
 
     def to_core(self) -> RebuildServer:
         return RebuildServer(
             image_ref=self.image_ref, admin_pass=self.admin_pass, name=self.name,
             metadata=self.metadata, access_ipv4=self.access_ipv4, access_ipv6=self.access_ipv6,
             personality=tuple(PersonalityFile(path=p.path, contents=p.contents)
-                              for p in self.personality or ()))
+                              for p in self.personality or ()),
+            key_name=self.key_name, key_name_given="key_name" in self.model_fields_set)
 
 
 class RebuildAction(_Body):

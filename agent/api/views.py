@@ -17,6 +17,7 @@ from fastapi import Request
 from agent.core.guest_layout import domain_name
 from agent.model.flavor import Flavor
 from agent.model.image import Image
+from agent.model.keypair import Keypair
 from agent.model.requests import Limits
 from agent.model.server import Server
 from agent.model.states import Status
@@ -135,7 +136,7 @@ def server_detail(server: Server, urls: Urls, host: str,
         "OS-EXT-AZ:availability_zone": AVAILABILITY_ZONE,
         "OS-SRV-USG:launched_at": usage_time(server.launched_at),
         "OS-SRV-USG:terminated_at": usage_time(server.deleted_at),
-        "key_name": None,
+        "key_name": server.key_name,
         "config_drive": "",
         "security_groups": security_groups_view(dict.fromkeys(server.security_groups)),
         "os-extended-volumes:volumes_attached": [],
@@ -156,6 +157,27 @@ def created_server(server: Server, urls: Urls, admin_pass: str,
     return {"server": {"id": str(server.id), "links": urls.links("servers", server.id),
                        "adminPass": admin_pass, "OS-DCF:diskConfig": "MANUAL",
                        "security_groups": security_groups_view(groups)}}
+
+
+# -- keypairs (Nova 2.1: views/keypairs.py without type) --------------------------------
+
+def keypair_summary(keypair: Keypair) -> dict[str, Any]:
+    return {"name": keypair.name, "public_key": keypair.public_key,
+            "fingerprint": keypair.fingerprint}
+
+
+def created_keypair(keypair: Keypair, private_key: str | None) -> dict[str, Any]:
+    body = {**keypair_summary(keypair), "user_id": keypair.user_id}
+    if private_key is not None:
+        body["private_key"] = private_key
+    return {"keypair": body}
+
+
+def keypair_detail(keypair: Keypair) -> dict[str, Any]:
+    # Keypairs are deleted for good here: never deleted, never updated when shown.
+    return {"keypair": {**keypair_summary(keypair), "user_id": keypair.user_id,
+                        "id": keypair.id, "created_at": usage_time(keypair.created_at),
+                        "updated_at": None, "deleted": False, "deleted_at": None}}
 
 
 # -- catalog -----------------------------------------------------------------------------
@@ -200,7 +222,7 @@ def limits_view(limits: Limits, live: Iterable[Server], flavors: Iterable[Flavor
         "maxTotalCores": limits.max_total_cores,
         "maxTotalRAMSize": limits.max_total_ram,
         "maxImageMeta": limits.max_image_meta,
-        "maxTotalKeypairs": 100,
+        "maxTotalKeypairs": limits.max_total_keypairs,
         "maxSecurityGroups": -1,
         "maxSecurityGroupRules": -1,
         "maxServerGroups": 10,

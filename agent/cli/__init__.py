@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from agent import __version__
-from agent.cli import servers
+from agent.cli import keypairs, servers
 from agent.cli.client import AgentClient, ApiError
 from agent.errors import ConfigError
 
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--listen", dest="api_listen", help="also serve the API on HOST:PORT")
     sv.add_argument("--socket", dest="api_socket", type=Path, help="the API's unix socket")
     servers.add_parser(sub)
+    keypairs.add_parser(sub)
     return p
 
 
@@ -63,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"compute-agent: {e}", file=sys.stderr)
             return 2
-    if args.command == "server":
+    if args.command in ("server", "keypair"):
         client = AgentClient(None if args.url else (args.socket or str(config.socket_path)),
                              url=args.url, token=args.token or os.environ.get("COMPUTE_AGENT_TOKEN"))
         try:
-            return servers.run(args, client)
+            return (servers if args.command == "server" else keypairs).run(args, client)
         except ApiError as e:
             print(f"compute-agent: {e}", file=sys.stderr)
             return 1

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import httpx
+
+
+def add_connection_args(p: argparse.ArgumentParser) -> None:
+    """How a command reaches the daemon: its socket (default) or a URL, and a token."""
+    p.add_argument("--socket", help="the daemon's API socket (default from the config)")
+    p.add_argument("--url", help="an API base URL instead of the socket, e.g. http://host:8774")
+    p.add_argument("--token", help="X-Auth-Token (default: $COMPUTE_AGENT_TOKEN)")
 
 
 class ApiError(Exception):

@@ -7,16 +7,14 @@ import sys
 import time
 from typing import Any
 
-from agent.cli.client import AgentClient, ApiError
+from agent.cli.client import AgentClient, ApiError, add_connection_args
 
 LIST_COLUMNS = ("id", "name", "status", "progress", "image", "flavor")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("server", help="act on servers through the running daemon")
-    p.add_argument("--socket", help="the daemon's API socket (default from the config)")
-    p.add_argument("--url", help="an API base URL instead of the socket, e.g. http://host:8774")
-    p.add_argument("--token", help="X-Auth-Token (default: $COMPUTE_AGENT_TOKEN)")
+    add_connection_args(p)
     s = p.add_subparsers(dest="action", required=True)
     c = s.add_parser("create")
     c.add_argument("name")
@@ -26,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--access-ipv4")
     c.add_argument("--access-ipv6")
+    c.add_argument("--key-name", help="a keypair of yours (compute-agent keypair) for root's "
+                   "authorized_keys")
     c.add_argument("--wait", action="store_true", help="show progress until the build ends")
     s.add_parser("list").add_argument("--all-projects", action="store_true",
                                       help="every project's servers (admin tokens only)")
@@ -107,7 +107,8 @@ def run(args: argparse.Namespace, client: AgentClient) -> int:
             body["adminPass"] = args.admin_pass
         if args.property:
             body["metadata"] = _pairs(args.property)
-        for key, value in (("accessIPv4", args.access_ipv4), ("accessIPv6", args.access_ipv6)):
+        for key, value in (("accessIPv4", args.access_ipv4), ("accessIPv6", args.access_ipv6),
+                           ("key_name", args.key_name)):
             if value:
                 body[key] = value
         created = client.create_server(body)

@@ -160,11 +160,17 @@ class ServerActions:
             changes["access_ipv4"] = check_access_ip(req.access_ipv4, 4)
         if req.access_ipv6 is not None:
             changes["access_ipv6"] = check_access_ip(req.access_ipv6, 6)
+        if req.key_name_given:
+            changes["key_name"] = req.key_name
+            changes["key_data"] = self.servers.key_data(ctx, req.key_name)
+        key_data = changes["key_data"] if req.key_name_given else server.key_data
         personality = check_personality(req.personality, self.servers.limits, image)
         password = (req.admin_pass.get_secret_value() if req.admin_pass is not None
                     else generate_password(self.servers.password_policy))
         payload: dict[str, Any] = {"image_id": str(image.uuid),
                                    "admin_pass_hash": self._password_hash(password)}
+        if key_data is not None:  # the fresh disk gets the server's key again
+            payload["authorized_keys"] = [key_data]
         if personality:  # base64 in the job until injected, then the payload is cleared
             payload["personality"] = [{"path": f.path, "contents": base64.b64encode(f.contents).decode()}
                                       for f in personality]

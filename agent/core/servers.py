@@ -14,6 +14,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.core.flavors import FlavorCatalog
+from agent.core.keypairs import authorized_key_line
 from agent.core.networks import PortService
 from agent.core.personality import check_personality
 from agent.core.sha512_crypt import sha512_crypt
@@ -198,6 +199,7 @@ class ServerService:
             raise InvalidInput("Flavor's disk is too small for requested image.", "flavorRef")
         if image.min_ram > flavor.ram:
             raise InvalidInput("Flavor's memory is too small for requested image.", "flavorRef")
+        key_data = self.key_data(ctx, req.key_name)
         check_metadata_items(req.metadata)
         check_metadata_quota(len(req.metadata), self.limits)
         personality = check_personality(req.personality, self.limits, image)
@@ -219,6 +221,8 @@ class ServerService:
             payload["personality"] = [
                 {"path": f.path, "contents": base64.b64encode(f.contents).decode()}
                 for f in personality]
+        if key_data is not None:  # public: kept in the job until injected, like the files
+            payload["authorized_keys"] = [key_data]
         if password is None:
             password = generate_password(self.password_policy)
         violations = self.password_policy.violations(password)
@@ -238,7 +242,7 @@ class ServerService:
                             name=name, image_id=image.uuid, flavor_id=flavor.id,
                             metadata=dict(req.metadata), access_ipv4=ipv4, access_ipv6=ipv6,
                             shutdown_terminate=req.shutdown_terminate,
-                            reservation_id=reservation_id,
+                            reservation_id=reservation_id, key_name=req.key_name, key_data=key_data,
                             security_groups=groups, scheduler_hints=req.scheduler_hints,
                             created_at=now, updated_at=now)
             job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE,
@@ -249,6 +253,16 @@ class ServerService:
             self.kick(new.server.id)
         return CreatedServers(servers=[n.server for n in batch], admin_pass=password,
                               reservation_id=reservation_id)
+
+    def key_data(self, ctx: RequestContext, key_name: str | None) -> str | None:
+        """The public key (one authorized_keys line) of the caller's keypair `key_name`;
+        None for no key. An unknown name is a 400, as Nova words it."""
+        if key_name is None:
+            return None
+        keypair = self.store.get_keypair(ctx.user_id, key_name)
+        if keypair is None:
+            raise InvalidInput("Invalid key_name provided.", "key_name")
+        return authorized_key_line(keypair.public_key)
 
     def _plan_nics(self, ctx: RequestContext, req: CreateServer,
                    server_ids: list[UUID]) -> list[list[Port]]:

@@ -1,5 +1,6 @@
-"""What goes into a guest's disk before its first boot: personality files and the root
-password hash. Contents are secrets: they never appear in a repr, a log or an error."""
+"""What goes into a guest's disk before its first boot: personality files, the root
+password hash and root's SSH public keys. Contents are secrets: they never appear in a
+repr, a log or an error."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ DIR_MODE = 0o755
 # A locked root password: the password given did not meet the policy, so nobody can log
 # in as root until changePassword sets one.
 LOCKED_HASH = "!"
+# root's SSH keys: modes sshd's StrictModes accepts (owner root, nobody else may write).
+ROOT_SSH_DIR = "/root/.ssh"
+AUTHORIZED_KEYS = ROOT_SSH_DIR + "/authorized_keys"
+SSH_DIR_MODE = 0o700
+AUTHORIZED_KEYS_MODE = 0o600
 
 
 class InjectedFile(BaseModel):
@@ -29,6 +35,9 @@ class InjectionRequest(BaseModel):
     disk_format: str = "qcow2"
     files: tuple[InjectedFile, ...] = ()
     root_password_hash: str | None = Field(default=None, repr=False)
+    # Public key lines for root's authorized_keys: appended to the file if the image has
+    # one (a line already there is not added twice).
+    authorized_keys: tuple[str, ...] = ()
     # Disks made from one base share its partition layout: the injector may remember where
     # that base's root filesystem was and skip probing for it (seconds under TCG).
     layout_key: str | None = None
@@ -48,4 +57,5 @@ class InjectionResult(BaseModel):
     written: tuple[str, ...] = ()
     backups: dict[str, str] = Field(default_factory=dict)
     password_set: bool = False
+    keys_added: int = 0  # authorized_keys lines that were not in the file yet
     seconds: float = 0.0

@@ -44,6 +44,7 @@ class CreateServer(BaseModel):
     shutdown_terminate: bool = False
     # The NICs asked for, in order; None (absent or "auto") means the default networks.
     networks: tuple[NetworkRequest, ...] | None = None
+    key_name: str | None = None  # one of the caller's keypairs
     # Multi-create (Nova's min_count/max_count): as many servers as the quota allows up
     # to max_count (None: min_count), none unless at least min_count fit.
     min_count: int = Field(default=1, ge=1)
@@ -101,3 +102,4 @@ class Limits(BaseModel):
     max_total_cores: int = Field(default=20, ge=0)
     max_total_ram: int = Field(default=51200, ge=0, description="MiB")
     max_image_meta: int = Field(default=128, ge=0)
+    max_total_keypairs: int = Field(default=100, ge=0, description="per user")

@@ -44,6 +44,10 @@ class Server(BaseModel):
     security_groups: tuple[str, ...] = ("default",)
     # The create's os:scheduler_hints, as given, for a scheduler placing servers on hosts.
     scheduler_hints: dict[str, Any] = Field(default_factory=dict)
+    # The keypair named at create (or rebuild) and its public key as it was then: a later
+    # delete of the keypair leaves the server's key alone, as in Nova.
+    key_name: str | None = None
+    key_data: str | None = None
     fault: Fault | None = None
     created_at: datetime
     updated_at: datetime

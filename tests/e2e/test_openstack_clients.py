@@ -1,9 +1,10 @@
 """The real OpenStack clients (openstacksdk, python-novaclient) against the real daemon:
-create a guest (novaclient: three at once, min_count/max_count), see it ACTIVE and
-running under libvirt, list it, change its metadata, delete it; and each client gets its
-own clear exception for a bad request and for another project's server. There is no
-Keystone: a fixed endpoint and a token are used, and every request is checked to have
-gone to the daemon on 127.0.0.1 only."""
+create, import, list and delete keypairs; create guests with a key_name (novaclient: three
+at once, min_count/max_count), see them ACTIVE and running under libvirt with that
+key_name, list them, change metadata, delete them; and each client gets its own clear
+exception for a bad request and for another project's server. There is no Keystone: a
+fixed endpoint and a token are used, and every request is checked to have gone to the
+daemon on 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ from tests.e2e.conftest import IMAGE_ID
 from tests.support.daemon import TOKENS, Daemon, agent_domains
 
 TIMEOUT = 120
+# An ed25519 public key made for these tests; what `ssh-keygen -l -E md5` says of it.
+PUBLIC_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPWQp/A3mkPeSvRYJpbw/1lBq2h6I2KBVhdSOnBLyicz"
+              " bob@desk")
+FINGERPRINT = "ec:c4:32:a1:ac:3c:9d:39:97:e4:ad:cd:e2:a7:88:4f"
+PRIVATE_PEM = "-----BEGIN RSA PRIVATE KEY-----"
 
 # Deprecations raised inside openstacksdk 4.x itself, not by the calls made here.
 pytestmark = [
@@ -90,8 +96,17 @@ def test_openstacksdk_create_show_list_metadata_delete(daemon):
     conn = sdk(rec)
     ids: list[str] = []
     with deleted_after(daemon, ids):
+        made = conn.compute.create_keypair(name="sdk-made")
+        assert made.private_key.startswith(PRIVATE_PEM) and made.public_key.startswith("ssh-rsa ")
+        imported = conn.compute.create_keypair(name="sdk-imported", public_key=PUBLIC_KEY)
+        assert (imported.fingerprint, imported.private_key) == (FINGERPRINT, None)
+        assert sorted(k.name for k in conn.compute.keypairs()) == ["sdk-imported", "sdk-made"]
+        assert conn.compute.get_keypair("sdk-made").public_key == made.public_key
+        with pytest.raises(sdk_exc.ConflictException):
+            conn.compute.create_keypair(name="sdk-made")
+
         created = conn.compute.create_server(name="sdk-1", image_id=IMAGE_ID, flavor_id="1",
-                                             metadata={"role": "web"})
+                                             metadata={"role": "web"}, key_name="sdk-imported")
         ids.append(created.id)
         assert created.admin_password and len(created.admin_password) >= 8
 
@@ -106,6 +121,7 @@ def test_openstacksdk_create_show_list_metadata_delete(daemon):
         assert shown.metadata == {"role": "web"}
         assert shown.power_state == 1
         assert shown.admin_password is None  # only on create
+        assert shown.key_name == "sdk-imported"
 
         assert created.id in [s.id for s in conn.compute.servers(details=False)]
         detailed = {s.id: s for s in conn.compute.servers(details=True)}
@@ -131,6 +147,12 @@ def test_openstacksdk_create_show_list_metadata_delete(daemon):
             conn.compute.get_server(created.id)
         assert agent_domains(daemon.state_dir) == {}
         assert created.id not in [s.id for s in conn.compute.servers()]
+
+        for name in ("sdk-made", "sdk-imported"):
+            conn.compute.delete_keypair(name)
+        assert list(conn.compute.keypairs()) == []
+        with pytest.raises(sdk_exc.NotFoundException):
+            conn.compute.get_keypair("sdk-made")
     rec.assert_only_daemon(daemon)
 
 
@@ -153,8 +175,16 @@ def test_novaclient_multi_create_show_list_metadata_delete(daemon):
         absolute = {a.name: a.value for a in limits.absolute}
         assert "maxTotalInstances" in absolute and "totalInstancesUsed" in absolute
 
+        generated = nc.keypairs.create("nova-made")
+        assert generated.private_key.startswith(PRIVATE_PEM)
+        imported = nc.keypairs.create("nova-imported", public_key=PUBLIC_KEY)
+        assert imported.fingerprint == FINGERPRINT
+        assert sorted(k.name for k in nc.keypairs.list()) == ["nova-imported", "nova-made"]
+        with pytest.raises(nova_exc.BadRequest):
+            nc.servers.create("bad", IMAGE_ID, "1", key_name="no-such-key")
+
         created = nc.servers.create("nova", IMAGE_ID, "1", meta={"role": "db"},
-                                    min_count=3, max_count=3)
+                                    key_name="nova-made", min_count=3, max_count=3)
         assert len(created.adminPass) >= 8
         made = {s.name: s for s in nc.servers.list() if s.name.startswith("nova-")}
         ids.extend(s.id for s in made.values())
@@ -177,12 +207,13 @@ def test_novaclient_multi_create_show_list_metadata_delete(daemon):
         assert server.name == "nova-1"
         assert server.image["id"] == IMAGE_ID
         assert server.metadata == {"role": "db"}
+        assert {nc.servers.get(i).key_name for i in ids} == {"nova-made"}
         assert nc.limits.get().absolute  # still answers with servers counted
 
         assert created.id in [s.id for s in nc.servers.list(detailed=False)]
         [listed] = [s for s in nc.servers.list() if s.id == created.id]
         assert listed.status == "ACTIVE" and listed.name == "nova-1"
-        assert [s.id for s in nc.servers.list(search_opts={"status": "ACTIVE"})] == [created.id]
+        assert sorted(s.id for s in nc.servers.list(search_opts={"status": "ACTIVE"})) == sorted(ids)
         assert nc.servers.list(search_opts={"status": "bogus"}) == []
 
         nc.servers.set_meta(server, {"tier": "back", "owner": "alice"})
@@ -205,6 +236,12 @@ def test_novaclient_multi_create_show_list_metadata_delete(daemon):
             with pytest.raises(nova_exc.NotFound):
                 nc.servers.get(server_id)
         assert agent_domains(daemon.state_dir) == {}
+
+        nc.keypairs.delete("nova-made")
+        nc.keypairs.delete(imported)
+        assert nc.keypairs.list() == []
+        with pytest.raises(nova_exc.NotFound):
+            nc.keypairs.get("nova-made")
     rec.assert_only_daemon(daemon)
 
 

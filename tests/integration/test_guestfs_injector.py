@@ -1,7 +1,9 @@
 """The libguestfs injector on real disks, in one batch (one appliance launch): each disk
 gets its own files (clones of one image all name /dev/vda in fstab), existing files are
 kept as .bak.<timestamp>, new files are 0440 root:root in 0755 root:root parents, the
-root password hash lands in /etc/shadow, and a hostile or empty disk fails alone."""
+root password hash lands in /etc/shadow, root's SSH keys in /root/.ssh/authorized_keys
+(made 0700/0600 root:root, or appended to without repeating a line), and a hostile or
+empty disk fails alone."""
 
 from __future__ import annotations
 
@@ -23,20 +25,45 @@ from tests.conftest import IMAGES_DIR
 BASE = IMAGES_DIR / "busybox-test" / "disk.qcow2"
 HASH_A = sha512_crypt("Pass-A-123", "saltsaltsaltsalt")
 HASH_B = sha512_crypt("Pass-B-456", "saltsaltsaltsalt")
+KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPWQp/A3mkPeSvRYJpbw/1lBq2h6I2KBVhdSOnBLyicz a@x"
+KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDUbwA6cbNC7pj4VXBTYdcvDtHwRqTzm1F0HbMUjbKuy b@y"
+OLD_LINE = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC0 already-there"
+
+
+def ext4_disk(tmp: Path, name: str, root: Path) -> Path:
+    raw = tmp / f"{name}.raw"
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(root), str(raw), "16M"], check=True)
+    disk = tmp / f"{name}.qcow2"
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(raw), str(disk)], check=True)
+    return disk
+
+
+def keyed_disk(tmp: Path) -> Path:
+    """A disk whose root already has an authorized_keys (no final newline, holding KEY_B
+    already) in a .ssh whose modes sshd would refuse."""
+    root = tmp / "keyed-root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+    ssh = root / "root" / ".ssh"
+    ssh.mkdir(parents=True)
+    (ssh / "authorized_keys").write_text(f"{OLD_LINE}\n{KEY_B}")
+    (ssh / "authorized_keys").chmod(0o664)
+    ssh.chmod(0o777)
+    return ext4_disk(tmp, "keyed", root)
 
 
 def hostile_disk(tmp: Path) -> Path:
-    """An ext4 disk whose /etc/motd is a symlink to /etc/shadow and /etc/issue a directory."""
+    """An ext4 disk whose /etc/motd and /root/.ssh/authorized_keys are symlinks to
+/etc/shadow and /etc/issue a directory."""
     root = tmp / "hostile-root"
     (root / "etc" / "issue").mkdir(parents=True)
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc" / "shadow").write_text("root:*:19000:0:99999:7:::\n")
     (root / "etc" / "motd").symlink_to("/etc/shadow")
-    raw = tmp / "hostile.raw"
-    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(root), str(raw), "16M"], check=True)
-    disk = tmp / "hostile.qcow2"
-    subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(raw), str(disk)], check=True)
-    return disk
+    (root / "root" / ".ssh").mkdir(parents=True)
+    (root / "root" / ".ssh" / "authorized_keys").symlink_to("/etc/shadow")
+    return ext4_disk(tmp, "hostile", root)
 
 
 @pytest.fixture(scope="module")
@@ -51,25 +78,27 @@ def batch(tmp_path_factory, virt_type):
     blank = tmp / "blank.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "16M"], check=True)
     hostile = hostile_disk(tmp)
+    keyed = keyed_disk(tmp)
     requests = [
-        InjectionRequest(disk=a, root_password_hash=HASH_A, files=(
+        InjectionRequest(disk=a, root_password_hash=HASH_A, authorized_keys=(KEY_A,), files=(
             InjectedFile(path="/etc/motd", contents=b"motd of A\n"),
             InjectedFile(path="/opt/new/dir/a.txt", contents=b"only on A\n"))),
         InjectionRequest(disk=b, root_password_hash=HASH_B, files=(
             InjectedFile(path="/etc/motd", contents=b"motd of B\n"),)),
         InjectionRequest(disk=blank, root_password_hash=HASH_A),
-        InjectionRequest(disk=hostile, root_password_hash=HASH_A, files=(
-            InjectedFile(path="/etc/motd", contents=b"not into shadow\n"),)),
+        InjectionRequest(disk=hostile, root_password_hash=HASH_A, authorized_keys=(KEY_A,),
+                         files=(InjectedFile(path="/etc/motd", contents=b"not into shadow\n"),)),
+        InjectionRequest(disk=keyed, authorized_keys=(KEY_A, KEY_B, KEY_A)),
     ]
     injector = GuestfsInjector(virt_type)
     results = injector.inject(requests)
     assert injector.launches == 1
     # Read everything back through a second, read-only appliance.
     g = new_handle(virt_type)
-    for r in (a, b, hostile):
+    for r in (a, b, hostile, keyed):
         g.add_drive_opts(str(r), format="qcow2", readonly=True)
     g.launch()
-    yield {"results": results, "g": g, "devices": dict(zip(("a", "b", "hostile"),
+    yield {"results": results, "g": g, "devices": dict(zip(("a", "b", "hostile", "keyed"),
                                                              g.list_devices(), strict=True))}
     g.close()
 
@@ -134,3 +163,38 @@ def test_a_symlink_in_the_image_is_moved_aside_not_followed(batch):
     assert not g.is_symlink("/etc/motd")
     assert g.cat("/etc/motd") == "not into shadow\n"
     assert g.cat("/etc/shadow").startswith(f"root:{HASH_A}:")
+
+
+def mode_and_owner(g: guestfs.GuestFS, path: str) -> tuple[int, int, int]:
+    st = g.lstatns(path)
+    return st["st_mode"] & 0o7777, st["st_uid"], st["st_gid"]
+
+
+def test_a_key_makes_roots_ssh_folder_and_authorized_keys_as_sshd_wants_them(batch):
+    assert batch["results"][0].keys_added == 1
+    g = mounted(batch, "a")
+    assert mode_and_owner(g, "/root/.ssh") == (0o700, 0, 0)
+    assert mode_and_owner(g, "/root/.ssh/authorized_keys") == (0o600, 0, 0)
+    assert g.cat("/root/.ssh/authorized_keys") == KEY_A + "\n"
+    g = mounted(batch, "b")
+    assert not g.exists("/root/.ssh")  # no key asked for: nothing made
+
+
+def test_keys_are_appended_to_an_existing_file_once_each_and_modes_fixed(batch):
+    r = batch["results"][4]
+    assert not isinstance(r, InjectionError), r
+    assert r.keys_added == 1  # KEY_B was there already, KEY_A was asked for twice
+    g = mounted(batch, "keyed")
+    assert g.cat("/root/.ssh/authorized_keys") == f"{OLD_LINE}\n{KEY_B}\n{KEY_A}\n"
+    assert mode_and_owner(g, "/root/.ssh") == (0o700, 0, 0)
+    assert mode_and_owner(g, "/root/.ssh/authorized_keys") == (0o600, 0, 0)
+
+
+def test_an_authorized_keys_symlink_is_moved_aside_never_written_through(batch):
+    r = batch["results"][3]
+    assert not isinstance(r, InjectionError), r
+    g = mounted(batch, "hostile")
+    assert g.is_symlink(r.backups["/root/.ssh/authorized_keys"])
+    assert not g.is_symlink("/root/.ssh/authorized_keys")
+    assert g.cat("/root/.ssh/authorized_keys") == KEY_A + "\n"
+    assert KEY_A not in g.cat("/etc/shadow")

@@ -43,6 +43,7 @@ def injection_request(job: Job, disk: Path, base: Path | None = None,
                   for i, f in enumerate(payload.get("personality", [])))
     password_hash = payload.get("admin_pass_hash") or LOCKED_HASH
     return InjectionRequest(disk=disk, files=files, root_password_hash=password_hash,
+                            authorized_keys=tuple(payload.get("authorized_keys", [])),
                             layout_key=None if base is None else str(base),
                             fresh_overlay_of=base, base_format=base_format)
 

@@ -11,9 +11,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from agent.adapters.ssh_keys import CryptographySshKeys
 from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
 from agent.core.flavors import FlavorCatalog
+from agent.core.keypairs import KeypairService
 from agent.core.networks import NetworkCatalog, PortService
 from agent.core.servers import ServerService
 from agent.model.image import Image
@@ -88,7 +90,8 @@ def build_env(*, default_context: RequestContext | None = None, max_body_bytes: 
     service = ServerService(store, images, flavors, limits, PasswordPolicy(), kick=kicked.append,
                             ports=ports)
     deps = ApiDeps(servers=service, flavors=flavors, images=images, limits=limits, store=store,
-                   host_id=HOST, tokens=dict(TOKENS), default_context=default_context, ports=ports)
+                   host_id=HOST, tokens=dict(TOKENS), default_context=default_context, ports=ports,
+                   keypairs=KeypairService(store, CryptographySshKeys(), limits))
     if max_body_bytes is not None:
         deps.max_body_bytes = max_body_bytes
     return deps, store, images, kicked

@@ -13,7 +13,7 @@ from tests.unit.api.conftest import ALICE, Env, fault
 
 
 @pytest.mark.parametrize("path", ["/v2.1/nothing", "/v2.1/servers/a/b/c/d", "/v3/servers",
-                                  "/v2.1/os-keypairs"])
+                                  "/v2.1/os-cells"])
 async def test_an_unknown_route_is_not_found(env: Env, path: str):
     r = await env.client.get(path, headers=ALICE)
     assert fault(r, 404, "itemNotFound") == "The resource could not be found."

@@ -47,7 +47,7 @@ async def test_every_route_is_documented_with_and_without_project_id(env: Env):
     network = {(f"{NETWORK_PREFIX}{r.path}", m.lower()) for r in routes_network.router.routes
                for m in r.methods}
     assert documented == expected | network
-    assert len(expected) == 3 + 2 * 25  # 4 of them /ips and /os-server-password
+    assert len(expected) == 3 + 2 * 29  # 4 of them /ips and /os-server-password, 4 /os-keypairs
     assert len(network) == 10
 
 
@@ -116,6 +116,15 @@ async def test_every_response_body_matches_its_documented_model(env: Env, prefix
     check(models.ImageDetailIndex, await c.get(f"{prefix}/images/detail", headers=ALICE), 200)
     check(models.ImageShow, await c.get(f"{prefix}/images/{env.cirros.uuid}", headers=ALICE), 200)
     check(models.LimitsShow, await c.get(f"{prefix}/limits", headers=ALICE), 200)
+    kp = f"{prefix}/os-keypairs"
+    check(models.CreatedKeypairShow, await c.post(kp, headers=ALICE, json={"keypair": {"name": "k"}}), 200)
+    check(models.CreatedKeypairShow, await c.post(kp, headers=ALICE, json={"keypair": {
+        "name": "imported", "public_key": (await c.get(f"{kp}/k", headers=ALICE)).json()[
+            "keypair"]["public_key"]}}), 200)
+    check(models.KeypairIndex, await c.get(kp, headers=ALICE), 200)
+    check(models.KeypairShow, await c.get(f"{kp}/k", headers=ALICE), 200)
+    check(models.Conflict, await c.post(kp, headers=ALICE, json={"keypair": {"name": "k"}}), 409)
+    assert (await c.delete(f"{kp}/imported", headers=ALICE)).status_code == 202
 
     check(models.BadRequest, await c.get(f"{prefix}/servers?limit=x", headers=ALICE), 400)
     check(models.Unauthorized, await c.get(f"{prefix}/servers"), 401)

@@ -23,5 +23,6 @@ class FakeInjector:
                 continue
             self.injected[r.disk] = r
             out.append(InjectionResult(disk=r.disk, written=tuple(f.path for f in r.files),
-                                       password_set=r.root_password_hash is not None))
+                                       password_set=r.root_password_hash is not None,
+                                       keys_added=len(r.authorized_keys)))
         return out

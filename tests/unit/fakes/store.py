@@ -14,6 +14,8 @@ from uuid import UUID
 
 from agent.errors import (
     IpAddressInUse,
+    KeypairExists,
+    KeypairNotFound,
     MacAddressInUse,
     PortInUse,
     PortNotFound,
@@ -21,6 +23,7 @@ from agent.errors import (
     StoreError,
 )
 from agent.model.job import Job, JobStatus, StatusEvent
+from agent.model.keypair import Keypair, exists_message, not_found_message
 from agent.model.network import Port, PortStatus
 from agent.model.server import Server
 from agent.model.states import VmState
@@ -82,6 +85,8 @@ class MemoryStore:
         self._ports: dict[UUID, Port] = {}
         self._event_listener: Callable[[], None] | None = None
         self._webhook_cursors: dict[str, int] = {}
+        self._keypairs: dict[tuple[str, str], Keypair] = {}  # (user_id, name)
+        self._keypair_seq = 0
         self._closed = False
 
     def close(self) -> None:
@@ -350,3 +355,36 @@ class MemoryStore:
                         "device_id": "", "device_owner": "", "device_index": 0,
                         "status": PortStatus.DOWN})
             return mine
+
+    # -- keypairs -------------------------------------------------------------------------
+
+    def add_keypair(self, keypair: Keypair) -> Keypair:
+        created = _utc(keypair.created_at)
+        with self._lock:
+            self._check_open()
+            key = (keypair.user_id, keypair.name)
+            if key in self._keypairs:
+                raise KeypairExists(exists_message(keypair.name))
+            self._keypair_seq += 1
+            stored = keypair.model_copy(update={"id": self._keypair_seq, "created_at": created})
+            self._keypairs[key] = stored
+            return stored
+
+    def get_keypair(self, user_id: str, name: str) -> Keypair | None:
+        with self._lock:
+            self._check_open()
+            return self._keypairs.get((user_id, name))
+
+    def list_keypairs(self, user_id: str) -> list[Keypair]:
+        with self._lock:
+            self._check_open()
+            found = [k for (user, _), k in self._keypairs.items() if user == user_id]
+        return sorted(found, key=lambda k: (k.name, k.id))
+
+    def delete_keypair(self, user_id: str, name: str) -> Keypair:
+        with self._lock:
+            self._check_open()
+            current = self._keypairs.pop((user_id, name), None)
+        if current is None:
+            raise KeypairNotFound(not_found_message(user_id, name))
+        return current

@@ -1,0 +1,54 @@
+"""/os-keypairs, as Nova 2.1 answers: create (200; a generated key's private_key in that
+answer only) or import, list ({"keypairs": [{"keypair": {...}}]}), show, delete (202).
+Every call acts on the caller's own keypairs (the token's user)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from agent.api import models, views
+from agent.api.auth import Ctx, deps_of
+from agent.api.errors import ApiFault
+from agent.api.schemas import KeypairCreateBody
+from agent.core.keypairs import KeypairService
+
+router = APIRouter(tags=["keypairs"])
+
+
+def keypairs_of(request: Request) -> KeypairService:
+    service = deps_of(request).keypairs
+    if service is None:  # a host built without keypairs
+        raise ApiFault(404, "The resource could not be found.")
+    return service
+
+
+@router.post("/os-keypairs", response_model=models.CreatedKeypairShow,
+             responses=models.WRITE_ERRORS, summary="Create (generate) or import a keypair")
+async def create_keypair(request: Request, ctx: Ctx, body: KeypairCreateBody) -> JSONResponse:
+    service = keypairs_of(request)
+    args = body.keypair
+    if args.public_key is not None:
+        return JSONResponse(views.created_keypair(
+            service.import_public_key(ctx, args.name, args.public_key), None))
+    keypair, private_key = await service.generate(ctx, args.name)
+    return JSONResponse(views.created_keypair(keypair, private_key))
+
+
+@router.get("/os-keypairs", response_model=models.KeypairIndex, responses=models.READ_ERRORS)
+async def list_keypairs(request: Request, ctx: Ctx) -> JSONResponse:
+    return JSONResponse({"keypairs": [{"keypair": views.keypair_summary(k)}
+                                      for k in keypairs_of(request).list(ctx)]})
+
+
+@router.get("/os-keypairs/{keypair_name}", response_model=models.KeypairShow,
+            responses=models.READ_ERRORS)
+async def show_keypair(request: Request, ctx: Ctx, keypair_name: str) -> JSONResponse:
+    return JSONResponse(views.keypair_detail(keypairs_of(request).get(ctx, keypair_name)))
+
+
+@router.delete("/os-keypairs/{keypair_name}", status_code=202, response_class=Response,
+               responses=models.WRITE_ERRORS)
+async def delete_keypair(request: Request, ctx: Ctx, keypair_name: str) -> Response:
+    keypairs_of(request).delete(ctx, keypair_name)
+    return Response(status_code=202)
