@@ -105,6 +105,14 @@ def _job_params(j: Job) -> dict[str, Any]:
             "attempts": j.attempts, "created_at": _ts(j.created_at), "updated_at": _ts(j.updated_at)}
 
 
+def _truncate_wal(conn: sqlite3.Connection) -> bool:
+    """Copy the WAL into the database and truncate it to zero bytes, so that frames holding
+    old page images (a payload before it was cleared) are gone from the -wal file. False
+    when a reader in another process held it back (the next clear or start tries again)."""
+    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    return not busy
+
+
 def _row_job(row: sqlite3.Row) -> Job:
     data = dict(row)
     data["payload"] = json.loads(data["payload"])
@@ -151,7 +159,11 @@ class SqliteStore:
             # commit must survive a power cut; the cost is one fsync of the WAL per commit.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Deleted and overwritten content (a cleared job payload: file contents, a
+            # password hash) is zeroed in the pages and the freelist, not left as free space.
+            conn.execute("PRAGMA secure_delete = ON")
             migrate(conn, str(self.path))
+            _truncate_wal(conn)  # payloads cleared by a run killed before its checkpoint
         except sqlite3.Error as e:
             conn.close()
             raise StoreError(f"cannot open state database {self.path}: {e}") from e
@@ -300,9 +312,22 @@ class SqliteStore:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
             if row is None:
                 raise StoreError(f"job {job_id} not found")
-            new = Job.model_validate({**_row_job(row).model_dump(), **changes, "updated_at": _now()})
+            old = _row_job(row)
+            new = Job.model_validate({**old.model_dump(), **changes, "updated_at": _now()})
             conn.execute(_UPDATE_JOB, _job_params(new))
-            return _row_job(conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone())
+            stored = _row_job(conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone())
+        if old.payload and not new.payload:
+            self._scrub_wal()
+        return stored
+
+    def _scrub_wal(self) -> None:
+        """After a payload was cleared: its old bytes are zeroed in the database (secure_delete)
+        but still in the WAL's frames until a checkpoint; truncate the WAL now."""
+        # The update itself is committed: a checkpoint that cannot run now (a reader in
+        # another process, a full disk) must not fail it; the next clear or start retries.
+        with self._lock, suppress(sqlite3.Error):
+            if self._conn is not None:
+                _truncate_wal(self._conn)
 
     def unfinished_jobs(self) -> list[Job]:
         with self._tx("list unfinished jobs", write=False) as conn:
