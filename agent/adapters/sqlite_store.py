@@ -130,6 +130,26 @@ def _apply_server_changes(current: Server, changes: dict[str, Any], now: datetim
     return new
 
 
+def read_server_ids(path: Path) -> set[UUID]:
+    """Every server the database at `path` has a row for, deleted ones too, read without
+    writing anything (doctor runs beside the daemon). No file or no schema yet: none."""
+    if not Path(path).exists():
+        return set()
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                               timeout=_BUSY_TIMEOUT_S)
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open state database {path}: {e}") from e
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'servers'").fetchone() is None:
+            return set()
+        return {UUID(row[0]) for row in conn.execute("SELECT id FROM servers")}
+    except sqlite3.Error as e:
+        raise StoreError(f"state database {path}: cannot read servers: {e}") from e
+    finally:
+        conn.close()
+
+
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
