@@ -115,8 +115,8 @@ def quarantine_check(known: set[UUID], hypervisor: Hypervisor, instances_dir: Pa
 
 
 def _log_quarantined(q: Quarantined) -> None:
-    log.error("recovery.quarantined", kind=q.kind, server_id=str(q.server_id),
-              path=q.where or None, taps=list(q.taps) or None,
+    where = {"path": q.where} if q.where else {"taps": list(q.taps)}
+    log.error("recovery.quarantined", kind=q.kind, server_id=str(q.server_id), **where,
               reason="server unknown to the store: left as it is, not removed")
 
 
