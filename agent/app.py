@@ -51,7 +51,7 @@ from agent.core.workflows.base import CheckpointHook, WorkflowDeps
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
 from agent.core.workflows.guest_ops import ActionTimings
-from agent.errors import ConfigError
+from agent.errors import AgentError, ConfigError
 from agent.log import configure_logging
 from agent.model.host import CheckResult
 from agent.model.job import Job, JobKind
@@ -80,10 +80,13 @@ def doctor(config: Config, *, guestfs: bool = True) -> DoctorReport:
 
 def _quarantine_check(config: Config) -> CheckResult:
     """Domains and instance dirs of ours that the store does not know (see recovery)."""
-    known = read_server_ids(config.database_path)
     hypervisor = LibvirtHypervisor(config.libvirt_uri)
     try:
-        return quarantine_check(known, hypervisor, config.instances_dir)
+        return quarantine_check(read_server_ids(config.database_path), hypervisor,
+                                config.instances_dir)
+    except AgentError as e:  # libvirt down (its own line fails) or the store unreadable
+        return CheckResult(name="quarantine", ok=False, required=False,
+                           detail=f"cannot tell: {e}")
     finally:
         hypervisor.close()
 

@@ -13,7 +13,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.adapters.host_facts import read_host_facts
 from agent.adapters.image_catalog import ManifestImageCatalog
@@ -28,13 +30,15 @@ from tests.conftest import IMAGES_DIR, REPO
 from tests.integration.test_store_contract import make_job, make_server
 from tests.support.daemon import Daemon, agent_domains, destroy_domains
 
+ADMIN_TOKEN = "tok-admin-0123456789"
+ADMIN = f'[[tokens]]\ntoken = "{ADMIN_TOKEN}"\nproject_id = "project-admin"\nuser_id = "root"\nadmin = true\n'
 IMAGE_ID = "0b9b6a0e-7c5e-4d43-9b2b-6e2f0c1a7e11"  # the test image, fixed by vm-images/build.py
 TINY = Flavor(id="1", name="m1.tiny", vcpus=1, ram=256, disk=1)
 
 
 @pytest.fixture
 def daemon(guest_dir: Path) -> Iterator[Daemon]:
-    d = Daemon(guest_dir / "state")
+    d = Daemon(guest_dir / "state", extra_config=ADMIN)
     yield d
     d.kill()
     destroy_domains(d.state_dir)
@@ -68,6 +72,13 @@ def test_a_second_daemon_on_the_same_state_dir_exits_non_zero_naming_the_first(d
     daemon.kill()  # kill -9: the kernel drops the lock; the file left behind blocks nothing
     assert (daemon.state_dir / "agent.lock").exists()
     daemon.start()
+
+
+def _quarantined_gauge(d: Daemon) -> dict[str, float]:
+    r = httpx.get(d.url + "/metrics", headers={"X-Auth-Token": ADMIN_TOKEN}, timeout=30)
+    assert r.status_code == 200, r.text
+    return {s.labels["kind"]: s.value for family in text_string_to_metric_families(r.text)
+            for s in family.samples if s.name == "compute_agent_quarantined"}
 
 
 def _guest_of_ours(state_dir: Path, hv: LibvirtHypervisor) -> tuple[uuid.UUID, InstanceFiles]:
@@ -105,6 +116,7 @@ def test_a_guest_the_store_does_not_know_is_quarantined_until_the_store_says_del
     quarantined = {(e["kind"], e["level"]) for e in _log_events(daemon, "recovery.quarantined")
                    if e["server_id"] == str(u)}
     assert quarantined == {("domain", "error"), ("instance_dir", "error")}
+    assert _quarantined_gauge(daemon) == {"domain": 1, "instance_dir": 1}
     doctor = _run_agent(daemon, "doctor", "--no-guestfs")
     [line] = [li for li in doctor.stdout.splitlines() if "quarantine:" in li]
     assert line.startswith("[warn] quarantine:") and f"domain {u}" in line
@@ -131,3 +143,4 @@ def test_a_guest_the_store_does_not_know_is_quarantined_until_the_store_says_del
                for e in _log_events(daemon, "recovery.orphan_domain_removed"))
     doctor = _run_agent(daemon, "doctor", "--no-guestfs")
     assert "[ok  ] quarantine:" in doctor.stdout
+    assert _quarantined_gauge(daemon) == {"domain": 0, "instance_dir": 0}
