@@ -105,12 +105,13 @@ def _job_params(j: Job) -> dict[str, Any]:
             "attempts": j.attempts, "created_at": _ts(j.created_at), "updated_at": _ts(j.updated_at)}
 
 
-def _truncate_wal(conn: sqlite3.Connection) -> bool:
+def _truncate_wal(conn: sqlite3.Connection) -> None:
     """Copy the WAL into the database and truncate it to zero bytes, so that frames holding
-    old page images (a payload before it was cleared) are gone from the -wal file. False
-    when a reader in another process held it back (the next clear or start tries again)."""
-    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-    return not busy
+    old page images (a payload before it was cleared) are gone from the -wal file. Best
+    effort: a reader in another process holding it back (SQLite then reports busy), or a
+    full disk, leaves it for the next clear or start; it never fails what called it."""
+    with suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
 
 def _row_job(row: sqlite3.Row) -> Job:
@@ -343,9 +344,7 @@ class SqliteStore:
     def _scrub_wal(self) -> None:
         """After a payload was cleared: its old bytes are zeroed in the database (secure_delete)
         but still in the WAL's frames until a checkpoint; truncate the WAL now."""
-        # The update itself is committed: a checkpoint that cannot run now (a reader in
-        # another process, a full disk) must not fail it; the next clear or start retries.
-        with self._lock, suppress(sqlite3.Error):
+        with self._lock:
             if self._conn is not None:
                 _truncate_wal(self._conn)
 
