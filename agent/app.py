@@ -27,8 +27,9 @@ from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.listeners import tcp_listener, unix_listener
 from agent.adapters.netlink import NetlinkPlumber
 from agent.adapters.qemu_img import QemuImgDisks
-from agent.adapters.sqlite_store import SqliteStore
+from agent.adapters.sqlite_store import SqliteStore, read_server_ids
 from agent.adapters.ssh_keys import CryptographySshKeys
+from agent.adapters.state_lock import StateDirLock
 from agent.adapters.systemd_notify import sd_notify, watchdog_interval
 from agent.adapters.webhook_http import HttpxWebhookSender
 from agent.api.app import ApiDeps, create_api
@@ -44,7 +45,7 @@ from agent.core.metrics import Metrics
 from agent.core.monitor import PowerMonitor
 from agent.core.netplumbing import NetworkPlumbing
 from agent.core.networks import NetworkCatalog, PortService
-from agent.core.recovery import sweep
+from agent.core.recovery import SweepReport, quarantine_check, sweep
 from agent.core.servers import ServerService
 from agent.core.webhooks import Backoff, WebhookDispatcher, WebhookTarget
 from agent.core.workflows.actions import action_workflows
@@ -52,8 +53,9 @@ from agent.core.workflows.base import CheckpointHook, WorkflowDeps
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
 from agent.core.workflows.guest_ops import ActionTimings
-from agent.errors import ConfigError, HostUnfit
+from agent.errors import AgentError, ConfigError, HostUnfit
 from agent.log import configure_logging
+from agent.model.host import CheckResult
 from agent.model.job import Job, JobKind
 from agent.model.requests import RequestContext
 
@@ -74,7 +76,29 @@ def make_config(config_file: Path | None, overrides: dict[str, Any]) -> Config:
 
 
 def doctor(config: Config, *, guestfs: bool = True) -> DoctorReport:
-    return run_checks(host_checks(config, guestfs=guestfs))
+    return run_checks([*host_checks(config, guestfs=guestfs),
+                       ("quarantine", lambda: _quarantine_check(config))])
+
+
+def _quarantine_check(config: Config) -> CheckResult:
+    """Domains and instance dirs of ours that the store does not know (see recovery)."""
+    hypervisor = LibvirtHypervisor(config.libvirt_uri)
+    try:
+        return quarantine_check(read_server_ids(config.database_path), hypervisor,
+                                config.instances_dir)
+    except AgentError as e:  # libvirt down (its own line fails) or the store unreadable
+        return CheckResult(name="quarantine", ok=False, required=False,
+                           detail=f"cannot tell: {e}")
+    finally:
+        hypervisor.close()
+
+
+def _report_quarantine(agent: Agent, swept: SweepReport) -> None:
+    """Quarantined taps stay plugged and are never given to a new port; the gauge counts."""
+    if agent.network is not None:
+        agent.network.quarantined_taps = swept.quarantined_taps
+    for kind in ("domain", "instance_dir"):
+        agent.metrics.quarantined.labels(kind).set(sum(q.kind == kind for q in swept.quarantined))
 
 
 def refuse_unfit_host(config: Config) -> None:
@@ -228,6 +252,18 @@ async def _watchdog(interval: float) -> None:
 
 
 async def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
+    # First of all: a second daemon on this state dir would sweep, kill the appliances and
+    # run the jobs of the first. Held until the process ends (the kernel drops it then).
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    state_lock = StateDirLock(config.state_dir)
+    state_lock.acquire()
+    try:
+        return await _serve_locked(config, reread)
+    finally:
+        state_lock.release()
+
+
+async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> int:
     loop = asyncio.get_running_loop()
     install_event_loop(loop)  # before any libvirt connection is opened
     agent = build_agent(config)
@@ -236,6 +272,7 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
     if stale:
         log.warning("recovery.stale_appliances_killed", pids=stale)
     swept = await sweep(agent.runner.deps)
+    _report_quarantine(agent, swept)
     if agent.network is not None:  # bridges, taps lost to a host reboot, dnsmasq: as the store says
         await agent.network.resync_host(agent.hypervisor)
     listeners: list[tuple[_Listener, Any]] = []
@@ -269,6 +306,7 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
         await asyncio.sleep(0.01)
     log.info("agent.ready", socket=str(config.socket_path), tcp=config.api_listen,
              jobs_resumed=resumed, orphans_removed=len(swept.domains_removed) + len(swept.dirs_removed),
+             quarantined=len(swept.quarantined),
              reconcile_s=round(loop.time() - reconcile_started, 3))
     sd_notify("READY=1", "STATUS=serving")
     interval = watchdog_interval()

@@ -52,6 +52,10 @@ class StoreError(AgentError):
     """The database could not be read or written (disk full, locked, corrupt)."""
 
 
+class StateDirLocked(AgentError):
+    """Another compute-agent holds the state dir's lock (one daemon per state dir)."""
+
+
 class FlavorNotFound(NotFound):
     pass
 

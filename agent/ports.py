@@ -87,6 +87,9 @@ class Hypervisor(Protocol):
         (this agent's, not another agent's on the same libvirtd): uuid -> the metadata
         properties (server_id, project_id, ...)."""
         ...
+    def domain_taps(self, uuid: UUID) -> list[str]:
+        """The host tap devices the domain's NICs use, in order."""
+        ...
     def guest_agent_ready(self, uuid: UUID) -> bool:
         """The guest's QEMU guest agent answers a ping within a few seconds. False when
         it does not (no channel, guest off, agent not installed or not running);

@@ -135,6 +135,10 @@ class LibvirtHypervisor:
     def domain_xml(self, uuid: UUID) -> str:
         return self._call(uuid, "read XML of", lambda d: d.XMLDesc(0))
 
+    def domain_taps(self, uuid: UUID) -> list[str]:
+        root = ET.fromstring(self.domain_xml(uuid))  # noqa: S314 - libvirt's own XML
+        return [t.get("dev", "") for t in root.iterfind("devices/interface/target") if t.get("dev")]
+
     def start(self, uuid: UUID) -> None:
         self._call(uuid, "start", lambda d: d.create())
 

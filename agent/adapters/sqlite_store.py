@@ -122,6 +122,15 @@ def _job_params(j: Job) -> dict[str, Any]:
             "attempts": j.attempts, "created_at": _ts(j.created_at), "updated_at": _ts(j.updated_at)}
 
 
+def _truncate_wal(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database and truncate it to zero bytes, so that frames holding
+    old page images (a payload before it was cleared) are gone from the -wal file. Best
+    effort: a reader in another process holding it back (SQLite then reports busy), or a
+    full disk, leaves it for the next clear or start; it never fails what called it."""
+    with suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+
 def _row_job(row: sqlite3.Row) -> Job:
     data = dict(row)
     data["payload"] = json.loads(data["payload"])
@@ -137,6 +146,26 @@ def _apply_server_changes(current: Server, changes: dict[str, Any], now: datetim
     if new.vm_state is VmState.DELETED and new.deleted_at is None:
         new = new.model_copy(update={"deleted_at": now})
     return new
+
+
+def read_server_ids(path: Path) -> set[UUID]:
+    """Every server the database at `path` has a row for, deleted ones too, read without
+    writing anything (doctor runs beside the daemon). No file or no schema yet: none."""
+    if not Path(path).exists():
+        return set()
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                               timeout=_BUSY_TIMEOUT_S)
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open state database {path}: {e}") from e
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'servers'").fetchone() is None:
+            return set()
+        return {UUID(row[0]) for row in conn.execute("SELECT id FROM servers")}
+    except sqlite3.Error as e:
+        raise StoreError(f"state database {path}: cannot read servers: {e}") from e
+    finally:
+        conn.close()
 
 
 class SqliteStore:
@@ -168,7 +197,11 @@ class SqliteStore:
             # commit must survive a power cut; the cost is one fsync of the WAL per commit.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Deleted and overwritten content (a cleared job payload: file contents, a
+            # password hash) is zeroed in the pages and the freelist, not left as free space.
+            conn.execute("PRAGMA secure_delete = ON")
             migrate(conn, str(self.path))
+            _truncate_wal(conn)  # payloads cleared by a run killed before its checkpoint
         except sqlite3.Error as e:
             conn.close()
             raise StoreError(f"cannot open state database {self.path}: {e}") from e
@@ -321,9 +354,20 @@ class SqliteStore:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
             if row is None:
                 raise StoreError(f"job {job_id} not found")
-            new = Job.model_validate({**_row_job(row).model_dump(), **changes, "updated_at": _now()})
+            old = _row_job(row)
+            new = Job.model_validate({**old.model_dump(), **changes, "updated_at": _now()})
             conn.execute(_UPDATE_JOB, _job_params(new))
-            return _row_job(conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone())
+            stored = _row_job(conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone())
+        if old.payload and not new.payload:
+            self._scrub_wal()
+        return stored
+
+    def _scrub_wal(self) -> None:
+        """After a payload was cleared: its old bytes are zeroed in the database (secure_delete)
+        but still in the WAL's frames until a checkpoint; truncate the WAL now."""
+        with self._lock:
+            if self._conn is not None:
+                _truncate_wal(self._conn)
 
     def unfinished_jobs(self) -> list[Job]:
         with self._tx("list unfinished jobs", write=False) as conn:

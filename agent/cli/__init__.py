@@ -12,7 +12,7 @@ from pathlib import Path
 from agent import __version__
 from agent.cli import keypairs, servers
 from agent.cli.client import AgentClient, ApiError
-from agent.errors import ConfigError
+from agent.errors import ConfigError, StateDirLocked
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"compute-agent: {e}", file=sys.stderr)
             return 2
+        except StateDirLocked as e:
+            print(f"compute-agent: {e}", file=sys.stderr)
+            return 1
     if args.command in ("server", "keypair"):
         client = AgentClient(None if args.url else (args.socket or str(config.socket_path)),
                              url=args.url, token=args.token or os.environ.get("COMPUTE_AGENT_TOKEN"))

@@ -102,6 +102,10 @@ class Metrics:
             "compute_agent_api_request_duration_seconds",
             "API requests by method, route template and status class",
             ["method", "route", "status_class"], buckets=API_BUCKETS, registry=r)
+        self.quarantined = Gauge(
+            "compute_agent_quarantined",
+            "Domains and instance dirs of ours the store does not know, left alone at start-up",
+            ["kind"], registry=r)
         for kind in JobKind:  # zeros from the start: "no build running" is a fact too
             self.jobs_in_progress.labels(kind.value)
 

@@ -48,6 +48,9 @@ class NetworkPlumbing:
         self.plumber = plumber
         self.dhcp = dhcp
         self._locks: dict[UUID, asyncio.Lock] = {}
+        # Taps of quarantined domains (guests the store does not know, see recovery): kept
+        # in their bridges by the resync and never plugged for a new port.
+        self.quarantined_taps: set[str] = set()
 
     @staticmethod
     async def _run(fn: Callable[..., Any], *args: Any) -> Any:
@@ -72,6 +75,10 @@ class NetworkPlumbing:
     async def plug_server(self, server_id: UUID) -> list[Port]:
         """Bridges up, a tap per port in its bridge, the leases served. Idempotent."""
         ports = self.ports_of(server_id)
+        taken = sorted(p.tap for p in ports if p.tap in self.quarantined_taps)
+        if taken:
+            raise NetworkError(f"tap {', '.join(taken)} belongs to a quarantined guest the store "
+                               "does not know; its port cannot be plugged")
         networks = {p.network_id: self._network(p) for p in ports}
         for network in networks.values():
             await self._run(self.plumber.ensure_bridge, network)
@@ -85,7 +92,8 @@ class NetworkPlumbing:
         """Taps removed, then the ports released in the store (the agent's deleted, the
         user's detached), then the leases withdrawn. Idempotent."""
         for port in self.ports_of(server_id):
-            await self._run(self.plumber.unplug, port.tap)
+            if port.tap not in self.quarantined_taps:  # a name clash: that tap is not this port's
+                await self._run(self.plumber.unplug, port.tap)
         released = self.store.release_ports(str(server_id))
         await self.sync_dhcp({p.network_id for p in released})
         if released:
@@ -109,8 +117,9 @@ class NetworkPlumbing:
     async def resync(self, live: set[UUID], with_domain: set[UUID]) -> ResyncReport:
         """At start-up, before jobs resume: bridges made, ports of servers that are gone
         released, taps of servers whose domain exists re-plugged (a host reboot removes
-        them), stray taps in our bridges removed, and every DHCP server started with the
-        leases of the store. One failure is logged and reported; the rest goes on."""
+        them), stray taps in our bridges removed (not a quarantined guest's), and every
+        DHCP server started with the leases of the store. One failure is logged and
+        reported; the rest goes on."""
         report = ResyncReport()
         for network in self.catalog.list():
             await self._attempt(report, f"bridge {network.bridge}",
@@ -129,7 +138,7 @@ class NetworkPlumbing:
                 log.warning("network.orphan_ports_released", device_id=device,
                             ports=[str(p.id) for p in released])
         ports = self.store.list_ports()
-        keep = {p.tap for p in ports if p.bound}
+        keep = {p.tap for p in ports if p.bound} | self.quarantined_taps
         for port in ports:
             if not port.bound or _as_uuid(port.device_id) not in with_domain:
                 continue

@@ -3,8 +3,9 @@ delete, and at seeded random moments while servers come and go; restart it, and 
 is finished, never lost and never half-made: each server ends ACTIVE or DELETED with no
 task in flight, and libvirt, the instances folder, the state dir and the process table
 hold exactly what the store's live servers need (no orphan domain, disk folder, temp file
-or appliance). Also: the start-up sweep removes orphans it did not make itself, and
-nothing of another agent's.
+or appliance). Also: the start-up sweep removes the guests of servers the store says are
+deleted, quarantines (leaves as they are) the ones it has no row for, and touches nothing of
+another agent's.
 
 The daemon dies through COMPUTE_AGENT_TEST_CRASH_AT ("create:disk", ...): os._exit(137)
 right after that checkpoint is committed. Creates are checked up to ACTIVE (libvirt says
@@ -15,6 +16,7 @@ the libguestfs appliance (~10-25 s), and every test pays it at least once.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -33,14 +35,17 @@ import pytest
 from agent.adapters.image_catalog import load_manifest
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.qemu_img import QemuImgDisks
+from agent.adapters.sqlite_store import SqliteStore
 from agent.app import CRASH_AT_ENV
 from agent.core.guest_layout import InstanceFiles, build_domain_spec
 from agent.core.workflows import create as create_workflow
 from agent.core.workflows import delete as delete_workflow
 from agent.errors import DomainNotFound
 from agent.model.host import VirtType
+from agent.model.states import VmState
 from tests.conftest import GUEST_SCRATCH
 from tests.e2e.conftest import IMAGE_ID, TEST_IMAGE, TINY
+from tests.integration.test_store_contract import make_job, make_server
 from tests.support.daemon import (
     Daemon,
     agent_domains,
@@ -372,8 +377,8 @@ def test_delete_killed_at_checkpoint_finishes_after_restart(fleet, step):
 
 def _define_stray(hv: LibvirtHypervisor, instances_dir: Path, server_id: uuid.UUID,
                   base: Path) -> None:
-    """A domain as the agent makes them (our metadata, disk under instances_dir) for a
-    server the store does not know: what a lost or wiped database would leave."""
+    """A domain as the agent makes them (our metadata, disk under instances_dir) whose
+    teardown was lost, or which a lost or wiped database no longer knows."""
     image = load_manifest(TEST_IMAGE)
     files = InstanceFiles(instances_dir, server_id)
     files.dir.mkdir(mode=0o755, parents=True)
@@ -383,40 +388,70 @@ def _define_stray(hv: LibvirtHypervisor, instances_dir: Path, server_id: uuid.UU
         "image_id": str(image.uuid)}))
 
 
-def test_startup_sweep_removes_orphans_and_spares_others(fleet):
+def _log_entries(d: Daemon) -> list[dict[str, Any]]:
+    entries = []
+    for line in d.log().splitlines():
+        with contextlib.suppress(ValueError):
+            entries.append(json.loads(line))
+    return entries
+
+
+def _tombstone(state_dir: Path, *server_ids: uuid.UUID) -> None:
+    """Rows saying these servers were deleted (the daemon is down): the sweep's licence."""
+    store = SqliteStore(state_dir / "agent.db")
+    try:
+        for u in server_ids:
+            store.create_server(make_server(id=u, project_id="project-alice"), make_job(u))
+            store.update_server(u, {"vm_state": VmState.DELETED, "task_state": None},
+                                cause="delete")
+    finally:
+        store.close()
+
+
+def test_startup_sweep_removes_the_deleted_quarantines_the_unknown_and_spares_others(fleet):
     d, keep = fleet.daemon, fleet.servers["keeper"]
     d.kill()  # in case an earlier test failed with it running
     image = load_manifest(TEST_IMAGE)
     base = fleet.root / "base.qcow2"
     QemuImgDisks().cache_base(image.disk_file, base)
     instances = d.state_dir / "instances"
-    stray, started_stray = uuid.uuid4(), uuid.uuid4()
+    stray, started_stray = uuid.uuid4(), uuid.uuid4()  # deleted servers whose guests stayed
+    unknown = uuid.uuid4()  # a server the store has no row for: quarantined, left as it is
     other_agent = uuid.uuid4()  # same metadata, but another state dir: not ours
     hv = LibvirtHypervisor("qemu:///system")
     try:
         _define_stray(hv, instances, stray, base)
         _define_stray(hv, instances, started_stray, base)
         hv.start(started_stray)
+        _define_stray(hv, instances, unknown, base)
         _define_stray(hv, fleet.root / "other-agent" / "instances", other_agent, base)
-        lone_dir = instances / str(uuid.uuid4())  # a folder without a server
+        lone = uuid.uuid4()
+        lone_dir = instances / str(lone)  # a deleted server's folder, no domain
         lone_dir.mkdir()
         (lone_dir / "disk.qcow2").write_bytes(b"")
+        _tombstone(d.state_dir, stray, started_stray, lone)
         (d.state_dir / "_base" / "half-copied.qcow2.tmp").write_bytes(b"x")
         (instances / keep / "disk.qcow2.tmp").write_bytes(b"x")
         assert {str(stray), str(started_stray)} <= set(our_domains(d.state_dir))
 
         d.start()
-        assert_no_orphans(d)
         assert not {str(stray), str(started_stray)} & set(our_domains(d.state_dir))
         assert not lone_dir.exists()
+        assert str(unknown) in our_domains(d.state_dir), "removed a guest the store does not know"
+        assert InstanceFiles(instances, unknown).disk.exists()
+        assert any(e.get("event") == "recovery.quarantined" and e.get("level") == "error"
+                   and e.get("server_id") == str(unknown) for e in _log_entries(d))
         server = d.wait_status(keep, {"ACTIVE"}, timeout=5)
         assert server["OS-EXT-STS:power_state"] == 1
         assert our_domains(d.state_dir)[keep] == "running"
         assert other_agent in hv.domain_uuids(), "swept a domain of another agent"
         assert (fleet.root / "other-agent" / "instances" / str(other_agent)).is_dir()
+        hv.undefine(unknown)  # what an operator does once sure it is not needed
+        shutil.rmtree(InstanceFiles(instances, unknown).dir)
+        assert_no_orphans(d)
         assert d.stop() == 0
     finally:
-        for u in (stray, started_stray, other_agent):
+        for u in (stray, started_stray, unknown, other_agent):
             with contextlib.suppress(DomainNotFound):
                 hv.destroy(u)
             hv.undefine(u)

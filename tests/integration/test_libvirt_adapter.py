@@ -10,7 +10,7 @@ import pytest
 
 from agent.adapters.domain_xml import METADATA_NS
 from agent.errors import DomainNotFound, HypervisorError
-from agent.model.domain import ConsoleSpec, DiskSpec, DomainSpec, PowerState
+from agent.model.domain import ConsoleSpec, DiskSpec, DomainSpec, InterfaceSpec, PowerState
 
 
 def spec(guest_dir: Path, virt_type, **extra) -> DomainSpec:
@@ -85,3 +85,17 @@ def test_the_guest_agent_of_a_guest_that_is_off_is_not_ready(hypervisor, created
     assert not isinstance(e.value, DomainNotFound) and "$6$salt$hash" not in str(e.value)
     with pytest.raises(DomainNotFound):
         hypervisor.guest_agent_ready(uuid.uuid4())
+
+
+def test_domain_taps_are_the_nics_tap_devices_in_order(hypervisor, created, guest_dir, virt_type):
+    """What the start-up sweep keeps plugged for a quarantined domain."""
+    nics = (InterfaceSpec(tap="tapcatest0001", mac="fa:16:3e:00:00:01"),
+            InterfaceSpec(tap="tapcatest0002", mac="fa:16:3e:00:00:02"))
+    s = spec(guest_dir, virt_type, interfaces=nics)
+    hypervisor.define(s)
+    created.append(s.uuid)
+    assert hypervisor.domain_taps(s.uuid) == ["tapcatest0001", "tapcatest0002"]
+    bare = spec(guest_dir, virt_type)
+    hypervisor.define(bare)
+    created.append(bare.uuid)
+    assert hypervisor.domain_taps(bare.uuid) == []

@@ -15,6 +15,7 @@ import pytest
 from agent.core.jobs import JobRunner
 from agent.core.netplumbing import NetworkPlumbing
 from agent.core.networks import NetworkCatalog, PortService
+from agent.core.recovery import sweep
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
 from agent.errors import (
@@ -343,3 +344,36 @@ async def test_a_multi_create_that_runs_out_of_addresses_makes_nothing(net: Net)
     await net.world.runner.idle()
     ips = {p.ip for s in made.servers for p in net.plumbing.ports_of(s.id)}
     assert ips == {taken[0].ip, taken[1].ip}
+
+
+def _forget(store, server_id) -> None:
+    """The store loses a server entirely (an older agent.db restored, a lost one replaced)."""
+    store._servers.pop(server_id)
+    store._jobs = {i: j for i, j in store._jobs.items() if j.server_id != server_id}
+    store._ports = {i: p for i, p in store._ports.items() if p.device_id != str(server_id)}
+
+
+async def test_a_quarantined_guests_tap_stays_plugged_and_is_never_given_to_a_new_port(net: Net):
+    server = net.create(on(NET_A))
+    await net.world.runner.idle()
+    [old] = net.plumbing.ports_of(server.id)
+    _forget(net.world.store, server.id)
+
+    swept = await sweep(net.world.deps)
+    net.plumbing.quarantined_taps = swept.quarantined_taps
+    report = await net.plumbing.resync_host(net.world.hypervisor)
+
+    assert swept.quarantined_taps == {old.tap} and report.taps_removed == []
+    assert net.plumber.taps[old.tap].bridge == "brA"
+    # A new port whose tap name would be the quarantined guest's: its build is refused.
+    twin = net.ports.create_port(ALICE, str(NET_A.id))
+    clash = twin.model_copy(update={"id": uuid.UUID(str(old.id)[:11] + str(twin.id)[11:]),
+                                    "ip": IPv4Address("10.213.1.77"), "mac": "fa:16:3e:00:00:77"})
+    net.world.store.delete_port(twin.id)
+    net.world.store.add_port(clash)
+    assert clash.tap == old.tap
+    victim = net.create(port(clash.id))
+    await net.world.runner.idle()
+    s = net.world.store.get_server(victim.id)
+    assert s.status is Status.ERROR and "quarantined" in s.fault.message
+    assert net.plumber.taps[old.tap].bridge == "brA" and old.tap in swept.quarantined_taps

@@ -1,15 +1,18 @@
 """After a kill -9: jobs whose last commit landed are closed, not redone; the start-up sweep
-removes what no live server owns, and nothing else."""
+removes what the store says is deleted, quarantines what the store does not know (an older or
+lost agent.db must not cost guests their disks), and touches nothing else."""
 
 from __future__ import annotations
 
 import uuid
+from uuid import UUID
 
 from agent.core.guest_layout import InstanceFiles, build_domain_spec
 from agent.core.jobs import JobRunner
-from agent.core.recovery import sweep
+from agent.core.recovery import quarantine_check, sweep
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
+from agent.model.domain import PowerState
 from agent.model.flavor import Flavor
 from agent.model.host import VirtType
 from agent.model.job import JobKind, JobStatus
@@ -64,7 +67,7 @@ def _stray(world, server_id, instances_dir=None):
     world.hypervisor.start(server_id)
 
 
-async def test_sweep_removes_orphans_only(world, tmp_path):
+async def test_sweep_removes_what_the_store_says_is_deleted_and_quarantines_the_unknown(world, tmp_path):
     live, _ = world.create(name="live")
     gone, _ = world.create(name="gone")
     await world.runner.idle()
@@ -72,10 +75,11 @@ async def test_sweep_removes_orphans_only(world, tmp_path):
     await world.runner.idle()
     _stray(world, gone.id)  # a deleted server's guest came back (a lost teardown)
     unknown = uuid.uuid4()
-    _stray(world, unknown)  # a server the store never heard of
+    _stray(world, unknown)  # a server this store never heard of (an older agent.db restored)
+    (world.deps.files(unknown).dir / "disk.qcow2.tmp").write_text("left as it is")
     other = uuid.uuid4()
     _stray(world, other, tmp_path / "other-agent")  # another agent's: not ours to touch
-    lone = world.deps.instances_dir / str(uuid.uuid4())
+    lone = world.deps.instances_dir / str(uuid.uuid4())  # a folder the store never heard of
     lone.mkdir()
     not_ours = world.deps.instances_dir / "README"
     not_ours.write_text("left alone")
@@ -87,11 +91,34 @@ async def test_sweep_removes_orphans_only(world, tmp_path):
 
     report = await sweep(world.deps)
 
-    assert sorted(report.domains_removed) == sorted([gone.id, unknown])
-    assert set(world.hypervisor.domains) == {live.id, other}
-    assert not world.deps.files(unknown).dir.exists() and not lone.exists()
+    assert report.domains_removed == [gone.id] and report.dirs_removed == []
+    assert not world.deps.files(gone.id).dir.exists()
+    assert set(world.hypervisor.domains) == {live.id, other, unknown}
+    assert world.hypervisor.states[unknown] is PowerState.RUNNING  # not even stopped
+    assert world.deps.files(unknown).disk.read_text() == "overlay"
+    assert (world.deps.files(unknown).dir / "disk.qcow2.tmp").exists() and lone.exists()
+    assert sorted((q.kind, q.server_id) for q in report.quarantined) == sorted(
+        [("domain", unknown), ("instance_dir", unknown), ("instance_dir", UUID(lone.name))])
     assert world.deps.files(live.id).disk.exists() and not_ours.exists()
     assert not tmp_disk.exists() and not tmp_base.exists()
     assert (tmp_path / "other-agent" / str(other)).exists()
     assert report.errors == []
     assert world.store.get_server(live.id).status is Status.ACTIVE
+
+
+async def test_doctor_names_each_quarantined_domain_and_folder_until_the_store_knows_them(world):
+    known = {s.id for s in world.store.list_servers(include_deleted=True)}
+    assert quarantine_check(known, world.hypervisor, world.deps.instances_dir).ok
+    unknown = uuid.uuid4()
+    _stray(world, unknown)
+    lone = world.deps.instances_dir / str(uuid.uuid4())
+    lone.mkdir()
+
+    result = quarantine_check(known, world.hypervisor, world.deps.instances_dir)
+
+    assert not result.ok and not result.required  # a warning: the host can still provision
+    assert f"domain {unknown}" in result.detail and str(lone) in result.detail
+    assert str(world.deps.files(unknown).dir) in result.detail
+    assert "virsh undefine" in result.fix
+    assert quarantine_check(known | {unknown, UUID(lone.name)}, world.hypervisor,
+                            world.deps.instances_dir).ok

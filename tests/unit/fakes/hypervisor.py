@@ -108,6 +108,10 @@ class FakeHypervisor:
     def domain_uuids(self) -> set[UUID]:
         return set(self.domains)
 
+    def domain_taps(self, uuid: UUID) -> list[str]:
+        self._known(uuid)
+        return [nic.tap for nic in self.domains[uuid].interfaces]
+
     def owned_domains(self, instances_dir: Path) -> dict[UUID, dict[str, str]]:
         return {u: dict(spec.metadata) for u, spec in self.domains.items()
                 if spec.metadata and any(d.path.is_relative_to(instances_dir) for d in spec.disks)}
