@@ -65,8 +65,12 @@ class NetworkPlumbing:
 
     def interfaces(self, server_id: UUID) -> tuple[InterfaceSpec, ...]:
         """The server's NICs for its domain, in order."""
-        return tuple(InterfaceSpec(tap=p.tap, mac=p.mac, mtu=self._network(p).mtu)
-                     for p in self.ports_of(server_id))
+        specs = []
+        for port in self.ports_of(server_id):
+            network = self._network(port)
+            specs.append(InterfaceSpec(tap=port.tap, mac=port.mac, mtu=network.mtu,
+                                       filter_ip=port.ip if network.port_security else None))
+        return tuple(specs)
 
     # -- one server ---------------------------------------------------------------------
     async def plug_server(self, server_id: UUID) -> list[Port]:

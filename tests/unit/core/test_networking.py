@@ -86,6 +86,19 @@ async def test_two_nics_get_taps_in_their_bridges_leases_and_domain_interfaces(n
     assert "create:network" in net.world.checkpoints
 
 
+async def test_each_nic_is_bound_to_its_port_ip_unless_port_security_is_off(world: World):
+    """The domain's NICs carry the anti-spoofing filter's IP (their port's); a network
+    configured with port_security = false gets NICs without a filter."""
+    open_net = NET_B.model_copy(update={"port_security": False})
+    catalog = NetworkCatalog([NET_A, open_net])
+    world.deps.network = NetworkPlumbing(world.store, catalog, FakePlumber(), FakeDhcp())
+    world.service.ports = PortService(world.store, catalog)
+    server = world.create(ALICE, networks=(on(NET_A, "10.213.1.9"), on(open_net)))[0]
+    await world.runner.idle()
+    spec = world.hypervisor.domains[server.id]
+    assert [i.filter_ip for i in spec.interfaces] == [IPv4Address("10.213.1.9"), None]
+
+
 async def test_taps_are_plugged_before_the_domain_is_defined(net: Net):
     server = net.create(on(NET_A))
     await net.world.runner.idle()
