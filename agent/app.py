@@ -182,7 +182,7 @@ def build_agent(config: Config) -> Agent:
                               JobKind.DELETE: DeleteWorkflow(deps),
                               **action_workflows(deps, injector, timings)}, metrics=metrics)
     service = ServerService(store, images, flavors, config.limits, config.password_policy,
-                            kick=runner.kick, ports=PortService(store, catalog))
+                            kick=runner.kick, ports=PortService(store, catalog, limits=config.limits))
     monitor = PowerMonitor(store, hypervisor, kick=runner.kick,
                            resync_interval_s=config.resync_interval_s, metrics=metrics)
     notifier = EventNotifier()
