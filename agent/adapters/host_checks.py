@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.adapters.domain_xml import SPOOFING_FILTER
 from agent.adapters.guestfs_appliance import time_appliance_launch
 from agent.adapters.host_facts import read_host_facts
 from agent.adapters.image_catalog import ManifestImageCatalog
@@ -53,6 +54,29 @@ def check_guestfs(config: Config) -> CheckResult:
                            fix="install libguestfs-tools and python3-guestfs; run "
                                "`libguestfs-test-tool` for details")
     return CheckResult(name=name, ok=True, detail=f"appliance launched in {seconds:.1f} s")
+
+
+def check_nwfilter(config: Config) -> CheckResult:
+    """The anti-spoofing filter the domains of port_security networks refer to: without
+    it libvirt refuses to start them."""
+    name = "nwfilter"
+    guarded = [n.name for n in config.networks if n.port_security]
+    hv = LibvirtHypervisor(config.libvirt_uri)
+    try:
+        found = hv.has_nwfilter(SPOOFING_FILTER)
+    except AgentError as e:
+        found, why = False, str(e)
+    else:
+        why = f"libvirt has no nwfilter {SPOOFING_FILTER}"
+    finally:
+        hv.close()
+    if found:
+        return CheckResult(name=name, ok=True, detail=f"{SPOOFING_FILTER} defined (anti-spoofing)")
+    return CheckResult(name=name, ok=False, required=bool(guarded),
+                       detail=why + (f": needed by {', '.join(guarded)}" if guarded
+                                     else ": no network has port_security on"),
+                       fix="apt-get install libvirt-daemon-config-nwfilter iptables, restart "
+                           "libvirtd; or set port_security = false on the network")
 
 
 def check_qemu_img(_config: Config) -> CheckResult:
@@ -102,7 +126,7 @@ def check_images(config: Config) -> CheckResult:
 def host_checks(config: Config, *, guestfs: bool = True) -> list[tuple[str, Callable[[], CheckResult]]]:
     checks = [
         ("libvirt", check_libvirt), ("virt type", check_virt_type),
-        ("libguestfs", check_guestfs), ("qemu-img", check_qemu_img),
+        ("libguestfs", check_guestfs), ("qemu-img", check_qemu_img), ("nwfilter", check_nwfilter),
         ("dnsmasq", check_dnsmasq), ("CAP_NET_ADMIN", check_net_admin), ("images", check_images),
     ]
     return [(name, lambda c=check: c(config)) for name, check in checks
