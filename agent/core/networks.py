@@ -166,12 +166,6 @@ class PortService:
             requests = [NetworkRequest(network_id=str(n.id)) for n in self.catalog.defaults()]
         if len(requests) > MAX_NICS:
             raise InvalidInput(f"At most {MAX_NICS} networks per server.", "networks")
-        new = sum(1 for r in requests if r.port_id is None)  # a user's port is counted already
-        used = self.ports_used(ctx.project_id)
-        if new and used + new > self.max_ports:
-            # Nova's PortLimitExceeded (403) when Neutron refuses the ports of a create.
-            raise QuotaExceeded(f"Maximum number of ports exceeded: the project has {used} of "
-                                f"{self.max_ports} ports and the server needs {new} more.")
         planned: dict[int, Port] = {}
         ips: dict[UUID, set[IPv4Address]] = {}
         seen_ports: set[UUID] = set()
@@ -190,6 +184,7 @@ class PortService:
                 id=uuid.uuid4(), network_id=network.id, project_id=ctx.project_id, mac="",
                 ip=ip, device_id=str(server_id), device_owner=DEVICE_OWNER, device_index=index,
                 created_by_agent=True, created_at=self.now())
+        self._check_port_quota(ctx, sum(p.created_by_agent for p in planned.values()))
         macs: set[str] = set()
         out = []
         for index in sorted(planned):
@@ -199,6 +194,14 @@ class PortService:
             macs.add(port.mac)
             out.append(port)
         return out
+
+    def _check_port_quota(self, ctx: RequestContext, new: int) -> None:
+        """The server's new ports (a user's own is counted already) within the quota."""
+        used = self.ports_used(ctx.project_id)
+        if new and used + new > self.max_ports:
+            # Nova's PortLimitExceeded (403) when Neutron refuses the ports of a create.
+            raise QuotaExceeded(f"Maximum number of ports exceeded: the project has {used} of "
+                                f"{self.max_ports} ports and the server needs {new} more.")
 
     def _requested_network(self, req: NetworkRequest) -> Network:
         if req.network_id is None:

@@ -170,6 +170,7 @@ async def test_the_port_quota_is_per_project_and_counts_a_servers_new_ports(env:
     r = await env.client.post("/v2.0/ports", headers=ALICE, json={"port": {"network_id": NET}})
     assert "Quota exceeded for resources: ['port']" in fault(r, 409, "conflictingRequest")
     assert len(env.store.list_ports()) == quota
+    fault(await create(env, [{"uuid": "not-a-uuid"}]), 400, "badRequest")  # the form first
     await make_port(env, BOB)
 
     r = await env.client.get("/v2.1/os-quota-sets/p-alice", headers=ALICE)
