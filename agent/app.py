@@ -26,6 +26,7 @@ from agent.adapters.libvirt_events import LibvirtEventSource
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.listeners import tcp_listener, unix_listener
 from agent.adapters.netlink import NetlinkPlumber
+from agent.adapters.nft_guard import NftPortGuard
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.adapters.sqlite_store import SqliteStore
 from agent.adapters.systemd_notify import sd_notify, watchdog_interval
@@ -162,8 +163,9 @@ def build_agent(config: Config) -> Agent:
     images = ManifestImageCatalog(*config.image_dirs, boot_cache=config.base_images_dir)
     flavors = FlavorCatalog(config.flavors)
     catalog = NetworkCatalog(config.networks)
+    guard = NftPortGuard() if any(n.port_security for n in config.networks) else None
     network = NetworkPlumbing(store, catalog, NetlinkPlumber(), DnsmasqDhcp(
-        config.state_dir, config.dnsmasq_binary, config.dhcp_lease_time))
+        config.state_dir, config.dnsmasq_binary, config.dhcp_lease_time), guard=guard)
     deps = WorkflowDeps(store=store, hypervisor=hypervisor, disks=QemuImgDisks(), images=images,
                         flavors=flavors, instances_dir=config.instances_dir,
                         base_dir=config.base_images_dir, virt_type=decision.virt_type,

@@ -11,10 +11,6 @@ METADATA_NS = "https://compute-agent.invalid/xmlns/agent/1"
 ET.register_namespace("agent", METADATA_NS)
 # The virtio-serial port name the QEMU guest agent listens on in the guest.
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
-# libvirt's stock anti-spoofing filter (libvirt-daemon-config-nwfilter): frames only from
-# the interface's MAC, IPv4 and ARP only from the IP parameter (and 0.0.0.0 for DHCP),
-# nothing but IPv4 and ARP; MAC defaults to the interface's own.
-SPOOFING_FILTER = "clean-traffic"
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -71,9 +67,6 @@ def build_domain_xml(spec: DomainSpec) -> str:
         _sub(i, "model", type=nic.model)
         if nic.mtu:
             _sub(i, "mtu", size=str(nic.mtu))
-        if nic.filter_ip is not None:
-            ref = _sub(i, "filterref", filter=SPOOFING_FILTER)
-            _sub(ref, "parameter", name="IP", value=str(nic.filter_ip))
     if spec.console:
         sock = str(spec.console.socket_path)
         serial = _sub(devices, "serial", type="unix")

@@ -7,11 +7,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.adapters.domain_xml import SPOOFING_FILTER
 from agent.adapters.guestfs_appliance import time_appliance_launch
 from agent.adapters.host_facts import read_host_facts
 from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
+from agent.adapters.nft_guard import NftPortGuard
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.config import Config
 from agent.errors import AgentError
@@ -56,27 +56,19 @@ def check_guestfs(config: Config) -> CheckResult:
     return CheckResult(name=name, ok=True, detail=f"appliance launched in {seconds:.1f} s")
 
 
-def check_nwfilter(config: Config) -> CheckResult:
-    """The anti-spoofing filter the domains of port_security networks refer to: without
-    it libvirt refuses to start them."""
-    name = "nwfilter"
+def check_nftables(config: Config) -> CheckResult:
+    """The anti-spoofing rules of port_security networks are nftables rules (bridge family)
+    made through libnftables: without it their servers cannot be plugged."""
     guarded = [n.name for n in config.networks if n.port_security]
-    hv = LibvirtHypervisor(config.libvirt_uri)
     try:
-        found = hv.has_nwfilter(SPOOFING_FILTER)
-    except AgentError as e:
-        found, why = False, str(e)
-    else:
-        why = f"libvirt has no nwfilter {SPOOFING_FILTER}"
-    finally:
-        hv.close()
-    if found:
-        return CheckResult(name=name, ok=True, detail=f"{SPOOFING_FILTER} defined (anti-spoofing)")
-    return CheckResult(name=name, ok=False, required=bool(guarded),
-                       detail=why + (f": needed by {', '.join(guarded)}" if guarded
-                                     else ": no network has port_security on"),
-                       fix="apt-get install libvirt-daemon-config-nwfilter iptables, restart "
-                           "libvirtd; or set port_security = false on the network")
+        NftPortGuard().guarded()
+    except Exception as e:  # ImportError (no python3-nftables) or the kernel's refusal
+        return CheckResult(name="nftables", ok=False, required=bool(guarded),
+                           detail=f"cannot use nftables: {e}"
+                                  + (f" (needed by {', '.join(guarded)})" if guarded else ""),
+                           fix="apt-get install python3-nftables; or set port_security = "
+                               "false on the network")
+    return CheckResult(name="nftables", ok=True, detail="usable (anti-spoofing rules)")
 
 
 def check_qemu_img(_config: Config) -> CheckResult:
@@ -126,7 +118,7 @@ def check_images(config: Config) -> CheckResult:
 def host_checks(config: Config, *, guestfs: bool = True) -> list[tuple[str, Callable[[], CheckResult]]]:
     checks = [
         ("libvirt", check_libvirt), ("virt type", check_virt_type),
-        ("libguestfs", check_guestfs), ("qemu-img", check_qemu_img), ("nwfilter", check_nwfilter),
+        ("libguestfs", check_guestfs), ("qemu-img", check_qemu_img), ("nftables", check_nftables),
         ("dnsmasq", check_dnsmasq), ("CAP_NET_ADMIN", check_net_admin), ("images", check_images),
     ]
     return [(name, lambda c=check: c(config)) for name, check in checks

@@ -108,14 +108,6 @@ class LibvirtHypervisor:
         v = self.connection().getLibVersion()
         return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
 
-    def has_nwfilter(self, name: str) -> bool:
-        """Whether libvirt's nwfilter driver runs and knows this filter (doctor)."""
-        try:
-            self.connection().nwfilterLookupByName(name)
-        except libvirt.libvirtError:
-            return False
-        return True
-
     # -- domains ----------------------------------------------------------------------
     def _domain(self, uuid: UUID) -> libvirt.virDomain:
         try:

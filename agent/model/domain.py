@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from enum import IntEnum
-from ipaddress import IPv4Address
 from pathlib import Path
 from uuid import UUID
 
@@ -41,10 +40,6 @@ class InterfaceSpec(BaseModel):
     mac: str
     mtu: int | None = None
     model: str = "virtio"
-    # Anti-spoofing: libvirt's nwfilter binds the tap to the NIC's MAC and this address
-    # (frames from another MAC, packets and ARP from another IP are dropped). None: no
-    # filter (the network has port_security off).
-    filter_ip: IPv4Address | None = None
 
 
 class ConsoleSpec(BaseModel):

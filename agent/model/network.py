@@ -96,8 +96,8 @@ class Network(BaseModel):
     mtu: int = Field(default=1500, ge=576, le=9000)
     dhcp: bool = True
     port_security: bool = Field(
-        default=True, description="Bind each tap to its port's MAC and IP (libvirt nwfilter "
-                                  "clean-traffic): a guest cannot spoof another's addresses")
+        default=True, description="Bind each tap to its port's MAC and IP (nftables rules): "
+                                  "a guest cannot spoof another's addresses")
     default: bool = Field(default=False, description="Attach servers created without networks")
 
     @field_validator("bridge", "physical_interface")

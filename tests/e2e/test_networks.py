@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
+from agent.adapters.nft_guard import NftPortGuard
 from agent.model.network import Network
 from tests.e2e.conftest import IMAGE_ID
 from tests.support.console import SerialConsole
@@ -200,19 +201,16 @@ def test_taps_lost_to_a_host_reboot_come_back_and_dhcp_is_revived(env: Env):
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
 
-def nwfilter_bindings() -> dict[str, str]:
-    """libvirt's nwfilter bindings: tap -> the filter applied to it."""
-    out = subprocess.run(["virsh", "-c", "qemu:///system", "nwfilter-binding-list"],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
-    rows = [line.split() for line in out.splitlines()[2:] if line.strip()]
-    return {row[0]: row[1] for row in rows if len(row) == 2}
+def guarded_taps() -> set[str]:
+    """The taps the agent's nftables table guards now."""
+    return NftPortGuard().guarded()
 
 
 def test_a_guest_that_takes_another_ip_or_mac_gets_no_traffic_through(env: Env):
-    """clean-traffic binds the tap to the port's MAC and IP: DHCP still works, a ping from
-    the bridge answers; the guest moving to a free address of the subnet, or to another
-    MAC, is cut off (its ARP replies and frames are dropped), and is reachable again once
-    it is back on its own."""
+    """The agent's nftables rules bind the tap to the port's MAC and IP: DHCP still works,
+    a ping from the bridge answers; the guest moving to a free address of the subnet, or
+    to another MAC, is cut off (its ARP replies and frames are dropped), and is reachable
+    again once it is back on its own; delete takes the rules away."""
     with env.daemon.client() as api:
         r = api.post("/servers", json={"server": {"name": "spoofer", "imageRef": IMAGE_ID,
                                                   "flavorRef": "1", "networks": [{"uuid": str(env.a.id)}]}})
@@ -223,7 +221,7 @@ def test_a_guest_that_takes_another_ip_or_mac_gets_no_traffic_through(env: Env):
         [port] = api.get(env.daemon.url + f"/v2.0/ports?device_id={created['id']}").json()["ports"]
     [nic] = server["addresses"][env.a.name]
     own_ip, own_mac = nic["addr"], nic["OS-EXT-IPS-MAC:mac_addr"]
-    assert nwfilter_bindings().get(f"tap{port['id'][:11]}") == "clean-traffic"
+    assert f"tap{port['id'][:11]}" in guarded_taps()
     other_ip = str(env.a.cidr[60])  # free: IPAM hands out the lowest first
     other_mac = "fa:16:3e:5b:00:01"
     ns, _ = env.testnet.namespace_on(env.a)
@@ -258,6 +256,11 @@ def test_a_guest_that_takes_another_ip_or_mac_gets_no_traffic_through(env: Env):
                           "ip link set eth0 up")
         assert rc == 0, out
         assert received(own_ip)
+
+    with env.daemon.client() as api:
+        assert api.delete(f"/servers/{created['id']}").status_code == 204
+        env.daemon.wait_status(created["id"], {"DELETED"}, timeout=120)
+    assert f"tap{port['id'][:11]}" not in guarded_taps()
 
 
 @pytest.mark.filterwarnings("ignore:The _compute_attributes method is deprecated")

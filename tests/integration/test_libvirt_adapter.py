@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
 from agent.adapters.domain_xml import METADATA_NS
 from agent.errors import DomainNotFound, HypervisorError
-from agent.model.domain import ConsoleSpec, DiskSpec, DomainSpec, InterfaceSpec, PowerState
+from agent.model.domain import ConsoleSpec, DiskSpec, DomainSpec, PowerState
 
 
 def spec(guest_dir: Path, virt_type, **extra) -> DomainSpec:
@@ -74,22 +73,6 @@ def test_guest_agent_channel_is_accepted_and_kept_by_libvirt(hypervisor, created
     hypervisor.define(plain)
     created.append(plain.uuid)
     assert ET.fromstring(hypervisor.domain_xml(plain.uuid)).findall("devices/channel") == []
-
-
-def test_the_anti_spoofing_filter_on_an_ethernet_nic_is_kept_by_libvirt(hypervisor, created,
-                                                                        guest_dir, virt_type):
-    """libvirt (its nwfilter driver, with the stock clean-traffic filter) takes the
-    filterref with the port's IP on an unmanaged tap and keeps it as written."""
-    nic = InterfaceSpec(tap="tapcatest-0001", mac="fa:16:3e:00:00:01",
-                        filter_ip=IPv4Address("10.213.9.5"))
-    s = spec(guest_dir, virt_type, interfaces=(nic,))
-    hypervisor.define(s)
-    created.append(s.uuid)
-    [iface] = ET.fromstring(hypervisor.domain_xml(s.uuid)).findall("devices/interface")
-    assert iface.get("type") == "ethernet"
-    ref = iface.find("filterref")
-    assert ref.get("filter") == "clean-traffic"
-    assert [p.attrib for p in ref.findall("parameter")] == [{"name": "IP", "value": "10.213.9.5"}]
 
 
 def test_the_guest_agent_of_a_guest_that_is_off_is_not_ready(hypervisor, created, guest_dir, virt_type):
