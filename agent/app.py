@@ -26,6 +26,7 @@ from agent.adapters.libvirt_events import LibvirtEventSource
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.listeners import tcp_listener, unix_listener
 from agent.adapters.netlink import NetlinkPlumber
+from agent.adapters.nft_guard import NftPortGuard
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.adapters.sqlite_store import SqliteStore, read_server_ids
 from agent.adapters.ssh_keys import CryptographySshKeys
@@ -199,8 +200,9 @@ def build_agent(config: Config) -> Agent:
     images = ManifestImageCatalog(*config.image_dirs, boot_cache=config.base_images_dir)
     flavors = FlavorCatalog(config.flavors)
     catalog = NetworkCatalog(config.networks)
+    guard = NftPortGuard() if any(n.port_security for n in config.networks) else None
     network = NetworkPlumbing(store, catalog, NetlinkPlumber(), DnsmasqDhcp(
-        config.state_dir, config.dnsmasq_binary, config.dhcp_lease_time))
+        config.state_dir, config.dnsmasq_binary, config.dhcp_lease_time), guard=guard)
     deps = WorkflowDeps(store=store, hypervisor=hypervisor, disks=QemuImgDisks(), images=images,
                         flavors=flavors, instances_dir=config.instances_dir,
                         base_dir=config.base_images_dir, virt_type=decision.virt_type,
@@ -219,7 +221,7 @@ def build_agent(config: Config) -> Agent:
                               JobKind.DELETE: DeleteWorkflow(deps),
                               **action_workflows(deps, injector, timings)}, metrics=metrics)
     service = ServerService(store, images, flavors, config.limits, config.password_policy,
-                            kick=runner.kick, ports=PortService(store, catalog),
+                            kick=runner.kick, ports=PortService(store, catalog, limits=config.limits),
                             name_template=config.multi_instance_display_name_template)
     monitor = PowerMonitor(store, hypervisor, kick=runner.kick,
                            resync_interval_s=config.resync_interval_s, metrics=metrics)

@@ -112,6 +112,10 @@ class MacAddressInUse(Conflict):
     pass
 
 
+class PortQuotaExceeded(Conflict):
+    """The project has all the ports its quota allows (-> 409, Neutron's OverQuota)."""
+
+
 class PortInUse(Conflict):
     """The port is bound to a server already."""
 

@@ -270,6 +270,23 @@ class NetPlumber(Protocol):
         ...
 
 
+class PortGuard(Protocol):
+    """Anti-spoofing: frames entering a bridge from a guarded port's tap pass only from
+    the port's MAC and IPv4 address (DHCP and ARP included). Idempotent, as NetPlumber."""
+
+    def guard(self, port: Port) -> None:
+        """The port's tap is bound to its MAC and IP (before or after the tap exists)."""
+        ...
+
+    def unguard(self, tap: str) -> None:
+        """The tap's rules are gone (none is fine)."""
+        ...
+
+    def guarded(self) -> set[str]:
+        """The taps that are guarded now."""
+        ...
+
+
 class Dhcp(Protocol):
     """One DHCP server per network, with static leases only."""
 

@@ -9,6 +9,7 @@ PACKAGES=(
   libguestfs-tools python3-guestfs supermin
   linux-image-amd64 busybox-static e2fsprogs cpio qemu-guest-agent
   dnsmasq-base iproute2
+  python3-nftables
   python3-venv python3-dev libvirt-dev pkg-config gcc
 )
 

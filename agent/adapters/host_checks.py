@@ -13,6 +13,7 @@ from agent.adapters.host_facts import read_host_facts
 from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.netlink import host_routes
+from agent.adapters.nft_guard import NftPortGuard
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.config import Config
 from agent.errors import AgentError
@@ -62,6 +63,21 @@ def check_guestfs(config: Config) -> CheckResult:
                            fix="install libguestfs-tools and python3-guestfs; run "
                                "`libguestfs-test-tool` for details")
     return CheckResult(name=name, ok=True, detail=f"appliance launched in {seconds:.1f} s")
+
+
+def check_nftables(config: Config) -> CheckResult:
+    """The anti-spoofing rules of port_security networks are nftables rules (bridge family)
+    made through libnftables: without it their servers cannot be plugged."""
+    guarded = [n.name for n in config.networks if n.port_security]
+    try:
+        NftPortGuard().guarded()
+    except Exception as e:  # ImportError (no python3-nftables) or the kernel's refusal
+        return CheckResult(name="nftables", ok=False, required=bool(guarded),
+                           detail=f"cannot use nftables: {e}"
+                                  + (f" (needed by {', '.join(guarded)})" if guarded else ""),
+                           fix="apt-get install python3-nftables; or set port_security = "
+                               "false on the network")
+    return CheckResult(name="nftables", ok=True, detail="usable (anti-spoofing rules)")
 
 
 def check_qemu_img(_config: Config) -> CheckResult:
@@ -163,7 +179,7 @@ def start_checks(config: Config) -> list[tuple[str, Callable[[], CheckResult]]]:
 def host_checks(config: Config, *, guestfs: bool = True) -> list[tuple[str, Callable[[], CheckResult]]]:
     checks = [
         ("libvirt", check_libvirt), ("virt type", check_virt_type),
-        ("libguestfs", check_guestfs), ("qemu-img", check_qemu_img),
+        ("libguestfs", check_guestfs), ("qemu-img", check_qemu_img), ("nftables", check_nftables),
         ("dnsmasq", check_dnsmasq), ("CAP_NET_ADMIN", check_net_admin), ("images", check_images),
     ]
     return start_checks(config) + [(name, lambda c=check: c(config)) for name, check in checks

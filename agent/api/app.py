@@ -23,6 +23,7 @@ from agent.api import (
     routes_metadata,
     routes_metrics,
     routes_network,
+    routes_quotas,
     routes_server_info,
     routes_servers,
     versions,
@@ -71,7 +72,8 @@ def _operation_id_with_project(route: APIRoute) -> str:
 
 COMPUTE_ROUTERS = (routes_servers.router, routes_actions.router, routes_metadata.router,
                    routes_server_info.router, routes_catalog.router, routes_events.router,
-                   routes_keypairs.router)
+                   routes_keypairs.router, routes_quotas.router)
+NETWORK_ROUTERS = (routes_network.router, routes_quotas.network_router)
 NETWORK_PREFIX = "/v2.0"  # Neutron's API, beside the compute API (no project id in its paths)
 
 
@@ -83,7 +85,7 @@ def _route_methods() -> list[tuple[re.Pattern[str], frozenset[str]]]:
         out += [(compile_path(prefix + r.path)[0], frozenset(r.methods))
                 for router in COMPUTE_ROUTERS for r in router.routes if isinstance(r, APIRoute)]
     out += [(compile_path(NETWORK_PREFIX + r.path)[0], frozenset(r.methods))
-            for r in routes_network.router.routes if isinstance(r, APIRoute)]
+            for router in NETWORK_ROUTERS for r in router.routes if isinstance(r, APIRoute)]
     return out
 
 
@@ -107,8 +109,8 @@ def create_api(deps: ApiDeps) -> FastAPI:
     app.include_router(versions.router)
     app.include_router(routes_metrics.router)
     app.include_router(compute, prefix="/v2.1", generate_unique_id_function=_operation_id)
-    app.include_router(routes_network.router, prefix=NETWORK_PREFIX,
-                       generate_unique_id_function=_operation_id)
+    for router in NETWORK_ROUTERS:
+        app.include_router(router, prefix=NETWORK_PREFIX, generate_unique_id_function=_operation_id)
     app.state.route_methods = _route_methods()
     app.include_router(compute, prefix="/v2.1/{project_id}",
                        dependencies=[Depends(check_project_in_path)],

@@ -348,3 +348,77 @@ class LimitsBody(_Out):
 
 class LimitsShow(_Out):
     limits: LimitsBody
+
+
+# -- quotas --------------------------------------------------------------------------------
+
+class QuotaSet(_Out):
+    id: str
+    instances: int
+    cores: int
+    ram: int
+    fixed_ips: int = Field(description="Ports per project (one fixed IP each)")
+    floating_ips: int
+    metadata_items: int
+    injected_files: int
+    injected_file_content_bytes: int
+    injected_file_path_bytes: int
+    key_pairs: int
+    security_groups: int
+    security_group_rules: int
+    server_groups: int
+    server_group_members: int
+
+
+class QuotaSetShow(_Out):
+    quota_set: QuotaSet
+
+
+class QuotaUsage(_Out):
+    limit: int
+    in_use: int
+    reserved: int
+
+
+class QuotaSetDetail(_Out):
+    id: str
+    instances: QuotaUsage
+    cores: QuotaUsage
+    ram: QuotaUsage
+    fixed_ips: QuotaUsage
+    floating_ips: QuotaUsage
+    metadata_items: QuotaUsage
+    injected_files: QuotaUsage
+    injected_file_content_bytes: QuotaUsage
+    injected_file_path_bytes: QuotaUsage
+    key_pairs: QuotaUsage
+    security_groups: QuotaUsage
+    security_group_rules: QuotaUsage
+    server_groups: QuotaUsage
+    server_group_members: QuotaUsage
+
+
+class QuotaSetDetailShow(_Out):
+    quota_set: QuotaSetDetail
+
+
+class NetworkQuota(_Out):
+    port: int
+
+
+class NetworkQuotaShow(_Out):
+    quota: NetworkQuota
+
+
+class NetworkQuotaUsage(_Out):
+    limit: int
+    used: int
+    reserved: int
+
+
+class NetworkQuotaDetail(_Out):
+    port: NetworkQuotaUsage
+
+
+class NetworkQuotaDetailShow(_Out):
+    quota: NetworkQuotaDetail

@@ -34,6 +34,7 @@ class NetworkDetail(_Out):
     network_type: str = Field(alias="provider:network_type")
     physical_network: str | None = Field(alias="provider:physical_network")
     segmentation_id: int | None = Field(alias="provider:segmentation_id")
+    port_security_enabled: bool
 
 
 class NetworkIndex(_Out):
@@ -89,6 +90,7 @@ class PortDetail(_Out):
     device_owner: str
     status: str
     admin_state_up: bool
+    port_security_enabled: bool
     created_at: str
 
 

@@ -30,6 +30,7 @@ def network_view(network: Network) -> dict[str, Any]:
         "provider:network_type": network.network_type,
         "provider:physical_network": network.physical_interface,
         "provider:segmentation_id": network.vlan,
+        "port_security_enabled": network.port_security,
     }
 
 
@@ -69,6 +70,7 @@ def port_view(port: Port, network: Network | None) -> dict[str, Any]:
         "device_owner": port.device_owner,
         "status": port.status.value,
         "admin_state_up": True,
+        "port_security_enabled": network.port_security if network is not None else True,
         "created_at": _time(port),
     }
 

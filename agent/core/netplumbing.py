@@ -22,7 +22,7 @@ from agent.core.networks import NetworkCatalog
 from agent.errors import AgentError, NetworkError
 from agent.model.domain import InterfaceSpec
 from agent.model.network import Network, Port, PortStatus, dhcp_hosts, is_tap_name
-from agent.ports import Dhcp, Hypervisor, NetPlumber, Store
+from agent.ports import Dhcp, Hypervisor, NetPlumber, PortGuard, Store
 
 log = structlog.get_logger("agent.network")
 
@@ -42,11 +42,12 @@ class ResyncReport:
 
 class NetworkPlumbing:
     def __init__(self, store: Store, catalog: NetworkCatalog, plumber: NetPlumber,
-                 dhcp: Dhcp) -> None:
+                 dhcp: Dhcp, guard: PortGuard | None = None) -> None:
         self.store = store
         self.catalog = catalog
         self.plumber = plumber
         self.dhcp = dhcp
+        self.guard = guard  # None: nothing guarded (only tests without port_security)
         self._locks: dict[UUID, asyncio.Lock] = {}
         # Taps of quarantined domains (guests the store does not know, see recovery): kept
         # in their bridges by the resync and never plugged for a new port.
@@ -71,6 +72,20 @@ class NetworkPlumbing:
         return tuple(InterfaceSpec(tap=p.tap, mac=p.mac, mtu=self._network(p).mtu)
                      for p in self.ports_of(server_id))
 
+    async def _plug(self, port: Port, network: Network) -> None:
+        """The port's rules (port_security) before its tap joins the bridge, then the tap."""
+        if self.guard is not None:
+            if network.port_security:
+                await self._run(self.guard.guard, port)
+            else:
+                await self._run(self.guard.unguard, port.tap)
+        await self._run(self.plumber.plug, port, network)
+
+    async def _unplug(self, tap: str) -> None:
+        await self._run(self.plumber.unplug, tap)
+        if self.guard is not None:
+            await self._run(self.guard.unguard, tap)
+
     # -- one server ---------------------------------------------------------------------
     async def plug_server(self, server_id: UUID) -> list[Port]:
         """Bridges up, a tap per port in its bridge, the leases served. Idempotent."""
@@ -83,7 +98,7 @@ class NetworkPlumbing:
         for network in networks.values():
             await self._run(self.plumber.ensure_bridge, network)
         for port in ports:
-            await self._run(self.plumber.plug, port, networks[port.network_id])
+            await self._plug(port, networks[port.network_id])
         self.store.set_port_status([p.id for p in ports], PortStatus.ACTIVE.value)
         await self.sync_dhcp(networks)
         return ports
@@ -93,7 +108,7 @@ class NetworkPlumbing:
         user's detached), then the leases withdrawn. Idempotent."""
         for port in self.ports_of(server_id):
             if port.tap not in self.quarantined_taps:  # a name clash: that tap is not this port's
-                await self._run(self.plumber.unplug, port.tap)
+                await self._unplug(port.tap)
         released = self.store.release_ports(str(server_id))
         await self.sync_dhcp({p.network_id for p in released})
         if released:
@@ -147,14 +162,13 @@ class NetworkPlumbing:
                 report.errors.append(f"port {port.id}: network {port.network_id} not configured")
                 continue
             missing = not await self._run(self.plumber.tap_exists, port.tap)
-            if await self._attempt(report, f"tap {port.tap}",
-                                   self._run(self.plumber.plug, port, network)) and missing:
+            if await self._attempt(report, f"tap {port.tap}", self._plug(port, network)) and missing:
                 report.taps_replugged.append(port.tap)
                 log.warning("network.tap_replugged", tap=port.tap, server_id=port.device_id)
         for network in self.catalog.list():
             members = await self._run(self.plumber.bridge_members, network.bridge)
             for tap in sorted(m for m in members if is_tap_name(m) and m not in keep):
-                if await self._attempt(report, f"tap {tap}", self._run(self.plumber.unplug, tap)):
+                if await self._attempt(report, f"tap {tap}", self._unplug(tap)):
                     report.taps_removed.append(tap)
                     log.warning("network.orphan_tap_removed", tap=tap, bridge=network.bridge)
         for network in self.catalog.list():

@@ -17,10 +17,13 @@ from uuid import UUID
 from agent.errors import (
     InvalidInput,
     IpAddressInUse,
+    MacAddressInUse,
     NetworkNotFound,
     NoMoreAddresses,
     PortInUse,
     PortNotFound,
+    PortQuotaExceeded,
+    QuotaExceeded,
 )
 from agent.model.network import (
     DEVICE_OWNER,
@@ -29,11 +32,12 @@ from agent.model.network import (
     NetworkRequest,
     Port,
     first_free_ip,
+    mac_reserved_reason,
     make_mac,
     normalize_mac,
     reserved_reason,
 )
-from agent.model.requests import RequestContext
+from agent.model.requests import Limits, RequestContext
 from agent.ports import Store
 
 MAC_ATTEMPTS = 16
@@ -44,6 +48,19 @@ def _uuid(value: str) -> UUID | None:
         return UUID(value)
     except (ValueError, AttributeError, TypeError):
         return None
+
+
+def normalize_and_check_mac(mac: str) -> str:
+    """A user's MAC, normalized; 400 unless unicast and outside the reserved ranges."""
+    given = normalize_mac(mac)
+    if given is None:
+        raise InvalidInput(f"Invalid input for mac_address. Reason: '{mac[:40]}' is not "
+                           "a valid unicast MAC address.", "mac_address")
+    reason = mac_reserved_reason(given)
+    if reason is not None:
+        raise InvalidInput(f"Invalid input for mac_address. Reason: '{given}' is reserved: "
+                           f"{reason}.", "mac_address")
+    return given
 
 
 class NetworkCatalog:
@@ -72,9 +89,11 @@ class NetworkCatalog:
 class PortService:
     def __init__(self, store: Store, catalog: NetworkCatalog,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+                 random_bytes: Callable[[int], bytes] = os.urandom,
+                 limits: Limits | None = None) -> None:
         self.store = store
         self.catalog = catalog
+        self.max_ports = (limits or Limits()).max_total_ports
         self.now = now
         self.random_bytes = random_bytes
 
@@ -110,17 +129,24 @@ class PortService:
                 out[wanted[port.device_id]].append((self.catalog.find(port.network_id), port))
         return out
 
+    def ports_used(self, project_id: str) -> int:
+        """How many ports the project holds (bound or not): what its port quota counts."""
+        return len(self.store.list_ports(project_id=project_id))
+
     # -- the port registry ----------------------------------------------------------------
     def create_port(self, ctx: RequestContext, network_id: str, *, fixed_ip: str | None = None,
                     mac: str | None = None, name: str = "") -> Port:
         network = self.catalog.get(network_id)
+        # Neutron's order: the input's form (400), the quota (409), then what is taken (409).
+        given_mac = normalize_and_check_mac(mac) if mac is not None else None
+        if self.ports_used(ctx.project_id) + 1 > self.max_ports:
+            raise PortQuotaExceeded("Quota exceeded for resources: ['port'].")
         ip = self._pick_ip(network, fixed_ip, set(), "fixed_ips")
-        if mac is not None:
-            given = normalize_mac(mac)
-            if given is None:
-                raise InvalidInput(f"Invalid input for mac_address. Reason: '{mac[:40]}' is not "
-                                   "a valid unicast MAC address.", "mac_address")
-            mac = given
+        if given_mac is not None and any(p.mac == given_mac for p in self.store.list_ports()):
+            # The store's UNIQUE constraint still decides a race.
+            raise MacAddressInUse(f"Unable to complete operation for network {network.id}. "
+                                  f"The mac address {given_mac} is in use.")
+        mac = given_mac
         port = Port(id=uuid.uuid4(), network_id=network.id, project_id=ctx.project_id, name=name,
                     mac=mac or self._new_mac(set()), ip=ip, created_at=self.now())
         self.store.add_port(port)
@@ -155,6 +181,7 @@ class PortService:
         planned: dict[int, Port] = {}
         ips = planned_ips if planned_ips is not None else {}
         seen_ports: set[UUID] = set()
+        earlier_new_ports = sum(len(taken) for taken in ips.values())
         # Requested addresses first, so that no automatic one takes them.
         order = sorted(range(len(requests)), key=lambda i: requests[i].fixed_ip is None)
         for index in order:
@@ -175,6 +202,9 @@ class PortService:
                 id=uuid.uuid4(), network_id=network.id, project_id=ctx.project_id, mac="",
                 ip=ip, device_id=str(server_id), device_owner=DEVICE_OWNER, device_index=index,
                 created_by_agent=True, created_at=self.now())
+        # The quota counts the new ports of servers planned before this one in the same
+        # request (multi-create): each of them took one address in `ips`.
+        self._check_port_quota(ctx, earlier_new_ports + sum(p.created_by_agent for p in planned.values()))
         macs = planned_macs if planned_macs is not None else set()
         out = []
         for index in sorted(planned):
@@ -184,6 +214,14 @@ class PortService:
             macs.add(port.mac)
             out.append(port)
         return out
+
+    def _check_port_quota(self, ctx: RequestContext, new: int) -> None:
+        """The server's new ports (a user's own is counted already) within the quota."""
+        used = self.ports_used(ctx.project_id)
+        if new and used + new > self.max_ports:
+            # Nova's PortLimitExceeded (403) when Neutron refuses the ports of a create.
+            raise QuotaExceeded(f"Maximum number of ports exceeded: the project has {used} of "
+                                f"{self.max_ports} ports and the server needs {new} more.")
 
     def _requested_network(self, req: NetworkRequest) -> Network:
         if req.network_id is None:

@@ -58,6 +58,21 @@ def normalize_mac(value: str) -> str | None:
     return mac
 
 
+# IANA's VRRP virtual router MACs (RFC 5798: 00:00:5e:00:01:VRID for IPv4, :02: for IPv6):
+# what a redundant gateway answers from.
+_VRRP_PREFIXES = ("00:00:5e:00:01:", "00:00:5e:00:02:")
+
+
+def mac_reserved_reason(mac: str) -> str | None:
+    """Why a (normalized, unicast) MAC may not be a port's, or None if it may: the host
+    sides of the taps take fe:xx:xx:xx:xx:xx (see host_side_mac), VRRP routers theirs."""
+    if mac.startswith("fe:"):
+        return "MACs starting fe: are the host side of this host's taps"
+    if mac.startswith(_VRRP_PREFIXES):
+        return "it is in IANA's VRRP virtual router range (a gateway's)"
+    return None
+
+
 def host_side_mac(mac: str) -> str:
     """The tap's own MAC: the guest's with the first byte fe, as libvirt does, so the
     host side never answers for the guest's address and the bridge never takes it."""
@@ -80,6 +95,9 @@ class Network(BaseModel):
         default=None, description="Address of the bridge, and the guests' router; default: first host")
     mtu: int = Field(default=1500, ge=576, le=9000)
     dhcp: bool = True
+    port_security: bool = Field(
+        default=True, description="Bind each tap to its port's MAC and IP (nftables rules): "
+                                  "a guest cannot spoof another's addresses")
     default: bool = Field(default=False, description="Attach servers created without networks")
 
     @field_validator("bridge", "physical_interface")

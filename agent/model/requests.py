@@ -103,3 +103,6 @@ class Limits(BaseModel):
     max_total_ram: int = Field(default=51200, ge=0, description="MiB")
     max_image_meta: int = Field(default=128, ge=0)
     max_total_keypairs: int = Field(default=100, ge=0, description="per user")
+    # Neutron's port quota (its default is 500; a host's networks are small: a /24 has
+    # 253 addresses, so one project must not be able to take them all).
+    max_total_ports: int = Field(default=50, ge=0, description="ports per project")

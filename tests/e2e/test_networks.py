@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
+from agent.adapters.nft_guard import NftPortGuard
 from agent.model.network import Network
 from tests.e2e.conftest import IMAGE_ID
 from tests.support.console import SerialConsole
@@ -198,6 +199,68 @@ def test_taps_lost_to_a_host_reboot_come_back_and_dhcp_is_revived(env: Env):
     ns, _ = env.testnet.namespace_on(env.a)
     ping = env.testnet.ping(ns, nic["addr"])
     assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def guarded_taps() -> set[str]:
+    """The taps the agent's nftables table guards now."""
+    return NftPortGuard().guarded()
+
+
+def test_a_guest_that_takes_another_ip_or_mac_gets_no_traffic_through(env: Env):
+    """The agent's nftables rules bind the tap to the port's MAC and IP: DHCP still works,
+    a ping from the bridge answers; the guest moving to a free address of the subnet, or
+    to another MAC, is cut off (its ARP replies and frames are dropped), and is reachable
+    again once it is back on its own; delete takes the rules away."""
+    with env.daemon.client() as api:
+        r = api.post("/servers", json={"server": {"name": "spoofer", "imageRef": IMAGE_ID,
+                                                  "flavorRef": "1", "networks": [{"uuid": str(env.a.id)}]}})
+        assert r.status_code == 202, r.text
+        created = r.json()["server"]
+        server = env.daemon.wait_status(created["id"], {"ACTIVE", "ERROR"}, timeout=240)
+        assert server["status"] == "ACTIVE", server.get("fault")
+        [port] = api.get(env.daemon.url + f"/v2.0/ports?device_id={created['id']}").json()["ports"]
+    [nic] = server["addresses"][env.a.name]
+    own_ip, own_mac = nic["addr"], nic["OS-EXT-IPS-MAC:mac_addr"]
+    assert f"tap{port['id'][:11]}" in guarded_taps()
+    other_ip = str(env.a.cidr[60])  # free: IPAM hands out the lowest first
+    other_mac = "fa:16:3e:5b:00:01"
+    ns, _ = env.testnet.namespace_on(env.a)
+    prefix = env.a.cidr.prefixlen
+
+    def received(address: str) -> bool:
+        env.testnet.run_in(ns, "ip", "neigh", "flush", "all")  # no stale answer from before
+        ping = env.testnet.ping(ns, address)
+        return ping.returncode == 0  # busybox ping: 0 when any reply came
+
+    with env.console(created["id"]) as con:
+        assert wait_markers(con, {own_mac}) == {own_mac: f"{own_ip}/{prefix}"}  # DHCP works
+        con.login("root", created["adminPass"])
+        assert received(own_ip)
+
+        # Another IP of the subnet: nobody on the bridge learns it (ARP from it is dropped).
+        rc, out = con.run(f"ip addr del {own_ip}/{prefix} dev eth0 && "
+                          f"ip addr add {other_ip}/{prefix} dev eth0")
+        assert rc == 0, out
+        assert not received(other_ip)
+        rc, out = con.run(f"ip addr del {other_ip}/{prefix} dev eth0 && "
+                          f"ip addr add {own_ip}/{prefix} dev eth0")
+        assert rc == 0, out
+        assert received(own_ip)
+
+        # Another MAC, its own IP: frames from that MAC are dropped.
+        rc, out = con.run(f"ip link set eth0 down && ip link set eth0 address {other_mac} && "
+                          "ip link set eth0 up")
+        assert rc == 0, out
+        assert not received(own_ip)
+        rc, out = con.run(f"ip link set eth0 down && ip link set eth0 address {own_mac} && "
+                          "ip link set eth0 up")
+        assert rc == 0, out
+        assert received(own_ip)
+
+    with env.daemon.client() as api:
+        assert api.delete(f"/servers/{created['id']}").status_code == 204
+        env.daemon.wait_status(created["id"], {"DELETED"}, timeout=120)
+    assert f"tap{port['id'][:11]}" not in guarded_taps()
 
 
 @pytest.mark.filterwarnings("ignore:The _compute_attributes method is deprecated")

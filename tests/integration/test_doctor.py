@@ -22,6 +22,7 @@ def test_doctor_passes_and_states_the_virt_decision_with_its_reason():
     expected = decide_virt_type("auto", read_host_facts())
     assert f"virt type: {expected.virt_type.value}: {expected.reason}" in done.stdout
     assert "[ok  ] libguestfs: appliance launched in" in done.stdout
+    assert "[ok  ] nftables: usable (anti-spoofing rules)" in done.stdout
     assert done.stdout.strip().endswith("host can provision servers")
 
 

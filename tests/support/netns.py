@@ -3,8 +3,8 @@ bridges with no uplink, no forwarding or NAT, traffic only between our guests, o
 and network namespaces made here; every ping bounded in count and time.
 
 Every bridge, veth and namespace is named `catest<tag>...` with a tag unique to one
-`TestNet`; `cleanup()` removes them all (and any tap left in our bridges), also after a
-failed test. Addresses are in 10.213.0.0/16.
+`TestNet`; `cleanup()` removes them all (and any tap left in our bridges, with its
+anti-spoofing rules), also after a failed test. Addresses are in 10.213.0.0/16.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, NetNS, netns
 
+from agent.adapters.nft_guard import NftPortGuard
 from agent.model.network import Network
 
 PREFIX = "catest"
@@ -97,6 +98,8 @@ class TestNet:
                         if member.get("IFLA_MASTER") == index and name.startswith("tap"):
                             with contextlib.suppress(Exception):
                                 ipr.link("del", index=member["index"])
+                            with contextlib.suppress(Exception):  # a killed daemon's rules
+                                NftPortGuard().unguard(name)
             for link in ipr.get_links():
                 if str(link.get("IFLA_IFNAME")).startswith(f"{PREFIX}{self.tag}"):
                     with contextlib.suppress(Exception):

@@ -40,7 +40,7 @@ TOKENS = {
 TEST_NET = Network(id=UUID("7d9a3c52-4e1f-4b8a-9c6d-2f0e1a3b5c71"), name="private", bridge="br-test",
                    cidr="10.213.0.0/24")
 LIMITS = Limits(max_total_instances=3, max_total_cores=20, max_total_ram=51200, max_server_meta=5,
-                max_personality=2)
+                max_personality=2, max_total_ports=6)
 
 
 @dataclass
@@ -86,7 +86,7 @@ def build_env(*, default_context: RequestContext | None = None, max_body_bytes: 
     ])
     flavors = FlavorCatalog()
     kicked: list[UUID] = []
-    ports = PortService(store, NetworkCatalog([TEST_NET]))
+    ports = PortService(store, NetworkCatalog([TEST_NET]), limits=limits)
     service = ServerService(store, images, flavors, limits, PasswordPolicy(), kick=kicked.append,
                             ports=ports)
     deps = ApiDeps(servers=service, flavors=flavors, images=images, limits=limits, store=store,

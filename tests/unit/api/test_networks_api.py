@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from agent.api import models, models_network
-from tests.unit.api.conftest import ALICE, BOB, TEST_NET, Env, fault
+from tests.unit.api.conftest import ADMIN, ALICE, BOB, LIMITS, TEST_NET, Env, fault
 
 NET = str(TEST_NET.id)
 
@@ -141,6 +141,55 @@ async def test_ports_are_created_with_a_given_or_free_address_and_mac_and_delete
         "network_id": NET, "project_id": "p-bob"}}), 403, "forbidden")
     assert (await env.client.delete(f"/v2.0/ports/{auto['id']}", headers=ALICE)).status_code == 204
     fault(await env.client.get(f"/v2.0/ports/{auto['id']}", headers=ALICE), 404, "itemNotFound")
+
+
+@pytest.mark.parametrize(("mac", "reason"), [
+    ("fe:16:3e:00:00:01", "host side of this host's taps"),  # a tap's own MAC
+    ("00:00:5e:00:01:07", "VRRP"),  # a redundant gateway's
+    ("ff:ff:ff:ff:ff:ff", "not a valid unicast"),
+    ("33:33:00:00:00:01", "not a valid unicast"),  # IPv6 multicast
+    ("00:00:00:00:00:00", "not a valid unicast"),
+])
+async def test_multicast_and_reserved_macs_are_refused_naming_mac_address(env: Env, mac, reason):
+    r = await env.client.post("/v2.0/ports", headers=ALICE, json={"port": {
+        "network_id": NET, "mac_address": mac}})
+    message = fault(r, 400, "badRequest")
+    assert reason in message and "mac_address" in message
+    assert env.store.list_ports() == []
+
+
+async def test_the_port_quota_is_per_project_and_counts_a_servers_new_ports(env: Env):
+    """One project cannot take a shared network's addresses: its ports (its own and those
+    made for its servers) stop at max_total_ports, 403 for a server as Nova answers
+    Neutron's refusal, 409 OverQuota through /v2.0; another project is not affected."""
+    quota = LIMITS.max_total_ports
+    mine = [await make_port(env) for _ in range(quota - 2)]
+    r = await create(env, [{"uuid": NET}] * 3)
+    assert "Maximum number of ports exceeded" in fault(r, 403, "forbidden")
+    assert env.store.list_servers() == [] and len(env.store.list_ports()) == quota - 2
+    r = await create(env, [{"uuid": NET}, {"port": mine[0]["id"]}, {"uuid": NET}])
+    assert r.status_code == 202, r.text  # 2 new ports: the quota, exactly
+    r = await env.client.post("/v2.0/ports", headers=ALICE, json={"port": {"network_id": NET}})
+    assert "Quota exceeded for resources: ['port']" in fault(r, 409, "conflictingRequest")
+    assert len(env.store.list_ports()) == quota
+    fault(await create(env, [{"uuid": "not-a-uuid"}]), 400, "badRequest")  # the form first
+    await make_port(env, BOB)
+
+    r = await env.client.get("/v2.1/os-quota-sets/p-alice", headers=ALICE)
+    assert r.status_code == 200
+    shown = models.QuotaSetShow.model_validate(r.json()).quota_set
+    assert (shown.id, shown.fixed_ips, shown.instances) == ("p-alice", quota, LIMITS.max_total_instances)
+    r = await env.client.get("/v2.1/os-quota-sets/p-alice/detail", headers=ALICE)
+    detail = models.QuotaSetDetailShow.model_validate(r.json()).quota_set
+    assert (detail.fixed_ips.in_use, detail.instances.in_use) == (quota, 1)
+    r = await env.client.get("/v2.0/quotas/p-alice/details", headers=ALICE)
+    assert r.json() == {"quota": {"port": {"limit": quota, "used": quota, "reserved": 0}}}
+    assert (await env.client.get("/v2.0/quotas/p-bob", headers=BOB)).json() == {
+        "quota": {"port": quota}}
+    fault(await env.client.get("/v2.1/os-quota-sets/p-alice", headers=BOB), 403, "forbidden")
+    fault(await env.client.get("/v2.0/quotas/p-alice", headers=BOB), 403, "forbidden")
+    r = await env.client.get("/v2.0/quotas/p-bob/details", headers=ADMIN)
+    assert r.json()["quota"]["port"]["used"] == 1
 
 
 async def test_a_bound_port_cannot_be_deleted_until_its_server_releases_it(env: Env):

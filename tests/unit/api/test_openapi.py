@@ -11,8 +11,8 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from agent.api import models, routes_network
-from agent.api.app import COMPUTE_ROUTERS, NETWORK_PREFIX
+from agent.api import models
+from agent.api.app import COMPUTE_ROUTERS, NETWORK_PREFIX, NETWORK_ROUTERS
 from agent.api.versions import router as versions_router
 from agent.model.server import Fault
 from agent.model.states import VmState
@@ -44,11 +44,11 @@ async def test_every_route_is_documented_with_and_without_project_id(env: Env):
             for method in route.methods:
                 expected.add((f"/v2.1{route.path}", method.lower()))
                 expected.add((f"/v2.1/{{project_id}}{route.path}", method.lower()))
-    network = {(f"{NETWORK_PREFIX}{r.path}", m.lower()) for r in routes_network.router.routes
-               for m in r.methods}
+    network = {(f"{NETWORK_PREFIX}{r.path}", m.lower()) for router in NETWORK_ROUTERS
+               for r in router.routes for m in r.methods}
     assert documented == expected | network
-    assert len(expected) == 3 + 2 * 29  # 4 of them /ips and /os-server-password, 4 /os-keypairs
-    assert len(network) == 10
+    assert len(expected) == 3 + 2 * 31  # /ips, /os-server-password, /os-keypairs, /os-quota-sets
+    assert len(network) == 12
 
 
 async def test_operations_have_unique_ids_declared_path_parameters_and_no_422(env: Env):

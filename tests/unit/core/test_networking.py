@@ -30,7 +30,7 @@ from agent.model.network import Network, NetworkRequest, PortStatus
 from agent.model.requests import CreateServer
 from agent.model.states import Status
 from tests.unit.core.conftest import ALICE, BOB, IMAGE_ID, World
-from tests.unit.fakes.network import FakeDhcp, FakePlumber
+from tests.unit.fakes.network import FakeDhcp, FakeGuard, FakePlumber
 
 NET_A = Network(id=uuid.UUID("11111111-1111-4111-8111-111111111111"), name="net-a",
                 bridge="brA", cidr="10.213.1.0/24", mtu=1400)
@@ -45,6 +45,7 @@ class Net:
     world: World
     plumber: FakePlumber
     dhcp: FakeDhcp
+    guard: FakeGuard
     ports: PortService
     plumbing: NetworkPlumbing
 
@@ -59,11 +60,12 @@ class Net:
 def net(world: World) -> Net:
     catalog = NetworkCatalog([NET_A, NET_B, NET_NODHCP])
     plumber, dhcp = FakePlumber(), FakeDhcp()
-    plumbing = NetworkPlumbing(world.store, catalog, plumber, dhcp)
+    guard = FakeGuard(plumber.calls)
+    plumbing = NetworkPlumbing(world.store, catalog, plumber, dhcp, guard=guard)
     ports = PortService(world.store, catalog)
     world.deps.network = plumbing
     world.service.ports = ports
-    return Net(world, plumber, dhcp, ports, plumbing)
+    return Net(world, plumber, dhcp, guard, ports, plumbing)
 
 
 def on(network: Network, fixed_ip: str | None = None) -> NetworkRequest:
@@ -94,6 +96,28 @@ async def test_two_nics_get_taps_in_their_bridges_leases_and_domain_interfaces(n
     assert "create:network" in net.world.checkpoints
 
 
+async def test_each_tap_is_guarded_with_its_ports_mac_and_ip_before_it_joins_the_bridge(
+        net: Net):
+    """Anti-spoofing: a port_security network's tap gets its port's rules before it is
+    plugged; a network with port_security off gets none; delete takes them away."""
+    open_net = NET_B.model_copy(update={"port_security": False})
+    catalog = NetworkCatalog([NET_A, open_net])
+    guard = net.guard
+    net.world.deps.network = NetworkPlumbing(net.world.store, catalog, net.plumber, net.dhcp,
+                                             guard=guard)
+    net.world.service.ports = PortService(net.world.store, catalog)
+    server = net.create(on(NET_A, "10.213.1.9"), on(open_net))
+    await net.world.runner.idle()
+    guarded, unguarded = net.world.deps.network.ports_of(server.id)
+    assert guard.rules == {guarded.tap: (guarded.mac, "10.213.1.9")}
+    calls = net.plumber.calls
+    assert calls.index(("guard", guarded.tap)) < calls.index(("plug", guarded.tap))
+    assert ("unguard", unguarded.tap) in calls  # rules of an earlier life never linger
+    net.world.service.delete(ALICE, server.id)
+    await net.world.runner.idle()
+    assert guard.rules == {}
+
+
 async def test_taps_are_plugged_before_the_domain_is_defined(net: Net):
     server = net.create(on(NET_A))
     await net.world.runner.idle()
@@ -101,7 +125,8 @@ async def test_taps_are_plugged_before_the_domain_is_defined(net: Net):
                                                    if u == server.id]
     assert order.index("plug") < order.index("define")
     plugs = [i for i, (op, _) in enumerate(net.plumber.calls) if op == "plug"]
-    assert net.plumber.calls[plugs[0] - 1] == ("ensure_bridge", "brA")
+    tap = net.plumber.calls[plugs[0]][1]
+    assert net.plumber.calls[plugs[0] - 2:plugs[0]] == [("ensure_bridge", "brA"), ("guard", tap)]
 
 
 async def test_addresses_are_allocated_in_order_skipping_the_gateway_and_requested_ones(net: Net):
@@ -240,10 +265,13 @@ async def test_resync_replugs_taps_lost_to_a_reboot_and_restarts_dhcp(net: Net):
     b = net.create(on(NET_B))
     await net.world.runner.idle()
     taps = set(net.plumber.taps)
+    rules = dict(net.guard.rules)
     net.plumber.reboot()
+    net.guard.rules.clear()  # a reboot empties nftables too
     net.dhcp.stop_all()
     report = await net.plumbing.resync_host(net.world.hypervisor)
     assert set(net.plumber.taps) == taps == set(report.taps_replugged)
+    assert net.guard.rules == rules and set(rules) == taps  # anti-spoofing back with the taps
     assert set(net.plumber.bridges) == {"brA", "brB", "brC"}
     assert all(s.running for s in net.dhcp.servers.values())
     for server, network in ((a, NET_A), (b, NET_B)):
@@ -256,6 +284,7 @@ async def test_resync_removes_stray_taps_and_releases_ports_of_servers_that_are_
     await net.world.runner.idle()
     stray = "tap0badc0de-00"
     net.plumber.taps[stray] = net.plumber.taps[net.plumbing.ports_of(server.id)[0].tap]
+    net.guard.rules[stray] = ("fa:16:3e:00:00:98", "10.213.1.201")
     net.plumber.taps["vethkeep"] = net.plumber.taps[stray]  # not a tap name: never ours
     ghost = uuid.uuid4()
     net.world.store.add_port(net.world.store.list_ports()[0].model_copy(update={
@@ -263,6 +292,7 @@ async def test_resync_removes_stray_taps_and_releases_ports_of_servers_that_are_
         "device_id": str(ghost), "created_at": datetime.now(UTC)}))
     report = await net.plumbing.resync_host(net.world.hypervisor)
     assert report.taps_removed == [stray] and "vethkeep" in net.plumber.taps
+    assert stray not in net.guard.rules
     assert len(report.ports_released) == 1
     assert [p.device_id for p in net.world.store.list_ports()] == [str(server.id)]
 
@@ -377,3 +407,20 @@ async def test_a_quarantined_guests_tap_stays_plugged_and_is_never_given_to_a_ne
     s = net.world.store.get_server(victim.id)
     assert s.status is Status.ERROR and "quarantined" in s.fault.message
     assert net.plumber.taps[old.tap].bridge == "brA" and old.tap in swept.quarantined_taps
+
+
+async def test_a_multi_create_counts_every_planned_server_against_the_port_quota(net: Net):
+    """The quota holds for a batch: 3 servers with one NIC each, 2 ports of quota left,
+    is a 403 and nothing is made; 2 servers fit."""
+    from agent.errors import QuotaExceeded
+    from agent.model.requests import Limits
+
+    net.world.service.ports = PortService(net.world.store, net.ports.catalog,
+                                          limits=Limits(max_total_ports=2))
+    with pytest.raises(QuotaExceeded):
+        net.world.service.create_many(ALICE, CreateServer(
+            name="web", image_ref=IMAGE_ID, flavor_ref="1", min_count=3, networks=(on(NET_A),)))
+    assert net.world.store.list_servers() == []
+    made = net.world.service.create_many(ALICE, CreateServer(
+        name="web", image_ref=IMAGE_ID, flavor_ref="1", min_count=2, networks=(on(NET_A),)))
+    assert len(made.servers) == 2

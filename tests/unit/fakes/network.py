@@ -1,4 +1,4 @@
-"""In-memory NetPlumber and Dhcp: a host's bridges, taps and DHCP servers as dicts, with
+"""In-memory NetPlumber, PortGuard and Dhcp: a host's bridges, taps and DHCP servers as dicts, with
 faults on demand. They behave as NetlinkPlumber and DnsmasqDhcp do, as the integration
 tests of those prove: idempotent, a missing tap is fine to unplug, leases follow hosts."""
 
@@ -55,6 +55,26 @@ class FakePlumber:
         """What a host reboot does: every tap and bridge gone."""
         self.taps.clear()
         self.bridges.clear()
+
+
+class FakeGuard:
+    """NftPortGuard's rules as a dict: tap -> (MAC, IP) it lets through. Its calls go to
+    `calls` (pass the plumber's to see the order of both)."""
+
+    def __init__(self, calls: list[tuple[str, str]] | None = None) -> None:
+        self.rules: dict[str, tuple[str, str]] = {}
+        self.calls = calls if calls is not None else []
+
+    def guard(self, port: Port) -> None:
+        self.calls.append(("guard", port.tap))
+        self.rules[port.tap] = (port.mac, str(port.ip))
+
+    def unguard(self, tap: str) -> None:
+        self.calls.append(("unguard", tap))
+        self.rules.pop(tap, None)
+
+    def guarded(self) -> set[str]:
+        return set(self.rules)
 
 
 @dataclass

@@ -1,0 +1,90 @@
+"""A project's quotas as Nova (GET /os-quota-sets/{project_id}[/detail]) and Neutron
+(GET /v2.0/quotas/{project_id}[/details]) show them. The limits are the config's
+[limits], the same for every project; usage is counted in the store. Each port has one
+fixed IP, so Nova's `fixed_ips` quota is the port quota."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from agent.api import models
+from agent.api.auth import Ctx, deps_of
+from agent.api.errors import ApiFault
+from agent.model.requests import RequestContext
+
+if TYPE_CHECKING:
+    from agent.api.app import ApiDeps
+
+router = APIRouter(tags=["quotas"])
+network_router = APIRouter(tags=["networks"])
+
+INJECTED_FILE_PATH_BYTES = 255  # Nova's default; personality paths are checked on their own
+KEY_PAIRS, SERVER_GROUPS, SERVER_GROUP_MEMBERS = 100, 10, 10  # as /limits shows them
+UNLIMITED = -1
+
+
+def _project(ctx: RequestContext, project_id: str) -> str:
+    """Nova's policy: a project's own quotas, or any project's for an admin."""
+    if project_id != ctx.project_id and not ctx.is_admin:
+        raise ApiFault(403, f"Policy doesn't allow os_compute_api:os-quota-sets:show to be "
+                            f"performed for project {project_id[:64]}.")
+    return project_id
+
+
+def _usage(deps: ApiDeps, project_id: str) -> dict[str, tuple[int, int]]:
+    """Nova's quota names -> (limit, in use)."""
+    limits = deps.limits
+    flavors = {f.id: f for f in deps.flavors.list()}
+    live = deps.store.list_servers(project_id)
+    sized = [flavors[s.flavor_id] for s in live if s.flavor_id in flavors]
+    ports = len(deps.store.list_ports(project_id=project_id))
+    return {
+        "instances": (limits.max_total_instances, len(live)),
+        "cores": (limits.max_total_cores, sum(f.vcpus for f in sized)),
+        "ram": (limits.max_total_ram, sum(f.ram for f in sized)),
+        "fixed_ips": (limits.max_total_ports, ports),
+        "floating_ips": (UNLIMITED, 0),
+        "metadata_items": (limits.max_server_meta, 0),
+        "injected_files": (limits.max_personality, 0),
+        "injected_file_content_bytes": (limits.max_personality_size, 0),
+        "injected_file_path_bytes": (INJECTED_FILE_PATH_BYTES, 0),
+        "key_pairs": (KEY_PAIRS, 0),
+        "security_groups": (UNLIMITED, 0),
+        "security_group_rules": (UNLIMITED, 0),
+        "server_groups": (SERVER_GROUPS, 0),
+        "server_group_members": (SERVER_GROUP_MEMBERS, 0),
+    }
+
+
+@router.get("/os-quota-sets/{tenant_id}", response_model=models.QuotaSetShow,
+            responses=models.READ_ERRORS, summary="Show a project's quotas")
+async def show_quota_set(request: Request, ctx: Ctx, tenant_id: str) -> JSONResponse:
+    usage = _usage(deps_of(request), _project(ctx, tenant_id))
+    body: dict[str, Any] = {"id": tenant_id, **{k: limit for k, (limit, _) in usage.items()}}
+    return JSONResponse({"quota_set": body})
+
+
+@router.get("/os-quota-sets/{tenant_id}/detail", response_model=models.QuotaSetDetailShow,
+            responses=models.READ_ERRORS, summary="Show a project's quotas and their usage")
+async def show_quota_set_detail(request: Request, ctx: Ctx, tenant_id: str) -> JSONResponse:
+    usage = _usage(deps_of(request), _project(ctx, tenant_id))
+    body: dict[str, Any] = {"id": tenant_id, **{
+        k: {"limit": limit, "in_use": used, "reserved": 0} for k, (limit, used) in usage.items()}}
+    return JSONResponse({"quota_set": body})
+
+
+@network_router.get("/quotas/{tenant_id}", response_model=models.NetworkQuotaShow,
+                    responses=models.READ_ERRORS, summary="Show a project's port quota")
+async def show_network_quota(request: Request, ctx: Ctx, tenant_id: str) -> JSONResponse:
+    limit, _ = _usage(deps_of(request), _project(ctx, tenant_id))["fixed_ips"]
+    return JSONResponse({"quota": {"port": limit}})
+
+
+@network_router.get("/quotas/{tenant_id}/details", response_model=models.NetworkQuotaDetailShow,
+                    responses=models.READ_ERRORS, summary="Show a project's port quota and usage")
+async def show_network_quota_details(request: Request, ctx: Ctx, tenant_id: str) -> JSONResponse:
+    limit, used = _usage(deps_of(request), _project(ctx, tenant_id))["fixed_ips"]
+    return JSONResponse({"quota": {"port": {"limit": limit, "used": used, "reserved": 0}}})
