@@ -32,7 +32,7 @@ from agent.adapters.systemd_notify import sd_notify, watchdog_interval
 from agent.adapters.webhook_http import HttpxWebhookSender
 from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
-from agent.config import Config, load_config
+from agent.config import Config, load_config, webhook_key
 from agent.core.doctor import DoctorReport, run_checks
 from agent.core.event_feed import EventFeed, EventNotifier
 from agent.core.flavors import FlavorCatalog
@@ -140,7 +140,8 @@ class Agent:
         if self.webhooks is None:
             return
         self.webhooks.configure(
-            [WebhookTarget(w.url, w.timeout_s, {k: v.get_secret_value() for k, v in w.headers.items()})
+            [WebhookTarget(w.url, w.timeout_s, {k: v.get_secret_value() for k, v in w.headers.items()},
+                           secret=webhook_key(w.secret.get_secret_value()) if w.secret else None)
              for w in config.webhooks],
             Backoff(config.webhook_backoff_initial_s, config.webhook_backoff_max_s))
 
@@ -187,7 +188,8 @@ def build_agent(config: Config) -> Agent:
                            resync_interval_s=config.resync_interval_s, metrics=metrics)
     notifier = EventNotifier()
     store.set_event_listener(notifier.poke)
-    webhooks = WebhookDispatcher(store, HttpxWebhookSender(), notifier)
+    webhooks = WebhookDispatcher(store, HttpxWebhookSender(), notifier,
+                                 message_id_prefix=f"evt-{config.host}-")
     return Agent(config, store, hypervisor, runner, service, images, flavors, monitor,
                  ports=service.ports, network=network, metrics=metrics, notifier=notifier,
                  webhooks=webhooks, disk_injector=disk_injector)
