@@ -34,7 +34,7 @@ from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
 from agent.config import Config, load_config, webhook_key
 from agent.core.doctor import DoctorReport, run_checks
-from agent.core.event_feed import EventFeed, EventNotifier
+from agent.core.event_feed import EventFeed, EventNotifier, StreamSlots
 from agent.core.flavors import FlavorCatalog
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
@@ -106,6 +106,8 @@ class Agent:
     webhooks: WebhookDispatcher | None = None
     metrics: Metrics = field(default_factory=Metrics)
     disk_injector: WarmGuestfsInjector | None = None
+    # Event streams and long polls open at once, counted across every listener.
+    feed_slots: StreamSlots = field(default_factory=lambda: StreamSlots(64, 4))
 
     def load_tokens(self, config: Config) -> None:
         fresh = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
@@ -120,7 +122,8 @@ class Agent:
                                   limits=self.config.limits, store=self.store,
                                   host_id=self.config.host, tokens=self.tokens,
                                   default_context=default_context, ports=self.ports,
-                                  events=EventFeed(self.store, self.notifier),
+                                  events=EventFeed(self.store, self.notifier,
+                                                   slots=self.feed_slots),
                                   metrics=self.metrics))
 
     def reload(self, reread: Callable[[], Config]) -> None:
@@ -133,6 +136,7 @@ class Agent:
             return
         configure_logging(config.log_level, config.log_format)
         self.load_tokens(config)
+        self.notifier.poke()  # streams and long polls re-check their tokens now
         self.configure_webhooks(config)
         log.info("config.reloaded", tokens=len(self.tokens), log_level=config.log_level)
 
@@ -192,7 +196,8 @@ def build_agent(config: Config) -> Agent:
                                  message_id_prefix=f"evt-{config.host}-")
     return Agent(config, store, hypervisor, runner, service, images, flavors, monitor,
                  ports=service.ports, network=network, metrics=metrics, notifier=notifier,
-                 webhooks=webhooks, disk_injector=disk_injector)
+                 webhooks=webhooks, disk_injector=disk_injector,
+                 feed_slots=StreamSlots(config.event_streams_max, config.event_streams_per_token))
 
 
 class _Listener(uvicorn.Server):
