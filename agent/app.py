@@ -20,11 +20,12 @@ from agent.adapters.guestfs_appliance import kill_stale_appliances
 from agent.adapters.guestfs_injector import GuestfsInjector
 from agent.adapters.guestfs_warm import WarmGuestfsInjector
 from agent.adapters.host_checks import host_checks, virt_decision
+from agent.adapters.http_guard import guarded_protocol
 from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.adapters.libvirt_eventloop import install_event_loop
 from agent.adapters.libvirt_events import LibvirtEventSource
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
-from agent.adapters.listeners import tcp_listener, unix_listener
+from agent.adapters.listeners import connections_per_listener, tcp_listener, unix_listener
 from agent.adapters.netlink import NetlinkPlumber
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.adapters.sqlite_store import SqliteStore
@@ -32,7 +33,7 @@ from agent.adapters.systemd_notify import sd_notify, watchdog_interval
 from agent.adapters.webhook_http import HttpxWebhookSender
 from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
-from agent.config import Config, load_config, webhook_key
+from agent.config import Config, HttpLimits, load_config, webhook_key
 from agent.core.doctor import DoctorReport, run_checks
 from agent.core.event_feed import EventFeed, EventNotifier, StreamSlots
 from agent.core.flavors import FlavorCatalog
@@ -122,6 +123,7 @@ class Agent:
                                   limits=self.config.limits, store=self.store,
                                   host_id=self.config.host, tokens=self.tokens,
                                   default_context=default_context, ports=self.ports,
+                                  body_timeout_s=self.config.http.body_timeout_s,
                                   events=EventFeed(self.store, self.notifier,
                                                    slots=self.feed_slots),
                                   metrics=self.metrics))
@@ -208,9 +210,12 @@ class _Listener(uvicorn.Server):
         yield
 
 
-def _listener(app: Any) -> _Listener:
+def _listener(app: Any, limits: HttpLimits) -> _Listener:
+    """A listener with its own connection counts and bounds (agent/adapters/http_guard.py);
+    no WebSocket upgrade: the API has none."""
     return _Listener(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                                    timeout_graceful_shutdown=5))
+                                    timeout_graceful_shutdown=5, http=guarded_protocol(limits),
+                                    ws="none", timeout_keep_alive=limits.keep_alive_s))
 
 
 async def _watchdog(interval: float) -> None:
@@ -233,11 +238,13 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
     listeners: list[tuple[_Listener, Any]] = []
     unix_ctx = (RequestContext(project_id=config.unix_socket_project, user_id="local")
                 if config.unix_socket_project else None)
-    listeners.append((_listener(agent.api(unix_ctx)),
+    limits = config.http.model_copy(update={"max_connections": connections_per_listener(
+        config.http.max_connections, 2 if config.api_listen else 1)})
+    listeners.append((_listener(agent.api(unix_ctx), limits),
                       unix_listener(config.socket_path, config.api_socket_mode,
                                     config.api_socket_group)))
     if config.api_listen:
-        listeners.append((_listener(agent.api(None)), tcp_listener(config.api_listen)))
+        listeners.append((_listener(agent.api(None), limits), tcp_listener(config.api_listen)))
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
