@@ -53,9 +53,11 @@ def refusal_bytes(status: int, message: str) -> bytes:
 
 
 class _PeerCounts:
-    """Open connections per peer address, for one listener."""
+    """Admitted connections of one listener, in all and per peer address (refused ones are
+    not counted: a burst of them must not crowd out the next admitted client)."""
 
     def __init__(self) -> None:
+        self.total = 0
         self.by_peer: dict[str, int] = {}
 
 
@@ -72,6 +74,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._admitted = False
         self._peer: str | None = None  # counted under this address while open
         self._refused = False
         self._reading_head = True  # between a request's first byte (or its wait) and its headers' end
@@ -82,21 +85,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- connections ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        counts = self.peer_counts
+        if counts.total >= self.limits.max_connections:
             self._refuse(503, "This listener has too many connections open; try again later.")
             return
         peer = self.client[0] if self.client else None  # None on the unix socket
         if peer is not None:
-            held = self.peer_counts.by_peer.get(peer, 0)
+            held = counts.by_peer.get(peer, 0)
             if held >= self.limits.max_connections_per_client:
                 self._refuse(429, "Too many connections open from this address.")
                 return
-            self.peer_counts.by_peer[peer] = held + 1
+            counts.by_peer[peer] = held + 1
             self._peer = peer
+        counts.total += 1
+        self._admitted = True
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self._admitted:
+            self.peer_counts.total -= 1
+            self._admitted = False
         if self._peer is not None:
             left = self.peer_counts.by_peer.get(self._peer, 1) - 1
             if left > 0:
