@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import GUEST_SCRATCH
 from tests.support.abuse import (
     EVIL_NAME,
     EVIL_PATTERNS,
@@ -41,7 +42,6 @@ from tests.support.abuse import (
     slow_head,
     stream_head,
 )
-from tests.conftest import GUEST_SCRATCH
 from tests.support.daemon import TOKENS, Daemon
 
 pytestmark = pytest.mark.integration
