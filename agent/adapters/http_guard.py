@@ -12,12 +12,16 @@ a token, can take the daemon's memory, event loop or file descriptors from the o
   answer and is closed at once, so its descriptor is given back.
 
 Answers are OpenStack fault bodies with `Connection: close`; nothing of the request shows.
+Refusals are logged once per status and then counted (a line per status at most every
+REFUSAL_LOG_INTERVAL_S): a flood of them must not become a flood of log lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -32,6 +36,7 @@ log = structlog.get_logger("agent.api.http")
 FAULT_NAMES = {408: "computeFault", 413: "overLimit", 414: "computeFault", 429: "overLimit",
                431: "computeFault", 503: "serviceUnavailable", 400: "badRequest"}
 RETRY_AFTER_S = 5
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 
 class _Refusal(Exception):
@@ -52,6 +57,27 @@ def refusal_bytes(status: int, message: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+class RefusalLog:
+    """Logs the first refusal of each status, then how many more came, at most once every
+    `interval_s` per status."""
+
+    def __init__(self, interval_s: float = REFUSAL_LOG_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._next: dict[int, float] = {}
+        self._unlogged: dict[int, int] = {}
+
+    def refused(self, status: int, reason: str) -> None:
+        now = self._clock()
+        if now < self._next.get(status, 0.0):
+            self._unlogged[status] = self._unlogged.get(status, 0) + 1
+            return
+        count = self._unlogged.pop(status, 0) + 1
+        self._next[status] = now + self.interval_s
+        log.warning("http.refused", status=status, reason=reason, count=count)
+
+
 class _PeerCounts:
     """Admitted connections of one listener, in all and per peer address (refused ones are
     not counted: a burst of them must not crowd out the next admitted client)."""
@@ -59,6 +85,7 @@ class _PeerCounts:
     def __init__(self) -> None:
         self.total = 0
         self.by_peer: dict[str, int] = {}
+        self.refusals = RefusalLog()
 
 
 def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
@@ -120,8 +147,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._refused = True
         self._cancel_head_timer()
-        log.info("http.refused", status=status, reason=message,
-                 client=self.client[0] if self.client else "unix")
+        self.peer_counts.refusals.refused(status, message)
         if not self.transport.is_closing():
             self.transport.write(refusal_bytes(status, message))
             self.transport.close()
