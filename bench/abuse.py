@@ -51,7 +51,7 @@ def _repeat(stop: threading.Event, work: Callable[[], Any]) -> Counter[str]:
         result = work()
         status = getattr(result, "status", result)
         if hasattr(result, "answered"):  # an idle round: refusals by status
-            out.update({f"idle {k}": v for k, v in result.answered.items()})
+            out.update({str(k): v for k, v in result.answered.items()})
         else:
             out[str(status)] += 1
     return out
