@@ -1,14 +1,16 @@
 """The listener guard's pieces that need no socket (the rest is proven against the real
 daemon in tests/integration/test_http_abuse.py): its refusals are whole HTTP answers with
 an OpenStack fault body that close the connection, and a flood of them is logged as counts,
-not as a line each."""
+not as a line each; and the connection caps leave descriptors for the agent's own work."""
 
 from __future__ import annotations
 
 import json
+import resource
 
 from structlog.testing import capture_logs
 
+from agent.adapters import listeners
 from agent.adapters.http_guard import RefusalLog, refusal_bytes
 
 
@@ -33,3 +35,18 @@ def test_a_flood_of_refusals_is_logged_once_per_status_and_interval_with_a_count
         now[0] = 10.5
         refusals.refused(429, "per address")
     assert [(e["status"], e["count"]) for e in logs] == [(429, 1), (414, 1), (429, 500)]
+
+
+def test_connection_caps_leave_descriptors_for_the_agents_own_work(monkeypatch):
+    """The soft RLIMIT_NOFILE is raised to the hard one, and each listener's cap is cut so
+    that FD_RESERVE descriptors stay free whatever clients hold (logged when cut)."""
+    limits = {"soft": 1024, "hard": 1024}
+    set_to: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _r: (limits["soft"], limits["hard"]))
+    monkeypatch.setattr(resource, "setrlimit", lambda _r, v: set_to.append(v))
+    with capture_logs() as logs:
+        assert listeners.connections_per_listener(512, 2) == (1024 - listeners.FD_RESERVE) // 2
+    assert [e["event"] for e in logs] == ["listeners.connections_capped"] and not set_to
+    limits.update(soft=1024, hard=16384)
+    assert listeners.connections_per_listener(512, 2) == 512
+    assert set_to == [(16384, 16384)]
