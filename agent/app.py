@@ -20,11 +20,12 @@ from agent.adapters.guestfs_appliance import kill_stale_appliances
 from agent.adapters.guestfs_injector import GuestfsInjector
 from agent.adapters.guestfs_warm import WarmGuestfsInjector
 from agent.adapters.host_checks import host_checks, start_checks, virt_decision
+from agent.adapters.http_guard import guarded_protocol
 from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.adapters.libvirt_eventloop import install_event_loop
 from agent.adapters.libvirt_events import LibvirtEventSource
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
-from agent.adapters.listeners import tcp_listener, unix_listener
+from agent.adapters.listeners import connections_per_listener, tcp_listener, unix_listener
 from agent.adapters.netlink import NetlinkPlumber
 from agent.adapters.nft_guard import NftPortGuard
 from agent.adapters.qemu_img import QemuImgDisks
@@ -35,9 +36,9 @@ from agent.adapters.systemd_notify import sd_notify, watchdog_interval
 from agent.adapters.webhook_http import HttpxWebhookSender
 from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
-from agent.config import Config, load_config
+from agent.config import Config, HttpLimits, load_config, webhook_key
 from agent.core.doctor import DoctorReport, run_checks
-from agent.core.event_feed import EventFeed, EventNotifier
+from agent.core.event_feed import EventFeed, EventNotifier, StreamSlots
 from agent.core.flavors import FlavorCatalog
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
@@ -143,6 +144,8 @@ class Agent:
     metrics: Metrics = field(default_factory=Metrics)
     disk_injector: WarmGuestfsInjector | None = None
     keypairs: KeypairService | None = None
+    # Event streams and long polls open at once, counted across every listener.
+    feed_slots: StreamSlots = field(default_factory=lambda: StreamSlots(64, 4))
 
     def load_tokens(self, config: Config) -> None:
         fresh = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
@@ -157,7 +160,9 @@ class Agent:
                                   limits=self.config.limits, store=self.store,
                                   host_id=self.config.host, tokens=self.tokens,
                                   default_context=default_context, ports=self.ports,
-                                  events=EventFeed(self.store, self.notifier),
+                                  body_timeout_s=self.config.http.body_timeout_s,
+                                  events=EventFeed(self.store, self.notifier,
+                                                   slots=self.feed_slots),
                                   metrics=self.metrics, keypairs=self.keypairs))
 
     def reload(self, reread: Callable[[], Config]) -> None:
@@ -170,6 +175,7 @@ class Agent:
             return
         configure_logging(config.log_level, config.log_format)
         self.load_tokens(config)
+        self.notifier.poke()  # streams and long polls re-check their tokens now
         self.configure_webhooks(config)
         log.info("config.reloaded", tokens=len(self.tokens), log_level=config.log_level)
 
@@ -177,7 +183,8 @@ class Agent:
         if self.webhooks is None:
             return
         self.webhooks.configure(
-            [WebhookTarget(w.url, w.timeout_s, {k: v.get_secret_value() for k, v in w.headers.items()})
+            [WebhookTarget(w.url, w.timeout_s, {k: v.get_secret_value() for k, v in w.headers.items()},
+                           secret=webhook_key(w.secret.get_secret_value()) if w.secret else None)
              for w in config.webhooks],
             Backoff(config.webhook_backoff_initial_s, config.webhook_backoff_max_s))
 
@@ -227,11 +234,13 @@ def build_agent(config: Config) -> Agent:
                            resync_interval_s=config.resync_interval_s, metrics=metrics)
     notifier = EventNotifier()
     store.set_event_listener(notifier.poke)
-    webhooks = WebhookDispatcher(store, HttpxWebhookSender(), notifier)
+    webhooks = WebhookDispatcher(store, HttpxWebhookSender(), notifier,
+                                 message_id_prefix=f"evt-{config.host}-")
     return Agent(config, store, hypervisor, runner, service, images, flavors, monitor,
                  ports=service.ports, network=network, metrics=metrics, notifier=notifier,
                  webhooks=webhooks, disk_injector=disk_injector,
-                 keypairs=KeypairService(store, CryptographySshKeys(), config.limits))
+                 keypairs=KeypairService(store, CryptographySshKeys(), config.limits),
+                 feed_slots=StreamSlots(config.event_streams_max, config.event_streams_per_token))
 
 
 class _Listener(uvicorn.Server):
@@ -242,9 +251,12 @@ class _Listener(uvicorn.Server):
         yield
 
 
-def _listener(app: Any) -> _Listener:
+def _listener(app: Any, limits: HttpLimits) -> _Listener:
+    """A listener with its own connection counts and bounds (agent/adapters/http_guard.py);
+    no WebSocket upgrade: the API has none."""
     return _Listener(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                                    timeout_graceful_shutdown=5))
+                                    timeout_graceful_shutdown=5, http=guarded_protocol(limits),
+                                    ws="none", timeout_keep_alive=limits.keep_alive_s))
 
 
 async def _watchdog(interval: float) -> None:
@@ -280,11 +292,13 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     listeners: list[tuple[_Listener, Any]] = []
     unix_ctx = (RequestContext(project_id=config.unix_socket_project, user_id="local")
                 if config.unix_socket_project else None)
-    listeners.append((_listener(agent.api(unix_ctx)),
+    limits = config.http.model_copy(update={"max_connections": connections_per_listener(
+        config.http.max_connections, 2 if config.api_listen else 1)})
+    listeners.append((_listener(agent.api(unix_ctx), limits),
                       unix_listener(config.socket_path, config.api_socket_mode,
                                     config.api_socket_group)))
     if config.api_listen:
-        listeners.append((_listener(agent.api(None)), tcp_listener(config.api_listen)))
+        listeners.append((_listener(agent.api(None), limits), tcp_listener(config.api_listen)))
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

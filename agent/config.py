@@ -6,6 +6,8 @@ under one folder unless a path is set explicitly, which is what tests and demos 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import socket
 import tomllib
@@ -13,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.errors import ConfigError
 from agent.model.flavor import DEFAULT_FLAVORS, Flavor
@@ -24,6 +34,8 @@ from agent.model.requests import DEFAULT_NAME_TEMPLATE, Limits, check_name_templ
 DEFAULT_CONFIG_FILE = Path("/etc/compute-agent/agent.toml")
 ENV_PREFIX = "COMPUTE_AGENT_"
 UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks spelling of a secret
+WEBHOOK_SECRET_MIN_BYTES = 24  # what the Standard Webhooks spec asks of a signing key
 
 
 class TokenConfig(BaseModel):
@@ -36,6 +48,48 @@ class TokenConfig(BaseModel):
     user_id: str = Field(min_length=1, max_length=255)
     admin: bool = False
 
+    @field_validator("token")
+    @classmethod
+    def _sendable(cls, token: SecretStr) -> SecretStr:
+        """A token is what a client sends in X-Auth-Token: an empty one would make an absent
+        value a key, and spaces or control characters cannot survive a header."""
+        value = token.get_secret_value()
+        if not value or not all("!" <= c <= "~" for c in value):
+            raise ValueError("a token must be one or more visible ASCII characters "
+                             "(no spaces, not empty)")
+        return token
+
+
+def webhook_key(secret: str) -> bytes:
+    """The signing key of a "whsec_<base64>" secret (ValueError if it is not one)."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError(f"webhooks: a secret must be {WEBHOOK_SECRET_PREFIX}<base64>")
+    try:
+        key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"webhooks: a secret must be {WEBHOOK_SECRET_PREFIX}<base64>") from None
+    if len(key) < WEBHOOK_SECRET_MIN_BYTES:
+        raise ValueError(f"webhooks: a secret must hold at least {WEBHOOK_SECRET_MIN_BYTES} "
+                         "random bytes (say, whsec_ + `openssl rand -base64 32`)")
+    return key
+
+
+class HttpLimits(BaseModel):
+    """[http]: what one client can hold of a listener (each listener has its own counts).
+    Requests past a bound are refused as Nova's WSGI server would (414, 431, 408, 413),
+    connections past one get a 503 (the listener's) or 429 (the client's) and are closed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_connections: int = Field(default=512, ge=1, le=65536)
+    # Per peer address on TCP (one NAT or proxy counts as one client).
+    max_connections_per_client: int = Field(default=128, ge=1, le=65536)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)  # until a request's headers are in
+    body_timeout_s: float = Field(default=30.0, gt=0, le=600)  # until its body is in
+    keep_alive_s: float = Field(default=5.0, gt=0, le=300)  # idle between requests
+    max_request_line: int = Field(default=8192, ge=256, le=1 << 20)  # eventlet.wsgi's
+    max_header_bytes: int = Field(default=65536, ge=1024, le=1 << 22)  # all header lines
+
 
 class WebhookConfig(BaseModel):
     """A URL that gets every status event POSTed to it (see agent/core/webhooks.py)."""
@@ -47,6 +101,16 @@ class WebhookConfig(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     # Extra request headers (say, Authorization): secrets, never logged.
     headers: dict[str, SecretStr] = Field(default_factory=dict)
+    # "whsec_<base64>": bodies are signed as the Standard Webhooks spec says (webhook-id,
+    # webhook-timestamp, webhook-signature); None: sent unsigned (a warning at start).
+    secret: SecretStr | None = None
+
+    @field_validator("secret")
+    @classmethod
+    def _a_signing_key(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None:
+            webhook_key(secret.get_secret_value())
+        return secret
 
     @model_validator(mode="after")
     def _http_only(self) -> WebhookConfig:
@@ -72,6 +136,11 @@ class Config(BaseModel):
     # A project the unix socket speaks for when a request has no token (local debugging).
     unix_socket_project: str | None = None
     tokens: list[TokenConfig] = Field(default_factory=list)
+    http: HttpLimits = Field(default_factory=HttpLimits)
+    # Event streams and long polls open at once (each holds a connection and a waiter):
+    # in all, and per token; past either, a 429.
+    event_streams_max: int = Field(default=64, ge=1, le=10000)
+    event_streams_per_token: int = Field(default=4, ge=1, le=10000)
     host: str = Field(default_factory=socket.gethostname)
     flavors: list[Flavor] = Field(default_factory=lambda: list(DEFAULT_FLAVORS))
     limits: Limits = Field(default_factory=Limits)
@@ -122,6 +191,18 @@ class Config(BaseModel):
     @model_validator(mode="after")
     def _name_template_formats(self) -> Config:
         check_name_template(self.multi_instance_display_name_template)
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> Config:
+        """Two entries with one token: which project it speaks for would be an accident of
+        order. The error names the entries, never the token."""
+        first: dict[str, int] = {}
+        for i, t in enumerate(self.tokens):
+            seen = first.setdefault(t.token.get_secret_value(), i)
+            if seen != i:
+                raise ValueError(f"tokens: entries {seen + 1} and {i + 1} have the same token; "
+                                 "each token must be given once")
         return self
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""`python -m bench [injection|batch|provisioning|shutoff|api|memory|load ...]`: run the
+"""`python -m bench [injection|batch|provisioning|shutoff|api|memory|load|abuse ...]`: run the
 figures (all by default), merge them into bench/results/latest.json and latest.md (rows of
 figures not run are kept from earlier runs) and the table in bench/README.md.
 Exits 1 only when a figure could not run, never for a slow number."""
@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import api_latency, injection, memory, provisioning, shutoff
+from bench import abuse, api_latency, injection, memory, provisioning, shutoff
 from bench.context import Context, load_average, make_context
 from bench.report import Figure, progress, write
 from bench.scratch import Scratch, sigterm_as_interrupt
@@ -32,6 +32,7 @@ def _command(name: str, args: argparse.Namespace) -> str:
         "memory": f"--reconcile-domains {args.reconcile_domains}",
         "load": f"--load-seconds {args.load_seconds:g} "
                 f"--load-reference-seconds {args.load_reference_seconds:g}",
+        "abuse": f"--abuse-seconds {args.abuse_seconds:g}",
     }[name]
     return f"{PY} {name} {opts}"
 
@@ -68,6 +69,10 @@ def _load(ctx: Context, args: argparse.Namespace) -> list[Figure]:
                                 _command("load", args))
 
 
+def _abuse(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return abuse.abuse(ctx, args.abuse_seconds, _command("abuse", args))
+
+
 FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
     "injection": _injection,
     "batch": _batch,
@@ -76,6 +81,7 @@ FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
     "api": _api,
     "memory": _memory,
     "load": _load,
+    "abuse": _abuse,
 }
 
 
@@ -101,6 +107,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--load-seconds", type=float, default=60, help="seconds of load in figure 7")
     p.add_argument("--load-reference-seconds", type=float, default=20,
                    help="seconds of figure 7's read-only reference")
+    p.add_argument("--abuse-seconds", type=float, default=20,
+                   help="seconds of figure 8's client alone, then as long under abuse")
     p.add_argument("--no-readme", action="store_true",
                    help="do not copy the table into bench/README.md")
     args = p.parse_args(argv)
@@ -113,7 +121,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                  "api_requests", "reconcile_domains"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("rps_seconds", "load_seconds", "load_reference_seconds"):
+    for name in ("rps_seconds", "load_seconds", "load_reference_seconds", "abuse_seconds"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be more than 0")
     return args

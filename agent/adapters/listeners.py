@@ -6,10 +6,19 @@ from __future__ import annotations
 import contextlib
 import grp
 import os
+import resource
 import socket
 from pathlib import Path
 
+import structlog
+
 from agent.errors import ConfigError
+
+log = structlog.get_logger("agent.listeners")
+
+# Descriptors kept for everything but API clients: the store, libvirt, qemu-img and
+# libguestfs children's pipes, dnsmasq, webhooks, logs.
+FD_RESERVE = 256
 
 
 def unix_listener(path: Path, mode: int, group: str | None) -> socket.socket:
@@ -52,3 +61,21 @@ def tcp_listener(address: str) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+def connections_per_listener(wanted: int, listeners: int) -> int:
+    """How many connections each listener may hold so that clients can never take the
+    descriptors the agent's own work needs: the soft RLIMIT_NOFILE is raised to the hard
+    one (systemd's default soft limit is 1024), and whatever is left above FD_RESERVE is
+    shared between the listeners. Fewer than `wanted` is logged."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    budget = max(1, (soft - FD_RESERVE) // max(1, listeners))
+    if budget < wanted:
+        log.warning("listeners.connections_capped", wanted=wanted, allowed=budget,
+                    nofile=soft, hint="raise LimitNOFILE")
+    return min(wanted, budget)

@@ -55,6 +55,7 @@ class ApiDeps:
     # Used when a request has no token: only the local unix-socket listener sets it.
     default_context: RequestContext | None = None
     max_body_bytes: int = NOVA_MAX_BODY_BYTES
+    body_timeout_s: float = 30.0  # a body not in by then is a 408 (a slow-body client)
     ports: PortService | None = None  # networks and ports (/v2.0); None: no networks here
     # The event feed; None: one over `store` that nothing wakes (a long poll answers at once).
     events: EventFeed | None = None

@@ -2,9 +2,12 @@
 
 1. a request id (req-<uuid4>), bound into structlog's contextvars for the request;
 2. a declared body larger than max_body_bytes is refused (413) before anything is read;
+   (answers given before the whole body was read close the connection, so its rest is
+   never waited for);
 3. authentication (401), except for version discovery and the OpenAPI document;
 4. the microversion check (406, or 400 for a malformed version);
-5. the body is read, counting, and refused (413) as soon as it is too large; a body is
+5. the body is read, counting, and refused (413) as soon as it is too large, or (408)
+   when it is not all in within body_timeout_s (a client trickling a body); a body is
    JSON whatever its Content-Type says (Nova reads it as JSON too), and JSON whose strings
    hold a lone UTF-16 surrogate ("\\ud800": no Unicode text) is refused (400) off the
    public paths (which read no body), as nothing downstream could encode such a string
@@ -15,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -40,6 +44,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("agent.api")
 
 PUBLIC_PATHS = frozenset({"/", "/v2.1", "/v2.1/", "/openapi.json"})
+CLOSE = {"Connection": "close"}  # the unread rest of a body must not be waited for
+BODY_TIMEOUT = "The request body did not arrive in time."
 
 
 class _BodyTooLarge(Exception):
@@ -131,7 +137,7 @@ class ApiMiddleware:
                 await fault_response(400, MALFORMED_BODY)(scope, receive, send)
                 return
             if int(declared) > limit:
-                await fault_response(413, TOO_LARGE)(scope, receive, send)
+                await fault_response(413, TOO_LARGE, CLOSE)(scope, receive, send)
                 return
 
         root = scope.get("root_path", "")
@@ -150,9 +156,13 @@ class ApiMiddleware:
                 return
 
         try:
-            body = await _read_body(receive, limit)
+            async with asyncio.timeout(self.deps.body_timeout_s):
+                body = await _read_body(receive, limit)
         except _BodyTooLarge:
-            await fault_response(413, TOO_LARGE)(scope, receive, send)
+            await fault_response(413, TOO_LARGE, CLOSE)(scope, receive, send)
+            return
+        except TimeoutError:
+            await fault_response(408, BODY_TIMEOUT, CLOSE)(scope, receive, send)
             return
         if body and not public and _has_lone_surrogate(body):
             await fault_response(400, MALFORMED_BODY)(scope, receive, send)

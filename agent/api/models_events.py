@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.api.models import READ_ERRORS, _Out
+from agent.api.models import READ_ERRORS, OverLimit, _Out
 
 
 class ServerEvent(_Out):
@@ -31,6 +31,8 @@ SSE_DESCRIPTION = (
 
 FEED_RESPONSES: dict[int | str, dict[str, Any]] = {
     **READ_ERRORS,
+    429: {"model": OverLimit, "description": "Too many event streams and long polls open "
+                                             "(in all, or for this token)"},
     200: {"description": SSE_DESCRIPTION,
           "content": {"text/event-stream": {"schema": {"type": "string"}}}},
 }

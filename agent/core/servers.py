@@ -137,8 +137,8 @@ class ServerService:
         if query.flavor:
             servers = [s for s in servers if s.flavor_id == ref_id(query.flavor)]
         if query.name:
-            pattern = compile_name_filter(query.name)
-            servers = [s for s in servers if pattern.search(s.name)]
+            search = compile_name_filter(query.name)
+            servers = [s for s in servers if search(s.name)]
         if query.statuses:
             servers = [s for s in servers if s.status in query.statuses]
         if query.reservation_id is not None:

@@ -10,9 +10,13 @@ time starts from the newest event, not from the whole history."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -27,6 +31,9 @@ log = structlog.get_logger("agent.webhooks")
 
 SEQ_HEADER = "X-Compute-Agent-Event-Seq"
 ATTEMPT_HEADER = "X-Compute-Agent-Delivery-Attempt"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,15 @@ class WebhookTarget:
     timeout_s: float = 10.0
     # Extra request headers (say, Authorization): they may hold secrets, never logged.
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The HMAC key (the decoded "whsec_..." secret); None: bodies go unsigned.
+    secret: bytes | None = field(default=None, repr=False)
+
+
+def sign(secret: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks signature header value: "v1," + base64(HMAC-SHA256 of
+    "{id}.{timestamp}.{body}")."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
 
 
 @dataclass(frozen=True)
@@ -71,7 +87,8 @@ class WebhookDispatcher:
                  backoff: Backoff | None = None, batch: int = 100,
                  fallback_poll_s: float = FALLBACK_POLL_S,
                  rng: Callable[[], float] = random.random,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.time, message_id_prefix: str = "evt-") -> None:
         self._store = store
         self._sender = sender
         self._notifier = notifier
@@ -80,6 +97,8 @@ class WebhookDispatcher:
         self._fallback_poll_s = fallback_poll_s
         self._rng = rng
         self._sleep = sleep
+        self._clock = clock
+        self._id_prefix = message_id_prefix  # with the host's name: unique across agents
         self._targets: dict[str, WebhookTarget] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -97,10 +116,13 @@ class WebhookDispatcher:
         for url in [u for u in self._tasks if u not in self._targets]:
             self._tasks.pop(url).cancel()
             log.info("webhook.removed", webhook=safe_url(url))
-        for url in self._targets:
+        for url, target in self._targets.items():
             if url not in self._tasks:
                 self._tasks[url] = asyncio.create_task(self._run(url), name=f"webhook {safe_url(url)}")
-                log.info("webhook.added", webhook=safe_url(url))
+                log.info("webhook.added", webhook=safe_url(url), signed=target.secret is not None)
+                if target.secret is None:
+                    log.warning("webhook.unsigned", webhook=safe_url(url),
+                                hint="give it a secret: its receiver cannot tell forged bodies")
 
     async def close(self) -> None:
         """Stop every delivery task (an unacknowledged event is sent again at the next
@@ -153,6 +175,10 @@ class WebhookDispatcher:
                 raise asyncio.CancelledError
             headers = {**target.headers, "Content-Type": "application/json",
                        SEQ_HEADER: str(event.seq), ATTEMPT_HEADER: str(failures + 1)}
+            if target.secret is not None:
+                message_id, now = f"{self._id_prefix}{event.seq}", int(self._clock())
+                headers |= {ID_HEADER: message_id, TIMESTAMP_HEADER: str(now),
+                            SIGNATURE_HEADER: sign(target.secret, message_id, now, body)}
             reply = await self._sender.post(url, body, headers, target.timeout_s)
             if reply.ok:
                 if failures:

@@ -47,7 +47,7 @@ def test_unit_is_type_notify_with_watchdog_and_restart():
     text = UNIT.read_text()
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-                 "CapabilityBoundingSet=CAP_NET_ADMIN", "KillMode=mixed"):
+                 "CapabilityBoundingSet=CAP_NET_ADMIN", "KillMode=mixed", "LimitNOFILE=16384"):
         assert line in text, line
 
 

@@ -69,3 +69,28 @@ def test_multi_instance_name_template_must_format_with_name_uuid_and_count():
     for bad in ("%(nam)s-%(count)d", "%(name)s-%(count)q", "%(name)s-%(uuid)d"):
         with pytest.raises(ConfigError, match="multi_instance_display_name_template"):
             load_config(None, {"multi_instance_display_name_template": bad}, environ={})
+
+
+def tokens_file(tmp_path: Path, *tokens: str) -> Path:
+    f = tmp_path / "agent.toml"
+    f.write_text("".join(f'[[tokens]]\ntoken = "{t}"\nproject_id = "p{i}"\nuser_id = "u{i}"\n'
+                         for i, t in enumerate(tokens)))
+    return f
+
+
+@pytest.mark.parametrize("token", ["", " ", "has space-SECRET", "tab\\tSECRET"])
+def test_an_empty_or_unsendable_token_is_refused_at_load_without_showing_it(tmp_path, token):
+    with pytest.raises(ConfigError, match="visible ASCII") as e:
+        load_config(tokens_file(tmp_path, "good-token-1", token), environ={})
+    assert "SECRET" not in str(e.value)
+
+
+def test_a_token_given_twice_is_refused_naming_the_entries_not_the_token(tmp_path):
+    with pytest.raises(ConfigError, match="entries 1 and 3 have the same token") as e:
+        load_config(tokens_file(tmp_path, "dup-SECRET", "other", "dup-SECRET"), environ={})
+    assert "SECRET" not in str(e.value)
+
+
+def test_distinct_tokens_load(tmp_path):
+    c = load_config(tokens_file(tmp_path, "a-token", "b-token"), environ={})
+    assert [t.project_id for t in c.tokens] == ["p0", "p1"]

@@ -3,9 +3,11 @@ hold a token) nor a header value shows in an error or a repr."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from agent.config import load_config
+from agent.config import load_config, webhook_key
 from agent.errors import ConfigError
 
 
@@ -37,3 +39,15 @@ def test_a_url_given_twice_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="same url") as e:
         config(tmp_path, hook + hook)
     assert "SECRET" not in str(e.value)
+
+
+def test_a_webhook_secret_is_a_whsec_key_of_enough_bytes_and_never_shown(tmp_path):
+    key = base64.b64encode(b"S" * 32).decode()
+    c = config(tmp_path, f'[[webhooks]]\nurl = "http://h.example/"\nsecret = "whsec_{key}"\n')
+    assert webhook_key(c.webhooks[0].secret.get_secret_value()) == b"S" * 32
+    assert key not in repr(c)
+    short = base64.b64encode(b"S" * 8).decode()
+    for bad, why in ((key, "whsec_"), (f"whsec_{short}", "at least 24"), ("whsec_%%%SSSS", "whsec_")):
+        with pytest.raises(ConfigError, match=why) as e:
+            config(tmp_path, f'[[webhooks]]\nurl = "http://h.example/"\nsecret = "{bad}"\n')
+        assert "SSSS" not in str(e.value)

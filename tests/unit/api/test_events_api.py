@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agent.api import models_events
-from agent.core.event_feed import EventFeed, EventNotifier
+from agent.core.event_feed import EventFeed, EventNotifier, StreamSlots
 from agent.model.states import VmState
 from tests.unit.api.conftest import ADMIN, ALICE, BOB, Env, fault
 
@@ -150,3 +150,45 @@ async def test_the_event_stream_resumes_after_last_event_id(env: Env, wired: Eve
     r = await env.client.get(URL, params={"since": 0},
                              headers={**ADMIN, "Accept": "text/event-stream", "Last-Event-ID": "3"})
     assert [int(e["id"]) for e in parse_sse(r.text)] == [4, 5]
+
+
+SSE = {"Accept": "text/event-stream"}
+
+
+async def test_a_revoked_token_ends_its_open_stream_and_long_poll_before_the_next_event(
+        env: Env, wired: EventNotifier):
+    """SIGHUP reloads the tokens in place and pokes the notifier: a stream or long poll
+    whose token is gone (or now means something else) ends without another event."""
+    alice = await env.create_active(ALICE)
+    since = (await page(env))["last_seq"]
+    stream = asyncio.create_task(env.client.get(URL, headers={**ALICE, **SSE}))
+    poll = asyncio.create_task(env.client.get(URL, params={"since": since, "wait": LONG}, headers=ALICE))
+    await asyncio.sleep(0.05)
+    assert not stream.done() and not poll.done()
+    del env.deps.tokens["tok-alice"]
+    env.set_state(alice, VmState.STOPPED)  # a commit: pokes the notifier
+    streamed = await asyncio.wait_for(stream, LONG / 2)
+    assert [json.loads(e["data"])["new_status"] for e in parse_sse(streamed.text)] == ["BUILD", "ACTIVE"]
+    polled = await asyncio.wait_for(poll, LONG / 2)
+    assert polled.status_code == 200 and polled.json()["events"] == []
+    r = await env.client.get(URL, headers={**ALICE, **SSE})
+    assert r.status_code == 401
+
+
+async def test_streams_and_long_polls_are_capped_per_token_and_in_all_with_a_429(
+        env: Env, wired: EventNotifier):
+    env.deps.events = EventFeed(env.store, wired, fallback_poll_s=LONG, slots=StreamSlots(3, 2))
+    held = [asyncio.create_task(env.client.get(URL, headers={**ALICE, **SSE})) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    r = await asyncio.wait_for(env.client.get(URL, headers={**ALICE, **SSE}), LONG / 2)
+    assert "for this token" in fault(r, 429, "overLimit") and int(r.headers["Retry-After"]) > 0
+    r = await asyncio.wait_for(env.client.get(URL, params={"wait": 5}, headers=ALICE), LONG / 2)
+    fault(r, 429, "overLimit")
+    assert (await page(env, ALICE)) == {"events": [], "last_seq": 0}  # no wait: no slot needed
+    held.append(asyncio.create_task(env.client.get(URL, params={"wait": LONG}, headers=BOB)))
+    await asyncio.sleep(0.05)
+    r = await asyncio.wait_for(env.client.get(URL, headers={**ADMIN, **SSE}), LONG / 2)
+    assert "in all" in fault(r, 429, "overLimit")
+    wired.close()  # the daemon stops: every stream and poll ends and gives its slot back
+    assert all(r.status_code == 200 for r in await asyncio.wait_for(asyncio.gather(*held), LONG / 2))
+    assert env.deps.events.slots.total == 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
+import signal
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -197,6 +200,40 @@ async def test_filter_by_name_is_a_regular_expression(env: Env):
 
 async def test_an_invalid_name_regex_is_a_bad_request(env: Env):
     r = await env.client.get("/v2.1/servers", params={"name": "web-("}, headers=ALICE)
+    assert "name" in fault(r, 400, "badRequest")
+
+
+@contextlib.contextmanager
+def interrupted_after(seconds: float) -> Iterator[None]:
+    """Raise TimeoutError in this (the event loop's) thread after `seconds`: Python's
+    regex engine checks for signals, so a backtracking match is cut short, not waited out."""
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still matching after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+async def test_a_catastrophic_backtracking_name_pattern_answers_at_once(env: Env):
+    """A tenant's `^(a+)+$` against a name of 40 a's and a "!" takes a backtracking engine
+    2**40 steps (the event loop, and every project's requests, frozen for days); a linear
+    one answers at once, with the same matches. The deadline is only a generous bound."""
+    evil = (await env.create(name="a" * 40 + "!"))["id"]
+    with interrupted_after(20):
+        assert await list_ids(env, name="^(a+)+$") == set()
+        assert await list_ids(env, "/v2.1/servers/detail", name="^(a|aa)+$") == set()
+        assert await list_ids(env, name="^(a+)+!$") == {evil}
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"a(?=!)", r"(?<!b)a", "x" * 1025])
+async def test_name_patterns_that_need_backtracking_or_are_too_long_are_a_400(env: Env, pattern: str):
+    await env.create(name="aa!")
+    r = await env.client.get("/v2.1/servers", params={"name": pattern}, headers=ALICE)
     assert "name" in fault(r, 400, "badRequest")
 
 

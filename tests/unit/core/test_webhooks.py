@@ -6,12 +6,16 @@ URL, live reconfiguration, and no secret of a URL in the logs."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 from collections.abc import Callable
 
 import pytest
 from structlog.testing import capture_logs
 
+from agent.config import webhook_key
 from agent.core.event_feed import EventNotifier
 from agent.core.webhooks import SEQ_HEADER, Backoff, WebhookDispatcher, WebhookTarget, safe_url
 from agent.model.states import VmState
@@ -29,6 +33,7 @@ class FakeSender:
 
     def __init__(self) -> None:
         self.posts: list[tuple[str, dict[str, object], dict[str, str], float]] = []
+        self.bodies: list[bytes] = []  # as sent, byte for byte
         self.script: dict[str, list[WebhookReply]] = {}
         self.dead: set[str] = set()
         self.closed = False
@@ -36,6 +41,7 @@ class FakeSender:
     async def post(self, url: str, body: bytes, headers: dict[str, str],
                    timeout_s: float) -> WebhookReply:
         self.posts.append((url, json.loads(body), headers, timeout_s))
+        self.bodies.append(body)
         await asyncio.sleep(0)
         if url in self.dead:
             return WebhookReply(status=None, error="ConnectError")
@@ -261,3 +267,57 @@ async def test_delivery_tasks_end_by_themselves_once_the_notifier_is_closed():
     notifier.close()
     await asyncio.wait_for(asyncio.gather(*tasks), LONG)
     await hooks.close()
+
+
+SIGNING_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+def receiver_verifies(secret: str, headers: dict[str, str], body: bytes, now: int,
+                      tolerance_s: int = 300) -> bool:
+    """What a Standard Webhooks receiver does: the key is the base64 after "whsec_"; the
+    signed content is "{webhook-id}.{webhook-timestamp}.{body}"; any "v1,<base64>" of the
+    space-separated signatures must match, and the timestamp must be recent."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    fresh = abs(now - int(headers["webhook-timestamp"])) <= tolerance_s
+    return fresh and any(sig.split(",", 1) == ["v1", expected]
+                         for sig in headers["webhook-signature"].split())
+
+
+async def test_a_signed_webhook_verifies_as_the_standard_webhooks_spec_says_and_forgeries_do_not():
+    store, notifier = wired()
+    sender, sleep = FakeSender(), FakeSleep()
+    clock = [1_790_000_000.7]
+    sender.script[A] = [WebhookReply(status=500)]  # one retry: same id, fresh timestamp
+    hooks = WebhookDispatcher(store, sender, notifier, backoff=Backoff(1.0, 8.0), sleep=sleep,
+                              fallback_poll_s=0.01, clock=lambda: clock[0],
+                              message_id_prefix="evt-hv1-")
+    store.advance_webhook_cursor(A, 0)
+    add_server(store)
+    with capture_logs() as logs:
+        hooks.configure([WebhookTarget(A, secret=webhook_key(SIGNING_SECRET)), WebhookTarget(B)])
+        await until(lambda: store.webhook_cursor(A) == 1 and B in hooks.urls)
+        await asyncio.sleep(0.02)  # B has made its cursor at the head (1)
+        clock[0] += 1
+        add_server(store)
+        await until(lambda: store.webhook_cursor(A) == 2 and store.webhook_cursor(B) == 2)
+        await hooks.close()
+    signed = [(h, body) for (url, _, h, _), body in zip(sender.posts, sender.bodies, strict=True)
+              if url == A]
+    assert [h["webhook-id"] for h, _ in signed] == ["evt-hv1-1", "evt-hv1-1", "evt-hv1-2"]
+    now = int(clock[0])
+    for headers, body in signed:
+        assert receiver_verifies(SIGNING_SECRET, headers, body, now)
+    headers, body = signed[-1]
+    assert headers["webhook-timestamp"] == str(now)
+    assert not receiver_verifies(SIGNING_SECRET, headers, body.replace(b"BUILD", b"ERROR"), now)
+    assert not receiver_verifies(SIGNING_SECRET, {**headers, "webhook-id": "evt-hv1-1"}, body, now)
+    assert not receiver_verifies(SIGNING_SECRET, headers, body, now + 3600)  # a replay, later
+    other = "whsec_" + base64.b64encode(b"x" * 32).decode()
+    assert not receiver_verifies(other, headers, body, now)
+    unsigned = [h for url, _, h, _ in sender.posts if url == B]
+    assert unsigned and not any("webhook-signature" in h for h in unsigned)
+    text = repr(logs)
+    assert "webhook.unsigned" in text and SIGNING_SECRET.removeprefix("whsec_") not in text
+    assert "kkkk" not in repr(hooks._targets)
