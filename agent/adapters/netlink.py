@@ -13,6 +13,7 @@ import errno
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from ipaddress import IPv4Network
 from typing import Any
@@ -168,7 +169,14 @@ class NetlinkPlumber:
 
 def host_routes() -> list[HostRoute]:
     """The host's IPv4 routes of the main table, each with its interface's name (read
-    only: the start checks compare them with the configured subnets)."""
+    only: the start checks compare them with the configured subnets). Read on a thread of
+    its own: pyroute2's synchronous IPRoute refuses to run inside a running event loop,
+    which is where the daemon's start checks run."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_read_host_routes).result()
+
+
+def _read_host_routes() -> list[HostRoute]:
     try:
         with IPRoute() as ipr:
             names = {link["index"]: link.get("IFLA_IFNAME") for link in ipr.get_links()}

@@ -195,3 +195,10 @@ def test_host_routes_show_a_bridge_subnet_that_another_network_may_not_overlap(p
     result = check_subnets(Config(networks=[elsewhere]))
     assert not result.ok
     assert f"overlaps the host route {net.cidr} on {net.bridge}" in result.detail
+
+
+async def test_host_routes_are_read_inside_a_running_event_loop():
+    """The daemon runs its start checks inside its event loop, where pyroute2's
+    synchronous IPRoute refuses to run ("This event loop is already running")."""
+    routes = host_routes()
+    assert routes and all(r.interface for r in routes if r.destination.prefixlen)
