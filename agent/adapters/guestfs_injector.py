@@ -52,12 +52,14 @@ def _device_of(g: guestfs.GuestFS, filesystem: str) -> str:
 def _drives_of(g: guestfs.GuestFS, filesystems: dict[str, str],
                drives: list[str]) -> dict[str, str | None]:
     """Each filesystem's drive, asked once per batch (each call is a round trip to the
-    appliance): the drive itself, a partition's parent, or None (an LVM volume)."""
+    appliance): the drive itself, a partition's parent, or None (an LVM volume). btrfs
+    subvolumes get "": this libguestfs may name their device by its appliance name (one
+    letter off), so they are found from their filesystem instead (_subvolumes)."""
     partitions = set(g.list_partitions())
 
     def drive(fs: str) -> str | None:
-        if fs.startswith("btrfsvol:"):  # btrfsvol:/dev/sda2/subvolume
-            fs = "/".join(fs[len("btrfsvol:"):].split("/")[:3])
+        if fs.startswith("btrfsvol:"):
+            return ""
         return fs if fs in drives else (_device_of(g, fs) if fs in partitions else None)
     return {fs: drive(fs) for fs in filesystems}
 
@@ -68,23 +70,43 @@ _NOT_ROOT = {"swap", "unknown", "vfat", "iso9660", "squashfs"}
 def _probe_root(g: guestfs.GuestFS, filesystems: dict[str, str],
                 drive_of: dict[str, str | None], drive: str) -> str | None:
     """A filesystem of `drive` holding /etc/passwd, found by mounting candidates (cheap:
-    full inspection costs ~5 s per drive under TCG). None if no plain one is there."""
+    full inspection costs ~5 s per drive under TCG), then in the subvolumes of its btrfs
+    filesystems. None if there is none; at most MAX_PROBED are mounted."""
     candidates = [fs for fs, fstype in sorted(filesystems.items())
                   if fstype not in _NOT_ROOT and drive_of.get(fs) == drive]
-    if len(candidates) > MAX_PROBED:
-        raise InjectionError(f"the guest disk has {len(candidates)} filesystems: more than "
-                             f"{MAX_PROBED} are not probed for a root")
+    subvolumes: list[str] = []
     for fs in candidates:
-        try:
-            g.mount_ro(fs, "/")
-        except RuntimeError:
-            continue
-        try:
-            if g.is_file("/etc/passwd", followsymlinks=False):
-                return fs
-        finally:
-            g.umount_all()
+        _check_probed(len(candidates) + len(subvolumes))
+        holds, subs = _holds_root(g, fs, filesystems[fs] == "btrfs")
+        if holds:
+            return fs
+        subvolumes += [f"btrfsvol:{fs}/{sub}" for sub in subs]
+    for i, subvolume in enumerate(subvolumes):
+        _check_probed(len(candidates) + i + 1)
+        if _holds_root(g, subvolume, False)[0]:
+            return subvolume
     return None
+
+
+def _check_probed(count: int) -> None:
+    if count > MAX_PROBED:
+        raise InjectionError(f"the guest disk has more than {MAX_PROBED} filesystems and "
+                             "subvolumes: they are not all probed for a root")
+
+
+def _holds_root(g: guestfs.GuestFS, fs: str, btrfs: bool) -> tuple[bool, list[str]]:
+    """Whether `fs` has /etc/passwd, and (btrfs) the paths of its subvolumes."""
+    try:
+        g.mount_ro(fs, "/")
+    except RuntimeError:
+        return False, []
+    try:
+        if g.is_file("/etc/passwd", followsymlinks=False):
+            return True, []
+        return False, ([s["btrfssubvolume_path"] for s in g.btrfs_subvolume_list("/")]
+                       if btrfs else [])
+    finally:
+        g.umount_all()
 
 
 def _write_file(g: guestfs.GuestFS, f: InjectedFile, stamp: str,

@@ -104,6 +104,6 @@ def test_a_disk_with_too_many_filesystems_is_not_probed():
 
     g = Mounts()
     many = {f"/dev/sda{i}": "ext4" for i in range(1, MAX_PROBED + 2)}
-    with pytest.raises(InjectionError, match=f"more than {MAX_PROBED}"):
+    with pytest.raises(InjectionError, match=f"more than {MAX_PROBED} filesystems"):
         _probe_root(g, many, dict.fromkeys(many, "/dev/sda"), "/dev/sda")
     assert g.mounted == []
