@@ -28,7 +28,7 @@ from pathlib import Path
 import guestfs
 import structlog
 
-from agent.adapters.guestfs_appliance import kill_stale_appliances
+from agent.adapters.guestfs_appliance import kill_stale_appliances, new_handle, watched
 from agent.adapters.guestfs_injector import GuestfsInjector, label_of
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.errors import AgentError, InjectionError
@@ -181,7 +181,8 @@ class WarmGuestfsInjector:
                     spare = self.spares_dir / f"{uuid.uuid4().hex}.qcow2"
                     self.disks.create_overlay(base, fmt, spare, 0)
                     made.append((base, spare))
-            g = self.cold.handle([str(spare) for _, spare in made])  # calls bounded
+            g = watched(new_handle(self.cold.virt_type), [str(spare) for _, spare in made],
+                        self.cold.limits)  # every call bounded, as the cold path's
             for i, (_, spare) in enumerate(made):
                 g.add_drive_opts(str(spare), format="qcow2", readonly=False, label=label_of(i))
             g.launch()
