@@ -3,8 +3,15 @@ go into guest disks through the appliance (never a host mount), so whatever a ho
 image holds (symlinks, odd filesystems) is confined to the appliance.
 
 One appliance launch serves a whole batch: every disk of the batch is added as a drive
-before the launch, then each is inspected, mounted, changed and unmounted in turn. A disk
-that fails does not fail the others.
+before the launch, then each is probed, mounted, changed and unmounted in turn. A disk
+that fails does not fail the others. A disk a guest has written gets a launch of its own,
+every appliance call is bounded by a watchdog (guestfs_appliance.WatchedHandle), and at
+most MAX_PROBED filesystems of a disk are mounted to look for its root.
+
+Roots found: a whole disk, a partition (MBR or GPT; a separate /boot is skipped: it has
+no /etc/passwd), a btrfs subvolume, or an LVM volume. LVM is looked at one drive at a
+time (lvm_set_filter): clones of one image share their VG's name and UUIDs, and LVM
+would otherwise show one of them for all.
 """
 
 from __future__ import annotations
@@ -14,22 +21,24 @@ import time
 
 import guestfs
 
-from agent.adapters.guestfs_appliance import new_handle
+from agent.adapters.guestfs_appliance import ApplianceLimits, new_handle, watched
+from agent.adapters.guestfs_paths import backup_name, replace_file, resolve_dir, resolve_file
 from agent.errors import InjectionError
 from agent.model.host import VirtType
 from agent.model.injection import (
     AUTHORIZED_KEYS,
     AUTHORIZED_KEYS_MODE,
-    DIR_MODE,
     FILE_MODE,
     ROOT_SSH_DIR,
     SSH_DIR_MODE,
     InjectedFile,
     InjectionRequest,
     InjectionResult,
+    appliance_groups,
 )
 
 _DAY = 86400
+MAX_PROBED = 16  # filesystems (partitions, volumes) of one disk mounted to find its root
 
 
 def label_of(i: int) -> str:
@@ -48,10 +57,16 @@ def _device_of(g: guestfs.GuestFS, filesystem: str) -> str:
 def _drives_of(g: guestfs.GuestFS, filesystems: dict[str, str],
                drives: list[str]) -> dict[str, str | None]:
     """Each filesystem's drive, asked once per batch (each call is a round trip to the
-    appliance): the drive itself, a partition's parent, or None (an LVM volume)."""
+    appliance): the drive itself, a partition's parent, or None (an LVM volume). btrfs
+    subvolumes get "": this libguestfs may name their device by its appliance name (one
+    letter off), so they are found from their filesystem instead (_subvolumes)."""
     partitions = set(g.list_partitions())
-    return {fs: fs if fs in drives else (_device_of(g, fs) if fs in partitions else None)
-            for fs in filesystems}
+
+    def drive(fs: str) -> str | None:
+        if fs.startswith("btrfsvol:"):
+            return ""
+        return fs if fs in drives else (_device_of(g, fs) if fs in partitions else None)
+    return {fs: drive(fs) for fs in filesystems}
 
 
 _NOT_ROOT = {"swap", "unknown", "vfat", "iso9660", "squashfs"}
@@ -60,141 +75,142 @@ _NOT_ROOT = {"swap", "unknown", "vfat", "iso9660", "squashfs"}
 def _probe_root(g: guestfs.GuestFS, filesystems: dict[str, str],
                 drive_of: dict[str, str | None], drive: str) -> str | None:
     """A filesystem of `drive` holding /etc/passwd, found by mounting candidates (cheap:
-    full inspection costs ~5 s per drive under TCG). None if no plain one is there."""
-    for fs, fstype in sorted(filesystems.items()):
-        if fstype in _NOT_ROOT or drive_of.get(fs) != drive:
-            continue
-        try:
-            g.mount_ro(fs, "/")
-        except RuntimeError:
-            continue
-        try:
-            if g.is_file("/etc/passwd", followsymlinks=False):
-                return fs
-        finally:
-            g.umount_all()
+    full inspection costs ~5 s per drive under TCG), then in the subvolumes of its btrfs
+    filesystems. None if there is none; at most MAX_PROBED are mounted."""
+    candidates = [fs for fs, fstype in sorted(filesystems.items())
+                  if fstype not in _NOT_ROOT and drive_of.get(fs) == drive]
+    subvolumes: list[str] = []
+    for fs in candidates:
+        _check_probed(len(candidates) + len(subvolumes))
+        holds, subs = _holds_root(g, fs, filesystems[fs] == "btrfs")
+        if holds:
+            return fs
+        subvolumes += [f"btrfsvol:{fs}/{sub}" for sub in subs]
+    for i, subvolume in enumerate(subvolumes):
+        _check_probed(len(candidates) + i + 1)
+        if _holds_root(g, subvolume, False)[0]:
+            return subvolume
     return None
 
 
-def _root_mounts(g: guestfs.GuestFS, root: str | None, inspected: bool) -> list[tuple[str, str]]:
-    """(mountpoint, filesystem) of an OS root, shallowest first.
-
-    Inspection resolves the guest's /etc/fstab, and clones of one image all say e.g.
-    /dev/vda there, which maps to the *first* drive of the batch. So the root itself is
-    mounted at /, and other mountpoints only when they live on the root's own drive. A
-    root found by probing (not inspected) is mounted alone.
-    """
-    if root is None:
-        raise InjectionError("no recognisable root filesystem on the guest disk (is it a "
-                             "Linux image with /etc/passwd?)")
-    if not inspected:
-        return [("/", root)]
-    drive = _device_of(g, root)
-    extra = [(mp, fs) for mp, fs in g.inspect_get_mountpoints(root).items()
-             if mp != "/" and _device_of(g, fs) == drive]
-    return [("/", root), *sorted(extra, key=lambda kv: len(kv[0]))]
+def _check_probed(count: int) -> None:
+    if count > MAX_PROBED:
+        raise InjectionError(f"the guest disk has more than {MAX_PROBED} filesystems and "
+                             "subvolumes: they are not all probed for a root")
 
 
-def _mkdirs(g: guestfs.GuestFS, directory: str) -> None:
-    """Create missing parents root:root 0755 (existing ones are left as they are)."""
-    path = "/"
-    for part in directory.strip("/").split("/"):
-        if not part:
-            continue
-        path = posixpath.join(path, part)
-        if g.is_dir(path, followsymlinks=True):
-            continue
-        if g.exists(path):
-            raise InjectionError(f"cannot create directory {path}: something else is there")
-        g.mkdir(path)
-        g.chown(0, 0, path)
-        g.chmod(DIR_MODE, path)
+def _holds_root(g: guestfs.GuestFS, fs: str, btrfs: bool) -> tuple[bool, list[str]]:
+    """Whether `fs` has /etc/passwd, and (btrfs) the paths of its subvolumes."""
+    try:
+        g.mount_ro(fs, "/")
+    except RuntimeError:
+        return False, []
+    try:
+        if g.is_file("/etc/passwd", followsymlinks=False):
+            return True, []
+        return False, ([s["btrfssubvolume_path"] for s in g.btrfs_subvolume_list("/")]
+                       if btrfs else [])
+    finally:
+        g.umount_all()
 
 
-def _move_aside(g: guestfs.GuestFS, path: str, backups: dict[str, str]) -> None:
-    """Rename what is at `path` (a symlink is renamed, not followed) to the spec's
-    <path>.bak.<seconds.fraction>."""
-    backup = f"{path}.bak.{time.time():.4f}"
-    g.mv(path, backup)
-    backups[path] = backup
-
-
-def _write_file(g: guestfs.GuestFS, f: InjectedFile, backups: dict[str, str]) -> None:
-    _mkdirs(g, posixpath.dirname(f.path))
-    if g.is_dir(f.path, followsymlinks=False):
+def _write_file(g: guestfs.GuestFS, f: InjectedFile, stamp: str,
+                backups: dict[str, str]) -> None:
+    path = resolve_file(g, f.path, create_dirs=True)
+    if g.is_dir(path, followsymlinks=False):
         raise InjectionError(f"cannot inject {f.path}: it is a directory in the image")
-    if g.exists(f.path) or g.is_symlink(f.path):
-        _move_aside(g, f.path, backups)
-    g.write(f.path, f.contents)
-    g.chown(0, 0, f.path)
-    g.chmod(FILE_MODE, f.path)
+    backup = None
+    if g.exists(path) or g.is_symlink(path):
+        # The spec: the existing file is renamed to <path>.bak.<seconds.fraction>.
+        backup = backups[f.path] = backup_name(path, stamp)
+    replace_file(g, path, f.contents, uid=0, gid=0, mode=FILE_MODE, backup=backup)
 
 
-def _add_authorized_keys(g: guestfs.GuestFS, keys: tuple[str, ...],
-                         backups: dict[str, str]) -> int:
-    """Append the key lines missing from root's authorized_keys (the file and .ssh made
-    if absent); .ssh 0700 and the file 0600, both root:root, as sshd's StrictModes wants.
-    A symlink (or anything else not a plain file or folder) in their place is moved
-    aside, never written through. The number of lines added."""
+def _ssh_dir(g: guestfs.GuestFS, stamp: str, backups: dict[str, str]) -> str:
+    """Root's .ssh as a real folder of the guest (root's home made private if absent,
+    a symlink or anything not a folder in the way of .ssh moved aside), 0700 root:root."""
     home = posixpath.dirname(ROOT_SSH_DIR)
-    if not g.exists(home):  # root's home is private (an existing one is left as it is)
+    if not (g.exists(home) or g.is_symlink(home)):  # an existing home is left as it is
         g.mkdir(home)
         g.chown(0, 0, home)
         g.chmod(SSH_DIR_MODE, home)
-    if g.is_symlink(ROOT_SSH_DIR) or (g.exists(ROOT_SSH_DIR)
-                                      and not g.is_dir(ROOT_SSH_DIR, followsymlinks=False)):
-        _move_aside(g, ROOT_SSH_DIR, backups)
-    if not g.exists(ROOT_SSH_DIR):
-        g.mkdir(ROOT_SSH_DIR)
-    g.chown(0, 0, ROOT_SSH_DIR)
-    g.chmod(SSH_DIR_MODE, ROOT_SSH_DIR)
-    text = b""
-    if g.is_symlink(AUTHORIZED_KEYS) or (g.exists(AUTHORIZED_KEYS)
-                                         and not g.is_file(AUTHORIZED_KEYS, followsymlinks=False)):
-        _move_aside(g, AUTHORIZED_KEYS, backups)
-    elif g.exists(AUTHORIZED_KEYS):
-        text = g.read_file(AUTHORIZED_KEYS)
+    ssh = posixpath.join(resolve_dir(g, home, create=False), posixpath.basename(ROOT_SSH_DIR))
+    if g.is_symlink(ssh) or (g.exists(ssh) and not g.is_dir(ssh, followsymlinks=False)):
+        backup = backups[ROOT_SSH_DIR] = backup_name(ssh, stamp)
+        g.rename(ssh, backup)
+    if not g.exists(ssh):
+        g.mkdir(ssh)
+    g.chown(0, 0, ssh)  # a real folder now: nothing to follow
+    g.chmod(SSH_DIR_MODE, ssh)
+    return ssh
+
+
+def _add_authorized_keys(g: guestfs.GuestFS, keys: tuple[str, ...], stamp: str,
+                         backups: dict[str, str]) -> int:
+    """Append the key lines missing from root's authorized_keys (the file and .ssh made
+    if absent); .ssh 0700 and the file 0600, both root:root, as sshd's StrictModes wants.
+    A symlink (or anything else not a plain file) in the file's place is moved aside,
+    never written through; the file is written beside and renamed over. The number of
+    lines added."""
+    path = posixpath.join(_ssh_dir(g, stamp, backups), posixpath.basename(AUTHORIZED_KEYS))
+    text, backup = b"", None
+    if g.is_symlink(path) or (g.exists(path) and not g.is_file(path, followsymlinks=False)):
+        backup = backups[AUTHORIZED_KEYS] = backup_name(path, stamp)
+    elif g.exists(path):
+        text = g.read_file(path)
     present = {line.strip() for line in text.decode("utf-8", "replace").splitlines()}
     new = [k for k in dict.fromkeys(keys) if k.strip() not in present]
     if new:
         if text and not text.endswith(b"\n"):
             text += b"\n"
         text += "".join(f"{k}\n" for k in new).encode("utf-8")
-    g.write(AUTHORIZED_KEYS, text)  # in place: an existing file keeps its inode
-    g.chown(0, 0, AUTHORIZED_KEYS)
-    g.chmod(AUTHORIZED_KEYS_MODE, AUTHORIZED_KEYS)
+    replace_file(g, path, text, uid=0, gid=0, mode=AUTHORIZED_KEYS_MODE, backup=backup)
     return len(new)
 
 
-def _set_root_hash(g: guestfs.GuestFS, password_hash: str) -> None:
-    if not g.is_file("/etc/shadow", followsymlinks=False):
-        raise InjectionError("cannot set the admin password: the image has no /etc/shadow")
-    lines = g.read_file("/etc/shadow").decode("utf-8", "replace").split("\n")
-    today = str(int(time.time()) // _DAY)
+def with_root_hash(shadow: bytes, password_hash: str, today: int) -> bytes:
+    """/etc/shadow with root's hash and last-change day set; every other byte as it was
+    (names or comments need not be UTF-8)."""
+    lines = shadow.split(b"\n")
     for i, line in enumerate(lines):
-        fields = line.split(":")
-        if fields[0] == "root" and len(fields) >= 3:
-            fields[1], fields[2] = password_hash, today
-            lines[i] = ":".join(fields)
-            break
-    else:
-        raise InjectionError("cannot set the admin password: no root entry in /etc/shadow")
-    # write() truncates in place: the file keeps its owner and mode.
-    g.write("/etc/shadow", "\n".join(lines).encode())
+        fields = line.split(b":")
+        if fields[0] == b"root" and len(fields) >= 3:
+            fields[1], fields[2] = password_hash.encode(), str(today).encode()
+            lines[i] = b":".join(fields)
+            return b"\n".join(lines)
+    raise InjectionError("cannot set the admin password: no root entry in /etc/shadow")
 
 
-def _inject_one(g: guestfs.GuestFS, root: str | None, inspected: bool,
-                req: InjectionRequest) -> InjectionResult:
+def _set_root_hash(g: guestfs.GuestFS, password_hash: str) -> None:
+    try:
+        shadow = resolve_file(g, "/etc/shadow", create_dirs=False)
+    except InjectionError:
+        shadow = ""
+    if not shadow or not g.is_file(shadow, followsymlinks=False):
+        raise InjectionError("cannot set the admin password: the image has no /etc/shadow")
+    st = g.lstatns(shadow)
+    edited = with_root_hash(g.read_file(shadow), password_hash, int(time.time()) // _DAY)
+    # Written beside and renamed over: same owner, group and mode, never half-written.
+    replace_file(g, shadow, edited, uid=st["st_uid"], gid=st["st_gid"],
+                 mode=st["st_mode"] & 0o7777)
+
+
+def _inject_one(g: guestfs.GuestFS, root: str | None, req: InjectionRequest) -> InjectionResult:
     started = time.monotonic()
-    for mountpoint, fs in _root_mounts(g, root, inspected):
-        g.mount(fs, mountpoint)
+    if root is None:
+        raise InjectionError("no recognisable root filesystem on the guest disk (is it a "
+                             "Linux image with /etc/passwd?)")
+    stamp = f"{time.time():.4f}"
+    for f in req.files:  # a name that cannot be backed up fails before anything is touched
+        backup_name(f.path, stamp)
+    g.mount(root, "/")
     try:
         backups: dict[str, str] = {}
         keys_added = 0
         if req.authorized_keys:  # before the files, as Nova injects (key, ..., files)
-            keys_added = _add_authorized_keys(g, req.authorized_keys, backups)
+            keys_added = _add_authorized_keys(g, req.authorized_keys, stamp, backups)
         for f in req.files:
-            _write_file(g, f, backups)
+            _write_file(g, f, stamp, backups)
         if req.root_password_hash is not None:
             _set_root_hash(g, req.root_password_hash)
     finally:
@@ -227,6 +243,20 @@ class _Layout:
         _ = self.filesystems
         return self._drive_of
 
+    @property
+    def has_volumes(self) -> bool:
+        """Some filesystem of the batch is on no drive: an LVM volume."""
+        return None in self.drive_of.values()
+
+
+def _volume_root(g: guestfs.GuestFS, device: str) -> str | None:
+    """A root among the LVM volumes of `device` alone: LVM is made to see that drive only
+    (and activates its VGs), so a clone's VG cannot stand in for this one's."""
+    g.lvm_set_filter([device])
+    g.vg_activate_all(True)
+    volumes = {lv: "lv" for lv in g.lvs()}
+    return _probe_root(g, volumes, dict.fromkeys(volumes, device), device)
+
 
 def _hinted_root(g: guestfs.GuestFS, device: str, suffix: str | None) -> str | None:
     """The root at the place a disk of the same base had it, if it is still one there."""
@@ -237,17 +267,30 @@ def _hinted_root(g: guestfs.GuestFS, device: str, suffix: str | None) -> str | N
 
 
 class GuestfsInjector:
-    def __init__(self, virt_type: VirtType) -> None:
+    def __init__(self, virt_type: VirtType, limits: ApplianceLimits | None = None) -> None:
         self.virt_type = virt_type
+        self.limits = limits or ApplianceLimits()
         self.launches = 0  # appliance launches so far (reported by metrics and the bench)
         # layout_key -> where its root was on the drive: partition number, "" = whole drive.
         self.root_places: dict[str, str] = {}
 
     def inject(self, requests: list[InjectionRequest]) -> list[InjectionResult | InjectionError]:
-        """Apply each request to its disk with one appliance launch for all of them."""
-        if not requests:
-            return []
-        g = new_handle(self.virt_type)
+        """Apply each request to its disk: one appliance launch for all the disks no guest
+        has written, one each for the others (model.injection.appliance_groups)."""
+        results: list[InjectionResult | InjectionError | None] = [None] * len(requests)
+        for group in appliance_groups(requests):
+            for i, result in zip(group, self._inject_launched([requests[i] for i in group]),
+                                 strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    def handle(self, drives: list[str]) -> guestfs.GuestFS:
+        """A new handle whose calls are bounded by self.limits (`drives`: its disk paths)."""
+        return watched(new_handle(self.virt_type), drives, self.limits)
+
+    def _inject_launched(self, requests: list[InjectionRequest]
+                         ) -> list[InjectionResult | InjectionError]:
+        g = self.handle([str(r.disk) for r in requests])
         try:
             for i, req in enumerate(requests):
                 g.add_drive_opts(str(req.disk), format=req.disk_format, readonly=False,
@@ -269,23 +312,18 @@ class GuestfsInjector:
         """Apply each request to its device of a launched appliance (devices[i] holds
         requests[i]'s disk, or an identical copy of it)."""
         layout = _Layout(g, devices)
-        inspected: dict[str, str] | None = None
         results: list[InjectionResult | InjectionError] = []
         for device, req in zip(devices, requests, strict=True):
             try:
                 hint = self.root_places.get(req.layout_key) if req.layout_key else None
                 root = _hinted_root(g, device, hint)
-                by_inspection = False
                 if root is None:
                     root = _probe_root(g, layout.filesystems, layout.drive_of, device)
-                    by_inspection = root is None and None in layout.drive_of.values()
-                if by_inspection:  # LVM: only inspection knows a volume's drive
-                    if inspected is None:
-                        inspected = {_device_of(g, r): r for r in reversed(g.inspect_os())}
-                    root = inspected.get(device)
-                elif root is not None and req.layout_key:
-                    self.root_places[req.layout_key] = root[len(device):]
-                results.append(_inject_one(g, root, by_inspection, req))
+                    if root is None and layout.has_volumes:
+                        root = _volume_root(g, device)
+                    if root is not None and root.startswith(device) and req.layout_key:
+                        self.root_places[req.layout_key] = root[len(device):]
+                results.append(_inject_one(g, root, req))
             except InjectionError as e:
                 results.append(e)
             except RuntimeError as e:  # libguestfs reports guest-side errors this way

@@ -28,7 +28,7 @@ from pathlib import Path
 import guestfs
 import structlog
 
-from agent.adapters.guestfs_appliance import kill_stale_appliances, new_handle
+from agent.adapters.guestfs_appliance import kill_stale_appliances, new_handle, watched
 from agent.adapters.guestfs_injector import GuestfsInjector, label_of
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.errors import AgentError, InjectionError
@@ -175,13 +175,14 @@ class WarmGuestfsInjector:
         made: list[tuple[Path, Path]] = []
         g: guestfs.GuestFS | None = None
         try:
-            g = new_handle(self.cold.virt_type)
             self.spares_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
             for base, fmt in bases.items():
                 for _ in range(self.spares_per_base):
                     spare = self.spares_dir / f"{uuid.uuid4().hex}.qcow2"
                     self.disks.create_overlay(base, fmt, spare, 0)
                     made.append((base, spare))
+            g = watched(new_handle(self.cold.virt_type), [str(spare) for _, spare in made],
+                        self.cold.limits)  # every call bounded, as the cold path's
             for i, (_, spare) in enumerate(made):
                 g.add_drive_opts(str(spare), format="qcow2", readonly=False, label=label_of(i))
             g.launch()

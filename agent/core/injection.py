@@ -7,6 +7,8 @@ request waiting; requests that arrive while a batch runs form the next batch.
 The servers of one multi-create are a group of known size: once one of them arrives, the
 batch waits (up to `group_wait_s`) until all of them have, however long their disks took
 to make, and keeps them in one batch, so one create request costs one appliance launch.
+A disk a guest has written (an offline password change) is never batched with others:
+whatever its tenant put there is parsed by an appliance that holds no one else's disk.
 """
 
 from __future__ import annotations
@@ -98,19 +100,29 @@ class InjectionBatcher:
                 await asyncio.wait_for(self._arrived.wait(), min(deadlines) - loop.time())
 
     def _take_batch(self) -> list[_Waiting]:
-        """Up to max_batch requests, oldest first, a group's members kept together (a
-        group larger than max_batch fills batches of its own)."""
-        units: dict[object, list[_Waiting]] = {}
-        for w in self._pending:
-            units.setdefault(w.group.key if w.group is not None else id(w), []).append(w)
+        """The oldest live request's batch: it alone if a guest wrote its disk (whatever
+        its tenant put there is parsed by an appliance that holds no one else's disk),
+        else up to max_batch requests whose disks no guest wrote, oldest first, a group's
+        members kept together (a group larger than max_batch fills batches of its own).
+        The requests left keep their turn."""
+        self._pending = [w for w in self._pending if not w.future.cancelled()]
+        if not self._pending:
+            return []
         batch: list[_Waiting] = []
-        for unit in units.values():
-            room = self.max_batch - len(batch)
-            if len(unit) <= room or not batch:
-                batch += unit[:room]
+        if self._pending[0].request.guest_written:
+            batch = self._pending[:1]
+        else:
+            units: dict[object, list[_Waiting]] = {}
+            for w in self._pending:
+                if not w.request.guest_written:
+                    units.setdefault(w.group.key if w.group is not None else id(w), []).append(w)
+            for unit in units.values():
+                room = self.max_batch - len(batch)
+                if len(unit) <= room or not batch:
+                    batch += unit[:room]
         taken = {id(w) for w in batch}
         self._pending = [w for w in self._pending if id(w) not in taken]
-        return [w for w in batch if not w.future.cancelled()]
+        return batch
 
     async def _work(self) -> None:
         while self._pending:

@@ -46,6 +46,18 @@ class InjectionRequest(BaseModel):
     # rename that over `disk`.
     fresh_overlay_of: Path | None = None
     base_format: str = "qcow2"
+    # A guest has run on `disk` (an offline password change): its contents are the
+    # tenant's, possibly hostile, so it goes into an appliance of its own, never beside
+    # other tenants' disks.
+    guest_written: bool = False
+
+
+def appliance_groups(requests: list[InjectionRequest]) -> list[list[int]]:
+    """Indexes of `requests` grouped by the appliance they may share: every disk no guest
+    has written in one group (first), each guest-written disk alone."""
+    shared = [i for i, r in enumerate(requests) if not r.guest_written]
+    alone = [[i] for i, r in enumerate(requests) if r.guest_written]
+    return ([shared] if shared else []) + alone
 
 
 class InjectionResult(BaseModel):

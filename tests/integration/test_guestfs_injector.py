@@ -3,10 +3,17 @@ gets its own files (clones of one image all name /dev/vda in fstab), existing fi
 kept as .bak.<timestamp>, new files are 0440 root:root in 0755 root:root parents, the
 root password hash lands in /etc/shadow, root's SSH keys in /root/.ssh/authorized_keys
 (made 0700/0600 root:root, or appended to without repeating a line), and a hostile or
-empty disk fails alone."""
+empty disk fails alone.
+
+Safety against what an image holds: a symlinked directory in a path is resolved inside
+the guest's root (never in the appliance), /etc/shadow is written beside and renamed over
+(a new inode: a stop mid-write leaves the old one whole) with its owner, group, mode and
+non-UTF-8 bytes kept, and a file whose .bak name could not exist fails its disk before
+anything on it is touched."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -53,6 +60,34 @@ def keyed_disk(tmp: Path) -> Path:
     return ext4_disk(tmp, "keyed", root)
 
 
+SHADOW = b"root:*:19000:0:99999:7:::\ncaf\xe9:!:19000:0:99999:7:::\n"  # latin-1 name
+LONG_NAME = "m" * 236  # + ".bak.<10>.<4>" = 256 bytes: no such file name
+
+
+def tricky_disk(tmp: Path) -> tuple[Path, int]:
+    """An ext4 root whose /data is an absolute symlink to /etc and /up a relative one
+    climbing above the root; its shadow is 0640 root:42 with a latin-1 line. Returns the
+    disk and the inode number of its /etc/shadow."""
+    root = tmp / "tricky-root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "motd").write_text("tricky motd\n")
+    shadow = root / "etc" / "shadow"
+    shadow.write_bytes(SHADOW)
+    os.chown(shadow, 0, 42)
+    shadow.chmod(0o640)
+    (root / "data").symlink_to("/etc")
+    (root / "up").symlink_to("../../../etc")
+    raw = tmp / "tricky.raw"
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(root), str(raw), "16M"], check=True)
+    stat = subprocess.run(["debugfs", "-R", "stat /etc/shadow", str(raw)], check=True,
+                          capture_output=True, text=True).stdout
+    inode = int(re.search(r"Inode: (\d+)", stat).group(1))
+    disk = tmp / "tricky.qcow2"
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(raw), str(disk)], check=True)
+    return disk, inode
+
+
 def hostile_disk(tmp: Path) -> Path:
     """An ext4 disk whose /etc/motd and /root/.ssh/authorized_keys are symlinks to
 /etc/shadow and /etc/issue a directory."""
@@ -72,13 +107,14 @@ def batch(tmp_path_factory, virt_type):
     disks = QemuImgDisks()
     base = tmp / "base.qcow2"
     disks.cache_base(BASE, base)
-    a, b = tmp / "a.qcow2", tmp / "b.qcow2"
-    for d in (a, b):
+    a, b, c = tmp / "a.qcow2", tmp / "b.qcow2", tmp / "c.qcow2"
+    for d in (a, b, c):
         disks.create_overlay(base, "qcow2", d, 0)
     blank = tmp / "blank.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "16M"], check=True)
     hostile = hostile_disk(tmp)
     keyed = keyed_disk(tmp)
+    tricky, shadow_inode = tricky_disk(tmp)
     requests = [
         InjectionRequest(disk=a, root_password_hash=HASH_A, authorized_keys=(KEY_A,), files=(
             InjectedFile(path="/etc/motd", contents=b"motd of A\n"),
@@ -89,17 +125,24 @@ def batch(tmp_path_factory, virt_type):
         InjectionRequest(disk=hostile, root_password_hash=HASH_A, authorized_keys=(KEY_A,),
                          files=(InjectedFile(path="/etc/motd", contents=b"not into shadow\n"),)),
         InjectionRequest(disk=keyed, authorized_keys=(KEY_A, KEY_B, KEY_A)),
+        InjectionRequest(disk=tricky, root_password_hash=HASH_B, files=(
+            InjectedFile(path="/data/motd", contents=b"via /data\n"),
+            InjectedFile(path="/up/issue.net", contents=b"via /up\n"))),
+        InjectionRequest(disk=c, root_password_hash=HASH_B, files=(
+            InjectedFile(path="/etc/motd", contents=b"motd of C\n"),
+            InjectedFile(path=f"/etc/{LONG_NAME}", contents=b"x"))),
     ]
     injector = GuestfsInjector(virt_type)
     results = injector.inject(requests)
     assert injector.launches == 1
     # Read everything back through a second, read-only appliance.
     g = new_handle(virt_type)
-    for r in (a, b, hostile, keyed):
+    for r in (a, b, hostile, keyed, tricky, c):
         g.add_drive_opts(str(r), format="qcow2", readonly=True)
     g.launch()
-    yield {"results": results, "g": g, "devices": dict(zip(("a", "b", "hostile", "keyed"),
-                                                             g.list_devices(), strict=True))}
+    yield {"results": results, "g": g, "shadow_inode": shadow_inode,
+           "devices": dict(zip(("a", "b", "hostile", "keyed", "tricky", "c"), g.list_devices(),
+                               strict=True))}
     g.close()
 
 
@@ -198,3 +241,40 @@ def test_an_authorized_keys_symlink_is_moved_aside_never_written_through(batch):
     assert not g.is_symlink("/root/.ssh/authorized_keys")
     assert g.cat("/root/.ssh/authorized_keys") == KEY_A + "\n"
     assert KEY_A not in g.cat("/etc/shadow")
+
+
+def test_symlinked_directories_resolve_inside_the_guest_root(batch):
+    """/data -> /etc and /up -> ../../../etc are the guest's /etc: the appliance's own
+    /etc (or /dev, holding other tenants' disks) is never reached through them."""
+    r = batch["results"][5]
+    assert not isinstance(r, InjectionError), r
+    assert r.written == ("/data/motd", "/up/issue.net")
+    assert list(r.backups) == ["/data/motd"]
+    assert re.fullmatch(r"/etc/motd\.bak\.\d{10}\.\d{4}", r.backups["/data/motd"])
+    g = mounted(batch, "tricky")
+    assert g.cat("/etc/motd") == "via /data\n"
+    assert g.cat(r.backups["/data/motd"]) == "tricky motd\n"
+    assert g.cat("/etc/issue.net") == "via /up\n"
+    assert g.is_symlink("/data") and g.readlink("/data") == "/etc"
+    assert sorted(g.ls("/")) == ["data", "etc", "lost+found", "up"]
+
+
+def test_shadow_is_replaced_whole_with_its_owner_mode_and_bytes(batch):
+    g = mounted(batch, "tricky")
+    st = g.lstatns("/etc/shadow")
+    assert (st["st_uid"], st["st_gid"], st["st_mode"] & 0o7777) == (0, 42, 0o640)
+    assert st["st_ino"] != batch["shadow_inode"]  # written beside, renamed over
+    lines = g.read_file("/etc/shadow").split(b"\n")
+    assert lines[0].startswith(f"root:{HASH_B}:".encode())
+    assert lines[1:] == SHADOW.split(b"\n")[1:]  # the latin-1 line byte for byte
+    assert not [n for n in g.ls("/etc") if n.startswith(".compute-agent-")]
+
+
+def test_a_backup_name_over_255_bytes_fails_the_disk_before_anything_is_touched(batch):
+    err = batch["results"][6]
+    assert isinstance(err, InjectionError)
+    assert "longer than 255 bytes" in str(err)
+    g = mounted(batch, "c")
+    assert g.cat("/etc/motd") == "compute-agent busybox test guest\n"  # the image's own
+    assert not g.read_file("/etc/shadow").startswith(f"root:{HASH_B}:".encode())
+    assert not [n for n in g.ls("/etc") if ".bak." in n or n.startswith(".compute-agent-")]

@@ -103,8 +103,9 @@ class ChangePasswordWorkflow(ActionWorkflow):
             job = d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN})
         d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)
         if done < 2:  # setting the same hash twice is harmless
-            await self.injector.inject(InjectionRequest(
-                disk=d.files(server.id).disk, root_password_hash=job.payload["admin_pass_hash"]))
+            await self.injector.inject(InjectionRequest(  # the guest's own disk: alone
+                disk=d.files(server.id).disk, root_password_hash=job.payload["admin_pass_hash"],
+                guest_written=True))
             job = d.checkpoint(job, "injected")
         await self.ops.boot(server.id)
         d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)

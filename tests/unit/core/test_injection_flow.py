@@ -11,7 +11,7 @@ from agent.core.injection import BatchGroup, InjectionBatcher
 from agent.core.jobs import JobRunner
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
-from agent.model.injection import LOCKED_HASH, InjectionRequest
+from agent.model.injection import LOCKED_HASH, InjectionRequest, appliance_groups
 from agent.model.job import JobKind, JobStatus
 from agent.model.requests import CreateServer, PersonalityFile
 from agent.model.states import Status
@@ -153,3 +153,25 @@ async def test_a_group_is_kept_whole_and_one_larger_than_max_batch_fills_batches
     await asyncio.gather(lone, *three, *six)
     assert [sorted(str(r.disk) for r in call) for call in injector.calls] == [
         ["/g0", "/g1", "/g2", "/lone"], ["/h0", "/h1", "/h2", "/h3"], ["/h4", "/h5"]]
+
+
+async def test_a_disk_a_guest_has_written_is_never_batched_with_other_disks(tmp_path):
+    """An offline password change parses the tenant's own (possibly hostile) disk: it gets
+    an appliance alone, while the fresh disks waiting with it still share one."""
+    injector = FakeInjector()
+    batcher = InjectionBatcher(injector, window_s=0.01)
+    fresh = [InjectionRequest(disk=tmp_path / f"fresh{i}") for i in range(3)]
+    used = [InjectionRequest(disk=tmp_path / f"used{i}", guest_written=True) for i in range(2)]
+    order = [fresh[0], used[0], fresh[1], used[1], fresh[2]]
+    results = await asyncio.gather(*(batcher.inject(r) for r in order))
+    assert [r.disk for r in results] == [r.disk for r in order]
+    assert [[r.disk.name for r in call] for call in injector.calls] == [
+        ["fresh0", "fresh1", "fresh2"], ["used0"], ["used1"]]
+
+
+def test_appliance_groups_put_each_guest_written_disk_alone(tmp_path):
+    reqs = [InjectionRequest(disk=tmp_path / "a", guest_written=True),
+            InjectionRequest(disk=tmp_path / "b"), InjectionRequest(disk=tmp_path / "c"),
+            InjectionRequest(disk=tmp_path / "d", guest_written=True)]
+    assert appliance_groups(reqs) == [[1, 2], [0], [3]]
+    assert appliance_groups(reqs[1:3]) == [[0, 1]]

@@ -97,6 +97,7 @@ async def test_a_silent_guest_agent_falls_back_to_the_offline_path_and_says_why(
     assert qga.hypervisor.passwords_set == []
     injected = qga.injector.injected[qga.deps.files(sid).disk]
     assert verifies(NEW_PASSWORD, injected.root_password_hash)
+    assert injected.guest_written  # the guest's own disk: an appliance of its own
     ops = guest_ops(qga, sid, mark)
     assert ops[0] == "guest_agent_ready" and ops.index("shutdown") < ops.index("start")
     [why] = [e for e in logs if e["event"] == "change_password.offline"]
