@@ -20,13 +20,13 @@ from agent.adapters.guestfs_appliance import kill_stale_appliances
 from agent.adapters.guestfs_injector import GuestfsInjector
 from agent.adapters.guestfs_warm import WarmGuestfsInjector
 from agent.adapters.host_checks import host_checks, virt_decision
-from agent.adapters.image_catalog import ManifestImageCatalog
+from agent.adapters.image_catalog import WritableImageCatalog
 from agent.adapters.libvirt_eventloop import install_event_loop
 from agent.adapters.libvirt_events import LibvirtEventSource
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.listeners import tcp_listener, unix_listener
 from agent.adapters.netlink import NetlinkPlumber
-from agent.adapters.qemu_img import QemuImgDisks
+from agent.adapters.qemu_img import QemuImgDisks, QemuImgInspector
 from agent.adapters.sqlite_store import SqliteStore
 from agent.adapters.systemd_notify import sd_notify, watchdog_interval
 from agent.adapters.webhook_http import HttpxWebhookSender
@@ -36,6 +36,7 @@ from agent.config import Config, load_config
 from agent.core.doctor import DoctorReport, run_checks
 from agent.core.event_feed import EventFeed, EventNotifier
 from agent.core.flavors import FlavorCatalog
+from agent.core.image_import import import_image as import_into
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
 from agent.core.metrics import Metrics
@@ -52,6 +53,7 @@ from agent.core.workflows.delete import DeleteWorkflow
 from agent.core.workflows.guest_ops import ActionTimings
 from agent.errors import ConfigError
 from agent.log import configure_logging
+from agent.model.image import Image
 from agent.model.job import Job, JobKind
 from agent.model.requests import RequestContext
 
@@ -75,6 +77,15 @@ def doctor(config: Config, *, guestfs: bool = True) -> DoctorReport:
     return run_checks(host_checks(config, guestfs=guestfs))
 
 
+def import_image(config: Config, source: Path, name: str, properties: dict[str, str],
+                 min_ram: int = 0, disk_format: str | None = None) -> Image:
+    """`compute-agent image import`: into the first image folder, which the daemon's
+    catalog reads on every request (so no restart is needed)."""
+    catalog = WritableImageCatalog(*config.image_dirs)
+    return import_into(catalog, QemuImgInspector(), source, name, properties, min_ram,
+                       disk_format)
+
+
 def _crash_hook() -> CheckpointHook:
     target = os.environ.get(CRASH_AT_ENV)
 
@@ -94,7 +105,7 @@ class Agent:
     hypervisor: LibvirtHypervisor
     runner: JobRunner
     service: ServerService
-    images: ManifestImageCatalog
+    images: WritableImageCatalog
     flavors: FlavorCatalog
     monitor: PowerMonitor
     # Shared by every listener and changed in place on SIGHUP, so a reload needs no restart.
@@ -159,7 +170,7 @@ def build_agent(config: Config) -> Agent:
         d.chmod(0o755)  # QEMU runs unprivileged and must reach guest disks below
     store = SqliteStore(config.database_path)
     hypervisor = LibvirtHypervisor(config.libvirt_uri)
-    images = ManifestImageCatalog(*config.image_dirs, boot_cache=config.base_images_dir)
+    images = WritableImageCatalog(*config.image_dirs, boot_cache=config.base_images_dir)
     flavors = FlavorCatalog(config.flavors)
     catalog = NetworkCatalog(config.networks)
     network = NetworkPlumbing(store, catalog, NetlinkPlumber(), DnsmasqDhcp(

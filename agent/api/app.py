@@ -34,7 +34,7 @@ from agent.core.metrics import Metrics
 from agent.core.networks import PortService
 from agent.core.servers import ServerService
 from agent.model.requests import Limits, RequestContext
-from agent.ports import ImageCatalog, Store
+from agent.ports import ImageWriter, Store
 
 NOVA_MAX_BODY_BYTES = 114688  # oslo.middleware sizelimit's default, as Nova runs it
 
@@ -43,7 +43,7 @@ NOVA_MAX_BODY_BYTES = 114688  # oslo.middleware sizelimit's default, as Nova run
 class ApiDeps:
     servers: ServerService
     flavors: FlavorCatalog
-    images: ImageCatalog
+    images: ImageWriter
     limits: Limits
     store: Store  # read-only here: usage counts for /limits
     host_id: str  # this hypervisor's host name; hashed per project into hostId

@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
+def pairs(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, client: AgentClient) -> int:
         if args.admin_pass:
             body["adminPass"] = args.admin_pass
         if args.property:
-            body["metadata"] = _pairs(args.property)
+            body["metadata"] = pairs(args.property)
         for key, value in (("accessIPv4", args.access_ipv4), ("accessIPv6", args.access_ipv6)):
             if value:
                 body[key] = value
@@ -132,6 +132,6 @@ def run(args: argparse.Namespace, client: AgentClient) -> int:
         if changes:
             client.update_server(args.id, changes)
         if args.property:
-            client.set_metadata(args.id, _pairs(args.property))
+            client.set_metadata(args.id, pairs(args.property))
         print_detail(client.get_server(args.id))
     return 0
