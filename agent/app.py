@@ -33,6 +33,7 @@ from agent.adapters.webhook_http import HttpxWebhookSender
 from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
 from agent.config import Config, load_config
+from agent.core.console import ConsoleFiles
 from agent.core.doctor import DoctorReport, run_checks
 from agent.core.event_feed import EventFeed, EventNotifier
 from agent.core.flavors import FlavorCatalog
@@ -132,7 +133,8 @@ class Agent:
                                   host_id=self.config.host, tokens=self.tokens,
                                   default_context=default_context, ports=self.ports,
                                   events=EventFeed(self.store, self.notifier),
-                                  metrics=self.metrics))
+                                  metrics=self.metrics,
+                                  consoles=ConsoleFiles(self.config.instances_dir)))
 
     def reload(self, reread: Callable[[], Config]) -> None:
         """SIGHUP: what can change live (log level and format, tokens, webhooks). A bad file keeps

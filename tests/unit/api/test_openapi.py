@@ -47,7 +47,7 @@ async def test_every_route_is_documented_with_and_without_project_id(env: Env):
     network = {(f"{NETWORK_PREFIX}{r.path}", m.lower()) for r in routes_network.router.routes
                for m in r.methods}
     assert documented == expected | network
-    assert len(expected) == 3 + 2 * 21
+    assert len(expected) == 3 + 2 * 22
     assert len(network) == 10
 
 
