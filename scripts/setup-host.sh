@@ -9,6 +9,7 @@ PACKAGES=(
   libguestfs-tools python3-guestfs supermin
   linux-image-amd64 busybox-static e2fsprogs cpio qemu-guest-agent
   dnsmasq-base iproute2
+  mmdebstrap extlinux syslinux-common fdisk util-linux
   python3-venv python3-dev libvirt-dev pkg-config gcc
 )
 
