@@ -18,6 +18,7 @@ from starlette.routing import compile_path
 from agent.api import (
     routes_actions,
     routes_catalog,
+    routes_console,
     routes_events,
     routes_metadata,
     routes_metrics,
@@ -104,6 +105,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
     app.include_router(versions.router)
     app.include_router(routes_metrics.router)
     app.include_router(compute, prefix="/v2.1", generate_unique_id_function=_operation_id)
+    app.include_router(routes_console.router, prefix="/v2.1")  # a WebSocket, not in OpenAPI
     app.include_router(routes_network.router, prefix=NETWORK_PREFIX,
                        generate_unique_id_function=_operation_id)
     app.state.route_methods = _route_methods()
