@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import api_latency, injection, memory, provisioning, shutoff
+from bench import api_latency, debian_boot, injection, memory, provisioning, shutoff
 from bench.context import Context, load_average, make_context
 from bench.report import Figure, progress, write
 from bench.scratch import Scratch, sigterm_as_interrupt
@@ -32,8 +32,9 @@ def _command(name: str, args: argparse.Namespace) -> str:
         "memory": f"--reconcile-domains {args.reconcile_domains}",
         "load": f"--load-seconds {args.load_seconds:g} "
                 f"--load-reference-seconds {args.load_reference_seconds:g}",
+        "debian": "",
     }[name]
-    return f"{PY} {name} {opts}"
+    return f"{PY} {name} {opts}".rstrip()
 
 
 def _injection(ctx: Context, args: argparse.Namespace) -> list[Figure]:
@@ -68,6 +69,10 @@ def _load(ctx: Context, args: argparse.Namespace) -> list[Figure]:
                                 _command("load", args))
 
 
+def _debian(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return debian_boot.debian_boot(ctx, _command("debian", args))
+
+
 FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
     "injection": _injection,
     "batch": _batch,
@@ -76,6 +81,7 @@ FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
     "api": _api,
     "memory": _memory,
     "load": _load,
+    "debian": _debian,
 }
 
 
