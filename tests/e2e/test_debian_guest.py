@@ -229,14 +229,13 @@ def test_change_password_offline_with_the_agent_stopped(env: Env):
 
 
 def test_rebuild_onto_busybox_and_back(env: Env):
-    r = env.server.act({"rebuild": {"imageRef": BUSYBOX_ID, "adminPass": "Busybox-Passw0rd"}})
-    assert r.json()["server"]["image"]["id"] == BUSYBOX_ID
-    env.server.wait("ACTIVE", timeout=BOOT_S)
+    env.server.act({"rebuild": {"imageRef": BUSYBOX_ID, "adminPass": "Busybox-Passw0rd"}})
+    assert env.server.wait("ACTIVE", timeout=BOOT_S)["image"]["id"] == BUSYBOX_ID
     with env.login("Busybox-Passw0rd", timeout=180) as con:
         rc, out = con.run("cat /etc/os-release")
         assert rc == 0 and "compute-agent busybox test guest" in out
     env.server.act({"rebuild": {"imageRef": DEBIAN_ID, "adminPass": "Again-Passw0rd"}})
-    env.server.wait("ACTIVE", timeout=BOOT_S)
+    assert env.server.wait("ACTIVE", timeout=BOOT_S)["image"]["id"] == DEBIAN_ID
     xml = virsh("dumpxml", env.server.id)
     assert "<kernel>" not in xml
     with env.login("Again-Passw0rd") as con:
