@@ -87,6 +87,6 @@ async def serial_console(ws: WebSocket, server_id: str) -> None:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-        with contextlib.suppress(RuntimeError, OSError):
-            await ws.close()
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await ws.close()  # the client may have gone first (Ctrl-])
         log.info("console.detached", server_id=str(server.id))

@@ -255,16 +255,24 @@ def console_cli(env: Env, user: str) -> subprocess.Popen[bytes]:
 def test_server_console_attaches_the_terminal_and_ctrl_bracket_leaves(env: Env):
     proc = console_cli(env, "alice")
     seen = bytearray()
-    reader = threading.Thread(target=lambda: seen.extend(iter(
-        lambda: proc.stdout.read1(4096), b"")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
+
+    def read() -> None:
+        while chunk := proc.stdout.read1(4096):  # type: ignore[union-attr]
+            seen.extend(chunk)
+
+    threading.Thread(target=read, daemon=True).start()
     try:
-        deadline = time.monotonic() + 120
-        while b"login:" not in seen:  # Enter until the getty prompts again
-            assert time.monotonic() < deadline, bytes(seen[-500:])
-            proc.stdin.write(b"\r")  # type: ignore[union-attr]
-            proc.stdin.flush()  # type: ignore[union-attr]
-            time.sleep(2)
+        def type_until(keys: bytes, wanted: bytes, every: float) -> None:
+            deadline = time.monotonic() + 120
+            while wanted not in seen:
+                assert time.monotonic() < deadline, bytes(seen[-500:])
+                proc.stdin.write(keys)  # type: ignore[union-attr]
+                proc.stdin.flush()  # type: ignore[union-attr]
+                time.sleep(every)
+
+        type_until(b"\r", b"debian-12-test", 2)  # a prompt: the getty's or a root shell's
+        if b"login:" not in seen:  # the earlier tests left root logged in: log it out
+            type_until(b"exit\r", b"login:", 60)  # once (again only if nothing came)
         proc.stdin.write(b"\x1d")  # type: ignore[union-attr]
         proc.stdin.flush()  # type: ignore[union-attr]
         assert proc.wait(timeout=30) == 0, proc.stderr.read()  # type: ignore[union-attr]
