@@ -32,7 +32,7 @@ from tests.conftest import IMAGES_DIR, REPO
 from tests.e2e.test_openstack_clients import Recorded, nova, sdk
 from tests.support.acting import IMAGE_ID as BUSYBOX_ID
 from tests.support.acting import ServerUnderTest, module_daemon, query, virsh
-from tests.support.console import LoginFailed, SerialConsole
+from tests.support.console import SHELL_PROMPT, LoginFailed, SerialConsole
 from tests.support.daemon import TOKENS, Daemon
 from tests.support.netns import TestNet, kill_dnsmasq_under
 
@@ -116,6 +116,14 @@ def stat(con: SerialConsole, path: str) -> str:
     return out.strip()
 
 
+def type_at_prompt(con: SerialConsole, command: str) -> None:
+    """Type a command once bash shows its prompt: typed while readline starts, bash
+    shows the line but may not run it."""
+    con.wait_for(SHELL_PROMPT, timeout=60)
+    con.sendline(command)
+    con.wait_for(re.escape(command) + r"\r?\n", timeout=30)  # echoed and entered
+
+
 def test_it_boots_from_its_own_disk_and_takes_the_admin_password(env: Env):
     xml = subprocess.run(["virsh", "dumpxml", env.server.id], capture_output=True, text=True,
                          check=True).stdout
@@ -180,7 +188,7 @@ def test_console_output_through_the_api_is_the_serial_log_tail(env: Env):
 def test_reboot_typed_in_the_guest_stays_active_without_shutoff(env: Env):
     seq = env.server.last_seq()
     with env.login() as con:
-        con.sendline("reboot")
+        type_at_prompt(con, "reboot")
     asked = time.monotonic()
     statuses = set()
     with env.console().connect() as con:
@@ -290,6 +298,6 @@ def test_server_console_attaches_the_terminal_and_ctrl_bracket_leaves(env: Env):
 def test_poweroff_typed_in_the_guest_is_shutoff(env: Env):
     seq = env.server.last_seq()
     with env.login() as con:
-        con.sendline("poweroff")
+        type_at_prompt(con, "poweroff")
     env.server.wait("SHUTOFF", timeout=180)
     assert env.server.statuses_since(seq) == ["SHUTOFF"]
