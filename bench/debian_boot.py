@@ -22,6 +22,7 @@ from agent.model.host import VirtType
 from bench.context import IMAGES_DIR, Context, run
 from bench.daemon import BenchDaemon, create_server, delete_servers, instance_dir
 from bench.injection import text_file
+from bench.provisioning import wait_warm
 from bench.report import Figure, progress
 from bench.timing import Stopwatch, poll
 
@@ -38,17 +39,27 @@ def _seen(path: Path) -> bool:
         return False
 
 
-def agent_run(ctx: Context, image_id: str) -> float:
-    with BenchDaemon(ctx.scratch, "debian") as daemon, daemon.client() as api:
-        contents = base64.b64encode(text_file(1, 1024)).decode()
-        personality = [{"path": "/etc/motd", "contents": contents}]
-        with Stopwatch() as sw:
-            server_id = create_server(api, "debian", image_id, FLAVOR[0], personality)
-            log = instance_dir(daemon, server_id) / "console.log"
-            poll(lambda: _seen(log), BOOT_TIMEOUT_S, interval=0.2, what="agent guest login:")
-        with contextlib.suppress(Exception):
-            delete_servers(api, [server_id])
+def _to_login(api, daemon: BenchDaemon, image_id: str, name: str) -> float:
+    contents = base64.b64encode(text_file(1, 1024)).decode()
+    personality = [{"path": "/etc/motd", "contents": contents}]
+    with Stopwatch() as sw:
+        server_id = create_server(api, name, image_id, FLAVOR[0], personality)
+        log = instance_dir(daemon, server_id) / "console.log"
+        poll(lambda: _seen(log), BOOT_TIMEOUT_S, interval=0.2, what="agent guest login:")
+    with contextlib.suppress(Exception):
+        delete_servers(api, [server_id])
     return sw.elapsed
+
+
+def agent_run(ctx: Context, image_id: str) -> tuple[float, float]:
+    """(first build of the image since the daemon started: the injection appliance is
+    launched on the build's path; the next one, on the warm appliance the daemon keeps
+    between builds)."""
+    with BenchDaemon(ctx.scratch, "debian") as daemon, daemon.client() as api:
+        cold = _to_login(api, daemon, image_id, "debian-cold")
+        wait_warm(daemon, 1)
+        warm = _to_login(api, daemon, image_id, "debian-warm")
+    return cold, warm
 
 
 def reference_run(ctx: Context, disk_file: Path) -> float:
@@ -71,7 +82,8 @@ def reference_run(ctx: Context, disk_file: Path) -> float:
                 timeout=BOOT_TIMEOUT_S)
             run(["virt-install", "--connect", "qemu:///system", "--import", "--name", name,
                  "--vcpus", str(FLAVOR[1]), "--memory", str(FLAVOR[2]), "--virt-type", virt,
-                 "--disk", f"path={disk},format=qcow2,bus=virtio", "--osinfo", "debian12",
+                 "--disk", f"path={disk},format=qcow2,bus=virtio",
+                 "--osinfo", "debian11",  # bookworm's osinfo-db has no debian12 yet
                  "--network", "none", "--graphics", "none", "--noautoconsole",
                  "--serial", f"file,path={log}"], timeout=BOOT_TIMEOUT_S)
             poll(lambda: _seen(log), BOOT_TIMEOUT_S, interval=0.2, what="virt-install login:")
@@ -84,16 +96,26 @@ def debian_boot(ctx: Context, command: str) -> list[Figure]:
     if not MANIFEST.exists():
         raise RuntimeError("debian-12-test is not built (make images)")
     image = load_manifest(MANIFEST)
-    progress("figure 8: agent, POST /servers to login: on debian-12-test")
-    agent_s = agent_run(ctx, str(image.uuid))
-    progress(f"figure 8: agent {agent_s:.1f} s; virt-customize + virt-install --import")
+    progress("figure 8: agent, POST /servers to login: on debian-12-test, cold then warm")
+    cold_s, warm_s = agent_run(ctx, str(image.uuid))
+    progress(f"figure 8: agent {cold_s:.1f} s cold, {warm_s:.1f} s warm; virt-customize + "
+             "virt-install --import")
     reference_s = reference_run(ctx, image.disk_file)
     progress(f"figure 8: reference {reference_s:.1f} s")
-    return [Figure(
-        key="debian_login", title="POST /servers to login: on the Debian 12 image (systemd, "
-        "extlinux), a file and a root password, vs virt-customize + virt-install --import",
-        agent_s=agent_s, reference_s=reference_s,
-        reference_label="virt-customize --root-password --upload, virt-install --import",
-        target_max=0.8, strict=True, command=command,
-        notes=["one run each; a systemd boot under TCG dominates both",
-               f"flavor {FLAVOR[0]}: {FLAVOR[1]} vCPU, {FLAVOR[2]} MiB, no NIC"])]
+    title = ("8. POST /servers to login: on the Debian 12 image (systemd, extlinux), a file "
+             "and a root password, vs virt-customize + virt-install --import")
+    common = {"reference_s": reference_s, "target_max": 0.8, "strict": True,
+              "command": command,
+              "reference_label": "virt-customize --root-password --upload, "
+                                 "virt-install --import"}
+    notes = ["one run each; a systemd boot under TCG (about 30 s here) is in both",
+             f"flavor {FLAVOR[0]}: {FLAVOR[1]} vCPU, {FLAVOR[2]} MiB, no NIC"]
+    return [
+        Figure(key="debian_login", title=title + ", warm appliance", agent_s=warm_s,
+               notes=[*notes, "the daemon's second build of the image: injected on its warm "
+                              "appliance (as every build after an image's first)"], **common),
+        Figure(key="debian_login_cold", title=title + ", first build after start",
+               agent_s=cold_s,
+               notes=[*notes, "the daemon's first build of the image since it started: the "
+                              "libguestfs appliance is launched on the build's path"],
+               **common)]
