@@ -27,6 +27,7 @@ $(STAMPS)/venv: pyproject.toml
 images:
 	@/usr/bin/python3 vm-images/build.py
 	@/usr/bin/python3 vm-images/build_qga.py
+	@/usr/bin/python3 vm-images/build_debian.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

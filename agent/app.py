@@ -21,14 +21,14 @@ from agent.adapters.guestfs_injector import GuestfsInjector
 from agent.adapters.guestfs_warm import WarmGuestfsInjector
 from agent.adapters.host_checks import host_checks, start_checks, virt_decision
 from agent.adapters.http_guard import guarded_protocol
-from agent.adapters.image_catalog import ManifestImageCatalog
+from agent.adapters.image_catalog import WritableImageCatalog
 from agent.adapters.libvirt_eventloop import install_event_loop
 from agent.adapters.libvirt_events import LibvirtEventSource
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.listeners import connections_per_listener, tcp_listener, unix_listener
 from agent.adapters.netlink import NetlinkPlumber
 from agent.adapters.nft_guard import NftPortGuard
-from agent.adapters.qemu_img import QemuImgDisks
+from agent.adapters.qemu_img import QemuImgDisks, QemuImgInspector
 from agent.adapters.sqlite_store import SqliteStore, read_server_ids
 from agent.adapters.ssh_keys import CryptographySshKeys
 from agent.adapters.state_lock import StateDirLock
@@ -37,9 +37,11 @@ from agent.adapters.webhook_http import HttpxWebhookSender
 from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
 from agent.config import Config, HttpLimits, load_config, webhook_key
+from agent.core.console import ConsoleFiles
 from agent.core.doctor import DoctorReport, run_checks
 from agent.core.event_feed import EventFeed, EventNotifier, StreamSlots
 from agent.core.flavors import FlavorCatalog
+from agent.core.image_import import import_image as import_into
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
 from agent.core.keypairs import KeypairService
@@ -58,6 +60,7 @@ from agent.core.workflows.guest_ops import ActionTimings
 from agent.errors import AgentError, ConfigError, HostUnfit
 from agent.log import configure_logging
 from agent.model.host import CheckResult
+from agent.model.image import Image
 from agent.model.job import Job, JobKind
 from agent.model.requests import RequestContext
 
@@ -112,6 +115,15 @@ def refuse_unfit_host(config: Config) -> None:
                         + "; ".join(f"{r.name}: {r.detail} (fix: {r.fix})" for r in failed))
 
 
+def import_image(config: Config, source: Path, name: str, properties: dict[str, str],
+                 min_ram: int = 0, disk_format: str | None = None) -> Image:
+    """`compute-agent image import`: into the first image folder, which the daemon's
+    catalog reads on every request (so no restart is needed)."""
+    catalog = WritableImageCatalog(*config.image_dirs)
+    return import_into(catalog, QemuImgInspector(), source, name, properties, min_ram,
+                       disk_format)
+
+
 def _crash_hook() -> CheckpointHook:
     target = os.environ.get(CRASH_AT_ENV)
 
@@ -131,7 +143,7 @@ class Agent:
     hypervisor: LibvirtHypervisor
     runner: JobRunner
     service: ServerService
-    images: ManifestImageCatalog
+    images: WritableImageCatalog
     flavors: FlavorCatalog
     monitor: PowerMonitor
     # Shared by every listener and changed in place on SIGHUP, so a reload needs no restart.
@@ -163,7 +175,8 @@ class Agent:
                                   body_timeout_s=self.config.http.body_timeout_s,
                                   events=EventFeed(self.store, self.notifier,
                                                    slots=self.feed_slots),
-                                  metrics=self.metrics, keypairs=self.keypairs))
+                                  metrics=self.metrics, keypairs=self.keypairs,
+                                  consoles=ConsoleFiles(self.config.instances_dir)))
 
     def reload(self, reread: Callable[[], Config]) -> None:
         """SIGHUP: what can change live (log level and format, tokens, webhooks). A bad file keeps
@@ -204,7 +217,7 @@ def build_agent(config: Config) -> Agent:
     refuse_unfit_host(config)  # after mkdir: the folders it made are checked too
     store = SqliteStore(config.database_path)
     hypervisor = LibvirtHypervisor(config.libvirt_uri)
-    images = ManifestImageCatalog(*config.image_dirs, boot_cache=config.base_images_dir)
+    images = WritableImageCatalog(*config.image_dirs, boot_cache=config.base_images_dir)
     flavors = FlavorCatalog(config.flavors)
     catalog = NetworkCatalog(config.networks)
     guard = NftPortGuard() if any(n.port_security for n in config.networks) else None
@@ -253,10 +266,11 @@ class _Listener(uvicorn.Server):
 
 def _listener(app: Any, limits: HttpLimits) -> _Listener:
     """A listener with its own connection counts and bounds (agent/adapters/http_guard.py);
-    no WebSocket upgrade: the API has none."""
+    WebSockets (only the serial console route serves one) with small frames: keystrokes."""
     return _Listener(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=5, http=guarded_protocol(limits),
-                                    ws="none", timeout_keep_alive=limits.keep_alive_s))
+                                    ws="websockets", ws_max_size=64 * 1024, ws_max_queue=8,
+                                    timeout_keep_alive=limits.keep_alive_s))
 
 
 async def _watchdog(interval: float) -> None:

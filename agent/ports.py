@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -123,6 +124,45 @@ class Disks(Protocol):
 class ImageCatalog(Protocol):
     def list(self) -> list[Image]: ...
     def get(self, ref: str) -> Image: ...
+
+
+class StagedImage(Protocol):
+    """An image being imported: a folder in the catalog's staging area, invisible to
+    list() and get() until published; removed when its `staging()` block ends unpublished."""
+
+    def copy_in(self, source: Path) -> Path:
+        """Copy the disk file into the staged folder; the copy's path."""
+        ...
+    def publish(self, image: Image, extra: dict[str, Any]) -> Image:
+        """Write the manifest (last, fsynced), then rename the folder into the catalog."""
+        ...
+
+
+class ImageWriter(ImageCatalog, Protocol):
+    """A catalog that images can be added to and removed from."""
+
+    def staging(self) -> AbstractContextManager[StagedImage]: ...
+    def remove(self, image: Image) -> None:
+        """Take the image out of the catalog (its folder renamed away, then deleted)."""
+        ...
+
+
+class DiskInspector(Protocol):
+    """What qemu-img says about a disk file, without trusting it."""
+
+    def info(self, path: Path, fmt: str | None = None) -> dict[str, Any]:
+        """`qemu-img info --output=json`; the format probed unless `fmt` is given.
+        InvalidInput when qemu-img cannot read it."""
+        ...
+    def check(self, path: Path, fmt: str) -> dict[str, Any]:
+        """`qemu-img check --output=json` (the report, also when it finds errors)."""
+        ...
+    def head(self, path: Path) -> bytes:
+        """The file's first bytes (enough for any format's magic number)."""
+        ...
+    def digests(self, path: Path) -> dict[str, str]:
+        """`checksum` (MD5, as Glance keeps it), `os_hash_algo` and `os_hash_value`."""
+        ...
 
 
 class Store(Protocol):

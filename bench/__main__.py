@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import abuse, api_latency, injection, memory, provisioning, shutoff
+from bench import abuse, api_latency, debian_boot, injection, memory, provisioning, shutoff
 from bench.context import Context, load_average, make_context
 from bench.report import Figure, progress, write
 from bench.scratch import Scratch, sigterm_as_interrupt
@@ -33,8 +33,9 @@ def _command(name: str, args: argparse.Namespace) -> str:
         "load": f"--load-seconds {args.load_seconds:g} "
                 f"--load-reference-seconds {args.load_reference_seconds:g}",
         "abuse": f"--abuse-seconds {args.abuse_seconds:g}",
+        "debian": "",
     }[name]
-    return f"{PY} {name} {opts}"
+    return f"{PY} {name} {opts}".rstrip()
 
 
 def _injection(ctx: Context, args: argparse.Namespace) -> list[Figure]:
@@ -73,6 +74,10 @@ def _abuse(ctx: Context, args: argparse.Namespace) -> list[Figure]:
     return abuse.abuse(ctx, args.abuse_seconds, _command("abuse", args))
 
 
+def _debian(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return debian_boot.debian_boot(ctx, _command("debian", args))
+
+
 FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
     "injection": _injection,
     "batch": _batch,
@@ -82,6 +87,7 @@ FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
     "memory": _memory,
     "load": _load,
     "abuse": _abuse,
+    "debian": _debian,
 }
 
 

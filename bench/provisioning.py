@@ -133,7 +133,7 @@ def _exists(name: str) -> bool:
 WARM_READY = "injection.warm_ready"
 
 
-def _wait_warm(daemon: BenchDaemon, times: int) -> None:
+def wait_warm(daemon: BenchDaemon, times: int) -> None:
     """Until the daemon's log says its warm appliance is ready for the `times`th time."""
     poll(lambda: daemon.log.read_text(errors="replace").count(WARM_READY) >= times,
          ONE_TIMEOUT_S, interval=0.2, what="the warm appliance")
@@ -151,7 +151,7 @@ def provisioning(ctx: Context, runs: int, command: str) -> Figure:
     with BenchDaemon(ctx.scratch, "prov") as daemon, daemon.client() as api:
         for i in range(runs + 1):
             if i:
-                _wait_warm(daemon, i)
+                wait_warm(daemon, i)
             server_id, seen = _created(api, ctx, f"bench-prov-{i}")
             try:
                 if template is None:

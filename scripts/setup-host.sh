@@ -10,6 +10,7 @@ PACKAGES=(
   linux-image-amd64 busybox-static e2fsprogs cpio qemu-guest-agent
   dnsmasq-base iproute2
   python3-nftables
+  mmdebstrap extlinux syslinux-common fdisk util-linux
   python3-venv python3-dev libvirt-dev pkg-config gcc
 )
 

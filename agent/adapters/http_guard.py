@@ -129,6 +129,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        """The serial console's WebSocket: the connection moves to uvicorn's WebSocket
+        protocol (its own frame-size bound, pings) and keeps this one's slot in the
+        counts until it ends."""
+        self._cancel_head_timer()
+        super().handle_websocket_upgrade()
+        ws = self.transport.get_protocol()
+        ws_lost = ws.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            try:
+                ws_lost(exc)
+            finally:
+                self._release()
+
+        ws.connection_lost = connection_lost  # type: ignore[method-assign]
+
+    def _release(self) -> None:
+        """Give this connection's place in the listener's and its peer's counts back."""
         self._cancel_head_timer()
         if self._admitted:
             self.peer_counts.total -= 1
@@ -140,7 +162,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self.peer_counts.by_peer.pop(self._peer, None)
             self._peer = None
-        super().connection_lost(exc)
 
     def _refuse(self, status: int, message: str) -> None:
         if self._refused:
@@ -187,7 +208,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(400, "Invalid HTTP request received.")
             return
         except httptools.HttpParserUpgrade:
-            self._unsupported_upgrade_warning()  # no WebSocket here (ws="none")
+            if self._should_upgrade():  # a WebSocket (only the serial console serves one)
+                self.handle_websocket_upgrade()
+                return
+            self._unsupported_upgrade_warning()
         # Still in the head after this chunk: a head that large is refused (a chunk that
         # ends the head may carry body bytes too, so only an unfinished head is judged).
         head_limit = self.limits.max_request_line + self.limits.max_header_bytes

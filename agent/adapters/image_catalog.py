@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
-from agent.errors import ImageNotFound
+from agent.errors import ImageNotFound, InvalidInput
 from agent.model.image import Image
 
 _PATH_FIELDS = ("disk_file", "kernel", "initrd")
@@ -72,3 +77,90 @@ class ManifestImageCatalog:
                     raise ImageNotFound(f"image {ref}: boot files unreadable "
                                         f"({e.strerror})") from None
         raise ImageNotFound(f"image {ref} not found")
+
+
+# Imports are assembled here, one level below the catalog's `*/manifest.json` glob.
+STAGING_DIR = ".staging"
+_MANIFEST = "manifest.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _StagedImage:
+    """A folder under STAGING_DIR that becomes `<catalog>/<uuid>/` when published."""
+
+    def __init__(self, folder: Path, catalog_dir: Path) -> None:
+        self.folder = folder
+        self.catalog_dir = catalog_dir
+        self.published = False
+
+    def copy_in(self, source: Path) -> Path:
+        dest = self.folder / "disk"
+        try:
+            with open(source, "rb") as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 4 * 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as e:
+            raise InvalidInput(f"cannot copy {source}: {e.strerror}", "file") from None
+        dest.chmod(0o644)  # QEMU runs unprivileged and reads the base copied from it
+        return dest
+
+    def publish(self, image: Image, extra: dict[str, Any]) -> Image:
+        disk = self.folder / f"disk.{image.disk_format}"
+        os.rename(image.disk_file, disk)
+        manifest = {"uuid": str(image.uuid), "name": image.name, "disk_file": disk.name,
+                    "disk_format": image.disk_format, "min_disk": image.min_disk,
+                    "min_ram": image.min_ram, "properties": dict(image.properties), **extra}
+        path = self.folder / _MANIFEST
+        with open(path, "w") as f:
+            f.write(json.dumps(manifest, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        path.chmod(0o644)
+        self.folder.chmod(0o755)
+        _fsync_dir(self.folder)
+        final = self.catalog_dir / str(image.uuid)
+        os.rename(self.folder, final)
+        _fsync_dir(self.catalog_dir)
+        self.published = True
+        return load_manifest(final / _MANIFEST)
+
+
+class WritableImageCatalog(ManifestImageCatalog):
+    """The manifest catalog, with imports written into its first folder (atomically:
+    staged, manifest last, renamed in) and images removed from any of its folders."""
+
+    @property
+    def import_dir(self) -> Path:
+        return self.dirs[0]
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[_StagedImage]:
+        area = self.import_dir / STAGING_DIR
+        area.mkdir(parents=True, exist_ok=True)
+        staged = _StagedImage(Path(tempfile.mkdtemp(prefix="import-", dir=area)),
+                              self.import_dir)
+        try:
+            yield staged
+        finally:
+            if not staged.published:
+                shutil.rmtree(staged.folder, ignore_errors=True)
+
+    def remove(self, image: Image) -> None:
+        folder = image.disk_file.parent
+        if not (folder / _MANIFEST).is_file() or folder.parent not in [
+                d.resolve() for d in self.dirs]:
+            raise ImageNotFound(f"image {image.name}: not a folder of this catalog")
+        area = folder.parent / STAGING_DIR
+        area.mkdir(exist_ok=True)
+        # Out of the catalog in one rename (the manifest goes with it), then deleted.
+        doomed = Path(tempfile.mkdtemp(prefix="deleted-", dir=area))
+        os.rename(folder, doomed / folder.name)
+        shutil.rmtree(doomed, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from agent.errors import DiskError
+from agent.errors import DiskError, InvalidInput
 
 _TIMEOUT_S = 120
 
@@ -95,3 +96,52 @@ class QemuImgDisks:
         shutil.rmtree(path, ignore_errors=True)
         if path.exists():
             raise DiskError(f"could not remove {path}")
+
+
+# qemu-img on a file someone brought runs with limits, as Nova runs it: a crafted image
+# must not make it eat the host's memory or CPU.
+_UNTRUSTED_LIMITS = ["prlimit", "--as=1073741824", "--cpu=30", "--"]
+_HEAD_BYTES = 4096
+
+
+def _qemu_img_untrusted(*args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run([*_UNTRUSTED_LIMITS, "qemu-img", *args], capture_output=True,
+                              text=True, timeout=_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise DiskError(f"qemu-img {args[0]}: {e}") from e
+
+
+class QemuImgInspector:
+    """The DiskInspector port: qemu-img info/check on a file nobody vouches for."""
+
+    def info(self, path: Path, fmt: str | None = None) -> dict:
+        args = ["info", "--output=json", *(["-f", fmt] if fmt else []), str(path)]
+        done = _qemu_img_untrusted(*args)
+        if done.returncode != 0:
+            reason = done.stderr.strip().splitlines()[-1:] or ["no reason given"]
+            raise InvalidInput(f"qemu-img cannot read the file (truncated or corrupt?): "
+                               f"{reason[0].replace(str(path), 'the file')}", "file")
+        return json.loads(done.stdout)
+
+    def check(self, path: Path, fmt: str) -> dict:
+        # Exit status 2 (corruptions) and 3 (leaks) still print a report.
+        done = _qemu_img_untrusted("check", "--output=json", "-f", fmt, str(path))
+        try:
+            return json.loads(done.stdout)
+        except ValueError:
+            reason = done.stderr.strip().splitlines()[-1:] or ["no report"]
+            return {"check-errors": 1, "reason": reason[0]}
+
+    def head(self, path: Path) -> bytes:
+        with open(path, "rb") as f:
+            return f.read(_HEAD_BYTES)
+
+    def digests(self, path: Path) -> dict[str, str]:
+        md5, sha512 = hashlib.md5(usedforsecurity=False), hashlib.sha512()
+        with open(path, "rb") as f:
+            while chunk := f.read(4 * 1024 * 1024):
+                md5.update(chunk)
+                sha512.update(chunk)
+        return {"checksum": md5.hexdigest(), "os_hash_algo": "sha512",
+                "os_hash_value": sha512.hexdigest()}

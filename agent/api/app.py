@@ -18,6 +18,7 @@ from starlette.routing import compile_path
 from agent.api import (
     routes_actions,
     routes_catalog,
+    routes_console,
     routes_events,
     routes_keypairs,
     routes_metadata,
@@ -31,6 +32,7 @@ from agent.api import (
 from agent.api.auth import TokenInfo, check_project_in_path
 from agent.api.errors import install_error_handlers
 from agent.api.middleware import ApiMiddleware
+from agent.core.console import ConsoleFiles
 from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
 from agent.core.keypairs import KeypairService
@@ -38,7 +40,7 @@ from agent.core.metrics import Metrics
 from agent.core.networks import PortService
 from agent.core.servers import ServerService
 from agent.model.requests import Limits, RequestContext
-from agent.ports import ImageCatalog, Store
+from agent.ports import ImageWriter, Store
 
 NOVA_MAX_BODY_BYTES = 114688  # oslo.middleware sizelimit's default, as Nova runs it
 
@@ -47,7 +49,7 @@ NOVA_MAX_BODY_BYTES = 114688  # oslo.middleware sizelimit's default, as Nova run
 class ApiDeps:
     servers: ServerService
     flavors: FlavorCatalog
-    images: ImageCatalog
+    images: ImageWriter
     limits: Limits
     store: Store  # read-only here: usage counts for /limits
     host_id: str  # this hypervisor's host name; hashed per project into hostId
@@ -61,6 +63,7 @@ class ApiDeps:
     events: EventFeed | None = None
     metrics: Metrics = field(default_factory=Metrics)  # the daemon's, shared by its listeners
     keypairs: KeypairService | None = None  # /os-keypairs; None: not offered (404)
+    consoles: ConsoleFiles | None = None  # guests' serial consoles; None: none on this host
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -110,6 +113,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
     app.include_router(versions.router)
     app.include_router(routes_metrics.router)
     app.include_router(compute, prefix="/v2.1", generate_unique_id_function=_operation_id)
+    app.include_router(routes_console.router, prefix="/v2.1")  # a WebSocket, not in OpenAPI
     for router in NETWORK_ROUTERS:
         app.include_router(router, prefix=NETWORK_PREFIX, generate_unique_id_function=_operation_id)
     app.state.route_methods = _route_methods()

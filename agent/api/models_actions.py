@@ -16,6 +16,12 @@ class RescueResult(BaseModel):
     adminPass: str
 
 
+class ConsoleOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    output: str
+
+
 class RebuiltServer(models.ServerDetail):
     adminPass: str
 
@@ -27,7 +33,9 @@ class RebuiltServerShow(BaseModel):
 
 
 ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": RescueResult, "description": "rescue: the rescue's admin password"},
+    200: {"model": RescueResult | ConsoleOutput,
+          "description": "rescue: the rescue's admin password; os-getConsoleOutput: the "
+                         "tail of the serial console's log"},
     202: {"model": RebuiltServerShow,
           "description": "Accepted. rebuild answers with the server and its new adminPass "
                          "(application/json); every other action with an empty body",

@@ -1,5 +1,6 @@
 """POST /servers/{id}/action: reboot, os-stop, os-start, suspend, resume, rescue,
-unrescue, resize, confirmResize, revertResize, rebuild, changePassword.
+unrescue, resize, confirmResize, revertResize, rebuild, changePassword, and
+os-getConsoleOutput (the tail of the serial console's log; no job).
 
 The body names exactly one action (else 400, before the body is validated); an action
 not legal in the server's state is a 409 naming the status (the transition table's
@@ -22,6 +23,7 @@ from agent.api.schemas_actions import (
     ACTIONS,
     ActionBody,
     ChangePasswordAction,
+    ConsoleOutputAction,
     RebootAction,
     RebuildAction,
     RescueAction,
@@ -79,6 +81,16 @@ async def server_action(request: Request, ctx: Ctx, server_id: str,
             ctx, sid, args.admin_pass.get_secret_value() if args and args.admin_pass else None,
             args.rescue_image_ref if args else None)
         return JSONResponse({"adminPass": password}, status_code=200)
+    elif isinstance(body, ConsoleOutputAction):
+        try:
+            lines = body.get_console_output.lines()
+        except ValueError:
+            raise ApiFault(400, "Invalid input for field/attribute length. Value must be "
+                                ">= -1.") from None
+        server = deps.servers.get_live(ctx, sid)
+        if deps.consoles is None:
+            raise ApiFault(404, "Guest does not have a console available.")
+        return JSONResponse({"output": deps.consoles.output(server.id, lines)}, status_code=200)
     elif isinstance(body, RebuildAction):
         server, password = actions.rebuild(ctx, sid, body.rebuild.to_core())
         # With its real addresses (without OS-EXT-IPS attributes), as Nova answers.

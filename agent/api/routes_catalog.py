@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from agent.api import models, views
 from agent.api.auth import Ctx, deps_of
-from agent.errors import ImageNotFound
+from agent.core.image_import import delete_image
+from agent.errors import ImageNotFound, PolicyForbidden
 from agent.model.flavor import Flavor
 
 router = APIRouter()
@@ -70,6 +71,23 @@ async def show_image(request: Request, ctx: Ctx, image_id: str) -> JSONResponse:
     except (ValueError, ImageNotFound):
         raise ImageNotFound("Image not found.") from None
     return JSONResponse({"image": views.image_detail(image, views.Urls(request))})
+
+
+@router.delete("/images/{image_id}", tags=["images"], status_code=204, response_class=Response,
+               responses=models.WRITE_ERRORS)
+async def remove_image(request: Request, ctx: Ctx, image_id: str) -> Response:
+    """Take an image out of this host's catalog (admin only: images are the host's, not
+    a project's). 409 while a server (of any project) was built from it."""
+    if not ctx.is_admin:
+        raise PolicyForbidden("Policy doesn't allow os_compute_api:image-delete to be performed.")
+    deps = deps_of(request)
+    try:
+        image = deps.images.get(str(UUID(image_id)))
+    except (ValueError, ImageNotFound):
+        raise ImageNotFound("Image not found.") from None
+    users = [str(s.id) for s in deps.store.list_servers() if s.image_id == image.uuid]
+    delete_image(deps.images, users, str(image.uuid))
+    return Response(status_code=204)
 
 
 @router.get("/limits", tags=["limits"], response_model=models.LimitsShow, responses=models.READ_ERRORS)

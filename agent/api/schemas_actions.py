@@ -112,12 +112,30 @@ class ChangePasswordAction(_Body):
     change_password: ChangePasswordArgs = Field(alias="changePassword")
 
 
+class ConsoleOutputArgs(_Body):
+    # Nova's schema: an integer or a string of digits (or null); -1 (or null): everything.
+    length: Annotated[int, Field(ge=-1)] | Annotated[str, Field(pattern=r"^-?[0-9]+$")] | None = \
+        Field(default=None, description="The last this many lines (-1 or null: all)")
+
+    def lines(self) -> int | None:
+        if self.length is None:
+            return None
+        n = int(self.length)
+        if n < -1:
+            raise ValueError("length")
+        return n
+
+
+class ConsoleOutputAction(_Body):
+    get_console_output: ConsoleOutputArgs = Field(alias="os-getConsoleOutput")
+
+
 ACTIONS: dict[str, type[_Body]] = {
     "reboot": RebootAction, "os-stop": StopAction, "os-start": StartAction,
     "suspend": SuspendAction, "resume": ResumeAction, "rescue": RescueAction,
     "unrescue": UnrescueAction, "resize": ResizeAction, "confirmResize": ConfirmResizeAction,
     "revertResize": RevertResizeAction, "rebuild": RebuildAction,
-    "changePassword": ChangePasswordAction,
+    "changePassword": ChangePasswordAction, "os-getConsoleOutput": ConsoleOutputAction,
 }
 
 
@@ -136,5 +154,6 @@ ActionBody = Annotated[
     | Annotated[UnrescueAction, Tag("unrescue")] | Annotated[ResizeAction, Tag("resize")]
     | Annotated[ConfirmResizeAction, Tag("confirmResize")]
     | Annotated[RevertResizeAction, Tag("revertResize")]
-    | Annotated[RebuildAction, Tag("rebuild")] | Annotated[ChangePasswordAction, Tag("changePassword")],
+    | Annotated[RebuildAction, Tag("rebuild")] | Annotated[ChangePasswordAction, Tag("changePassword")]
+    | Annotated[ConsoleOutputAction, Tag("os-getConsoleOutput")],
     Discriminator(action_name)]

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from agent import __version__
-from agent.cli import keypairs, servers
+from agent.cli import images, keypairs, servers
 from agent.cli.client import AgentClient, ApiError
-from agent.errors import ConfigError, StateDirLocked
+from agent.errors import AgentError, ConfigError, StateDirLocked
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--socket", dest="api_socket", type=Path, help="the API's unix socket")
     servers.add_parser(sub)
     keypairs.add_parser(sub)
+    images.add_parser(sub)
     return p
 
 
@@ -67,10 +68,23 @@ def main(argv: list[str] | None = None) -> int:
         except StateDirLocked as e:
             print(f"compute-agent: {e}", file=sys.stderr)
             return 1
-    if args.command in ("server", "keypair"):
+    if args.command == "image" and args.action == "import":
+        try:
+            image = app.import_image(config, Path(args.file), args.name,
+                                     images.import_properties(args), args.min_ram,
+                                     images.declared_format(args.file, args.disk_format))
+        except AgentError as e:
+            print(f"compute-agent: image import refused: {e}", file=sys.stderr)
+            return 1
+        print(f"imported {image.name}: id {image.uuid}, {image.disk_format}, "
+              f"min_disk {image.min_disk} GiB, {image.disk_file}")
+        return 0
+    if args.command in ("server", "keypair", "image"):
         client = AgentClient(None if args.url else (args.socket or str(config.socket_path)),
                              url=args.url, token=args.token or os.environ.get("COMPUTE_AGENT_TOKEN"))
         try:
+            if args.command == "image":
+                return images.run_remote(args, client)
             return (servers if args.command == "server" else keypairs).run(args, client)
         except ApiError as e:
             print(f"compute-agent: {e}", file=sys.stderr)

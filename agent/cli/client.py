@@ -33,6 +33,7 @@ def _fault_message(response: httpx.Response) -> str:
 class AgentClient:
     def __init__(self, socket_path: str | None = None, url: str | None = None,
                  token: str | None = None, timeout: float = 30.0) -> None:
+        self.socket_path, self.token = socket_path, token
         transport = httpx.HTTPTransport(uds=socket_path) if socket_path else None
         headers = {"X-Auth-Token": token} if token else {}
         self._http = httpx.Client(transport=transport, base_url=(url or "http://agent") + "/v2.1",

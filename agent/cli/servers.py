@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from agent.cli import console
 from agent.cli.client import AgentClient, ApiError, add_connection_args
 
 LIST_COLUMNS = ("id", "name", "status", "progress", "image", "flavor")
@@ -34,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         x.add_argument("id")
         if name == "delete":
             x.add_argument("--wait", action="store_true")
+    con = s.add_parser("console", help="attach this terminal to the guest's serial console "
+                                       "(Ctrl-] to leave)")
+    con.add_argument("id")
     st = s.add_parser("set")
     st.add_argument("id")
     st.add_argument("--name")
@@ -42,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
+def pairs(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -106,7 +110,7 @@ def run(args: argparse.Namespace, client: AgentClient) -> int:
         if args.admin_pass:
             body["adminPass"] = args.admin_pass
         if args.property:
-            body["metadata"] = _pairs(args.property)
+            body["metadata"] = pairs(args.property)
         for key, value in (("accessIPv4", args.access_ipv4), ("accessIPv6", args.access_ipv6),
                            ("key_name", args.key_name)):
             if value:
@@ -127,12 +131,16 @@ def run(args: argparse.Namespace, client: AgentClient) -> int:
         client.delete_server(args.id)
         if args.wait:
             wait_for(client, args.id, {"DELETED", "ERROR"})
+    elif args.action == "console":
+        client.get_server(args.id)  # 404 for another project's server, before attaching
+        return console.attach(console.open_console(args.id, client.socket_path, args.url,
+                                                   client.token))
     elif args.action == "set":
         changes = {k: v for k, v in (("name", args.name), ("accessIPv4", args.access_ipv4),
                                      ("accessIPv6", args.access_ipv6)) if v is not None}
         if changes:
             client.update_server(args.id, changes)
         if args.property:
-            client.set_metadata(args.id, _pairs(args.property))
+            client.set_metadata(args.id, pairs(args.property))
         print_detail(client.get_server(args.id))
     return 0

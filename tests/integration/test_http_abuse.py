@@ -184,3 +184,21 @@ def test_under_all_of_it_another_client_is_answered_and_memory_stays_bounded(dae
     assert all(results[f"slow{i}"] in (408, 429) for i in range(5))
     regex = results["regex"]
     assert regex[200] >= 1 and set(regex) == {200}, regex
+
+
+def test_websocket_sessions_give_their_connection_slot_back(daemon: Daemon):
+    """A console WebSocket leaves the HTTP protocol (uvicorn hands the transport to its
+    WebSocket one): its place in the per-address cap must still be given back when it
+    ends, or PER_CLIENT sessions would lock that address out for good."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    token = TOKENS["alice"][0]
+    url = f"ws://127.0.0.1:{daemon.port}/v2.1/servers/{uuid.uuid4()}/console"
+    for _ in range(PER_CLIENT + 8):
+        with connect(url, additional_headers={"X-Auth-Token": token}, open_timeout=GENEROUS_S) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=GENEROUS_S)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
+    r = httpx.get(f"{daemon.url}/v2.1/flavors", headers={"X-Auth-Token": token}, timeout=GENEROUS_S)
+    assert r.status_code == 200

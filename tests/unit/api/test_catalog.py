@@ -8,7 +8,7 @@ from uuid import uuid4
 import pytest
 
 from agent.model.states import VmState
-from tests.unit.api.conftest import ALICE, BOB, Env, fault
+from tests.unit.api.conftest import ADMIN, ALICE, BOB, Env, fault
 from tests.unit.fakes.images import make_image
 
 
@@ -117,3 +117,24 @@ async def test_limits_give_the_absolute_limits_and_the_projects_usage(env: Env):
 async def test_limits_of_a_project_without_servers_show_no_usage(env: Env):
     absolute = (await env.client.get("/v2.1/p-bob/limits", headers=BOB)).json()["limits"]["absolute"]
     assert (absolute["totalInstancesUsed"], absolute["totalCoresUsed"], absolute["totalRAMUsed"]) == (0, 0, 0)
+
+
+async def test_image_delete_is_refused_while_a_server_uses_it_then_removes_it(env: Env):
+
+    server_id = await env.create_active(imageRef=str(env.big.uuid), flavorRef="3")
+    path = f"/v2.1/images/{env.big.uuid}"
+    message = fault(await env.client.delete(path, headers=ADMIN), 409, "conflictingRequest")
+    assert "in use by 1 server" in message and server_id in message
+    assert env.images.get("big") == env.big
+    env.set_state(server_id, VmState.DELETED)
+    r = await env.client.delete(path, headers=ADMIN)
+    assert r.status_code == 204
+    assert [i.name for i in env.images.list()] == ["cirros"]
+    fault(await env.client.get(path, headers=ADMIN), 404, "itemNotFound")
+    fault(await env.client.delete(path, headers=ADMIN), 404, "itemNotFound")
+
+
+async def test_image_delete_is_for_admins_only(env: Env):
+    fault(await env.client.delete(f"/v2.1/images/{env.cirros.uuid}", headers=ALICE), 403,
+          "forbidden")
+    assert env.images.get("cirros") == env.cirros

@@ -33,3 +33,6 @@ class FakeImageCatalog:
             if ref in (str(image.uuid), image.name):
                 return image
         raise ImageNotFound(f"image {ref} not found")
+
+    def remove(self, image: Image) -> None:
+        self._images = [i for i in self._images if i.uuid != image.uuid]
