@@ -60,6 +60,9 @@ log = structlog.get_logger("agent.app")
 # Fault injection for the crash-safety tests: "create:disk" kills the daemon (as kill -9
 # would) right after that checkpoint is committed. Never set in production.
 CRASH_AT_ENV = "COMPUTE_AGENT_TEST_CRASH_AT"
+# "create:injected" kills it every time that step's work is done, before its checkpoint:
+# a step that always crashes the daemon (the poison-job guard's test). Never in production.
+CRASH_IN_ENV = "COMPUTE_AGENT_TEST_CRASH_IN"
 STOP_TIMEOUT_S = 20.0
 STARTUP_RECONCILE_TIMEOUT_S = 30.0
 SPARES_DIR = "_spares"  # the warm appliance's spare overlays, under the instances folder
@@ -84,8 +87,8 @@ def refuse_unfit_host(config: Config) -> None:
                         + "; ".join(f"{r.name}: {r.detail} (fix: {r.fix})" for r in failed))
 
 
-def _crash_hook() -> CheckpointHook:
-    target = os.environ.get(CRASH_AT_ENV)
+def _crash_hook(env: str = CRASH_AT_ENV) -> CheckpointHook:
+    target = os.environ.get(env)
 
     def hook(job: Job, step: str) -> None:
         if target and f"{job.kind.value}:{step}" == target:
@@ -177,7 +180,8 @@ def build_agent(config: Config) -> Agent:
     deps = WorkflowDeps(store=store, hypervisor=hypervisor, disks=QemuImgDisks(), images=images,
                         flavors=flavors, instances_dir=config.instances_dir,
                         base_dir=config.base_images_dir, virt_type=decision.virt_type,
-                        on_checkpoint=_crash_hook(), network=network)
+                        on_checkpoint=_crash_hook(),
+                        before_checkpoint=_crash_hook(CRASH_IN_ENV), network=network)
     metrics = Metrics()
     metrics.watch_servers(store)
     disk_injector = WarmGuestfsInjector(GuestfsInjector(decision.virt_type),
