@@ -28,6 +28,7 @@ from agent.api import (
 from agent.api.auth import TokenInfo, check_project_in_path
 from agent.api.errors import install_error_handlers
 from agent.api.middleware import ApiMiddleware
+from agent.api.views import DetailFragments
 from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
 from agent.core.metrics import Metrics
@@ -55,6 +56,8 @@ class ApiDeps:
     # The event feed; None: one over `store` that nothing wakes (a long poll answers at once).
     events: EventFeed | None = None
     metrics: Metrics = field(default_factory=Metrics)  # the daemon's, shared by its listeners
+    # Servers' detail views rendered before, for GET /servers/detail (views.DetailFragments).
+    fragments: DetailFragments = field(default_factory=DetailFragments, repr=False)
 
 
 def _operation_id(route: APIRoute) -> str:

@@ -128,12 +128,11 @@ async def list_servers_detail(request: Request, ctx: Ctx, query: Filters) -> JSO
     deps = deps_of(request)
     servers, has_more = deps.servers.list(ctx, query)
     urls = views.Urls(request)
-    nics = addresses(request, servers)
-    body: dict[str, object] = {"servers": [views.server_detail(s, urls, deps.host_id, nics[s.id])
-                                           for s in servers]}
+    body = '{"servers":[' + deps.fragments.render(servers, urls, deps.host_id,
+                                                  addresses(request, servers)) + "]"
     if has_more and servers:
-        body["servers_links"] = urls.next_link(servers[-1].id)
-    return JSONResponse(body)
+        body += ',"servers_links":' + views.to_json(urls.next_link(servers[-1].id))
+    return Response(body + "}", media_type="application/json")
 
 
 @router.post("/servers", status_code=202,

@@ -4,6 +4,7 @@ No view ever holds a secret: adminPass is added by the create handler alone."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -114,6 +115,43 @@ def server_detail(server: Server, urls: Urls, host: str,
         body["fault"] = {"code": server.fault.code, "message": server.fault.message,
                          "created": isotime(server.fault.created)}
     return body
+
+
+def to_json(value: object) -> str:
+    """JSON text as Starlette's JSONResponse renders it (compact, UTF-8, no NaN)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+class DetailFragments:
+    """Each server's detail view as JSON text, kept between requests: a list of 1,000
+    servers of which few changed renders few. An entry is keyed by the server's
+    updated_at, which every change of a server bumps (the store sets it in the change's
+    transaction), and by what the links and hostId are made of; the addresses (ports
+    change apart from their server) are rendered each time and put in front."""
+
+    def __init__(self, max_entries: int = 8192) -> None:
+        self.max_entries = max_entries
+        self._kept: dict[UUID, tuple[tuple[object, ...], str]] = {}
+
+    def render(self, servers: Iterable[Server], urls: Urls, host: str,
+               nics: dict[UUID, dict[str, list[dict[str, Any]]]]) -> str:
+        """The servers' detail views, as the JSON text of a list's items (no brackets)."""
+        where = (urls.base, urls.project, host)
+        parts = []
+        for server in servers:
+            key = (server.updated_at, where)
+            kept = self._kept.get(server.id)
+            if kept is None or kept[0] != key:
+                detail = server_detail(server, urls, host)
+                del detail["addresses"]
+                kept = (key, to_json(detail)[1:])  # from the first key on: '"id":...}'
+                if len(self._kept) >= self.max_entries:
+                    self._kept.clear()  # deleted servers' entries go too; cheap to redo
+                self._kept[server.id] = kept
+            addresses = nics.get(server.id)
+            parts.append('{"addresses":' + (to_json(addresses) if addresses else "{}") + ","
+                         + kept[1])
+        return ",".join(parts)
 
 
 def created_server(server: Server, urls: Urls, admin_pass: str) -> dict[str, Any]:

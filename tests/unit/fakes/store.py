@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from agent.errors import (
+    InvalidInput,
     IpAddressInUse,
     MacAddressInUse,
     PortInUse,
@@ -23,7 +25,7 @@ from agent.errors import (
 from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.network import Port, PortStatus
 from agent.model.server import Server
-from agent.model.states import VmState
+from agent.model.states import TaskState, VmState
 from agent.ports import (
     NewServer,
     ServerExpectation,
@@ -160,16 +162,34 @@ class MemoryStore:
         return s.model_copy(deep=True)
 
     def list_servers(self, project_id: str | None = None, *, changes_since: datetime | None = None,
-                     include_deleted: bool = False) -> list[Server]:
+                     include_deleted: bool = False, image_id: UUID | None = None,
+                     flavor_id: str | None = None, reservation_id: str | None = None,
+                     marker: UUID | None = None, limit: int | None = None) -> list[Server]:
         since = _utc(changes_since)
         with self._lock:
             self._check_open()
             found = [s for s in self._servers.values()
                      if (project_id is None or s.project_id == project_id)
+                     and (image_id is None or str(s.image_id) == str(image_id))
+                     and (flavor_id is None or s.flavor_id == flavor_id)
+                     and (reservation_id is None or s.reservation_id == reservation_id)
                      and (s.updated_at >= since if since is not None
                           else include_deleted or s.vm_state is not VmState.DELETED)]
         found.sort(key=lambda s: (s.created_at, str(s.id)), reverse=True)
+        if marker is not None:
+            ids = [s.id for s in found]
+            if marker not in ids:
+                raise InvalidInput(f"marker [{marker}] not found", "marker")
+            found = found[ids.index(marker) + 1:]
+        if limit is not None:
+            found = found[:max(0, limit)]
         return [s.model_copy(deep=True) for s in found]
+
+    def server_state_counts(self) -> dict[tuple[VmState, TaskState | None], int]:
+        with self._lock:
+            self._check_open()
+            return dict(Counter((s.vm_state, s.task_state) for s in self._servers.values()
+                                if s.vm_state is not VmState.DELETED))
 
     def count_servers(self, project_id: str | None = None) -> int:
         with self._lock:
