@@ -11,13 +11,18 @@ import os
 import signal
 import time
 from pathlib import Path
-
-import guestfs
+from typing import TYPE_CHECKING
 
 from agent.model.host import VirtType
 
+if TYPE_CHECKING:
+    import guestfs
+
 
 def new_handle(virt_type: VirtType) -> guestfs.GuestFS:
+    # libguestfs (~16 MiB of libraries) loads with the first handle, not with the daemon:
+    # a daemon that injects nothing (no warm appliance, no build yet) never maps it.
+    import guestfs
     g = guestfs.GuestFS(python_return_dict=True)
     g.set_backend("direct")
     if virt_type == VirtType.QEMU:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import time
-
-import guestfs
+from typing import TYPE_CHECKING
 
 from agent.adapters.guestfs_appliance import new_handle
 from agent.errors import InjectionError
@@ -24,6 +23,9 @@ from agent.model.injection import (
     InjectionRequest,
     InjectionResult,
 )
+
+if TYPE_CHECKING:
+    import guestfs  # imported where a handle is made: guestfs_appliance.new_handle
 
 _DAY = 86400
 

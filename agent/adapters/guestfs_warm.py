@@ -24,8 +24,8 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import guestfs
 import structlog
 
 from agent.adapters.guestfs_appliance import kill_stale_appliances, new_handle
@@ -33,6 +33,9 @@ from agent.adapters.guestfs_injector import GuestfsInjector, label_of
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.errors import AgentError, InjectionError
 from agent.model.injection import InjectionRequest, InjectionResult
+
+if TYPE_CHECKING:
+    import guestfs  # imported where a handle is made: guestfs_appliance.new_handle
 
 log = structlog.get_logger("agent.injection.warm")
 WARM_UP_WAIT_S = 120.0

@@ -15,16 +15,26 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Network
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import NetworkError
 from agent.model.host import HostRoute
 from agent.model.network import Network, Port, host_side_mac
 
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
 Link = Any  # pyroute2's ifinfmsg
+
+
+def _load_pyroute2() -> None:
+    """Import pyroute2 on first use (it is ~160 modules and megabytes of memory): a host
+    with no networks configured never does. Sets this module's IPRoute and NetlinkError."""
+    global IPRoute, NetlinkError
+    if "IPRoute" not in globals():
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
 MAIN_TABLE = 254
 
 
@@ -40,6 +50,7 @@ class NetlinkPlumber:
     @contextmanager
     def _ipr(self, what: str) -> Iterator[IPRoute]:
         """A netlink socket for one operation; netlink errors become NetworkError."""
+        _load_pyroute2()
         try:
             with self._lock, IPRoute() as ipr:
                 yield ipr
@@ -169,6 +180,7 @@ class NetlinkPlumber:
 def host_routes() -> list[HostRoute]:
     """The host's IPv4 routes of the main table, each with its interface's name (read
     only: the start checks compare them with the configured subnets)."""
+    _load_pyroute2()
     try:
         with IPRoute() as ipr:
             names = {link["index"]: link.get("IFLA_IFNAME") for link in ipr.get_links()}
