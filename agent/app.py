@@ -48,7 +48,7 @@ from agent.core.servers import ServerService
 from agent.core.webhooks import Backoff, WebhookDispatcher, WebhookTarget
 from agent.core.workflows.actions import action_workflows
 from agent.core.workflows.base import CheckpointHook, WorkflowDeps
-from agent.core.workflows.create import CreateWorkflow
+from agent.core.workflows.create import CreateWorkflow, base_path
 from agent.core.workflows.delete import DeleteWorkflow
 from agent.core.workflows.guest_ops import ActionTimings
 from agent.errors import ConfigError, HostUnfit
@@ -209,6 +209,35 @@ def build_agent(config: Config) -> Agent:
                  webhooks=webhooks, disk_injector=disk_injector)
 
 
+# At most this many images get spares in the appliance warmed at start (each adds
+# injection_warm_spares drives); the others get theirs after their first build.
+WARM_AT_START_IMAGES = 4
+
+
+def warm_for_images(agent: Agent) -> None:
+    """Warm the appliance at start for the images present (their bases are made in the
+    warm-up's thread if missing), so that the first build after a start does not wait
+    for a launch. Nothing when warm spares are off or no image is present."""
+    injector = agent.disk_injector
+    if injector is None or injector.spares_per_base < 1:
+        return
+    deps = agent.runner.deps
+    sources: dict[Path, tuple[Path, str]] = {}
+    for image in agent.images.list()[:WARM_AT_START_IMAGES]:
+        try:
+            sources[base_path(deps, image)] = (image.disk_file, image.disk_format)
+        except OSError as e:  # an image file gone since the catalog read it
+            log.warning("injection.warm_image_unreadable", image=str(image.uuid), error=e.strerror)
+    if not sources:
+        return
+
+    def make_bases() -> None:
+        for base, (source, _) in sources.items():
+            deps.disks.cache_base(source, base)
+
+    injector.warm_up_for({base: fmt for base, (_, fmt) in sources.items()}, make_bases)
+
+
 class _Listener(uvicorn.Server):
     """One API listener; the daemon, not uvicorn, owns the signal handlers."""
 
@@ -237,6 +266,7 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> i
     if stale:
         log.warning("recovery.stale_appliances_killed", pids=stale)
     swept = await sweep(agent.runner.deps)
+    warm_for_images(agent)  # after the stale appliances went, before any build resumes
     if agent.network is not None:  # bridges, taps lost to a host reboot, dnsmasq: as the store says
         await agent.network.resync_host(agent.hypervisor)
     listeners: list[tuple[_Listener, Any]] = []

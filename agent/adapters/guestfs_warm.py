@@ -22,6 +22,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -163,21 +164,33 @@ class WarmGuestfsInjector:
         warm.spares.clear()
 
     # -- warming up ---------------------------------------------------------------------
-    def _start_warming(self) -> None:
+    def warm_up_for(self, bases: dict[Path, str], prepare: Callable[[], None] | None = None) -> None:
+        """Launch the warm appliance now, for these bases (base path -> format): the
+        daemon calls it at start for the images present, so that the first build after a
+        start does not pay a launch either. `prepare` runs first in the warm-up's thread
+        (it makes the base files); a build arriving meanwhile waits for this launch
+        rather than starting a second one."""
+        with self._lock:
+            self._bases.update(bases)
+        self._start_warming(prepare)
+
+    def _start_warming(self, prepare: Callable[[], None] | None = None) -> None:
         with self._lock:
             if self._closed or self._warm is not None or not self._bases or self.spares_per_base < 1:
                 return
             if self._warming is not None and self._warming.is_alive():
                 return
             bases = dict(self._bases)
-            self._warming = threading.Thread(target=self._warm_up, args=(bases,),
+            self._warming = threading.Thread(target=self._warm_up, args=(bases, prepare),
                                              name="guestfs-warm-up", daemon=True)
             self._warming.start()
 
-    def _warm_up(self, bases: dict[Path, str]) -> None:
+    def _warm_up(self, bases: dict[Path, str], prepare: Callable[[], None] | None = None) -> None:
         made: list[tuple[Path, Path]] = []
         g: guestfs.GuestFS | None = None
         try:
+            if prepare is not None:
+                prepare()
             g = new_handle(self.cold.virt_type)
             self.spares_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
             for base, fmt in bases.items():
