@@ -161,6 +161,12 @@ class Store(Protocol):
         """Servers not deleted, counted by (vm_state, task_state)."""
         ...
 
+    def revision(self) -> int:
+        """A number every committed change (servers, jobs, ports, anything) increases, so
+        an answer computed from reads made after it returned R is still right while it
+        returns R. This daemon's writes only: the store is its alone."""
+        ...
+
     def count_servers(self, project_id: str | None = None) -> int:
         """Servers not deleted."""
         ...

@@ -300,6 +300,11 @@ class SqliteStore:
             rows = conn.execute(sql, params).fetchall()
             return [self._server(r) for r in rows]
 
+    def revision(self) -> int:
+        """Moves on with every committed write (the write-transaction count): reads made
+        after revision() returned see at least that revision's contents."""
+        return self.write_transactions
+
     def server_state_counts(self) -> dict[tuple[VmState, TaskState | None], int]:
         """Servers not deleted, counted by (vm_state, task_state) in SQL: /metrics reads it."""
         with self._tx("count server states", write=False) as conn:

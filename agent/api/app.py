@@ -28,7 +28,7 @@ from agent.api import (
 from agent.api.auth import TokenInfo, check_project_in_path
 from agent.api.errors import install_error_handlers
 from agent.api.middleware import ApiMiddleware
-from agent.api.views import DetailFragments
+from agent.api.views import DetailFragments, ListAnswers
 from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
 from agent.core.metrics import Metrics
@@ -58,6 +58,8 @@ class ApiDeps:
     metrics: Metrics = field(default_factory=Metrics)  # the daemon's, shared by its listeners
     # Servers' detail views rendered before, for GET /servers/detail (views.DetailFragments).
     fragments: DetailFragments = field(default_factory=DetailFragments, repr=False)
+    # Whole list answers while the store has not changed (views.ListAnswers).
+    answers: ListAnswers = field(default_factory=ListAnswers, repr=False)
 
 
 def _operation_id(route: APIRoute) -> str:

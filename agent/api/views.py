@@ -154,6 +154,27 @@ class DetailFragments:
         return ",".join(parts)
 
 
+class ListAnswers:
+    """Whole list answers, kept for the store revision they were read at: while nothing
+    changed (every committed write moves the revision on, ports included), the same
+    request (URL, project, admin or not) gets the same bytes with no query and no render.
+    Only the latest revision's few answers are kept."""
+
+    def __init__(self, max_entries: int = 8) -> None:
+        self.max_entries = max_entries
+        self._revision: int | None = None
+        self._kept: dict[tuple[object, ...], str] = {}
+
+    def get(self, revision: int, key: tuple[object, ...]) -> str | None:
+        return self._kept.get(key) if revision == self._revision else None
+
+    def put(self, revision: int, key: tuple[object, ...], body: str) -> None:
+        if revision != self._revision or len(self._kept) >= self.max_entries:
+            self._kept.clear()
+            self._revision = revision
+        self._kept[key] = body
+
+
 def created_server(server: Server, urls: Urls, admin_pass: str) -> dict[str, Any]:
     return {"server": {"id": str(server.id), "links": urls.links("servers", server.id),
                        "adminPass": admin_pass, "OS-DCF:diskConfig": "MANUAL",

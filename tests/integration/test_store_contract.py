@@ -198,6 +198,25 @@ def test_state_counts_group_servers_not_deleted_by_vm_and_task_state(store: Stor
                                            (VmState.BUILDING, TaskState.SPAWNING): 1}
 
 
+def test_the_revision_moves_on_with_every_write_and_only_then(store: Store) -> None:
+    """API answers are kept while the revision stays: every kind of write moves it on
+    (servers, jobs, ports), reads never do."""
+    seen = [store.revision()]
+    server = active(store)
+    seen.append(store.revision())
+    store.update_server(server.id, {"name": "x"}, cause="api")
+    seen.append(store.revision())
+    store.add_job(make_job(server.id))
+    seen.append(store.revision())
+    store.release_ports(str(server.id))
+    seen.append(store.revision())
+    store.list_servers()
+    store.get_server(server.id)
+    store.server_state_counts()
+    assert store.revision() == seen[-1]
+    assert seen == sorted(set(seen)), seen
+
+
 def test_a_server_read_again_after_a_change_is_the_changed_one(store: Store) -> None:
     """Reads may reuse what they parsed before (the SQLite store does), never a stale one."""
     server = active(store)

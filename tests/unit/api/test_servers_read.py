@@ -174,6 +174,20 @@ async def test_detail_shows_each_change_made_since_an_earlier_list(env: Env):
     assert now == (await show(env, sid)).json()["server"]
 
 
+async def test_the_index_answer_follows_a_rename(env: Env):
+    """An answer kept for an unchanged store is not served after a change."""
+    sid = (await env.create(name="before"))["id"]
+    first = (await env.client.get("/v2.1/servers", headers=ALICE)).json()
+    again = (await env.client.get("/v2.1/servers", headers=ALICE)).json()
+    assert first == again and first["servers"][0]["name"] == "before"
+    r = await env.client.put(f"/v2.1/servers/{sid}", headers=ALICE,
+                             json={"server": {"name": "after"}})
+    assert r.status_code == 200
+    now = (await env.client.get("/v2.1/servers", headers=ALICE)).json()
+    assert now["servers"][0]["name"] == "after"
+    assert (await env.client.get("/v2.1/servers", headers=BOB)).json() == {"servers": []}
+
+
 async def test_detail_links_follow_each_requests_url(env: Env):
     """The same server listed through two URLs links through each one's own."""
     sid = (await env.create())["id"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -85,9 +86,24 @@ class MemoryStore:
         self._event_listener: Callable[[], None] | None = None
         self._webhook_cursors: dict[str, int] = {}
         self._closed = False
+        self._revision = 0
 
     def close(self) -> None:
         self._closed = True
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write: under the lock, and the revision moves on once it succeeded (a failed
+        write may have changed nothing, but moving on is always safe)."""
+        with self._lock:
+            try:
+                yield
+            finally:
+                self._revision += 1
+
+    def revision(self) -> int:
+        with self._lock:
+            return self._revision
 
     def _check_open(self) -> None:
         if self._closed:
@@ -127,7 +143,7 @@ class MemoryStore:
         for new in batch:
             check_new_server(new)
         rows = [(_stored_server(n.server), _stored_job(n.job)) for n in batch]
-        with self._lock:
+        with self._writing():
             self._check_open()
             new_ports = dict(self._ports)
             servers: dict[UUID, Server] = {}
@@ -201,7 +217,7 @@ class MemoryStore:
     def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
         check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
-        with self._lock:
+        with self._writing():
             self._check_open()
             current = self._load(server_id)
             check_expect(current, expect)
@@ -217,7 +233,7 @@ class MemoryStore:
                 cause: str = "", expect: ServerExpectation | None = None) -> Server:
         check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
         stored_job = _stored_job(job)
-        with self._lock:
+        with self._writing():
             self._check_open()
             current = self._load(job.server_id)
             check_expect(current, expect)
@@ -238,7 +254,7 @@ class MemoryStore:
 
     def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
         check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
-        with self._lock:
+        with self._writing():
             self._check_open()
             current = self._jobs.get(job_id)
             if current is None:
@@ -278,12 +294,12 @@ class MemoryStore:
         self._event_listener = listener
 
     def webhook_cursor(self, url: str) -> int:
-        with self._lock:
+        with self._writing():
             self._check_open()
             return self._webhook_cursors.setdefault(url, self._events[-1].seq if self._events else 0)
 
     def advance_webhook_cursor(self, url: str, seq: int) -> None:
-        with self._lock:
+        with self._writing():
             self._check_open()
             self._webhook_cursors[url] = max(seq, self._webhook_cursors.get(url, seq))
 
@@ -316,7 +332,7 @@ class MemoryStore:
             "device_index": port.device_index})
 
     def add_port(self, port: Port) -> None:
-        with self._lock:
+        with self._writing():
             self._check_open()
             self._insert_port(self._ports, port)
 
@@ -337,14 +353,14 @@ class MemoryStore:
 
     def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
         value = PortStatus(status)
-        with self._lock:
+        with self._writing():
             self._check_open()
             for i in port_ids:
                 if i in self._ports:
                     self._ports[i] = self._ports[i].model_copy(update={"status": value})
 
     def delete_port(self, port_id: UUID) -> Port:
-        with self._lock:
+        with self._writing():
             self._check_open()
             current = self._ports.get(port_id)
             if current is None:
@@ -358,7 +374,7 @@ class MemoryStore:
     def release_ports(self, device_id: str) -> list[Port]:
         if not device_id:
             return []
-        with self._lock:
+        with self._writing():
             self._check_open()
             mine = sorted((p for p in self._ports.values() if p.device_id == device_id),
                           key=lambda p: (p.device_index, p.created_at, str(p.id)))
