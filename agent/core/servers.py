@@ -127,17 +127,19 @@ class ServerService:
         """Servers matching the query, one page; True when another page follows. Filters
         the store can apply, and paging when nothing is left to filter here, run in SQL:
         a page of 10 reads 11 rows, not every server."""
+        project = self._listed_project(ctx, query)
         limit = min(query.limit if query.limit is not None else self.max_page, self.max_page)
         image_id = None
         if query.image:
             try:
                 image_id = UUID(ref_id(query.image))
-            except ValueError:
-                return [], False  # not an image id: no server has it
+            except ValueError:  # not an image id: no server has it, nor the marker
+                if query.marker is not None:
+                    raise InvalidInput(f"marker [{query.marker}] not found", "marker") from None
+                return [], False
         scope = {"changes_since": query.changes_since, "image_id": image_id,
                  "flavor_id": ref_id(query.flavor) if query.flavor else None,
                  "reservation_id": query.reservation_id}
-        project = self._listed_project(ctx, query)
         if not query.name and not query.statuses:
             page = self.store.list_servers(project, **scope, marker=query.marker, limit=limit + 1)
             return page[:limit], len(page) > limit

@@ -357,3 +357,17 @@ async def test_a_server_in_each_task_state_shows_its_status(env: Env):
     assert (await show(env, sid)).json()["server"]["status"] == "REBOOT"
     env.set_state(sid, VmState.STOPPED)
     assert (await show(env, sid)).json()["server"]["status"] == "SHUTOFF"
+
+
+async def test_a_filter_no_server_can_match_still_checks_policy_and_marker(env: Env):
+    """An image filter that is no image id lists nothing, but all_tenants is still
+    refused to a non-admin and a marker is still looked for (as without the filter)."""
+    sid = (await env.create())["id"]
+    r = await env.client.get("/v2.1/servers", params={"image": "not-an-id"}, headers=ALICE)
+    assert r.json() == {"servers": []}
+    r = await env.client.get("/v2.1/servers", params={"image": "not-an-id", "all_tenants": "1"},
+                             headers=ALICE)
+    assert r.status_code == 403
+    r = await env.client.get("/v2.1/servers", params={"image": "not-an-id", "marker": sid},
+                             headers=ALICE)
+    assert r.status_code == 400 and "marker" in r.text
