@@ -202,6 +202,15 @@ class WarmGuestfsInjector:
                 g.add_drive_opts(str(spare), format="qcow2", readonly=False, label=label_of(i))
             g.launch()
             devices = g.list_devices()
+            # Where each base's root is, learnt now on its first spare rather than by the
+            # first build's injection (requests key layouts by their base's path).
+            first: dict[str, str] = {}
+            for (base, _), device in zip(made, devices, strict=True):
+                first.setdefault(str(base), device)
+            try:
+                self.cold.learn_root_places(g, first)
+            except RuntimeError as e:  # the builds will probe themselves: no harm
+                log.warning("injection.root_probe_failed", error=str(e).splitlines()[0][:200])
         except (RuntimeError, AgentError, OSError) as e:
             # No retry loop: the next successful injection tries again.
             log.warning("injection.warm_up_failed", error=str(e).splitlines()[0][:200])
