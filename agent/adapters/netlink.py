@@ -9,10 +9,12 @@ wrong kind that happens to carry one of our names.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, Any
@@ -179,7 +181,18 @@ class NetlinkPlumber:
 
 def host_routes() -> list[HostRoute]:
     """The host's IPv4 routes of the main table, each with its interface's name (read
-    only: the start checks compare them with the configured subnets)."""
+    only: the start checks compare them with the configured subnets). pyroute2's
+    IPRoute cannot be made in a thread whose event loop runs (it runs one of its own):
+    the daemon's start checks run in its loop, so the read goes to a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _read_host_routes()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-routes") as pool:
+        return pool.submit(_read_host_routes).result()
+
+
+def _read_host_routes() -> list[HostRoute]:
     _load_pyroute2()
     try:
         with IPRoute() as ipr:

@@ -195,3 +195,13 @@ def test_host_routes_show_a_bridge_subnet_that_another_network_may_not_overlap(p
     result = check_subnets(Config(networks=[elsewhere]))
     assert not result.ok
     assert f"overlaps the host route {net.cidr} on {net.bridge}" in result.detail
+
+
+def test_host_routes_can_be_read_where_an_event_loop_runs():
+    """The daemon runs its start checks inside its event loop, where pyroute2's IPRoute
+    cannot be made ("This event loop is already running"): the subnets check crashed and
+    no daemon with a network configured could start."""
+    async def in_the_loop() -> list[HostRoute]:
+        return host_routes()
+
+    assert asyncio.run(in_the_loop()) == host_routes()
