@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from ipaddress import IPv4Network
 
@@ -21,18 +20,10 @@ from agent.core.networks import NetworkCatalog
 from agent.errors import NetworkError
 from agent.model.host import HostRoute
 from agent.model.network import Network, Port, make_mac
-from tests.support.netns import TestNet
 from tests.unit.fakes.network import FakeDhcp
 from tests.unit.fakes.store import MemoryStore
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def testnet() -> Iterator[TestNet]:
-    t = TestNet()
-    yield t
-    t.cleanup()
 
 
 @pytest.fixture
