@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -54,7 +55,7 @@ from agent.core.servers import ServerService
 from agent.core.webhooks import Backoff, WebhookDispatcher, WebhookTarget
 from agent.core.workflows.actions import action_workflows
 from agent.core.workflows.base import CheckpointHook, WorkflowDeps
-from agent.core.workflows.create import CreateWorkflow
+from agent.core.workflows.create import CreateWorkflow, base_path
 from agent.core.workflows.delete import DeleteWorkflow
 from agent.core.workflows.guest_ops import ActionTimings
 from agent.errors import AgentError, ConfigError, HostUnfit
@@ -69,6 +70,9 @@ log = structlog.get_logger("agent.app")
 # Fault injection for the crash-safety tests: "create:disk" kills the daemon (as kill -9
 # would) right after that checkpoint is committed. Never set in production.
 CRASH_AT_ENV = "COMPUTE_AGENT_TEST_CRASH_AT"
+# "create:injected" kills it every time that step's work is done, before its checkpoint:
+# a step that always crashes the daemon (the poison-job guard's test). Never in production.
+CRASH_IN_ENV = "COMPUTE_AGENT_TEST_CRASH_IN"
 STOP_TIMEOUT_S = 20.0
 STARTUP_RECONCILE_TIMEOUT_S = 30.0
 SPARES_DIR = "_spares"  # the warm appliance's spare overlays, under the instances folder
@@ -124,8 +128,8 @@ def import_image(config: Config, source: Path, name: str, properties: dict[str, 
                        disk_format)
 
 
-def _crash_hook() -> CheckpointHook:
-    target = os.environ.get(CRASH_AT_ENV)
+def _crash_hook(env: str = CRASH_AT_ENV) -> CheckpointHook:
+    target = os.environ.get(env)
 
     def hook(job: Job, step: str) -> None:
         if target and f"{job.kind.value}:{step}" == target:
@@ -226,7 +230,8 @@ def build_agent(config: Config) -> Agent:
     deps = WorkflowDeps(store=store, hypervisor=hypervisor, disks=QemuImgDisks(), images=images,
                         flavors=flavors, instances_dir=config.instances_dir,
                         base_dir=config.base_images_dir, virt_type=decision.virt_type,
-                        on_checkpoint=_crash_hook(), network=network)
+                        on_checkpoint=_crash_hook(),
+                        before_checkpoint=_crash_hook(CRASH_IN_ENV), network=network)
     metrics = Metrics()
     metrics.watch_servers(store)
     disk_injector = WarmGuestfsInjector(GuestfsInjector(decision.virt_type),
@@ -254,6 +259,35 @@ def build_agent(config: Config) -> Agent:
                  webhooks=webhooks, disk_injector=disk_injector,
                  keypairs=KeypairService(store, CryptographySshKeys(), config.limits),
                  feed_slots=StreamSlots(config.event_streams_max, config.event_streams_per_token))
+
+
+# At most this many images get spares in the appliance warmed at start (each adds
+# injection_warm_spares drives); the others get theirs after their first build.
+WARM_AT_START_IMAGES = 4
+
+
+def warm_for_images(agent: Agent) -> None:
+    """Warm the appliance at start for the images present (their bases are made in the
+    warm-up's thread if missing), so that the first build after a start does not wait
+    for a launch. Nothing when warm spares are off or no image is present."""
+    injector = agent.disk_injector
+    if injector is None or injector.spares_per_base < 1:
+        return
+    deps = agent.runner.deps
+    sources: dict[Path, tuple[Path, str]] = {}
+    for image in agent.images.list()[:WARM_AT_START_IMAGES]:
+        try:
+            sources[base_path(deps, image)] = (image.disk_file, image.disk_format)
+        except OSError as e:  # an image file gone since the catalog read it
+            log.warning("injection.warm_image_unreadable", image=str(image.uuid), error=e.strerror)
+    if not sources:
+        return
+
+    def make_bases() -> None:
+        for base, (source, _) in sources.items():
+            deps.disks.cache_base(source, base)
+
+    injector.warm_up_for({base: fmt for base, (_, fmt) in sources.items()}, make_bases)
 
 
 class _Listener(uvicorn.Server):
@@ -301,6 +335,7 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
         log.warning("recovery.stale_appliances_killed", pids=stale)
     swept = await sweep(agent.runner.deps)
     _report_quarantine(agent, swept)
+    warm_for_images(agent)  # after the stale appliances went, before any build resumes
     if agent.network is not None:  # bridges, taps lost to a host reboot, dnsmasq: as the store says
         await agent.network.resync_host(agent.hypervisor)
     listeners: list[tuple[_Listener, Any]] = []
@@ -334,6 +369,11 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
         if any(t.done() for t in tasks):
             break
         await asyncio.sleep(0.01)
+    # Start-up made ~100k long-lived objects (modules, routes, models): moved out of the
+    # collector's generations, so full collections no longer walk them (a full pass over
+    # them took tens of ms, and the API's requests paid it).
+    gc.collect()
+    gc.freeze()
     log.info("agent.ready", socket=str(config.socket_path), tcp=config.api_listen,
              jobs_resumed=resumed, orphans_removed=len(swept.domains_removed) + len(swept.dirs_removed),
              quarantined=len(swept.quarantined),

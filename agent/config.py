@@ -151,8 +151,9 @@ class Config(BaseModel):
     injection_batch_window_s: float = Field(default=0.5, ge=0, le=10)
     injection_max_batch: int = Field(default=8, ge=1, le=26)
     # Spare overlays per recently used image kept in a warm (launched) appliance, so a
-    # build does not wait for a launch; 0 launches one per batch. Each warm appliance
-    # holds up to libguestfs's memsize of RAM while idle.
+    # build does not wait for a launch; 0 launches one per batch. The appliance is warmed
+    # at start for the images present (up to 4). Each warm appliance holds up to
+    # libguestfs's memsize of RAM while idle.
     injection_warm_spares: int = Field(default=2, ge=0, le=8)
     # The monitor's backstop: every server against libvirt this often, events or not.
     resync_interval_s: float = Field(default=60.0, gt=0)

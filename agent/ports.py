@@ -191,9 +191,24 @@ class Store(Protocol):
         ...
 
     def list_servers(self, project_id: str | None = None, *, changes_since: datetime | None = None,
-                     include_deleted: bool = False) -> list[Server]:
+                     include_deleted: bool = False, image_id: UUID | None = None,
+                     flavor_id: str | None = None, reservation_id: str | None = None,
+                     marker: UUID | None = None, limit: int | None = None) -> list[Server]:
         """Newest first (created_at, then id). changes_since implies deleted ones too,
-        those with updated_at >= changes_since only."""
+        those with updated_at >= changes_since only. image_id, flavor_id, reservation_id:
+        only those. marker: only the servers after it in that order (InvalidInput if it is
+        not among them); limit: at most that many (paging in the store, so a page of 10
+        reads 10 rows, not all)."""
+        ...
+
+    def server_state_counts(self) -> dict[tuple[VmState, TaskState | None], int]:
+        """Servers not deleted, counted by (vm_state, task_state)."""
+        ...
+
+    def revision(self) -> int:
+        """A number every committed change (servers, jobs, ports, anything) increases, so
+        an answer computed from reads made after it returned R is still right while it
+        returns R. This daemon's writes only: the store is its alone."""
         ...
 
     def count_servers(self, project_id: str | None = None) -> int:

@@ -50,7 +50,7 @@ def _batch(ctx: Context, args: argparse.Namespace) -> list[Figure]:
 
 
 def _provisioning(ctx: Context, args: argparse.Namespace) -> list[Figure]:
-    return [provisioning.provisioning(ctx, args.provision_runs, _command("provisioning", args))]
+    return provisioning.provisioning(ctx, args.provision_runs, _command("provisioning", args))
 
 
 def _shutoff(ctx: Context, args: argparse.Namespace) -> list[Figure]:

@@ -1,6 +1,6 @@
 """Figure 5's reference: the least an HTTP service can do to list the same servers.
 
-`python -m bench.api_floor DB HOST:PORT` serves GET /v2.1/servers/detail on uvicorn (the
+`python -m bench.api_floor DB HOST:PORT` serves GET /v2.1/servers/detail (and `?limit=N`) on uvicorn (the
 agent's server, same settings) with a bare Starlette route that runs one SQL SELECT of the
 project's live servers from the agent's SQLite file (read-only) and answers the rows as
 JSON (`json.dumps` of the raw columns). No auth, no model validation, no Nova view: what
@@ -31,8 +31,8 @@ def connect(db: Path) -> sqlite3.Connection:
     return conn
 
 
-def floor_body(conn: sqlite3.Connection, project: str = "bench") -> bytes:
-    rows = conn.execute(SQL, (project, PAGE)).fetchall()
+def floor_body(conn: sqlite3.Connection, project: str = "bench", limit: int = PAGE) -> bytes:
+    rows = conn.execute(SQL, (project, min(limit, PAGE))).fetchall()
     return json.dumps({"servers": [dict(r) for r in rows]}).encode()
 
 
@@ -40,9 +40,10 @@ def app(db: Path) -> Starlette:
     conn = connect(db)
 
     async def detail(request: Request) -> Response:
-        return Response(floor_body(conn), media_type="application/json")
+        limit = int(request.query_params.get("limit", PAGE))  # figure 5's page of 10
+        return Response(floor_body(conn, limit=limit), media_type="application/json")
 
-    return Starlette(routes=[Route("/v2.1/servers/detail", detail),
+    return Starlette(routes=[Route("/v2.1/servers/detail", detail), Route("/v2.1/servers", detail),
                              Route("/", lambda r: Response("ok"))])
 
 

@@ -89,12 +89,12 @@ def wait_ready(daemon: BenchDaemon, timeout: float = READY_TIMEOUT_S) -> dict[st
     return poll(ready, timeout, interval=0.05, what="agent.ready")
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process (VmRSS), MiB."""
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process (VmRSS, or RssAnon: its own heap, not mapped files), MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def settle_rss(pid: int, seconds: float = 2.0) -> float:

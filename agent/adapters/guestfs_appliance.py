@@ -14,14 +14,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import guestfs
+from typing import TYPE_CHECKING, Any
 
 from agent.model.host import VirtType
 
+if TYPE_CHECKING:
+    import guestfs
+
 
 def new_handle(virt_type: VirtType) -> guestfs.GuestFS:
+    # libguestfs (~16 MiB of libraries) loads with the first handle, not with the daemon:
+    # a daemon that injects nothing (no warm appliance, no build yet) never maps it.
+    import guestfs
     g = guestfs.GuestFS(python_return_dict=True)
     g.set_backend("direct")
     if virt_type == VirtType.QEMU:

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import posixpath
 import time
-
-import guestfs
+from typing import TYPE_CHECKING
 
 from agent.adapters.guestfs_appliance import ApplianceLimits, new_handle, watched
 from agent.adapters.guestfs_paths import backup_name, replace_file, resolve_dir, resolve_file
@@ -36,6 +35,9 @@ from agent.model.injection import (
     InjectionResult,
     appliance_groups,
 )
+
+if TYPE_CHECKING:
+    import guestfs  # imported where a handle is made: guestfs_appliance.new_handle
 
 _DAY = 86400
 MAX_PROBED = 16  # filesystems (partitions, volumes) of one disk mounted to find its root
@@ -306,6 +308,19 @@ class GuestfsInjector:
             return results
         finally:
             g.close()
+
+    def learn_root_places(self, g: guestfs.GuestFS, devices: dict[str, str]) -> None:
+        """Find where each layout's root is (layout_key -> a device of a launched
+        appliance holding a disk of that layout), read-only, for the layouts not known
+        yet: the warm appliance does it at start, so the first build of an image after a
+        start does not pay list_filesystems and the probing (~2-5 s under TCG)."""
+        layout = _Layout(g, list(devices.values()))
+        for key, device in devices.items():
+            if key in self.root_places:
+                continue
+            root = _probe_root(g, layout.filesystems, layout.drive_of, device)
+            if root is not None:
+                self.root_places[key] = root[len(device):]
 
     def inject_on(self, g: guestfs.GuestFS, devices: list[str],
                   requests: list[InjectionRequest]) -> list[InjectionResult | InjectionError]:

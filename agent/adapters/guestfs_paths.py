@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import uuid
-
-import guestfs
+from typing import TYPE_CHECKING
 
 from agent.errors import InjectionError
 from agent.model.injection import DIR_MODE
+
+if TYPE_CHECKING:
+    import guestfs  # imported where a handle is made: guestfs_appliance.new_handle
 
 MAX_HOPS = 40  # symlinks followed in one path (Linux's MAXSYMLINKS)
 NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs)

@@ -22,10 +22,11 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import guestfs
 import structlog
 
 from agent.adapters.guestfs_appliance import kill_stale_appliances, new_handle, watched
@@ -33,6 +34,9 @@ from agent.adapters.guestfs_injector import GuestfsInjector, label_of
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.errors import AgentError, InjectionError
 from agent.model.injection import InjectionRequest, InjectionResult
+
+if TYPE_CHECKING:
+    import guestfs  # imported where a handle is made: guestfs_appliance.new_handle
 
 log = structlog.get_logger("agent.injection.warm")
 WARM_UP_WAIT_S = 120.0
@@ -160,21 +164,33 @@ class WarmGuestfsInjector:
         warm.spares.clear()
 
     # -- warming up ---------------------------------------------------------------------
-    def _start_warming(self) -> None:
+    def warm_up_for(self, bases: dict[Path, str], prepare: Callable[[], None] | None = None) -> None:
+        """Launch the warm appliance now, for these bases (base path -> format): the
+        daemon calls it at start for the images present, so that the first build after a
+        start does not pay a launch either. `prepare` runs first in the warm-up's thread
+        (it makes the base files); a build arriving meanwhile waits for this launch
+        rather than starting a second one."""
+        with self._lock:
+            self._bases.update(bases)
+        self._start_warming(prepare)
+
+    def _start_warming(self, prepare: Callable[[], None] | None = None) -> None:
         with self._lock:
             if self._closed or self._warm is not None or not self._bases or self.spares_per_base < 1:
                 return
             if self._warming is not None and self._warming.is_alive():
                 return
             bases = dict(self._bases)
-            self._warming = threading.Thread(target=self._warm_up, args=(bases,),
+            self._warming = threading.Thread(target=self._warm_up, args=(bases, prepare),
                                              name="guestfs-warm-up", daemon=True)
             self._warming.start()
 
-    def _warm_up(self, bases: dict[Path, str]) -> None:
+    def _warm_up(self, bases: dict[Path, str], prepare: Callable[[], None] | None = None) -> None:
         made: list[tuple[Path, Path]] = []
         g: guestfs.GuestFS | None = None
         try:
+            if prepare is not None:
+                prepare()
             self.spares_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
             for base, fmt in bases.items():
                 for _ in range(self.spares_per_base):
@@ -187,6 +203,15 @@ class WarmGuestfsInjector:
                 g.add_drive_opts(str(spare), format="qcow2", readonly=False, label=label_of(i))
             g.launch()
             devices = g.list_devices()
+            # Where each base's root is, learnt now on its first spare rather than by the
+            # first build's injection (requests key layouts by their base's path).
+            first: dict[str, str] = {}
+            for (base, _), device in zip(made, devices, strict=True):
+                first.setdefault(str(base), device)
+            try:
+                self.cold.learn_root_places(g, first)
+            except RuntimeError as e:  # the builds will probe themselves: no harm
+                log.warning("injection.root_probe_failed", error=str(e).splitlines()[0][:200])
         except (RuntimeError, AgentError, OSError) as e:
             # No retry loop: the next successful injection tries again.
             log.warning("injection.warm_up_failed", error=str(e).splitlines()[0][:200])

@@ -55,8 +55,12 @@ def tcp_listener(address: str) -> socket.socket:
     except (ValueError, OSError) as e:
         raise ConfigError(f"api_listen {address!r}: {e}") from None
     family, _, _, _, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # Made as TCP explicitly (proto, not 0): asyncio sets TCP_NODELAY only on connections
+    # of a socket whose proto is IPPROTO_TCP. Without it, a small answer written in two
+    # parts (headers, then body) waited ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(sockaddr)
     sock.listen(128)
     sock.setblocking(False)

@@ -9,6 +9,7 @@ wrong kind that happens to carry one of our names.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import threading
@@ -16,16 +17,26 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from ipaddress import IPv4Network
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import NetworkError
 from agent.model.host import HostRoute
 from agent.model.network import Network, Port, host_side_mac
 
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
 Link = Any  # pyroute2's ifinfmsg
+
+
+def _load_pyroute2() -> None:
+    """Import pyroute2 on first use (it is ~160 modules and megabytes of memory): a host
+    with no networks configured never does. Sets this module's IPRoute and NetlinkError."""
+    global IPRoute, NetlinkError
+    if "IPRoute" not in globals():
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
 MAIN_TABLE = 254
 
 
@@ -41,6 +52,7 @@ class NetlinkPlumber:
     @contextmanager
     def _ipr(self, what: str) -> Iterator[IPRoute]:
         """A netlink socket for one operation; netlink errors become NetworkError."""
+        _load_pyroute2()
         try:
             with self._lock, IPRoute() as ipr:
                 yield ipr
@@ -169,14 +181,19 @@ class NetlinkPlumber:
 
 def host_routes() -> list[HostRoute]:
     """The host's IPv4 routes of the main table, each with its interface's name (read
-    only: the start checks compare them with the configured subnets). Read on a thread of
-    its own: pyroute2's synchronous IPRoute refuses to run inside a running event loop,
-    which is where the daemon's start checks run."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    only: the start checks compare them with the configured subnets). pyroute2's
+    IPRoute cannot be made in a thread whose event loop runs (it runs one of its own):
+    the daemon's start checks run in its loop, so the read goes to a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _read_host_routes()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-routes") as pool:
         return pool.submit(_read_host_routes).result()
 
 
 def _read_host_routes() -> list[HostRoute]:
+    _load_pyroute2()
     try:
         with IPRoute() as ipr:
             names = {link["index"]: link.get("IFLA_IFNAME") for link in ipr.get_links()}

@@ -21,12 +21,12 @@ from uuid import UUID
 
 from agent.adapters import sqlite_keypairs, sqlite_ports
 from agent.adapters.sqlite_schema import migrate
-from agent.errors import ServerNotFound, StoreError
+from agent.errors import InvalidInput, ServerNotFound, StoreError
 from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.keypair import Keypair
 from agent.model.network import Port
 from agent.model.server import Server
-from agent.model.states import VmState
+from agent.model.states import TaskState, VmState
 from agent.ports import (
     NewServer,
     ServerExpectation,
@@ -175,6 +175,12 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._event_listener: Callable[[], None] | None = None
         self._appended = False  # the current transaction appended events
+        # Committed write transactions since start (each one fsyncs the WAL): a metric.
+        self.write_transactions = 0
+        # Rows already validated into Servers, by id: a row read again unchanged (the
+        # whole row equal: any change differs in updated_at at least) gives the same frozen
+        # Server without validating it again, so a list of 1,000 costs a tuple compare each.
+        self._parsed: dict[str, tuple[tuple[Any, ...], Server]] = {}
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Create the file ourselves with 0600 (job payloads may hold secrets) before
@@ -229,6 +235,8 @@ class SqliteStore:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield conn
                 conn.execute("COMMIT")
+                if write:
+                    self.write_transactions += 1
                 appended = self._appended
             except BaseException as e:
                 if conn.in_transaction:
@@ -244,12 +252,21 @@ class SqliteStore:
         if appended and self._event_listener is not None:
             self._event_listener()
 
-    @staticmethod
-    def _load(conn: sqlite3.Connection, server_id: UUID) -> Server:
+    def _server(self, row: sqlite3.Row) -> Server:
+        """The row as a Server, validated once per version of the row."""
+        values = tuple(row)
+        cached = self._parsed.get(row["id"])
+        if cached is None or cached[0] != values:
+            cached = (values, _row_server(row))
+            self._parsed[row["id"]] = cached
+        server = cached[1]  # frozen; its one mutable field is copied for the caller
+        return server.model_copy(update={"metadata": dict(server.metadata)})
+
+    def _load(self, conn: sqlite3.Connection, server_id: UUID) -> Server:
         row = conn.execute("SELECT * FROM servers WHERE id = ?", (str(server_id),)).fetchone()
         if row is None:
             raise ServerNotFound(f"server {server_id} not found")
-        return _row_server(row)
+        return self._server(row)
 
     def _append_event(self, conn: sqlite3.Connection, server: Server, old_status: str | None,
                       cause: str, at: datetime) -> None:
@@ -289,28 +306,54 @@ class SqliteStore:
     def get_server(self, server_id: UUID, project_id: str | None = None) -> Server | None:
         with self._tx("get server", write=False) as conn:
             row = conn.execute("SELECT * FROM servers WHERE id = ?", (str(server_id),)).fetchone()
-        if row is None or (project_id is not None and row["project_id"] != project_id):
-            return None
-        return _row_server(row)
+            if row is None or (project_id is not None and row["project_id"] != project_id):
+                return None
+            return self._server(row)
 
     def list_servers(self, project_id: str | None = None, *, changes_since: datetime | None = None,
-                     include_deleted: bool = False) -> list[Server]:
+                     include_deleted: bool = False, image_id: UUID | None = None,
+                     flavor_id: str | None = None, reservation_id: str | None = None,
+                     marker: UUID | None = None, limit: int | None = None) -> list[Server]:
         where, params = [], []
-        if project_id is not None:
-            where.append("project_id = ?")
-            params.append(project_id)
+        for column, value in (("project_id", project_id), ("image_id", image_id),
+                              ("flavor_id", flavor_id), ("reservation_id", reservation_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(str(value))
         if changes_since is not None:
             where.append("updated_at >= ?")
             params.append(_ts(changes_since))
         elif not include_deleted:
             where.append("vm_state != 'deleted'")
-        sql = "SELECT * FROM servers"
-        if where:
-            sql += " WHERE " + " AND ".join(where)  # fixed fragments; values are bound
-        sql += " ORDER BY created_at DESC, id DESC"
+        scope = " WHERE " + " AND ".join(where) if where else ""  # fixed fragments; values bound
         with self._tx("list servers", write=False) as conn:
+            if marker is not None:  # the page after it: the marker must be in the list
+                found = conn.execute(f"SELECT created_at, id FROM servers{scope}"  # noqa: S608
+                                     + (" AND" if where else " WHERE") + " id = ?",
+                                     [*params, str(marker)]).fetchone()
+                if found is None:
+                    raise InvalidInput(f"marker [{marker}] not found", "marker")
+                where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+                params += [found["created_at"], found["created_at"], found["id"]]
+                scope = " WHERE " + " AND ".join(where)
+            sql = f"SELECT * FROM servers{scope} ORDER BY created_at DESC, id DESC"  # noqa: S608
+            if limit is not None:
+                sql += " LIMIT ?"
+                params.append(max(0, limit))
             rows = conn.execute(sql, params).fetchall()
-        return [_row_server(r) for r in rows]
+            return [self._server(r) for r in rows]
+
+    def revision(self) -> int:
+        """Moves on with every committed write (the write-transaction count): reads made
+        after revision() returned see at least that revision's contents."""
+        return self.write_transactions
+
+    def server_state_counts(self) -> dict[tuple[VmState, TaskState | None], int]:
+        """Servers not deleted, counted by (vm_state, task_state) in SQL: /metrics reads it."""
+        with self._tx("count server states", write=False) as conn:
+            rows = conn.execute("SELECT vm_state, task_state, COUNT(*) FROM servers"
+                                " WHERE vm_state != 'deleted' GROUP BY vm_state, task_state").fetchall()
+        return {(VmState(v), TaskState(t) if t else None): int(n) for v, t, n in rows}
 
     def count_servers(self, project_id: str | None = None) -> int:
         with self._tx("count servers", write=False) as conn:

@@ -32,6 +32,7 @@ from agent.api import (
 from agent.api.auth import TokenInfo, check_project_in_path
 from agent.api.errors import install_error_handlers
 from agent.api.middleware import ApiMiddleware
+from agent.api.view_cache import DetailFragments, ListAnswers
 from agent.core.console import ConsoleFiles
 from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
@@ -64,6 +65,10 @@ class ApiDeps:
     metrics: Metrics = field(default_factory=Metrics)  # the daemon's, shared by its listeners
     keypairs: KeypairService | None = None  # /os-keypairs; None: not offered (404)
     consoles: ConsoleFiles | None = None  # guests' serial consoles; None: none on this host
+    # Servers' detail views rendered before, for GET /servers/detail (views.DetailFragments).
+    fragments: DetailFragments = field(default_factory=DetailFragments, repr=False)
+    # Whole list answers while the store has not changed (views.ListAnswers).
+    answers: ListAnswers = field(default_factory=ListAnswers, repr=False)
 
 
 def _operation_id(route: APIRoute) -> str:

@@ -23,16 +23,6 @@ class MediaType(_Out):
     type: str
 
 
-class Version(_Out):
-    id: str
-    status: str
-    version: str
-    min_version: str
-    updated: str
-    links: list[Link]
-    media_types: list[MediaType] = Field(alias="media-types")
-
-
 class VersionSummary(_Out):
     id: str
     status: str
@@ -40,6 +30,10 @@ class VersionSummary(_Out):
     min_version: str
     updated: str
     links: list[Link]
+
+
+class Version(VersionSummary):
+    media_types: list[MediaType] = Field(alias="media-types")
 
 
 class VersionList(_Out):

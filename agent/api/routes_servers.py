@@ -5,6 +5,7 @@ so the core's check-then-commit steps (quota) never race each other."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -125,28 +126,36 @@ def server_view(request: Request, ctx: RequestContext, server: Server, *,
                                admin=ctx.is_admin)
 
 
+def list_answer(request: Request, ctx: RequestContext, query: ServerQuery,
+                render: Callable[[list[Server], views.Urls], str]) -> Response:
+    """A list's answer: `render` of one page of servers, with a next link when another
+    page follows; the same bytes again while the store has not changed."""
+    deps = deps_of(request)
+    revision = deps.store.revision()  # first: what is read after is at least this new
+    key = (str(request.url), ctx.project_id, ctx.is_admin)
+    body = deps.answers.get(revision, key)
+    if body is None:
+        servers, has_more = deps.servers.list(ctx, query)
+        urls = views.Urls(request)
+        body = '{"servers":[' + render(servers, urls) + "]"
+        if has_more and servers:
+            body += ',"servers_links":' + views.to_json(urls.next_link(servers[-1].id))
+        body += "}"
+        deps.answers.put(revision, key, body)
+    return Response(body, media_type="application/json")
+
+
 @router.get("/servers", response_model=models.ServerIndex, responses=models.READ_ERRORS)
-async def list_servers(request: Request, ctx: Ctx, query: Filters) -> JSONResponse:
-    servers, has_more = deps_of(request).servers.list(ctx, query)
-    urls = views.Urls(request)
-    body: dict[str, object] = {"servers": [views.server_summary(s, urls) for s in servers]}
-    if has_more and servers:
-        body["servers_links"] = urls.next_link(servers[-1].id)
-    return JSONResponse(body)
+async def list_servers(request: Request, ctx: Ctx, query: Filters) -> Response:
+    return list_answer(request, ctx, query, lambda servers, urls: ",".join(
+        views.to_json(views.server_summary(s, urls)) for s in servers))
 
 
 @router.get("/servers/detail", response_model=models.ServerDetailIndex, responses=models.READ_ERRORS)
-async def list_servers_detail(request: Request, ctx: Ctx, query: Filters) -> JSONResponse:
+async def list_servers_detail(request: Request, ctx: Ctx, query: Filters) -> Response:
     deps = deps_of(request)
-    servers, has_more = deps.servers.list(ctx, query)
-    urls = views.Urls(request)
-    nics = addresses(request, servers)
-    body: dict[str, object] = {"servers": [views.server_detail(s, urls, deps.host_id, nics[s.id],
-                                                               admin=ctx.is_admin)
-                                           for s in servers]}
-    if has_more and servers:
-        body["servers_links"] = urls.next_link(servers[-1].id)
-    return JSONResponse(body)
+    return list_answer(request, ctx, query, lambda servers, urls: deps.fragments.render(
+        servers, urls, deps.host_id, addresses(request, servers), admin=ctx.is_admin))
 
 
 @router.post("/servers", status_code=202,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -147,6 +148,11 @@ def server_detail(server: Server, urls: Urls, host: str,
         body["fault"] = {"code": server.fault.code, "message": server.fault.message,
                          "created": isotime(server.fault.created)}
     return body
+
+
+def to_json(value: object) -> str:
+    """JSON text as Starlette's JSONResponse renders it (compact, UTF-8, no NaN)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def created_server(server: Server, urls: Urls, admin_pass: str,

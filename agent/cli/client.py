@@ -1,11 +1,15 @@
-"""A small Compute API client over the daemon's unix socket (or a URL)."""
+"""A small Compute API client over the daemon's unix socket (or a URL).
+
+httpx is imported when a client is made: `compute-agent serve` shares this package and
+must not load it (megabytes) for nothing."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
@@ -34,6 +38,8 @@ class AgentClient:
     def __init__(self, socket_path: str | None = None, url: str | None = None,
                  token: str | None = None, timeout: float = 30.0) -> None:
         self.socket_path, self.token = socket_path, token
+        import httpx
+        self._transport_error = httpx.TransportError
         transport = httpx.HTTPTransport(uds=socket_path) if socket_path else None
         headers = {"X-Auth-Token": token} if token else {}
         self._http = httpx.Client(transport=transport, base_url=(url or "http://agent") + "/v2.1",
@@ -43,7 +49,7 @@ class AgentClient:
                 params: dict[str, Any] | None = None) -> Any:
         try:
             r = self._http.request(method, path, json=body, params=params)
-        except httpx.TransportError as e:
+        except self._transport_error as e:
             raise ApiError(0, f"cannot reach the agent: {e}") from None
         if r.status_code >= 400:
             raise ApiError(r.status_code, _fault_message(r))

@@ -25,9 +25,15 @@ from agent.model.states import TaskState, VmState
 
 log = structlog.get_logger("agent.jobs")
 
-# A job that was running this many times without finishing (the daemon died under it
-# each time) is failed instead of being tried again, so a poison job cannot crash-loop.
-MAX_ATTEMPTS = 3
+# A job whose daemon died under it this many times at the same step (the step never
+# advanced) is failed instead of being tried again, so a poison job cannot crash-loop.
+# Only tries at the step that was running count (a checkpoint starts the count again), and
+# each try after a death waits RETRY_BACKOFF_S * 2**(deaths - 1) first, before it counts:
+# a daemon restarted (or killed) while the job waits its turn is no evidence against it.
+# So an operator's restarts closer than the last wait (16 s) can never fail a build, while
+# a step that kills the daemon every time is failed after ~31 s of waits.
+MAX_ATTEMPTS = 6
+RETRY_BACKOFF_S = 1.0
 
 # The task(s) a job's server carries while the job works on it, the last checkpoint of
 # each kind, and the vm_states its success may leave.
@@ -54,8 +60,9 @@ def safe_message(error: BaseException) -> str:
 
 class JobRunner:
     def __init__(self, deps: WorkflowDeps, workflows: Mapping[JobKind, Workflow],
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, retry_backoff_s: float = RETRY_BACKOFF_S) -> None:
         self.deps = deps
+        self.retry_backoff_s = retry_backoff_s
         self.metrics = metrics or Metrics()
         self.store = deps.store
         self.workflows = workflows
@@ -134,6 +141,11 @@ class JobRunner:
                 f"{job.kind.value} abandoned after {job.attempts} attempts at step "
                 f"'{job.step or 'start'}'"))
             return
+        if job.attempts > 0:  # the daemon died under it at this step: wait, uncounted
+            delay = self.retry_backoff_s * 2 ** (job.attempts - 1)
+            bound.info("job.retry_backoff", step=job.step or "-", deaths=job.attempts,
+                       delay_s=delay)
+            await asyncio.sleep(delay)
         job = self.store.update_job(job.id, {"status": JobStatus.RUNNING,
                                              "attempts": job.attempts + 1})
         bound.info("job.started", step=job.step or "-", attempt=job.attempts)
@@ -148,9 +160,12 @@ class JobRunner:
         except asyncio.CancelledError:
             bound.info("job.paused", reason="agent stopping")
             # A clean stop is not a death under the job: give the attempt back, or a few
-            # restarts during a long build would abandon it as a poison job.
+            # restarts during a long build would abandon it as a poison job. (Read again:
+            # a checkpoint since the start counted this try afresh at its new step.)
             with contextlib.suppress(AgentError):
-                self.store.update_job(job.id, {"attempts": job.attempts - 1})
+                now = self.store.get_job(job.id)
+                if now is not None:
+                    self.store.update_job(job.id, {"attempts": max(0, now.attempts - 1)})
             raise
         except Exception as e:  # any failure ends in a fault, never a stuck server
             bound.error("job.failed", error=safe_message(e), exc_type=type(e).__name__)

@@ -21,13 +21,12 @@ from typing import Protocol
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent.core.workflows.base import Interrupted
 from agent.model.job import JobKind
-from agent.model.server import Server
-from agent.model.states import Status
+from agent.model.states import Status, TaskState, VmState, status_of
 
 log = structlog.get_logger("agent.metrics")
 
@@ -42,7 +41,10 @@ API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class ServerLister(Protocol):
-    def list_servers(self) -> list[Server]: ...
+    def server_state_counts(self) -> dict[tuple[VmState, TaskState | None], int]: ...
+
+
+_WRITES_HELP = "Write transactions committed to the state database (each fsyncs its WAL)"
 
 
 class ServerStatusCollector(Collector):
@@ -58,19 +60,26 @@ class ServerStatusCollector(Collector):
         family = GaugeMetricFamily("compute_agent_servers", "Servers not deleted, by status",
                                    labels=["status"])
         try:
-            counts = Counter(s.status for s in self.store.list_servers())
+            counts: Counter[Status] = Counter()
+            for (vm_state, task_state), n in self.store.server_state_counts().items():
+                counts[status_of(vm_state, task_state)] += n  # GROUP BY in SQL, not a list
         except Exception as e:  # a store that cannot answer must not take the other metrics down
             log.error("metrics.servers_unreadable", error=type(e).__name__)
             return []
         for status in Status:
             if status is not Status.DELETED:
                 family.add_metric([status.value], counts.get(status, 0))
-        return [family]
+        writes = getattr(self.store, "write_transactions", None)
+        if writes is None:
+            return [family]
+        return [family, CounterMetricFamily(
+            "compute_agent_store_write_transactions", _WRITES_HELP, value=writes)]
 
     def describe(self) -> Iterable[Metric]:
         # Without this, registering would call collect() (and read the store) at once.
         return [GaugeMetricFamily("compute_agent_servers", "Servers not deleted, by status",
-                                  labels=["status"])]
+                                  labels=["status"]),
+                CounterMetricFamily("compute_agent_store_write_transactions", _WRITES_HELP)]
 
 
 class Metrics:

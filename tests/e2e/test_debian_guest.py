@@ -6,7 +6,8 @@ minute, so every wait is generous and bounded):
 
 create with a personality file -> boots from disk -> login with the adminPass -> the
 file is 0440 root:root and the image's own kept as .bak.<time.time()> -> /etc/shadow is
-still root:shadow 0640 -> the guest's DHCP address is the API's -> os-getConsoleOutput ->
+still root:shadow 0640 -> the guest's DHCP address is the API's -> `ssh -i` with the
+keypair named at create logs in from a test namespace -> os-getConsoleOutput ->
 `reboot` typed in the guest (stays ACTIVE, no SHUTOFF) -> changePassword online (qemu-ga)
 -> offline with qemu-ga stopped -> rebuild onto busybox-test and back -> `compute-agent
 server console` (and refused for another project) -> `poweroff` typed in the guest ->
@@ -20,10 +21,12 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +61,8 @@ class Env:
     daemon: Daemon
     net: Network
     server: ServerUnderTest
+    testnet: TestNet
+    ssh_key: str  # the private key file of the keypair the server was created with
 
     def console(self) -> SerialConsole:
         d = self.server.dir
@@ -80,21 +85,28 @@ def env() -> Iterator[Env]:
     net = testnet.network(0, f"10.214.{octet}.0/24")
     config = (f'[[networks]]\nid = "{net.id}"\nname = "{net.name}"\nbridge = "{net.bridge}"\n'
               f'cidr = "{net.cidr}"\n')
+    keys = tempfile.TemporaryDirectory()
+    key = f"{keys.name}/id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
     try:
         with module_daemon(config) as daemon:
             with daemon.client() as api:
+                r = api.post("/os-keypairs", json={"keypair": {
+                    "name": "e2e", "public_key": Path(f"{key}.pub").read_text()}})
+                assert r.status_code == 200, r.text
                 r = api.post("/servers", json={"server": {
-                    "name": "debian", "imageRef": DEBIAN_ID, "flavorRef": "2",
+                    "name": "debian", "imageRef": DEBIAN_ID, "flavorRef": "2", "key_name": "e2e",
                     "adminPass": "Debian-Passw0rd", "networks": [{"uuid": str(net.id)}],
                     "personality": [{"path": "/etc/motd",
                                      "contents": base64.b64encode(MOTD.encode()).decode()}]}})
             assert r.status_code == 202, r.text
             server = ServerUnderTest(daemon, r.json()["server"]["id"], "Debian-Passw0rd")
             server.wait("ACTIVE", timeout=600)
-            yield Env(daemon, net, server)
+            yield Env(daemon, net, server, testnet, key)
             kill_dnsmasq_under(daemon.state_dir)
     finally:
         testnet.cleanup()
+        keys.cleanup()
 
 
 def agent_answers(server_id: str) -> bool:
@@ -168,6 +180,24 @@ def test_the_guest_s_dhcp_address_is_the_api_s(env: Env):
                           timeout=150)
         assert rc == 0
         assert re.findall(r"inet (\S+)/", out) == [nic["addr"]], out
+
+
+def test_ssh_with_the_keypair_named_at_create_logs_in_as_root(env: Env):
+    """The key went into root's authorized_keys with modes sshd's StrictModes accepts:
+    sshd lets the key's holder in from a test namespace on the guest's network."""
+    (nic,) = env.server.show()["addresses"][env.net.name]
+    ns, _ = env.testnet.namespace_on(env.net)
+    ssh = ["ip", "netns", "exec", ns, "ssh", "-i", env.ssh_key, "-o", "BatchMode=yes",
+           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+           "-o", "ConnectTimeout=10", f"root@{nic['addr']}", "id -u; stat -c '%a %U' /root/.ssh"]
+    deadline = time.monotonic() + BOOT_S  # sshd makes its host keys at first start
+    while True:
+        done = subprocess.run(ssh, capture_output=True, text=True, timeout=60)
+        if done.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "700", "root"], done.stdout
 
 
 def test_console_output_through_the_api_is_the_serial_log_tail(env: Env):

@@ -48,8 +48,8 @@ SEED = int(os.environ.get("SOAK_SEED", "7"))
 SERVERS = 20
 DELETED = 8  # the first 8 names are deleted (while they, or others, still build)
 # Two SIGKILLs and a clean restart (SIGTERM), in a seeded order. A job the daemon dies
-# under 3 times is abandoned by design (the poison-job guard, MAX_ATTEMPTS); a clean stop
-# must not count as such a death.
+# under MAX_ATTEMPTS times at one step is abandoned by design (the poison-job guard); a
+# clean stop must not count as such a death.
 RESTARTS = ["SIGKILL", "SIGKILL", "SIGTERM"]
 KILL_SPAN_S = (2.0, 60.0)  # the kills fall in this window from the first POST
 SETTLE_S = 240  # bound for every job to finish after the last restart (20 TCG builds)

@@ -1,6 +1,7 @@
-"""With a warm appliance (injection_warm_spares), the second build of an image is injected
-on a spare the warm appliance holds: the guest still gets its file (0440 root:root), its
-password and its flavor's disk size, and a stopped daemon leaves no appliance or spare."""
+"""With a warm appliance (injection_warm_spares), launched at start for the images present,
+even the first build after a start is injected on a spare the warm appliance holds, and so
+is the next: the guest still gets its file (0440 root:root), its password and its
+flavor's disk size, and a stopped daemon leaves no appliance or spare."""
 
 from __future__ import annotations
 
@@ -31,12 +32,14 @@ def wait_log(daemon: Daemon, text: str, timeout: float, times: int = 1) -> None:
 
 
 def test_a_build_on_a_warm_spare_is_what_the_guest_expects(agent: Daemon):
-    ServerUnderTest.create(agent, name="first")  # the cold build: the image becomes warm
-    wait_log(agent, "injection.warm_ready", timeout=240)
+    wait_log(agent, "injection.warm_ready", timeout=240)  # warmed at start: no build yet
+    ServerUnderTest.create(agent, name="first")  # the first build after the start
+    assert agent.log().count("injection.warm_used") == 1
+    wait_log(agent, "injection.warm_ready", timeout=240, times=2)
 
     server = ServerUnderTest.create(agent, name="warm", adminPass="Warm-Passw0rd!", personality=[
         {"path": "/etc/warm.txt", "contents": base64.b64encode(NOTE.encode()).decode()}])
-    assert "injection.warm_used" in agent.log()
+    assert agent.log().count("injection.warm_used") == 2
     with server.shell() as con:
         rc, out = con.run("cat /etc/warm.txt")
         assert (rc, out) == (0, NOTE)
@@ -46,7 +49,7 @@ def test_a_build_on_a_warm_spare_is_what_the_guest_expects(agent: Daemon):
         assert int(out) * 512 == 1024**3, out  # flavor 1: a 1 GiB disk
 
     spares = agent.state_dir / "instances" / "_spares"
-    wait_log(agent, "injection.warm_ready", timeout=240, times=2)  # warm again after it
+    wait_log(agent, "injection.warm_ready", timeout=240, times=3)  # warm again after it
     assert processes_naming(spares)
     agent.stop()
     assert processes_naming(spares) == []

@@ -8,6 +8,7 @@ import pytest
 from agent.adapters.host_facts import read_host_facts
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.model.host import VirtType, decide_virt_type
+from tests.support.netns import TestNet
 
 pytestmark = pytest.mark.integration
 
@@ -33,3 +34,11 @@ def created(hypervisor: LibvirtHypervisor) -> Iterator[list[uuid.UUID]]:
         if u in hypervisor.domain_uuids():
             hypervisor.destroy(u)
             hypervisor.undefine(u)
+
+
+@pytest.fixture
+def testnet() -> Iterator[TestNet]:
+    """Test bridges, veths and namespaces (tests/support/netns.py), removed afterwards."""
+    t = TestNet()
+    yield t
+    t.cleanup()

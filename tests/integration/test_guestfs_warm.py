@@ -80,6 +80,26 @@ def test_the_second_disk_of_a_base_is_done_on_a_warm_spare(tmp_path, base, warm,
     assert not warm.spares_dir.exists()
 
 
+def test_an_appliance_warmed_at_start_serves_the_first_disk_of_a_base(tmp_path, base, warm,
+                                                                      virt_type):
+    """Warmed before any injection (as the daemon does at start for its images), with the
+    base made by `prepare` in the warm-up: the very first disk is done on a spare, with no
+    launch of its own, and its root's place was learnt by the warm-up already."""
+    made: list[Path] = []
+    late_base = tmp_path / "late-base.qcow2"
+    warm.warm_up_for({late_base: "qcow2"},
+                     lambda: made.append(late_base) or DISKS.cache_base(BASE, late_base))
+    assert warm._warming is not None
+    warm._warming.join(240)
+    assert made == [late_base]
+    assert str(late_base) in warm.cold.root_places
+    first = fresh(tmp_path, late_base, "first")
+    result = warm.inject([request(first, late_base, b"one\n")])[0]
+    assert not isinstance(result, Exception), result
+    assert (warm.launches, warm.warm_hits) == (0, 1)
+    assert motd(virt_type, first) == b"one\n"
+
+
 def test_a_disk_that_is_not_a_fresh_overlay_is_never_swapped(tmp_path, base, warm, virt_type):
     warm.inject([request(fresh(tmp_path, base, "first"), base, b"one\n")])
     used = fresh(tmp_path, base, "used")

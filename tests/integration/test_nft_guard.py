@@ -7,7 +7,6 @@ catest-named (the tap-named link lives in a catest bridge) and removed after the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -19,13 +18,6 @@ from agent.model.network import Port, make_mac
 from tests.support.netns import TestNet
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def testnet() -> Iterator[TestNet]:
-    t = TestNet()
-    yield t
-    t.cleanup()
 
 
 def test_a_guarded_port_passes_traffic_only_from_its_own_mac_and_ip(testnet: TestNet):

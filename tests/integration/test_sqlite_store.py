@@ -14,6 +14,7 @@ import pytest
 
 from agent.adapters import sqlite_schema
 from agent.adapters.sqlite_store import SqliteStore
+from agent.core.metrics import Metrics
 from agent.errors import StoreError
 from agent.model.states import TaskState, VmState
 from tests.integration.test_store_contract import make_job, make_server
@@ -171,3 +172,22 @@ def test_a_second_store_on_the_same_file_sees_committed_writes(store: SqliteStor
         assert other.get_server(server.id) == server
     finally:
         other.close()
+
+
+def test_write_transactions_are_counted_and_shown_as_a_metric(store: SqliteStore) -> None:
+    """Each committed write transaction counts once (reads and failed writes do not), and
+    /metrics shows the count: a build's fsync'd commits can be measured."""
+    before = store.write_transactions
+    server = make_server()
+    store.create_server(server, make_job(server.id))
+    store.update_server(server.id, {"name": "x"}, cause="test")
+    store.get_server(server.id)
+    store.list_servers()
+    with pytest.raises(StoreError):
+        store.update_job(uuid.uuid4(), {"step": "disk"})
+    assert store.write_transactions == before + 2
+    metrics = Metrics()
+    metrics.watch_servers(store)
+    text = metrics.exposition()[0].decode()
+    assert f"compute_agent_store_write_transactions_total {before + 2}.0" in text
+    assert 'compute_agent_servers{status="BUILD"} 1.0' in text

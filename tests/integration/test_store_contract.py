@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.adapters.sqlite_store import SqliteStore
-from agent.errors import ServerNotFound, StaleServer, StoreError
+from agent.errors import InvalidInput, ServerNotFound, StaleServer, StoreError
 from agent.model.domain import PowerState
 from agent.model.job import Job, JobKind, JobStatus
 from agent.model.server import Fault, Server
@@ -159,6 +159,72 @@ def test_list_leaves_out_deleted_unless_include_deleted(store: Store) -> None:
                created_at=T0 + timedelta(seconds=1))
     assert [s.id for s in store.list_servers()] == [alive.id]
     assert [s.id for s in store.list_servers(include_deleted=True)] == [gone.id, alive.id]
+
+
+def test_list_pages_after_a_marker_with_a_limit_in_the_stored_order(store: Store) -> None:
+    made = [add(store, created_at=T0 + timedelta(seconds=i)) for i in range(5)]
+    newest_first = [s.id for s in reversed(made)]
+    assert [s.id for s in store.list_servers(limit=2)] == newest_first[:2]
+    assert [s.id for s in store.list_servers(marker=newest_first[1], limit=2)] == newest_first[2:4]
+    assert [s.id for s in store.list_servers(marker=newest_first[3])] == newest_first[4:]
+    assert store.list_servers(limit=0) == []
+
+
+def test_list_refuses_a_marker_that_is_not_in_the_listed_servers(store: Store) -> None:
+    mine = add(store, project_id="p1")
+    theirs = add(store, project_id="p2")
+    with pytest.raises(InvalidInput, match="marker"):
+        store.list_servers("p1", marker=theirs.id)
+    with pytest.raises(InvalidInput, match="marker"):
+        store.list_servers(marker=uuid.uuid4())
+    assert store.list_servers("p1", marker=mine.id) == []
+
+
+def test_list_filters_by_image_flavor_and_reservation(store: Store) -> None:
+    image = uuid.uuid4()
+    a = add(store, image_id=image, flavor_id="1", reservation_id="r-aaaaaaaa")
+    b = add(store, image_id=image, flavor_id="2")
+    add(store, flavor_id="1")
+    assert {s.id for s in store.list_servers(image_id=image)} == {a.id, b.id}
+    assert {s.id for s in store.list_servers(image_id=image, flavor_id="2")} == {b.id}
+    assert [s.id for s in store.list_servers(reservation_id="r-aaaaaaaa")] == [a.id]
+
+
+def test_state_counts_group_servers_not_deleted_by_vm_and_task_state(store: Store) -> None:
+    active(store)
+    active(store)
+    add(store, vm_state=VmState.BUILDING, task_state=TaskState.SPAWNING)
+    add(store, vm_state=VmState.DELETED, task_state=None, deleted_at=T0)
+    assert store.server_state_counts() == {(VmState.ACTIVE, None): 2,
+                                           (VmState.BUILDING, TaskState.SPAWNING): 1}
+
+
+def test_the_revision_moves_on_with_every_write_and_only_then(store: Store) -> None:
+    """API answers are kept while the revision stays: every kind of write moves it on
+    (servers, jobs, ports), reads never do."""
+    seen = [store.revision()]
+    server = active(store)
+    seen.append(store.revision())
+    store.update_server(server.id, {"name": "x"}, cause="api")
+    seen.append(store.revision())
+    store.add_job(make_job(server.id))
+    seen.append(store.revision())
+    store.release_ports(str(server.id))
+    seen.append(store.revision())
+    store.list_servers()
+    store.get_server(server.id)
+    store.server_state_counts()
+    assert store.revision() == seen[-1]
+    assert seen == sorted(set(seen)), seen
+
+
+def test_a_server_read_again_after_a_change_is_the_changed_one(store: Store) -> None:
+    """Reads may reuse what they parsed before (the SQLite store does), never a stale one."""
+    server = active(store)
+    assert store.list_servers()[0].name == "vm"
+    store.update_server(server.id, {"name": "renamed"}, cause="api")
+    assert store.list_servers()[0].name == "renamed"
+    assert store.get_server(server.id).name == "renamed"
 
 
 def test_changes_since_includes_deleted_changed_at_or_after_it(store: Store) -> None:

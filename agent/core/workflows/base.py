@@ -43,6 +43,9 @@ class WorkflowDeps:
     base_dir: Path
     virt_type: VirtType
     on_checkpoint: CheckpointHook = field(default=lambda job, step: None)
+    # Called before a checkpoint is committed (the step's work is done, not yet recorded);
+    # tests use it to kill the daemon in a step that then never advances.
+    before_checkpoint: CheckpointHook = field(default=lambda job, step: None)
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Bridges, taps and DHCP for the servers' ports (None: no networking on this host).
     network: NetworkPlumbing | None = None
@@ -73,9 +76,15 @@ class WorkflowDeps:
 
     def checkpoint(self, job: Job, step: str, server_changes: dict[str, Any] | None = None,
                    cause: str = "") -> Job:
+        self.before_checkpoint(job, step)
         if server_changes:
             self.store.update_server(job.server_id, server_changes, cause=cause or step)
-        job = self.store.update_job(job.id, {"step": step})
+        # A step done starts the try count again: this run is the first try at the next
+        # step, so only deaths at one step that never advances fail the job (jobs.py).
+        changes: dict[str, Any] = {"step": step}
+        if step != job.step:
+            changes["attempts"] = 1
+        job = self.store.update_job(job.id, changes)
         self.on_checkpoint(job, step)
         return job
 

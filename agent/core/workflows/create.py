@@ -50,7 +50,8 @@ def injection_request(job: Job, disk: Path, base: Path | None = None,
 
 def batch_group(job: Job) -> BatchGroup | None:
     """The multi-create this build is one of, to be injected with the others; none for a
-    resumed build (the others may be past their injection: nobody to wait for)."""
+    resumed build (the others may be past their injection: nobody to wait for). Read at
+    the job's start: a checkpoint counts tries afresh."""
     batch = job.payload.get("batch")
     if not batch or job.attempts > 1:
         return None
@@ -69,6 +70,7 @@ class CreateWorkflow:
         flavor = d.flavors.get(server.flavor_id)
         files = d.files(server.id)
         done = STEPS.index(job.step) + 1 if job.step in STEPS else 0
+        group = batch_group(job)
 
         if done < 2:
             base = base_path(d, image)
@@ -80,7 +82,7 @@ class CreateWorkflow:
             job = d.checkpoint(job, "disk", {"progress": PROGRESS["disk"]})
             d.ensure_not_taken_over(job, TaskState.SPAWNING)
             await self.injector.inject(injection_request(job, files.disk, base, image.disk_format),
-                                       batch_group(job))
+                                       group)
             job = d.checkpoint(job, "injected", {"progress": PROGRESS["injected"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 

@@ -17,7 +17,7 @@ import pytest
 from agent.model.domain import PowerState
 from agent.model.server import Fault
 from agent.model.states import TaskState, VmState
-from tests.unit.api.conftest import ADMIN, ALICE, BOB, HOST, Env, fault
+from tests.unit.api.conftest import ADMIN, ALICE, BOB, HOST, TEST_NET, Env, fault
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 DETAIL_KEYS = {
@@ -160,6 +160,47 @@ async def test_detail_lists_full_views_equal_to_show(env: Env):
     sid = (await env.create())["id"]
     r = await env.client.get("/v2.1/servers/detail", headers=ALICE)
     assert r.json()["servers"] == [(await show(env, sid)).json()["server"]]
+
+
+async def test_detail_shows_each_change_made_since_an_earlier_list(env: Env):
+    """Views rendered for an earlier list are never served stale: a change of the server
+    (name, status, fault) or of its ports shows in the next list, as in a show."""
+    sid = (await env.create(networks=[{"uuid": str(TEST_NET.id)}]))["id"]
+    first = (await env.client.get("/v2.1/servers/detail", headers=ALICE)).json()["servers"][0]
+    assert first["addresses"] and first["status"] == "BUILD"
+    env.set_state(sid, VmState.ERROR, fault=Fault(code=500, message="boom",
+                                                  created=datetime.now(UTC)))
+    env.store.update_server(env.server(sid).id, {"name": "renamed"}, cause="test")
+    env.store.release_ports(sid)  # the ports change alone: the server's row does not
+    r = await env.client.get("/v2.1/servers/detail", headers=ALICE)
+    [now] = r.json()["servers"]
+    assert (now["name"], now["status"], now["fault"]["message"]) == ("renamed", "ERROR", "boom")
+    assert now["addresses"] == {}
+    assert now == (await show(env, sid)).json()["server"]
+
+
+async def test_the_index_answer_follows_a_rename(env: Env):
+    """An answer kept for an unchanged store is not served after a change."""
+    sid = (await env.create(name="before"))["id"]
+    first = (await env.client.get("/v2.1/servers", headers=ALICE)).json()
+    again = (await env.client.get("/v2.1/servers", headers=ALICE)).json()
+    assert first == again and first["servers"][0]["name"] == "before"
+    r = await env.client.put(f"/v2.1/servers/{sid}", headers=ALICE,
+                             json={"server": {"name": "after"}})
+    assert r.status_code == 200
+    now = (await env.client.get("/v2.1/servers", headers=ALICE)).json()
+    assert now["servers"][0]["name"] == "after"
+    assert (await env.client.get("/v2.1/servers", headers=BOB)).json() == {"servers": []}
+
+
+async def test_detail_links_follow_each_requests_url(env: Env):
+    """The same server listed through two URLs links through each one's own."""
+    sid = (await env.create())["id"]
+    for path, prefix in (("/v2.1/servers/detail", "http://test/v2.1/servers/"),
+                         ("/v2.1/p-alice/servers/detail", "http://test/v2.1/p-alice/servers/"),
+                         ("/v2.1/servers/detail", "http://test/v2.1/servers/")):
+        r = await env.client.get(path, headers=ALICE)
+        assert r.json()["servers"][0]["links"][0]["href"] == prefix + sid
 
 
 async def test_list_under_a_project_url_links_with_the_project(env: Env):
@@ -375,3 +416,17 @@ async def test_a_server_in_each_task_state_shows_its_status(env: Env):
     assert (await show(env, sid)).json()["server"]["status"] == "REBOOT"
     env.set_state(sid, VmState.STOPPED)
     assert (await show(env, sid)).json()["server"]["status"] == "SHUTOFF"
+
+
+async def test_a_filter_no_server_can_match_still_checks_policy_and_marker(env: Env):
+    """An image filter that is no image id lists nothing, but all_tenants is still
+    refused to a non-admin and a marker is still looked for (as without the filter)."""
+    sid = (await env.create())["id"]
+    r = await env.client.get("/v2.1/servers", params={"image": "not-an-id"}, headers=ALICE)
+    assert r.json() == {"servers": []}
+    r = await env.client.get("/v2.1/servers", params={"image": "not-an-id", "all_tenants": "1"},
+                             headers=ALICE)
+    assert r.status_code == 403
+    r = await env.client.get("/v2.1/servers", params={"image": "not-an-id", "marker": sid},
+                             headers=ALICE)
+    assert r.status_code == 400 and "marker" in r.text

@@ -68,7 +68,7 @@ def world(tmp_path: Path) -> World:
     injector = FakeInjector()
     batcher = InjectionBatcher(injector, window_s=0.01)
     runner = JobRunner(deps, {JobKind.CREATE: CreateWorkflow(deps, batcher),
-                              JobKind.DELETE: DeleteWorkflow(deps)})
+                              JobKind.DELETE: DeleteWorkflow(deps)}, retry_backoff_s=0.001)
     service = ServerService(store, deps.images, deps.flavors, Limits(max_total_instances=3),
                             PasswordPolicy(), kick=runner.kick)
     return World(store, hv, disks, deps, runner, service, checkpoints, injector, batcher)

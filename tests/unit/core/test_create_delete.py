@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from agent.core.jobs import JobRunner
+from agent.core.jobs import MAX_ATTEMPTS, JobRunner
 from agent.core.workflows import base
 from agent.core.workflows.create import CreateWorkflow
 from agent.core.workflows.delete import DeleteWorkflow
@@ -127,13 +127,90 @@ async def test_resume_after_restart_continues_after_the_last_checkpoint(world):
 async def test_a_job_that_keeps_killing_the_daemon_is_abandoned(world):
     server, _ = world.create()
     [job] = world.store.unfinished_jobs()
-    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "attempts": 3})
+    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "attempts": MAX_ATTEMPTS})
     await world.runner.idle()
     world.runner.resume_all()
     await world.runner.idle()
     s = world.store.get_server(server.id)
     assert s.status is Status.ERROR and "abandoned" in s.fault.message
     assert world.store.unfinished_jobs() == []
+
+
+class Died(BaseException):
+    """Stands for the daemon's death (kill -9) inside a step: nothing after it runs."""
+
+
+def restarted(world) -> JobRunner:
+    """A new daemon's runner over the same store, as after a kill -9."""
+    return JobRunner(world.deps, dict(world.runner.workflows), retry_backoff_s=0.001)
+
+
+async def die_where(world, runner: JobRunner, step: str | None) -> None:
+    """Run the job until it reaches the end of `step`'s work (None: the first step), and
+    die there: the job stays 'running' with the try counted, as a SIGKILL leaves it."""
+    def crash(job, done):
+        if step is None or done == step:
+            raise Died
+    world.deps.before_checkpoint = crash
+    runner.resume_all()
+    with pytest.raises(Died):
+        await asyncio.gather(*runner._active.values())
+    world.deps.before_checkpoint = lambda job, done: None
+
+
+async def test_deaths_at_steps_that_advance_never_abandon_a_build(world):
+    """A restart is not a failed attempt: the daemon killed at each step of a build in
+    turn, twice at each (more deaths than MAX_ATTEMPTS in all), and the build still ends
+    ACTIVE, because a step done starts the count again."""
+    world.runner._closing = True
+    server, _ = world.create()
+    steps = ["disk", "injected", "network", "domain", "started", "running"]
+    for step in steps:
+        for _ in range(2):
+            await die_where(world, restarted(world), step)
+    [job] = world.store.unfinished_jobs()
+    assert job.step == "started" and job.attempts == 2  # deaths at 'running' only
+    assert 2 * len(steps) > MAX_ATTEMPTS
+    runner = restarted(world)
+    runner.resume_all()
+    await runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.status is Status.ACTIVE, s.fault
+
+
+async def test_a_step_that_always_kills_the_daemon_ends_in_error(world):
+    """The poison-job guard still holds: a step whose work kills the daemon every time is
+    abandoned after MAX_ATTEMPTS deaths there, the server in ERROR naming the step."""
+    world.runner._closing = True
+    server, _ = world.create()
+    for _ in range(MAX_ATTEMPTS):  # dies in the disk step's work, before its checkpoint
+        await die_where(world, restarted(world), "disk")
+    [job] = world.store.unfinished_jobs()
+    assert job.attempts == MAX_ATTEMPTS
+    runner = restarted(world)
+    runner.resume_all()
+    await runner.idle()
+    s = world.store.get_server(server.id)
+    assert s.status is Status.ERROR
+    assert f"abandoned after {MAX_ATTEMPTS} attempts at step 'start'" in s.fault.message
+    assert world.store.unfinished_jobs() == []
+
+
+async def test_a_retry_after_a_death_waits_before_its_try_counts(world):
+    """After a death the next try waits (backing off, doubling), and a restart during that
+    wait does not count: the job's try count is unchanged until the wait is over."""
+    world.runner._closing = True
+    world.create()
+    await die_where(world, restarted(world), None)
+    [job] = world.store.unfinished_jobs()
+    assert job.attempts == 1
+    slow = JobRunner(world.deps, dict(world.runner.workflows), retry_backoff_s=60.0)
+    slow.resume_all()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await slow.stop()  # a restart while it waits
+    [waited] = world.store.unfinished_jobs()
+    assert waited.attempts == 1 and not waited.step
 
 
 async def test_a_clean_stop_does_not_count_as_an_attempt(world):

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from agent.errors import (
+    InvalidInput,
     IpAddressInUse,
     KeypairExists,
     KeypairNotFound,
@@ -26,7 +29,7 @@ from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.keypair import Keypair, exists_message, not_found_message
 from agent.model.network import Port, PortStatus
 from agent.model.server import Server
-from agent.model.states import VmState
+from agent.model.states import TaskState, VmState
 from agent.ports import (
     NewServer,
     ServerExpectation,
@@ -88,9 +91,24 @@ class MemoryStore:
         self._keypairs: dict[tuple[str, str], Keypair] = {}  # (user_id, name)
         self._keypair_seq = 0
         self._closed = False
+        self._revision = 0
 
     def close(self) -> None:
         self._closed = True
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write: under the lock, and the revision moves on once it succeeded (a failed
+        write may have changed nothing, but moving on is always safe)."""
+        with self._lock:
+            try:
+                yield
+            finally:
+                self._revision += 1
+
+    def revision(self) -> int:
+        with self._lock:
+            return self._revision
 
     def _check_open(self) -> None:
         if self._closed:
@@ -130,7 +148,7 @@ class MemoryStore:
         for new in batch:
             check_new_server(new)
         rows = [(_stored_server(n.server), _stored_job(n.job)) for n in batch]
-        with self._lock:
+        with self._writing():
             self._check_open()
             new_ports = dict(self._ports)
             servers: dict[UUID, Server] = {}
@@ -165,16 +183,34 @@ class MemoryStore:
         return s.model_copy(deep=True)
 
     def list_servers(self, project_id: str | None = None, *, changes_since: datetime | None = None,
-                     include_deleted: bool = False) -> list[Server]:
+                     include_deleted: bool = False, image_id: UUID | None = None,
+                     flavor_id: str | None = None, reservation_id: str | None = None,
+                     marker: UUID | None = None, limit: int | None = None) -> list[Server]:
         since = _utc(changes_since)
         with self._lock:
             self._check_open()
             found = [s for s in self._servers.values()
                      if (project_id is None or s.project_id == project_id)
+                     and (image_id is None or str(s.image_id) == str(image_id))
+                     and (flavor_id is None or s.flavor_id == flavor_id)
+                     and (reservation_id is None or s.reservation_id == reservation_id)
                      and (s.updated_at >= since if since is not None
                           else include_deleted or s.vm_state is not VmState.DELETED)]
         found.sort(key=lambda s: (s.created_at, str(s.id)), reverse=True)
+        if marker is not None:
+            ids = [s.id for s in found]
+            if marker not in ids:
+                raise InvalidInput(f"marker [{marker}] not found", "marker")
+            found = found[ids.index(marker) + 1:]
+        if limit is not None:
+            found = found[:max(0, limit)]
         return [s.model_copy(deep=True) for s in found]
+
+    def server_state_counts(self) -> dict[tuple[VmState, TaskState | None], int]:
+        with self._lock:
+            self._check_open()
+            return dict(Counter((s.vm_state, s.task_state) for s in self._servers.values()
+                                if s.vm_state is not VmState.DELETED))
 
     def count_servers(self, project_id: str | None = None) -> int:
         with self._lock:
@@ -186,7 +222,7 @@ class MemoryStore:
     def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
         check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
-        with self._lock:
+        with self._writing():
             self._check_open()
             current = self._load(server_id)
             check_expect(current, expect)
@@ -202,7 +238,7 @@ class MemoryStore:
                 cause: str = "", expect: ServerExpectation | None = None) -> Server:
         check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
         stored_job = _stored_job(job)
-        with self._lock:
+        with self._writing():
             self._check_open()
             current = self._load(job.server_id)
             check_expect(current, expect)
@@ -223,7 +259,7 @@ class MemoryStore:
 
     def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
         check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
-        with self._lock:
+        with self._writing():
             self._check_open()
             current = self._jobs.get(job_id)
             if current is None:
@@ -263,12 +299,12 @@ class MemoryStore:
         self._event_listener = listener
 
     def webhook_cursor(self, url: str) -> int:
-        with self._lock:
+        with self._writing():
             self._check_open()
             return self._webhook_cursors.setdefault(url, self._events[-1].seq if self._events else 0)
 
     def advance_webhook_cursor(self, url: str, seq: int) -> None:
-        with self._lock:
+        with self._writing():
             self._check_open()
             self._webhook_cursors[url] = max(seq, self._webhook_cursors.get(url, seq))
 
@@ -301,7 +337,7 @@ class MemoryStore:
             "device_index": port.device_index})
 
     def add_port(self, port: Port) -> None:
-        with self._lock:
+        with self._writing():
             self._check_open()
             self._insert_port(self._ports, port)
 
@@ -322,14 +358,14 @@ class MemoryStore:
 
     def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
         value = PortStatus(status)
-        with self._lock:
+        with self._writing():
             self._check_open()
             for i in port_ids:
                 if i in self._ports:
                     self._ports[i] = self._ports[i].model_copy(update={"status": value})
 
     def delete_port(self, port_id: UUID) -> Port:
-        with self._lock:
+        with self._writing():
             self._check_open()
             current = self._ports.get(port_id)
             if current is None:
@@ -343,7 +379,7 @@ class MemoryStore:
     def release_ports(self, device_id: str) -> list[Port]:
         if not device_id:
             return []
-        with self._lock:
+        with self._writing():
             self._check_open()
             mine = sorted((p for p in self._ports.values() if p.device_id == device_id),
                           key=lambda p: (p.device_index, p.created_at, str(p.id)))
