@@ -43,6 +43,7 @@ from agent.core.doctor import DoctorReport, run_checks
 from agent.core.event_feed import EventFeed, EventNotifier, StreamSlots
 from agent.core.flavors import FlavorCatalog
 from agent.core.image_import import import_image as import_into
+from agent.core.images import ImageService
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
 from agent.core.keypairs import KeypairService
@@ -104,8 +105,7 @@ def _quarantine_check(config: Config) -> CheckResult:
 
 def _report_quarantine(agent: Agent, swept: SweepReport) -> None:
     """Quarantined taps stay plugged and are never given to a new port; the gauge counts."""
-    if agent.network is not None:
-        agent.network.quarantined_taps = swept.quarantined_taps
+    agent.network.quarantined_taps = swept.quarantined_taps
     for kind in ("domain", "instance_dir"):
         agent.metrics.quarantined.labels(kind).set(sum(q.kind == kind for q in swept.quarantined))
 
@@ -138,6 +138,16 @@ def _crash_hook(env: str = CRASH_AT_ENV) -> CheckpointHook:
     return hook
 
 
+@dataclass(frozen=True)
+class ApiServices:
+    """The core services only the API uses (the others are the Agent's own)."""
+
+    images: ImageService
+    events: EventFeed
+    keypairs: KeypairService
+    consoles: ConsoleFiles
+
+
 @dataclass
 class Agent:
     """Everything the daemon is made of, wired."""
@@ -150,18 +160,16 @@ class Agent:
     images: WritableImageCatalog
     flavors: FlavorCatalog
     monitor: PowerMonitor
+    network: NetworkPlumbing
+    # Woken by the store after each commit that appended events: the feed and webhooks wait on it.
+    notifier: EventNotifier
+    webhooks: WebhookDispatcher
+    metrics: Metrics
+    disk_injector: WarmGuestfsInjector
+    # The API's core services, built once and shared by every listener.
+    api_deps: ApiServices
     # Shared by every listener and changed in place on SIGHUP, so a reload needs no restart.
     tokens: dict[str, TokenInfo] = field(default_factory=dict)
-    ports: PortService | None = None
-    network: NetworkPlumbing | None = None
-    # Woken by the store after each commit that appended events: the feed and webhooks wait on it.
-    notifier: EventNotifier = field(default_factory=EventNotifier)
-    webhooks: WebhookDispatcher | None = None
-    metrics: Metrics = field(default_factory=Metrics)
-    disk_injector: WarmGuestfsInjector | None = None
-    keypairs: KeypairService | None = None
-    # Event streams and long polls open at once, counted across every listener.
-    feed_slots: StreamSlots = field(default_factory=lambda: StreamSlots(64, 4))
 
     def load_tokens(self, config: Config) -> None:
         fresh = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
@@ -172,15 +180,14 @@ class Agent:
     def api(self, default_context: RequestContext | None) -> Any:
         if not self.tokens:
             self.load_tokens(self.config)
-        return create_api(ApiDeps(servers=self.service, flavors=self.flavors, images=self.images,
-                                  limits=self.config.limits, store=self.store,
+        s = self.api_deps
+        return create_api(ApiDeps(servers=self.service, flavors=self.flavors, images=s.images,
+                                  quotas=self.service.quotas, ports=self.service.ports,
+                                  events=s.events, keypairs=s.keypairs, consoles=s.consoles,
                                   host_id=self.config.host, tokens=self.tokens,
-                                  default_context=default_context, ports=self.ports,
+                                  default_context=default_context,
                                   body_timeout_s=self.config.http.body_timeout_s,
-                                  events=EventFeed(self.store, self.notifier,
-                                                   slots=self.feed_slots),
-                                  metrics=self.metrics, keypairs=self.keypairs,
-                                  consoles=ConsoleFiles(self.config.instances_dir)))
+                                  metrics=self.metrics))
 
     def reload(self, reread: Callable[[], Config]) -> None:
         """SIGHUP: what can change live (log level and format, tokens, webhooks). A bad file keeps
@@ -197,8 +204,6 @@ class Agent:
         log.info("config.reloaded", tokens=len(self.tokens), log_level=config.log_level)
 
     def configure_webhooks(self, config: Config) -> None:
-        if self.webhooks is None:
-            return
         self.webhooks.configure(
             [WebhookTarget(w.url, w.timeout_s, {k: v.get_secret_value() for k, v in w.headers.items()},
                            secret=webhook_key(w.secret.get_secret_value()) if w.secret else None)
@@ -206,8 +211,7 @@ class Agent:
             Backoff(config.webhook_backoff_initial_s, config.webhook_backoff_max_s))
 
     def close(self) -> None:
-        if self.disk_injector is not None:
-            self.disk_injector.close()  # its warm appliance would outlive the daemon
+        self.disk_injector.close()  # its warm appliance would outlive the daemon
         self.store.close()
         self.hypervisor.close()
 
@@ -254,11 +258,15 @@ def build_agent(config: Config) -> Agent:
     store.set_event_listener(notifier.poke)
     webhooks = WebhookDispatcher(store, HttpxWebhookSender(), notifier,
                                  message_id_prefix=f"evt-{config.host}-")
+    api_deps = ApiServices(
+        images=ImageService(images, store),
+        events=EventFeed(store, notifier, slots=StreamSlots(config.event_streams_max,
+                                                            config.event_streams_per_token)),
+        keypairs=KeypairService(store, CryptographySshKeys(), config.limits),
+        consoles=ConsoleFiles(config.instances_dir))
     return Agent(config, store, hypervisor, runner, service, images, flavors, monitor,
-                 ports=service.ports, network=network, metrics=metrics, notifier=notifier,
-                 webhooks=webhooks, disk_injector=disk_injector,
-                 keypairs=KeypairService(store, CryptographySshKeys(), config.limits),
-                 feed_slots=StreamSlots(config.event_streams_max, config.event_streams_per_token))
+                 network=network, notifier=notifier, webhooks=webhooks, metrics=metrics,
+                 disk_injector=disk_injector, api_deps=api_deps)
 
 
 # At most this many images get spares in the appliance warmed at start (each adds
@@ -271,7 +279,7 @@ def warm_for_images(agent: Agent) -> None:
     warm-up's thread if missing), so that the first build after a start does not wait
     for a launch. Nothing when warm spares are off or no image is present."""
     injector = agent.disk_injector
-    if injector is None or injector.spares_per_base < 1:
+    if injector.spares_per_base < 1:
         return
     deps = agent.runner.deps
     sources: dict[Path, tuple[Path, str]] = {}
@@ -336,8 +344,8 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     swept = await sweep(agent.runner.deps)
     _report_quarantine(agent, swept)
     warm_for_images(agent)  # after the stale appliances went, before any build resumes
-    if agent.network is not None:  # bridges, taps lost to a host reboot, dnsmasq: as the store says
-        await agent.network.resync_host(agent.hypervisor)
+    # Bridges, taps lost to a host reboot, dnsmasq: as the store says.
+    await agent.network.resync_host(agent.hypervisor)
     listeners: list[tuple[_Listener, Any]] = []
     unix_ctx = (RequestContext(project_id=config.unix_socket_project, user_id="local")
                 if config.unix_socket_project else None)
@@ -358,9 +366,8 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     agent.configure_webhooks(config)  # delivery tasks: each resumes from its durable cursor
     events = LibvirtEventSource(config.libvirt_uri)
     background = [asyncio.create_task(agent.monitor.run()), asyncio.create_task(
-        events.run(agent.monitor.notify, agent.monitor.connection_changed))]
-    if agent.network is not None:
-        background.append(asyncio.create_task(agent.network.supervise()))
+        events.run(agent.monitor.notify, agent.monitor.connection_changed)),
+        asyncio.create_task(agent.network.supervise())]
     reconcile_started = loop.time()
     agent.monitor.resync()  # the start-up reconcile: every server against libvirt
     with contextlib.suppress(TimeoutError):
@@ -392,15 +399,13 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     # A job paused mid-injection leaves its appliance working in a thread that the exit
     # waits for (minutes for a big batch): end it; the job redoes that disk on restart.
     kill_stale_appliances(config.instances_dir)
-    if agent.webhooks is not None:
-        await agent.webhooks.close()
+    await agent.webhooks.close()
     for task in background:
         task.cancel()
     await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
     if watchdog:
         watchdog.cancel()
-    if agent.network is not None:
-        await agent.network.close()
+    await agent.network.close()
     agent.close()
     with contextlib.suppress(FileNotFoundError):
         config.socket_path.unlink()

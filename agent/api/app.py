@@ -1,7 +1,11 @@
 """The HTTP surface's factory: an OpenStack Compute API v2.1-compatible FastAPI app.
 
-    app = create_api(ApiDeps(servers=..., flavors=..., images=..., limits=..., store=...,
+    app = create_api(ApiDeps(servers=..., flavors=..., images=..., quotas=..., ports=...,
+                             events=..., keypairs=..., consoles=...,
                              host_id=socket.gethostname(), tokens={...}))
+
+Every dependency is a core service built once (agent/app.py); the routes call those only,
+never the store or an adapter.
 
 Every route is served under /v2.1/... and under /v2.1/{project_id}/... (Nova accepts
 both; a project id in the URL must be the token's, as in Nova, even for an admin)."""
@@ -36,12 +40,13 @@ from agent.api.view_cache import DetailFragments, ListAnswers
 from agent.core.console import ConsoleFiles
 from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
+from agent.core.images import ImageService
 from agent.core.keypairs import KeypairService
 from agent.core.metrics import Metrics
 from agent.core.networks import PortService
+from agent.core.quotas import Quotas
 from agent.core.servers import ServerService
-from agent.model.requests import Limits, RequestContext
-from agent.ports import ImageWriter, Store
+from agent.model.requests import RequestContext
 
 NOVA_MAX_BODY_BYTES = 114688  # oslo.middleware sizelimit's default, as Nova runs it
 
@@ -50,21 +55,19 @@ NOVA_MAX_BODY_BYTES = 114688  # oslo.middleware sizelimit's default, as Nova run
 class ApiDeps:
     servers: ServerService
     flavors: FlavorCatalog
-    images: ImageWriter
-    limits: Limits
-    store: Store  # read-only here: usage counts for /limits
+    images: ImageService
+    quotas: Quotas  # the limits, and a project's usage (/limits, /os-quota-sets)
+    ports: PortService  # networks and ports (/v2.0); a host without networks has an empty catalog
+    events: EventFeed
+    keypairs: KeypairService
+    consoles: ConsoleFiles  # guests' serial consoles
     host_id: str  # this hypervisor's host name; hashed per project into hostId
     tokens: dict[str, TokenInfo] = field(default_factory=dict, repr=False)
     # Used when a request has no token: only the local unix-socket listener sets it.
     default_context: RequestContext | None = None
     max_body_bytes: int = NOVA_MAX_BODY_BYTES
     body_timeout_s: float = 30.0  # a body not in by then is a 408 (a slow-body client)
-    ports: PortService | None = None  # networks and ports (/v2.0); None: no networks here
-    # The event feed; None: one over `store` that nothing wakes (a long poll answers at once).
-    events: EventFeed | None = None
     metrics: Metrics = field(default_factory=Metrics)  # the daemon's, shared by its listeners
-    keypairs: KeypairService | None = None  # /os-keypairs; None: not offered (404)
-    consoles: ConsoleFiles | None = None  # guests' serial consoles; None: none on this host
     # Servers' detail views rendered before, for GET /servers/detail (views.DetailFragments).
     fragments: DetailFragments = field(default_factory=DetailFragments, repr=False)
     # Whole list answers while the store has not changed (views.ListAnswers).

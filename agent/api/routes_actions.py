@@ -88,8 +88,6 @@ async def server_action(request: Request, ctx: Ctx, server_id: str,
             raise ApiFault(400, "Invalid input for field/attribute length. Value must be "
                                 ">= -1.") from None
         server = deps.servers.get_live(ctx, sid)
-        if deps.consoles is None:
-            raise ApiFault(404, "Guest does not have a console available.")
         return JSONResponse({"output": deps.consoles.output(server.id, lines)}, status_code=200)
     elif isinstance(body, RebuildAction):
         server, password = actions.rebuild(ctx, sid, body.rebuild.to_core())

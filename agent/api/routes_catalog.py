@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from typing import Annotated
-from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from agent.api import models, views
 from agent.api.auth import Ctx, deps_of
-from agent.core.image_import import delete_image
-from agent.errors import ImageNotFound, PolicyForbidden
+from agent.errors import PolicyForbidden
 from agent.model.flavor import Flavor
 
 router = APIRouter()
@@ -66,10 +64,7 @@ async def list_images_detail(request: Request, ctx: Ctx) -> JSONResponse:
 @router.get("/images/{image_id}", tags=["images"], response_model=models.ImageShow,
             responses=models.READ_ERRORS)
 async def show_image(request: Request, ctx: Ctx, image_id: str) -> JSONResponse:
-    try:
-        image = deps_of(request).images.get(str(UUID(image_id)))
-    except (ValueError, ImageNotFound):
-        raise ImageNotFound("Image not found.") from None
+    image = deps_of(request).images.get(image_id)
     return JSONResponse({"image": views.image_detail(image, views.Urls(request))})
 
 
@@ -80,18 +75,11 @@ async def remove_image(request: Request, ctx: Ctx, image_id: str) -> Response:
     a project's). 409 while a server (of any project) was built from it."""
     if not ctx.is_admin:
         raise PolicyForbidden("Policy doesn't allow os_compute_api:image-delete to be performed.")
-    deps = deps_of(request)
-    try:
-        image = deps.images.get(str(UUID(image_id)))
-    except (ValueError, ImageNotFound):
-        raise ImageNotFound("Image not found.") from None
-    users = [str(s.id) for s in deps.store.list_servers() if s.image_id == image.uuid]
-    delete_image(deps.images, users, str(image.uuid))
+    deps_of(request).images.delete(image_id)
     return Response(status_code=204)
 
 
 @router.get("/limits", tags=["limits"], response_model=models.LimitsShow, responses=models.READ_ERRORS)
 async def show_limits(request: Request, ctx: Ctx) -> JSONResponse:
-    deps = deps_of(request)
-    live = deps.store.list_servers(ctx.project_id)
-    return JSONResponse(views.limits_view(deps.limits, live, deps.flavors.list()))
+    quotas = deps_of(request).quotas
+    return JSONResponse(views.limits_view(quotas.limits, quotas.usage(ctx.project_id)))

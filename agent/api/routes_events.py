@@ -92,7 +92,7 @@ async def list_server_events(
         "Resume after this seq (an EventSource reconnecting); takes the place of since"))] = None,
 ) -> Response:
     deps = deps_of(request)
-    feed = deps.events or EventFeed(deps.store, None)
+    feed = deps.events
     after = since if last_event_id is None else last_event_id
     project_id = None if ctx.is_admin else ctx.project_id
     key, allowed = _caller(request)

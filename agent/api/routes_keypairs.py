@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse
 
 from agent.api import models, views
 from agent.api.auth import Ctx, deps_of
-from agent.api.errors import ApiFault
 from agent.api.schemas import KeypairCreateBody
 from agent.core.keypairs import KeypairService
 
@@ -17,10 +16,7 @@ router = APIRouter(tags=["keypairs"])
 
 
 def keypairs_of(request: Request) -> KeypairService:
-    service = deps_of(request).keypairs
-    if service is None:  # a host built without keypairs
-        raise ApiFault(404, "The resource could not be found.")
-    return service
+    return deps_of(request).keypairs
 
 
 @router.post("/os-keypairs", response_model=models.CreatedKeypairShow,

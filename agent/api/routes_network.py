@@ -23,8 +23,7 @@ QueryStr = Annotated[str | None, Query()]
 
 
 def port_service(request: Request) -> PortService:
-    deps = deps_of(request)
-    return deps.ports if deps.ports is not None else PortService(deps.store, NetworkCatalog())
+    return deps_of(request).ports
 
 
 def _matches(view: dict[str, Any], **filters: str | None) -> bool:

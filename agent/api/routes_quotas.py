@@ -1,6 +1,6 @@
 """A project's quotas as Nova (GET /os-quota-sets/{project_id}[/detail]) and Neutron
 (GET /v2.0/quotas/{project_id}[/details]) show them. The limits are the config's
-[limits], the same for every project; usage is counted in the store. Each port has one
+[limits], the same for every project; usage is counted by the core (agent/core/quotas.py). Each port has one
 fixed IP, so Nova's `fixed_ips` quota is the port quota."""
 
 from __future__ import annotations
@@ -36,16 +36,13 @@ def _project(ctx: RequestContext, project_id: str) -> str:
 
 def _usage(deps: ApiDeps, project_id: str) -> dict[str, tuple[int, int]]:
     """Nova's quota names -> (limit, in use)."""
-    limits = deps.limits
-    flavors = {f.id: f for f in deps.flavors.list()}
-    live = deps.store.list_servers(project_id)
-    sized = [flavors[s.flavor_id] for s in live if s.flavor_id in flavors]
-    ports = len(deps.store.list_ports(project_id=project_id))
+    limits = deps.quotas.limits
+    usage = deps.quotas.usage(project_id)
     return {
-        "instances": (limits.max_total_instances, len(live)),
-        "cores": (limits.max_total_cores, sum(f.vcpus for f in sized)),
-        "ram": (limits.max_total_ram, sum(f.ram for f in sized)),
-        "fixed_ips": (limits.max_total_ports, ports),
+        "instances": (limits.max_total_instances, usage.instances),
+        "cores": (limits.max_total_cores, usage.cores),
+        "ram": (limits.max_total_ram, usage.ram),
+        "fixed_ips": (limits.max_total_ports, deps.ports.ports_used(project_id)),
         "floating_ips": (UNLIMITED, 0),
         "metadata_items": (limits.max_server_meta, 0),
         "injected_files": (limits.max_personality, 0),

@@ -111,8 +111,6 @@ def addresses(request: Request, servers: list[Server], *,
               extended: bool = True) -> dict[UUID, dict[str, list[dict[str, Any]]]]:
     """Each server's `addresses` (its ports' fixed IPs by network name)."""
     ports = deps_of(request).ports
-    if ports is None:
-        return {s.id: {} for s in servers}
     return {i: views_network.addresses_view(nics, extended=extended)
             for i, nics in ports.nics(s.id for s in servers).items()}
 
@@ -131,7 +129,7 @@ def list_answer(request: Request, ctx: RequestContext, query: ServerQuery,
     """A list's answer: `render` of one page of servers, with a next link when another
     page follows; the same bytes again while the store has not changed."""
     deps = deps_of(request)
-    revision = deps.store.revision()  # first: what is read after is at least this new
+    revision = deps.servers.revision()  # first: what is read after is at least this new
     key = (str(request.url), ctx.project_id, ctx.is_admin)
     body = deps.answers.get(revision, key)
     if body is None:

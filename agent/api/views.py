@@ -16,6 +16,7 @@ from uuid import UUID
 from fastapi import Request
 
 from agent.core.guest_layout import domain_name
+from agent.core.quotas import Usage
 from agent.model.flavor import Flavor
 from agent.model.image import Image
 from agent.model.keypair import Keypair
@@ -216,10 +217,7 @@ def image_detail(image: Image, urls: Urls) -> dict[str, Any]:
             "updated": IMAGE_TIMESTAMP, "OS-EXT-IMG-SIZE:size": _image_size(image)}
 
 
-def limits_view(limits: Limits, live: Iterable[Server], flavors: Iterable[Flavor]) -> dict[str, Any]:
-    by_id = {f.id: f for f in flavors}
-    mine = list(live)
-    sized = [by_id[s.flavor_id] for s in mine if s.flavor_id in by_id]
+def limits_view(limits: Limits, usage: Usage) -> dict[str, Any]:
     return {"limits": {"rate": [], "absolute": {
         "maxServerMeta": limits.max_server_meta,
         "maxPersonality": limits.max_personality,
@@ -234,9 +232,9 @@ def limits_view(limits: Limits, live: Iterable[Server], flavors: Iterable[Flavor
         "maxServerGroups": 10,
         "maxServerGroupMembers": 10,
         "maxTotalFloatingIps": -1,
-        "totalInstancesUsed": len(mine),
-        "totalCoresUsed": sum(f.vcpus for f in sized),
-        "totalRAMUsed": sum(f.ram for f in sized),
+        "totalInstancesUsed": usage.instances,
+        "totalCoresUsed": usage.cores,
+        "totalRAMUsed": usage.ram,
         "totalSecurityGroupsUsed": 0,
         "totalFloatingIpsUsed": 0,
         "totalServerGroupsUsed": 0,

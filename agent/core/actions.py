@@ -15,6 +15,7 @@ from agent.core.servers import ServerService, expect
 from agent.core.sha512_crypt import sha512_crypt
 from agent.core.validation import (
     check_access_ip,
+    check_image_fits,
     check_metadata_items,
     check_metadata_quota,
     check_name,
@@ -116,10 +117,7 @@ class ServerActions:
         if new.disk < old.disk:
             raise InvalidInput("Resize to a smaller disk flavor is not allowed.", "flavorRef")
         image = self.servers.images.get(str(server.image_id))
-        if new.disk and image.min_disk > new.disk:
-            raise InvalidInput("Flavor's disk is too small for requested image.", "flavorRef")
-        if image.min_ram > new.ram:
-            raise InvalidInput("Flavor's memory is too small for requested image.", "flavorRef")
+        check_image_fits(image, new, "flavorRef")
         self._check_resize_quota(ctx, server, old, new)
         return self._commit(server, Action.RESIZE, JobKind.RESIZE, {
             "old_flavor_id": old.id, "new_flavor_id": new.id,
@@ -128,10 +126,8 @@ class ServerActions:
     def _check_resize_quota(self, ctx: RequestContext, server: Server, old: Flavor,
                             new: Flavor) -> None:
         limits = self.servers.limits
-        flavors = {f.id: f for f in self.servers.flavors.list()}
-        live = [s for s in self.servers.store.list_servers(server.project_id) if s.id != server.id]
-        cores = sum(flavors[s.flavor_id].vcpus for s in live if s.flavor_id in flavors)
-        ram = sum(flavors[s.flavor_id].ram for s in live if s.flavor_id in flavors)
+        others = self.servers.quotas.usage(server.project_id, without=server.id)
+        cores, ram = others.cores, others.ram
         if new.vcpus > old.vcpus and cores + new.vcpus > limits.max_total_cores:
             raise QuotaExceeded(f"Quota exceeded for cores: Requested {new.vcpus - old.vcpus}, "
                                 f"but already used {cores + old.vcpus} of "
@@ -145,10 +141,7 @@ class ServerActions:
         server = self._check(ctx, server_id, Action.REBUILD)
         image = self._image(req.image_ref, "imageRef")
         flavor = self.servers.flavors.get(server.flavor_id)
-        if flavor.disk and image.min_disk > flavor.disk:
-            raise InvalidInput("Flavor's disk is too small for requested image.", "imageRef")
-        if image.min_ram > flavor.ram:
-            raise InvalidInput("Flavor's memory is too small for requested image.", "imageRef")
+        check_image_fits(image, flavor, "imageRef")
         changes: dict[str, Any] = {}
         if req.name is not None:
             changes["name"] = check_name(req.name)

@@ -17,9 +17,11 @@ from agent.core.flavors import FlavorCatalog
 from agent.core.keypairs import authorized_key_line
 from agent.core.networks import PortService
 from agent.core.personality import check_personality
+from agent.core.quotas import Quotas
 from agent.core.sha512_crypt import sha512_crypt
 from agent.core.validation import (
     check_access_ip,
+    check_image_fits,
     check_metadata_items,
     check_metadata_quota,
     check_name,
@@ -97,9 +99,8 @@ class CreatedServers(BaseModel):
 class ServerService:
     def __init__(self, store: Store, images: ImageCatalog, flavors: FlavorCatalog,
                  limits: Limits, password_policy: PasswordPolicy,
-                 kick: Callable[[UUID], None], now: Clock = utcnow, max_page: int = 1000,
-                 ports: PortService | None = None,
-                 name_template: str = DEFAULT_NAME_TEMPLATE) -> None:
+                 kick: Callable[[UUID], None], *, ports: PortService, now: Clock = utcnow,
+                 max_page: int = 1000, name_template: str = DEFAULT_NAME_TEMPLATE) -> None:
         self.store = store
         self.images = images
         self.flavors = flavors
@@ -108,8 +109,9 @@ class ServerService:
         self.kick = kick
         self.now = now
         self.max_page = max_page
-        self.ports = ports  # None: this host has no networks
+        self.ports = ports  # a host without networks has an empty catalog: no NICs
         self.name_template = name_template  # names of a multi-create's servers
+        self.quotas = Quotas(store, flavors, limits)
 
     # -- reads ------------------------------------------------------------------------
     def get(self, ctx: RequestContext, server_id: UUID) -> Server:
@@ -124,6 +126,11 @@ class ServerService:
         if server.deleted_at is not None:
             raise ServerNotFound(f"Instance {server_id} could not be found.")
         return server
+
+    def revision(self) -> int:
+        """Increases with every committed change (Store.revision): an answer computed after
+        it returned R is still right while it returns R."""
+        return self.store.revision()
 
     def list(self, ctx: RequestContext, query: ServerQuery) -> tuple[list[Server], bool]:
         """Servers matching the query, one page; True when another page follows. Filters
@@ -205,10 +212,7 @@ class ServerService:
             flavor = self.flavors.get(ref_id(req.flavor_ref))
         except FlavorNotFound as e:
             raise InvalidInput(str(e), "flavorRef") from None
-        if flavor.disk and image.min_disk > flavor.disk:
-            raise InvalidInput("Flavor's disk is too small for requested image.", "flavorRef")
-        if image.min_ram > flavor.ram:
-            raise InvalidInput("Flavor's memory is too small for requested image.", "flavorRef")
+        check_image_fits(image, flavor, "flavorRef")
         key_data = self.key_data(ctx, req.key_name)
         check_metadata_items(req.metadata)
         check_metadata_quota(len(req.metadata), self.limits)
@@ -276,10 +280,6 @@ class ServerService:
 
     def _plan_nics(self, ctx: RequestContext, req: CreateServer,
                    server_ids: list[UUID]) -> list[list[Port]]:
-        if self.ports is None:
-            if req.networks:
-                raise InvalidInput("This host has no networks.", "networks")
-            return [[] for _ in server_ids]
         return self.ports.plan_servers_ports(ctx, req.networks, server_ids)
 
     def _fit_quota(self, ctx: RequestContext, flavor: Flavor, min_count: int,
@@ -287,11 +287,8 @@ class ServerService:
         """How many servers of this flavor to make: max_count if they fit the project's
         quota, else as many as fit; QuotaExceeded (nothing made) if not even min_count do,
         naming the first limit they break, worded as Nova's TooManyInstances."""
-        live = self.store.list_servers(ctx.project_id)
-        flavors = {f.id: f for f in self.flavors.list()}
-        used = {"instances": len(live),
-                "cores": sum(flavors[s.flavor_id].vcpus for s in live if s.flavor_id in flavors),
-                "ram": sum(flavors[s.flavor_id].ram for s in live if s.flavor_id in flavors)}
+        usage = self.quotas.usage(ctx.project_id)
+        used = {"instances": usage.instances, "cores": usage.cores, "ram": usage.ram}
         limit = {"instances": self.limits.max_total_instances,
                  "cores": self.limits.max_total_cores, "ram": self.limits.max_total_ram}
         each = {"instances": 1, "cores": flavor.vcpus, "ram": flavor.ram}

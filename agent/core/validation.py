@@ -11,6 +11,8 @@ from collections.abc import Callable
 import re2
 
 from agent.errors import InvalidInput, QuotaExceeded
+from agent.model.flavor import Flavor
+from agent.model.image import Image
 from agent.model.requests import Limits
 
 MAX_META_BYTES = 255
@@ -92,6 +94,15 @@ def check_metadata_quota(total: int, limits: Limits) -> None:
     if total > limits.max_server_meta:
         raise QuotaExceeded(f"Quota exceeded for metadata_items: {total} requested, "
                             f"limit is {limits.max_server_meta} (maxServerMeta)")
+
+
+def check_image_fits(image: Image, flavor: Flavor, field: str) -> None:
+    """The flavor is big enough for the image (create, rebuild and resize alike): its RAM,
+    and its disk unless the flavor's disk is 0 (sized by the image)."""
+    if flavor.disk and image.min_disk > flavor.disk:
+        raise InvalidInput("Flavor's disk is too small for requested image.", field)
+    if image.min_ram > flavor.ram:
+        raise InvalidInput("Flavor's memory is too small for requested image.", field)
 
 
 def compile_name_filter(pattern: str) -> Callable[[str], object]:

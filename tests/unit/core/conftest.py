@@ -12,6 +12,7 @@ from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.core.flavors import FlavorCatalog
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
+from agent.core.networks import NetworkCatalog, PortService
 from agent.core.servers import ServerService
 from agent.core.workflows.base import WorkflowDeps
 from agent.core.workflows.create import CreateWorkflow
@@ -70,5 +71,5 @@ def world(tmp_path: Path) -> World:
     runner = JobRunner(deps, {JobKind.CREATE: CreateWorkflow(deps, batcher),
                               JobKind.DELETE: DeleteWorkflow(deps)}, retry_backoff_s=0.001)
     service = ServerService(store, deps.images, deps.flavors, Limits(max_total_instances=3),
-                            PasswordPolicy(), kick=runner.kick)
+                            PasswordPolicy(), kick=runner.kick, ports=PortService(store, NetworkCatalog()))
     return World(store, hv, disks, deps, runner, service, checkpoints, injector, batcher)

@@ -15,6 +15,7 @@ from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
 from agent.core.metrics import Metrics
 from agent.core.monitor import PowerMonitor
+from agent.core.networks import NetworkCatalog, PortService
 from agent.core.servers import ServerService
 from agent.core.workflows.base import Interrupted
 from agent.model.domain import PowerState
@@ -61,7 +62,8 @@ async def start_job(world: World, workflow: ScriptedWorkflow) -> tuple[JobRunner
     metrics = Metrics()
     runner = JobRunner(world.deps, {JobKind.CREATE: workflow}, metrics=metrics)
     service = ServerService(world.store, world.deps.images, world.deps.flavors,
-                            Limits(max_total_instances=3), PasswordPolicy(), kick=runner.kick)
+                            Limits(max_total_instances=3), PasswordPolicy(), kick=runner.kick,
+                            ports=PortService(world.store, NetworkCatalog()))
     service.create(ALICE, CreateServer(name="web-1", image_ref=IMAGE_ID, flavor_ref="1"))
     [job] = world.store.unfinished_jobs()
     await asyncio.wait_for(workflow.started.wait(), 10)
