@@ -10,12 +10,14 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
 import uvicorn
 
+from agent.adapters.console_files import LocalConsoleFiles
 from agent.adapters.dnsmasq import DnsmasqDhcp
 from agent.adapters.guestfs_appliance import kill_stale_appliances
 from agent.adapters.guestfs_injector import GuestfsInjector
@@ -38,7 +40,7 @@ from agent.adapters.webhook_http import HttpxWebhookSender
 from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
 from agent.config import Config, HttpLimits, load_config, webhook_key
-from agent.core.console import ConsoleFiles
+from agent.core.console import Consoles, console_log, console_socket
 from agent.core.doctor import DoctorReport, run_checks
 from agent.core.event_feed import EventFeed, EventNotifier, StreamSlots
 from agent.core.flavors import FlavorCatalog
@@ -145,7 +147,7 @@ class ApiServices:
     images: ImageService
     events: EventFeed
     keypairs: KeypairService
-    consoles: ConsoleFiles
+    consoles: Consoles
 
 
 @dataclass
@@ -263,7 +265,8 @@ def build_agent(config: Config) -> Agent:
         events=EventFeed(store, notifier, slots=StreamSlots(config.event_streams_max,
                                                             config.event_streams_per_token)),
         keypairs=KeypairService(store, CryptographySshKeys(), config.limits),
-        consoles=ConsoleFiles(config.instances_dir))
+        consoles=Consoles(LocalConsoleFiles(partial(console_socket, config.instances_dir),
+                                            partial(console_log, config.instances_dir))))
     return Agent(config, store, hypervisor, runner, service, images, flavors, monitor,
                  network=network, notifier=notifier, webhooks=webhooks, metrics=metrics,
                  disk_injector=disk_injector, api_deps=api_deps)

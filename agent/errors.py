@@ -12,6 +12,10 @@ class NotFound(AgentError):
     """Something named by the request does not exist (or is not the caller's) (-> 404)."""
 
 
+class ConsoleNotAvailable(NotFound):
+    """No serial console for this guest (yet: it has not run on this host): Nova answers 404."""
+
+
 class HypervisorError(AgentError):
     """libvirt refused or failed an operation."""
 

@@ -121,6 +121,16 @@ class Disks(Protocol):
         ...
 
 
+class ConsoleFiles(Protocol):
+    """A guest's serial console on this host: QEMU's unix socket and virtlogd's log of it.
+    ConsoleNotAvailable when the guest has none."""
+
+    def socket_path(self, server_id: UUID) -> Path: ...
+    def log_tail(self, server_id: UUID, max_bytes: int) -> bytes:
+        """At most the last `max_bytes` of the console log (only those are read)."""
+        ...
+
+
 class ImageCatalog(Protocol):
     def list(self) -> list[Image]: ...
     def get(self, ref: str) -> Image: ...
@@ -131,10 +141,12 @@ class StagedImage(Protocol):
     list() and get() until published; removed when its `staging()` block ends unpublished."""
 
     def copy_in(self, source: Path) -> Path:
-        """Copy the disk file into the staged folder; the copy's path."""
+        """Copy the disk file into the staged folder; the copy's path. InvalidInput (field
+        "file") when `source` is not a regular file or cannot be read."""
         ...
     def publish(self, image: Image, extra: dict[str, Any]) -> Image:
-        """Write the manifest (last, fsynced), then rename the folder into the catalog."""
+        """Write the manifest (last, fsynced; with the disk's size in bytes beside `extra`),
+        then rename the folder into the catalog."""
         ...
 
 

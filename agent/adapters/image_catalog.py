@@ -102,6 +102,8 @@ class _StagedImage:
 
     def copy_in(self, source: Path) -> Path:
         dest = self.folder / "disk"
+        if not source.is_file():
+            raise InvalidInput(f"{source}: not a regular file", "file")
         try:
             with open(source, "rb") as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out, 4 * 1024 * 1024)
@@ -117,7 +119,8 @@ class _StagedImage:
         os.rename(image.disk_file, disk)
         manifest = {"uuid": str(image.uuid), "name": image.name, "disk_file": disk.name,
                     "disk_format": image.disk_format, "min_disk": image.min_disk,
-                    "min_ram": image.min_ram, "properties": dict(image.properties), **extra}
+                    "min_ram": image.min_ram, "properties": dict(image.properties),
+                    "size": disk.stat().st_size, **extra}
         path = self.folder / _MANIFEST
         with open(path, "w") as f:
             f.write(json.dumps(manifest, indent=2) + "\n")

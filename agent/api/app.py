@@ -37,7 +37,7 @@ from agent.api.auth import TokenInfo, check_project_in_path
 from agent.api.errors import install_error_handlers
 from agent.api.middleware import ApiMiddleware
 from agent.api.view_cache import DetailFragments, ListAnswers
-from agent.core.console import ConsoleFiles
+from agent.core.console import Consoles
 from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
 from agent.core.images import ImageService
@@ -60,7 +60,7 @@ class ApiDeps:
     ports: PortService  # networks and ports (/v2.0); a host without networks has an empty catalog
     events: EventFeed
     keypairs: KeypairService
-    consoles: ConsoleFiles  # guests' serial consoles
+    consoles: Consoles  # guests' serial consoles
     host_id: str  # this hypervisor's host name; hashed per project into hostId
     tokens: dict[str, TokenInfo] = field(default_factory=dict, repr=False)
     # Used when a request has no token: only the local unix-socket listener sets it.

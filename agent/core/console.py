@@ -12,16 +12,12 @@ from pathlib import Path
 from uuid import UUID
 
 from agent.core.guest_layout import InstanceFiles
-from agent.errors import NotFound
+from agent.ports import ConsoleFiles
 
 # Nova's libvirt driver reads at most the last 100 KiB of the log (MAX_CONSOLE_BYTES).
 MAX_CONSOLE_BYTES = 100 * 1024
 # Nova drops these from the output (control characters but tab and newline).
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f]")
-
-
-class ConsoleNotAvailable(NotFound):
-    """No console for this guest (yet): Nova answers 404."""
 
 
 def tail_lines(text: str, length: int | None) -> str:
@@ -34,24 +30,25 @@ def tail_lines(text: str, length: int | None) -> str:
     return "\n".join(text.split("\n")[-length:])
 
 
-class ConsoleFiles:
-    def __init__(self, instances_dir: Path) -> None:
-        self.instances_dir = instances_dir
+def console_socket(instances_dir: Path, server_id: UUID) -> Path:
+    return InstanceFiles(instances_dir, server_id).console_socket
+
+
+def console_log(instances_dir: Path, server_id: UUID) -> Path:
+    return InstanceFiles(instances_dir, server_id).console_log
+
+
+class Consoles:
+    """What the API offers of a guest's serial console; ConsoleNotAvailable (404) when
+    the guest has none."""
+
+    def __init__(self, files: ConsoleFiles) -> None:
+        self.files = files
 
     def socket_path(self, server_id: UUID) -> Path:
-        path = InstanceFiles(self.instances_dir, server_id).console_socket
-        if not path.exists():
-            raise ConsoleNotAvailable("Guest does not have a console available.")
-        return path
+        return self.files.socket_path(server_id)
 
     def output(self, server_id: UUID, length: int | None) -> str:
         """The tail of the console log, as os-getConsoleOutput answers it."""
-        path = InstanceFiles(self.instances_dir, server_id).console_log
-        try:
-            with open(path, "rb") as f:
-                size = f.seek(0, 2)
-                f.seek(max(0, size - MAX_CONSOLE_BYTES))
-                data = f.read(MAX_CONSOLE_BYTES)
-        except FileNotFoundError:
-            raise ConsoleNotAvailable("Guest does not have a console available.") from None
+        data = self.files.log_tail(server_id, MAX_CONSOLE_BYTES)
         return _CONTROL.sub("", tail_lines(data.decode("utf-8", "replace"), length))

@@ -127,8 +127,6 @@ def import_image(writer: ImageWriter, inspector: DiskInspector, source: Path, na
     check_metadata_items(props)
     if any(image.name == name for image in writer.list()):
         raise Conflict(f"an image named {name!r} already exists")
-    if not source.is_file():
-        raise InvalidInput(f"{source}: not a regular file", "file")
     if declared_format is not None and declared_format not in ACCEPTED_FORMATS:
         raise InvalidInput(f"disk format {declared_format} is not accepted "
                            f"(only {', '.join(ACCEPTED_FORMATS)})", "disk_format")
@@ -144,8 +142,7 @@ def import_image(writer: ImageWriter, inspector: DiskInspector, source: Path, na
         image = Image(uuid=uuid.uuid4(), name=name, disk_file=disk, disk_format=fmt,
                       min_disk=min_disk_gib(int(info["virtual-size"])), min_ram=min_ram,
                       properties=props)
-        return staged.publish(image, {"size": disk.stat().st_size, **digests,
-                                      "virtual_size": int(info["virtual-size"])})
+        return staged.publish(image, {**digests, "virtual_size": int(info["virtual-size"])})
 
 
 def delete_image(writer: ImageWriter, users: list[str], ref: str) -> Image:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +14,7 @@ from fastapi import FastAPI
 from agent.adapters.ssh_keys import CryptographySshKeys
 from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
-from agent.core.console import ConsoleFiles
+from agent.core.console import Consoles
 from agent.core.event_feed import EventFeed, EventNotifier
 from agent.core.flavors import FlavorCatalog
 from agent.core.images import ImageService
@@ -28,6 +27,7 @@ from agent.model.passwords import PasswordPolicy
 from agent.model.requests import Limits, RequestContext
 from agent.model.server import Server
 from agent.model.states import TaskState, VmState
+from tests.unit.fakes.consoles import FakeConsoleFiles
 from tests.unit.fakes.images import FakeImageCatalog, make_image
 from tests.unit.fakes.store import MemoryStore
 
@@ -43,8 +43,6 @@ TOKENS = {
 # The one network of the API tests' host (no bridge is ever made: the API only allocates).
 TEST_NET = Network(id=UUID("7d9a3c52-4e1f-4b8a-9c6d-2f0e1a3b5c71"), name="private", bridge="br-test",
                    cidr="10.213.0.0/24")
-# No guest here has a console unless a test puts one (ConsoleFiles over its own folder).
-CONSOLES_DIR = Path("/nonexistent/compute-agent-unit-consoles")
 LIMITS = Limits(max_total_instances=3, max_total_cores=20, max_total_ram=51200, max_server_meta=5,
                 max_personality=2, max_total_ports=6)
 
@@ -98,7 +96,7 @@ def build_env(*, default_context: RequestContext | None = None, max_body_bytes: 
     deps = ApiDeps(servers=service, flavors=flavors, images=ImageService(images, store),
                    quotas=service.quotas, ports=ports, events=EventFeed(store, EventNotifier()),
                    keypairs=KeypairService(store, CryptographySshKeys(), limits),
-                   consoles=ConsoleFiles(CONSOLES_DIR), host_id=HOST, tokens=dict(TOKENS),
+                   consoles=Consoles(FakeConsoleFiles()), host_id=HOST, tokens=dict(TOKENS),
                    default_context=default_context)
     if max_body_bytes is not None:
         deps.max_body_bytes = max_body_bytes

@@ -10,14 +10,16 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
+from agent.adapters.console_files import LocalConsoleFiles
 from agent.api.app import create_api
-from agent.core.console import ConsoleFiles
+from agent.core.console import Consoles, console_log, console_socket
 from agent.core.guest_layout import InstanceFiles
 from agent.model.states import VmState
 from tests.unit.api.conftest import ALICE, BOB, build_env
@@ -52,7 +54,8 @@ class FakeQemuConsole:
 def setup() -> Iterator[tuple[TestClient, Path, object]]:
     deps, store, _images, _kicked = build_env()
     short = Path(tempfile.mkdtemp(prefix="ca-con-"))  # unix socket paths are short
-    deps.consoles = ConsoleFiles(short)
+    deps.consoles = Consoles(LocalConsoleFiles(partial(console_socket, short),
+                                               partial(console_log, short)))
     try:
         with TestClient(create_api(deps)) as client:
             yield client, short, store

@@ -4,22 +4,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
-from agent.core.console import MAX_CONSOLE_BYTES, ConsoleFiles, tail_lines
-from agent.core.guest_layout import InstanceFiles
+from agent.core.console import MAX_CONSOLE_BYTES, tail_lines
 from tests.unit.api.conftest import ALICE, BOB, Env, fault
+from tests.unit.fakes.consoles import FakeConsoleFiles
 
 LOG = "SeaBIOS\r\nBooting from Hard Disk...\r\n\x1b[2Jline 3\r\n\x07debian-12-test login: "
 
 
-def write_log(env: Env, tmp_path: Path, server_id: str, text: str | bytes) -> Path:
-    env.deps.consoles = ConsoleFiles(tmp_path)
-    log = InstanceFiles(tmp_path, server_id).console_log  # type: ignore[arg-type]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_bytes(text.encode() if isinstance(text, str) else text)
-    return log
+def write_log(env: Env, tmp_path: Path, server_id: str, text: str | bytes) -> None:
+    files = env.deps.consoles.files
+    assert isinstance(files, FakeConsoleFiles)
+    files.logs[UUID(server_id)] = text.encode() if isinstance(text, str) else text
 
 
 async def console(env: Env, server_id: str, args: object, headers=ALICE):
@@ -67,6 +66,7 @@ async def test_only_the_last_100_kib_of_a_long_log_are_read(env: Env, tmp_path):
     write_log(env, tmp_path, server_id, b"old\n" * 100_000 + b"x" * MAX_CONSOLE_BYTES)
     output = (await console(env, server_id, {})).json()["output"]
     assert output == "x" * MAX_CONSOLE_BYTES
+    assert env.deps.consoles.files.reads == [MAX_CONSOLE_BYTES]  # type: ignore[attr-defined]
 
 
 def test_tail_lines_cuts_as_nova_does():
