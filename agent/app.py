@@ -19,6 +19,7 @@ import uvicorn
 
 from agent.adapters.console_files import LocalConsoleFiles
 from agent.adapters.dnsmasq import DnsmasqDhcp
+from agent.adapters.folders import LocalFolders
 from agent.adapters.guestfs_appliance import kill_stale_appliances
 from agent.adapters.guestfs_injector import GuestfsInjector
 from agent.adapters.guestfs_warm import WarmGuestfsInjector
@@ -97,7 +98,7 @@ def _quarantine_check(config: Config) -> CheckResult:
     hypervisor = LibvirtHypervisor(config.libvirt_uri)
     try:
         return quarantine_check(read_server_ids(config.database_path), hypervisor,
-                                config.instances_dir)
+                                LocalFolders(), config.instances_dir)
     except AgentError as e:  # libvirt down (its own line fails) or the store unreadable
         return CheckResult(name="quarantine", ok=False, required=False,
                            detail=f"cannot tell: {e}")
@@ -344,7 +345,7 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     stale = kill_stale_appliances(config.instances_dir)
     if stale:
         log.warning("recovery.stale_appliances_killed", pids=stale)
-    swept = await sweep(agent.runner.deps)
+    swept = await sweep(agent.runner.deps, LocalFolders())
     _report_quarantine(agent, swept)
     warm_for_images(agent)  # after the stale appliances went, before any build resumes
     # Bridges, taps lost to a host reboot, dnsmasq: as the store says.

@@ -121,6 +121,20 @@ class Disks(Protocol):
         ...
 
 
+class Folders(Protocol):
+    """The agent's own folders (instances, base images), as the start-up sweep reads and
+    cleans them."""
+
+    def entries(self, folder: Path) -> list[tuple[Path, bool]]:
+        """The folder's entries by name, each with whether it is a folder; [] when
+        `folder` is not a folder."""
+        ...
+    def remove_matching(self, folder: Path, suffix: str) -> tuple[list[Path], list[str]]:
+        """Remove the files in `folder` whose names end in `suffix` (none is fine): those
+        removed, and one message for each that could not be."""
+        ...
+
+
 class ConsoleFiles(Protocol):
     """A guest's serial console on this host: QEMU's unix socket and virtlogd's log of it.
     ConsoleNotAvailable when the guest has none."""

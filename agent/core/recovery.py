@@ -29,7 +29,7 @@ from agent.core.workflows.base import WorkflowDeps
 from agent.errors import AgentError
 from agent.model.host import CheckResult
 from agent.model.states import VmState
-from agent.ports import Hypervisor
+from agent.ports import Folders, Hypervisor
 
 log = structlog.get_logger("agent.recovery")
 
@@ -73,13 +73,12 @@ def _uuid(name: str) -> UUID | None:
         return None
 
 
-def _instance_dirs(instances_dir: Path) -> Iterator[tuple[Path, UUID | None]]:
+def _instance_dirs(folders: Folders, instances_dir: Path) -> Iterator[tuple[Path, UUID | None]]:
     """Each entry of the instances folder, with the server uuid it is named after (None: not
     a guest's folder, e.g. the warm appliance's spares, or a file)."""
-    entries = sorted(instances_dir.iterdir()) if instances_dir.is_dir() else []
-    for entry in entries:
+    for entry, is_dir in folders.entries(instances_dir):
         server_id = _uuid(entry.name)
-        yield entry, server_id if server_id is not None and entry.is_dir() else None
+        yield entry, server_id if server_id is not None and is_dir else None
 
 
 def _quarantine_domain(hypervisor: Hypervisor, server_id: UUID) -> Quarantined:
@@ -94,18 +93,21 @@ def _ours(owned: dict[UUID, dict[str, str]], skip: set[UUID]) -> list[UUID]:
     return sorted(u for u, props in owned.items() if "server_id" in props and u not in skip)
 
 
-def find_unknown(known: set[UUID], hypervisor: Hypervisor, instances_dir: Path) -> list[Quarantined]:
+def find_unknown(known: set[UUID], hypervisor: Hypervisor, folders: Folders,
+                 instances_dir: Path) -> list[Quarantined]:
     """What of ours the store does not know: the quarantine as it stands now (doctor)."""
     found = [_quarantine_domain(hypervisor, u)
              for u in _ours(hypervisor.owned_domains(instances_dir), known)]
     found += [Quarantined("instance_dir", sid, where=str(entry))
-              for entry, sid in _instance_dirs(instances_dir) if sid is not None and sid not in known]
+              for entry, sid in _instance_dirs(folders, instances_dir)
+              if sid is not None and sid not in known]
     return found
 
 
-def quarantine_check(known: set[UUID], hypervisor: Hypervisor, instances_dir: Path) -> CheckResult:
+def quarantine_check(known: set[UUID], hypervisor: Hypervisor, folders: Folders,
+                     instances_dir: Path) -> CheckResult:
     """doctor's line: a warning naming each quarantined thing (provisioning still works)."""
-    found = find_unknown(known, hypervisor, instances_dir)
+    found = find_unknown(known, hypervisor, folders, instances_dir)
     if not found:
         return CheckResult(name="quarantine", ok=True, required=False,
                            detail="every domain and instance dir of ours is known to the store")
@@ -120,7 +122,7 @@ def _log_quarantined(q: Quarantined) -> None:
               reason="server unknown to the store: left as it is, not removed")
 
 
-async def sweep(deps: WorkflowDeps) -> SweepReport:
+async def sweep(deps: WorkflowDeps, folders: Folders) -> SweepReport:
     """Remove what the store says is deleted, quarantine what it does not know (see the
     module doc). Never raises for one thing it cannot remove: it logs it, goes on, and
     reports it, so the daemon still starts."""
@@ -147,12 +149,12 @@ async def sweep(deps: WorkflowDeps) -> SweepReport:
         report.domains_removed.append(uuid)
         log.warning("recovery.orphan_domain_removed", server_id=str(uuid), reason="server deleted")
 
-    for entry, server_id in _instance_dirs(deps.instances_dir):
+    for entry, server_id in _instance_dirs(folders, deps.instances_dir):
         if server_id is None:
             log.warning("recovery.unexpected_entry", path=str(entry))  # not ours: left alone
             continue
         if server_id in live:
-            _remove_temp_files(entry, report)
+            _remove_temp_files(folders, entry, report)
             continue
         if server_id not in known:
             report.quarantined.append(Quarantined("instance_dir", server_id, where=str(entry)))
@@ -168,23 +170,17 @@ async def sweep(deps: WorkflowDeps) -> SweepReport:
 
     for q in report.quarantined:
         _log_quarantined(q)
-    if deps.base_dir.is_dir():
-        _remove_temp_files(deps.base_dir, report)
+    _remove_temp_files(folders, deps.base_dir, report)
     log.info("recovery.swept", domains_removed=len(report.domains_removed),
              dirs_removed=len(report.dirs_removed), quarantined=len(report.quarantined),
              temp_files_removed=len(report.temp_files_removed), errors=len(report.errors))
     return report
 
 
-def _remove_temp_files(folder: Path, report: SweepReport) -> None:
+def _remove_temp_files(folders: Folders, folder: Path, report: SweepReport) -> None:
     """Half-written files of a killed run (no job runs now, so none is being written)."""
-    for tmp in folder.glob(f"*{TEMP_SUFFIX}"):
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            report.errors.append(f"{tmp}: {e.strerror}")
-            continue
+    removed, errors = folders.remove_matching(folder, TEMP_SUFFIX)
+    report.errors += errors
+    for tmp in removed:
         report.temp_files_removed.append(str(tmp))
         log.warning("recovery.temp_file_removed", path=str(tmp))

@@ -12,6 +12,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from agent.adapters.folders import LocalFolders
 from agent.core.jobs import JobRunner
 from agent.core.netplumbing import NetworkPlumbing
 from agent.core.networks import NetworkCatalog, PortService
@@ -389,7 +390,7 @@ async def test_a_quarantined_guests_tap_stays_plugged_and_is_never_given_to_a_ne
     [old] = net.plumbing.ports_of(server.id)
     _forget(net.world.store, server.id)
 
-    swept = await sweep(net.world.deps)
+    swept = await sweep(net.world.deps, LocalFolders())
     net.plumbing.quarantined_taps = swept.quarantined_taps
     report = await net.plumbing.resync_host(net.world.hypervisor)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from uuid import UUID
 
+from agent.adapters.folders import LocalFolders
 from agent.core.guest_layout import InstanceFiles, build_domain_spec
 from agent.core.jobs import JobRunner
 from agent.core.recovery import quarantine_check, sweep
@@ -89,7 +90,7 @@ async def test_sweep_removes_what_the_store_says_is_deleted_and_quarantines_the_
     tmp_base = world.deps.base_dir / "img.qcow2.tmp"
     tmp_base.write_text("half")
 
-    report = await sweep(world.deps)
+    report = await sweep(world.deps, LocalFolders())
 
     assert report.domains_removed == [gone.id] and report.dirs_removed == []
     assert not world.deps.files(gone.id).dir.exists()
@@ -108,17 +109,17 @@ async def test_sweep_removes_what_the_store_says_is_deleted_and_quarantines_the_
 
 async def test_doctor_names_each_quarantined_domain_and_folder_until_the_store_knows_them(world):
     known = {s.id for s in world.store.list_servers(include_deleted=True)}
-    assert quarantine_check(known, world.hypervisor, world.deps.instances_dir).ok
+    assert quarantine_check(known, world.hypervisor, LocalFolders(), world.deps.instances_dir).ok
     unknown = uuid.uuid4()
     _stray(world, unknown)
     lone = world.deps.instances_dir / str(uuid.uuid4())
     lone.mkdir()
 
-    result = quarantine_check(known, world.hypervisor, world.deps.instances_dir)
+    result = quarantine_check(known, world.hypervisor, LocalFolders(), world.deps.instances_dir)
 
     assert not result.ok and not result.required  # a warning: the host can still provision
     assert f"domain {unknown}" in result.detail and str(lone) in result.detail
     assert str(world.deps.files(unknown).dir) in result.detail
     assert "virsh undefine" in result.fix
-    assert quarantine_check(known | {unknown, UUID(lone.name)}, world.hypervisor,
+    assert quarantine_check(known | {unknown, UUID(lone.name)}, world.hypervisor, LocalFolders(),
                             world.deps.instances_dir).ok
