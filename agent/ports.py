@@ -108,7 +108,6 @@ class Disks(Protocol):
     """Guest disks: copy-on-write overlays on cached base images."""
 
     def create_overlay(self, base: Path, base_format: str, dest: Path, size_gib: int) -> None: ...
-    def virtual_size(self, path: Path) -> int: ...
     def copy_resized(self, source: Path, dest: Path, size_gib: int) -> None:
         """Copy a guest disk to `dest` (same backing file, if any), grown to `size_gib`
         when that is larger (0 keeps its size); atomically, like create_overlay."""
@@ -237,10 +236,6 @@ class Store(Protocol):
         returns R. This daemon's writes only: the store is its alone."""
         ...
 
-    def count_servers(self, project_id: str | None = None) -> int:
-        """Servers not deleted."""
-        ...
-
     def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
         """Apply `changes` (Server field names) and bump updated_at. With `expect`, only
@@ -363,10 +358,6 @@ class PortGuard(Protocol):
         """The tap's rules are gone (none is fine)."""
         ...
 
-    def guarded(self) -> set[str]:
-        """The taps that are guarded now."""
-        ...
-
 
 class Dhcp(Protocol):
     """One DHCP server per network, with static leases only."""
@@ -375,10 +366,6 @@ class Dhcp(Protocol):
         """Serve exactly these leases on the network's bridge: start the server if it is
         not running, reload it when hosts changed; leases of hosts no longer listed are
         dropped."""
-        ...
-
-    def stop(self, network_id: UUID) -> None:
-        """Stop the network's server (not running is fine)."""
         ...
 
     def revive(self) -> list[UUID]:

@@ -120,14 +120,6 @@ class DnsmasqDhcp:
                 assert inst.proc is not None
                 inst.proc.send_signal(signal.SIGHUP)
 
-    def stop(self, network_id: UUID) -> None:
-        with self._lock:
-            inst = self._instances.pop(network_id, None)
-            if inst is not None:
-                self._stop(inst)
-            else:
-                self._kill_stale(network_id)
-
     def revive(self) -> list[UUID]:
         revived = []
         with self._lock:

@@ -355,15 +355,6 @@ class SqliteStore:
                                 " WHERE vm_state != 'deleted' GROUP BY vm_state, task_state").fetchall()
         return {(VmState(v), TaskState(t) if t else None): int(n) for v, t, n in rows}
 
-    def count_servers(self, project_id: str | None = None) -> int:
-        with self._tx("count servers", write=False) as conn:
-            if project_id is None:
-                row = conn.execute("SELECT COUNT(*) FROM servers WHERE vm_state != 'deleted'")
-            else:
-                row = conn.execute("SELECT COUNT(*) FROM servers WHERE vm_state != 'deleted'"
-                                   " AND project_id = ?", (project_id,))
-            return int(row.fetchone()[0])
-
     def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
         check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")

@@ -131,9 +131,6 @@ class FakeDisks:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(f"overlay of {base} size {size_gib}G")
 
-    def virtual_size(self, path: Path) -> int:
-        return 1024**3
-
     def copy_resized(self, source: Path, dest: Path, size_gib: int) -> None:
         if "copy_resized" in self.fail_on:
             raise self.fail_on["copy_resized"]

@@ -73,9 +73,6 @@ class FakeGuard:
         self.calls.append(("unguard", tap))
         self.rules.pop(tap, None)
 
-    def guarded(self) -> set[str]:
-        return set(self.rules)
-
 
 @dataclass
 class FakeDhcpServer:
@@ -106,9 +103,6 @@ class FakeDhcp:
         elif server.hosts != list(hosts):
             server.reloads += 1
         server.hosts = list(hosts)
-
-    def stop(self, network_id: UUID) -> None:
-        self.servers.pop(network_id, None)
 
     def revive(self) -> list[UUID]:
         revived = []

@@ -212,13 +212,6 @@ class MemoryStore:
             return dict(Counter((s.vm_state, s.task_state) for s in self._servers.values()
                                 if s.vm_state is not VmState.DELETED))
 
-    def count_servers(self, project_id: str | None = None) -> int:
-        with self._lock:
-            self._check_open()
-            return sum(1 for s in self._servers.values()
-                       if s.vm_state is not VmState.DELETED
-                       and (project_id is None or s.project_id == project_id))
-
     def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
         check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
