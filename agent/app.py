@@ -1,85 +1,48 @@
-"""Composition root: the one place that picks concrete adapters and wires them in, and
-the daemon's life: listeners, job runner, signals, sd_notify."""
+"""The process's entry points (agent/cli calls them): configuration, doctor, image import,
+and the daemon's life: listeners, start-up, signals, sd_notify, shutdown. What the daemon
+is made of is wired in agent/wiring.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
-import os
 import signal
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
 import uvicorn
 
-from agent.adapters.console_files import LocalConsoleFiles
-from agent.adapters.dnsmasq import DnsmasqDhcp
 from agent.adapters.folders import LocalFolders
 from agent.adapters.guestfs_appliance import kill_stale_appliances
-from agent.adapters.guestfs_injector import GuestfsInjector
-from agent.adapters.guestfs_warm import WarmGuestfsInjector
-from agent.adapters.host_checks import host_checks, start_checks, virt_decision
+from agent.adapters.host_checks import host_checks
 from agent.adapters.http_guard import guarded_protocol
 from agent.adapters.image_catalog import WritableImageCatalog
 from agent.adapters.libvirt_eventloop import install_event_loop
 from agent.adapters.libvirt_events import LibvirtEventSource
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.listeners import connections_per_listener, tcp_listener, unix_listener
-from agent.adapters.netlink import NetlinkPlumber
-from agent.adapters.nft_guard import NftPortGuard
-from agent.adapters.qemu_img import QemuImgDisks, QemuImgInspector
-from agent.adapters.sqlite_store import SqliteStore, read_server_ids
-from agent.adapters.ssh_keys import CryptographySshKeys
+from agent.adapters.qemu_img import QemuImgInspector
+from agent.adapters.sqlite_store import read_server_ids
 from agent.adapters.state_lock import StateDirLock
 from agent.adapters.systemd_notify import sd_notify, watchdog_interval
-from agent.adapters.webhook_http import HttpxWebhookSender
-from agent.api.app import ApiDeps, create_api
-from agent.api.auth import TokenInfo
-from agent.config import Config, HttpLimits, load_config, webhook_key
-from agent.core.console import Consoles, console_log, console_socket
+from agent.config import Config, HttpLimits, load_config
 from agent.core.doctor import DoctorReport, run_checks
-from agent.core.event_feed import EventFeed, EventNotifier, StreamSlots
-from agent.core.flavors import FlavorCatalog
 from agent.core.image_import import import_image as import_into
-from agent.core.images import ImageService
-from agent.core.injection import InjectionBatcher
-from agent.core.jobs import JobRunner
-from agent.core.keypairs import KeypairService
-from agent.core.metrics import Metrics
-from agent.core.monitor import PowerMonitor
-from agent.core.netplumbing import NetworkPlumbing
-from agent.core.networks import NetworkCatalog, PortService
-from agent.core.recovery import SweepReport, quarantine_check, sweep
-from agent.core.servers import ServerService
-from agent.core.webhooks import Backoff, WebhookDispatcher, WebhookTarget
-from agent.core.workflows.actions import action_workflows
-from agent.core.workflows.base import CheckpointHook, WorkflowDeps
-from agent.core.workflows.create import CreateWorkflow, base_path
-from agent.core.workflows.delete import DeleteWorkflow
-from agent.core.workflows.guest_ops import ActionTimings
-from agent.errors import AgentError, ConfigError, HostUnfit
+from agent.core.recovery import quarantine_check, sweep
+from agent.errors import AgentError
 from agent.log import configure_logging
 from agent.model.host import CheckResult
 from agent.model.image import Image
-from agent.model.job import Job, JobKind
 from agent.model.requests import RequestContext
+from agent.wiring import build_agent, report_quarantine, warm_for_images
 
 log = structlog.get_logger("agent.app")
 
-# Fault injection for the crash-safety tests: "create:disk" kills the daemon (as kill -9
-# would) right after that checkpoint is committed. Never set in production.
-CRASH_AT_ENV = "COMPUTE_AGENT_TEST_CRASH_AT"
-# "create:injected" kills it every time that step's work is done, before its checkpoint:
-# a step that always crashes the daemon (the poison-job guard's test). Never in production.
-CRASH_IN_ENV = "COMPUTE_AGENT_TEST_CRASH_IN"
 STOP_TIMEOUT_S = 20.0
 STARTUP_RECONCILE_TIMEOUT_S = 30.0
-SPARES_DIR = "_spares"  # the warm appliance's spare overlays, under the instances folder
 
 
 def make_config(config_file: Path | None, overrides: dict[str, Any]) -> Config:
@@ -106,22 +69,6 @@ def _quarantine_check(config: Config) -> CheckResult:
         hypervisor.close()
 
 
-def _report_quarantine(agent: Agent, swept: SweepReport) -> None:
-    """Quarantined taps stay plugged and are never given to a new port; the gauge counts."""
-    agent.network.quarantined_taps = swept.quarantined_taps
-    for kind in ("domain", "instance_dir"):
-        agent.metrics.quarantined.labels(kind).set(sum(q.kind == kind for q in swept.quarantined))
-
-
-def refuse_unfit_host(config: Config) -> None:
-    """HostUnfit, naming every reason, when the host would fail every build: better a
-    daemon that does not start than one whose every server ends in ERROR."""
-    failed = [r for r in run_checks(start_checks(config)).results if not r.ok]
-    if failed:
-        raise HostUnfit("this host cannot build servers: "
-                        + "; ".join(f"{r.name}: {r.detail} (fix: {r.fix})" for r in failed))
-
-
 def import_image(config: Config, source: Path, name: str, properties: dict[str, str],
                  min_ram: int = 0, disk_format: str | None = None) -> Image:
     """`compute-agent image import`: into the first image folder, which the daemon's
@@ -129,177 +76,6 @@ def import_image(config: Config, source: Path, name: str, properties: dict[str, 
     catalog = WritableImageCatalog(*config.image_dirs)
     return import_into(catalog, QemuImgInspector(), source, name, properties, min_ram,
                        disk_format)
-
-
-def _crash_hook(env: str = CRASH_AT_ENV) -> CheckpointHook:
-    target = os.environ.get(env)
-
-    def hook(job: Job, step: str) -> None:
-        if target and f"{job.kind.value}:{step}" == target:
-            os._exit(137)
-
-    return hook
-
-
-@dataclass(frozen=True)
-class ApiServices:
-    """The core services only the API uses (the others are the Agent's own)."""
-
-    images: ImageService
-    events: EventFeed
-    keypairs: KeypairService
-    consoles: Consoles
-
-
-@dataclass
-class Agent:
-    """Everything the daemon is made of, wired."""
-
-    config: Config
-    store: SqliteStore
-    hypervisor: LibvirtHypervisor
-    runner: JobRunner
-    service: ServerService
-    images: WritableImageCatalog
-    flavors: FlavorCatalog
-    monitor: PowerMonitor
-    network: NetworkPlumbing
-    # Woken by the store after each commit that appended events: the feed and webhooks wait on it.
-    notifier: EventNotifier
-    webhooks: WebhookDispatcher
-    metrics: Metrics
-    disk_injector: WarmGuestfsInjector
-    # The API's core services, built once and shared by every listener.
-    api_deps: ApiServices
-    # Shared by every listener and changed in place on SIGHUP, so a reload needs no restart.
-    tokens: dict[str, TokenInfo] = field(default_factory=dict)
-
-    def load_tokens(self, config: Config) -> None:
-        fresh = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
-                                                       is_admin=t.admin) for t in config.tokens}
-        self.tokens.clear()
-        self.tokens.update(fresh)
-
-    def api(self, default_context: RequestContext | None) -> Any:
-        if not self.tokens:
-            self.load_tokens(self.config)
-        s = self.api_deps
-        return create_api(ApiDeps(servers=self.service, flavors=self.flavors, images=s.images,
-                                  quotas=self.service.quotas, ports=self.service.ports,
-                                  events=s.events, keypairs=s.keypairs, consoles=s.consoles,
-                                  host_id=self.config.host, tokens=self.tokens,
-                                  default_context=default_context,
-                                  body_timeout_s=self.config.http.body_timeout_s,
-                                  metrics=self.metrics))
-
-    def reload(self, reread: Callable[[], Config]) -> None:
-        """SIGHUP: what can change live (log level and format, tokens, webhooks). A bad file keeps
-        the running configuration and says why."""
-        try:
-            config = reread()
-        except ConfigError as e:
-            log.error("config.reload_failed", error=str(e))
-            return
-        configure_logging(config.log_level, config.log_format)
-        self.load_tokens(config)
-        self.notifier.poke()  # streams and long polls re-check their tokens now
-        self.configure_webhooks(config)
-        log.info("config.reloaded", tokens=len(self.tokens), log_level=config.log_level)
-
-    def configure_webhooks(self, config: Config) -> None:
-        self.webhooks.configure(
-            [WebhookTarget(w.url, w.timeout_s, {k: v.get_secret_value() for k, v in w.headers.items()},
-                           secret=webhook_key(w.secret.get_secret_value()) if w.secret else None)
-             for w in config.webhooks],
-            Backoff(config.webhook_backoff_initial_s, config.webhook_backoff_max_s))
-
-    def close(self) -> None:
-        self.disk_injector.close()  # its warm appliance would outlive the daemon
-        self.store.close()
-        self.hypervisor.close()
-
-
-def build_agent(config: Config) -> Agent:
-    decision = virt_decision(config)
-    log.info("virt_type.decided", virt_type=decision.virt_type.value, reason=decision.reason)
-    for d in (config.state_dir, config.instances_dir, config.base_images_dir):
-        d.mkdir(parents=True, exist_ok=True)
-        d.chmod(0o755)  # QEMU runs unprivileged and must reach guest disks below
-    refuse_unfit_host(config)  # after mkdir: the folders it made are checked too
-    store = SqliteStore(config.database_path)
-    hypervisor = LibvirtHypervisor(config.libvirt_uri)
-    images = WritableImageCatalog(*config.image_dirs, boot_cache=config.base_images_dir)
-    flavors = FlavorCatalog(config.flavors)
-    catalog = NetworkCatalog(config.networks)
-    guard = NftPortGuard() if any(n.port_security for n in config.networks) else None
-    network = NetworkPlumbing(store, catalog, NetlinkPlumber(), DnsmasqDhcp(
-        config.state_dir, config.dnsmasq_binary, config.dhcp_lease_time), guard=guard)
-    deps = WorkflowDeps(store=store, hypervisor=hypervisor, disks=QemuImgDisks(), images=images,
-                        flavors=flavors, instances_dir=config.instances_dir,
-                        base_dir=config.base_images_dir, virt_type=decision.virt_type,
-                        on_checkpoint=_crash_hook(),
-                        before_checkpoint=_crash_hook(CRASH_IN_ENV), network=network)
-    metrics = Metrics()
-    metrics.watch_servers(store)
-    disk_injector = WarmGuestfsInjector(GuestfsInjector(decision.virt_type),
-                                        config.instances_dir / SPARES_DIR,
-                                        spares_per_base=config.injection_warm_spares)
-    injector = InjectionBatcher(disk_injector,
-                                window_s=config.injection_batch_window_s,
-                                max_batch=config.injection_max_batch, metrics=metrics)
-    timings = ActionTimings(clean_shutdown_s=config.clean_shutdown_timeout_s,
-                            soft_reboot_s=config.soft_reboot_timeout_s)
-    runner = JobRunner(deps, {JobKind.CREATE: CreateWorkflow(deps, injector),
-                              JobKind.DELETE: DeleteWorkflow(deps),
-                              **action_workflows(deps, injector, timings)}, metrics=metrics)
-    service = ServerService(store, images, flavors, config.limits, config.password_policy,
-                            kick=runner.kick, ports=PortService(store, catalog, limits=config.limits),
-                            name_template=config.multi_instance_display_name_template)
-    monitor = PowerMonitor(store, hypervisor, kick=runner.kick,
-                           resync_interval_s=config.resync_interval_s, metrics=metrics)
-    notifier = EventNotifier()
-    store.set_event_listener(notifier.poke)
-    webhooks = WebhookDispatcher(store, HttpxWebhookSender(), notifier,
-                                 message_id_prefix=f"evt-{config.host}-")
-    api_deps = ApiServices(
-        images=ImageService(images, store),
-        events=EventFeed(store, notifier, slots=StreamSlots(config.event_streams_max,
-                                                            config.event_streams_per_token)),
-        keypairs=KeypairService(store, CryptographySshKeys(), config.limits),
-        consoles=Consoles(LocalConsoleFiles(partial(console_socket, config.instances_dir),
-                                            partial(console_log, config.instances_dir))))
-    return Agent(config, store, hypervisor, runner, service, images, flavors, monitor,
-                 network=network, notifier=notifier, webhooks=webhooks, metrics=metrics,
-                 disk_injector=disk_injector, api_deps=api_deps)
-
-
-# At most this many images get spares in the appliance warmed at start (each adds
-# injection_warm_spares drives); the others get theirs after their first build.
-WARM_AT_START_IMAGES = 4
-
-
-def warm_for_images(agent: Agent) -> None:
-    """Warm the appliance at start for the images present (their bases are made in the
-    warm-up's thread if missing), so that the first build after a start does not wait
-    for a launch. Nothing when warm spares are off or no image is present."""
-    injector = agent.disk_injector
-    if injector.spares_per_base < 1:
-        return
-    deps = agent.runner.deps
-    sources: dict[Path, tuple[Path, str]] = {}
-    for image in agent.images.list()[:WARM_AT_START_IMAGES]:
-        try:
-            sources[base_path(deps, image)] = (image.disk_file, image.disk_format)
-        except OSError as e:  # an image file gone since the catalog read it
-            log.warning("injection.warm_image_unreadable", image=str(image.uuid), error=e.strerror)
-    if not sources:
-        return
-
-    def make_bases() -> None:
-        for base, (source, _) in sources.items():
-            deps.disks.cache_base(source, base)
-
-    injector.warm_up_for({base: fmt for base, (_, fmt) in sources.items()}, make_bases)
 
 
 class _Listener(uvicorn.Server):
@@ -346,7 +122,7 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     if stale:
         log.warning("recovery.stale_appliances_killed", pids=stale)
     swept = await sweep(agent.runner.deps, LocalFolders())
-    _report_quarantine(agent, swept)
+    report_quarantine(agent, swept)
     warm_for_images(agent)  # after the stale appliances went, before any build resumes
     # Bridges, taps lost to a host reboot, dnsmasq: as the store says.
     await agent.network.resync_host(agent.hypervisor)

@@ -36,13 +36,13 @@ from agent.adapters.image_catalog import load_manifest
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.qemu_img import QemuImgDisks
 from agent.adapters.sqlite_store import SqliteStore
-from agent.app import CRASH_AT_ENV
 from agent.core.guest_layout import InstanceFiles, build_domain_spec
 from agent.core.workflows import create as create_workflow
 from agent.core.workflows import delete as delete_workflow
 from agent.errors import DomainNotFound
 from agent.model.host import VirtType
 from agent.model.states import VmState
+from agent.wiring import CRASH_AT_ENV
 from tests.conftest import GUEST_SCRATCH
 from tests.e2e.conftest import IMAGE_ID, TEST_IMAGE, TINY
 from tests.integration.test_store_contract import make_job, make_server

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.app import CRASH_IN_ENV
 from agent.core.jobs import MAX_ATTEMPTS
+from agent.wiring import CRASH_IN_ENV
 from tests.e2e.test_crash_safety import (
     CRASH_EXIT,
     assert_no_orphans,

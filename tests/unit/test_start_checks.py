@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import app
+from agent import wiring
 from agent.adapters.host_checks import check_state_dir_reachable, check_subnets, host_checks
 from agent.config import Config, load_config
 from agent.errors import ConfigError, HostUnfit, NetworkError
@@ -77,7 +77,7 @@ def test_the_daemon_refuses_to_start_naming_every_failed_start_check(monkeypatch
     monkeypatch.setattr("agent.adapters.host_checks.host_routes", lambda: [
         HostRoute(destination=IPv4Network("10.213.7.128/25"), interface="eth1")])
     with pytest.raises(HostUnfit) as refused:
-        app.refuse_unfit_host(config(networks=[NET]))
+        wiring.refuse_unfit_host(config(networks=[NET]))
     assert isinstance(refused.value, ConfigError)  # the CLI prints it and exits 2
     message = str(refused.value)
     assert "/srv (mode 0700) is not world-traversable" in message
