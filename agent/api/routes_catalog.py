@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from agent.api import models, views
+from agent.api import models, models_catalog, views
 from agent.api.auth import Ctx, deps_of
 from agent.errors import PolicyForbidden
 from agent.model.flavor import Flavor
@@ -24,7 +24,8 @@ def _flavors(request: Request, min_ram: int | None, min_disk: int | None) -> lis
             if (min_ram is None or f.ram >= min_ram) and (min_disk is None or f.disk >= min_disk)]
 
 
-@router.get("/flavors", tags=["flavors"], response_model=models.FlavorIndex, responses=models.READ_ERRORS)
+@router.get("/flavors", tags=["flavors"], response_model=models_catalog.FlavorIndex,
+            responses=models.READ_ERRORS)
 async def list_flavors(request: Request, ctx: Ctx, min_ram: MinRam = None,
                        min_disk: MinDisk = None) -> JSONResponse:
     urls = views.Urls(request)
@@ -32,7 +33,7 @@ async def list_flavors(request: Request, ctx: Ctx, min_ram: MinRam = None,
                                      for f in _flavors(request, min_ram, min_disk)]})
 
 
-@router.get("/flavors/detail", tags=["flavors"], response_model=models.FlavorDetailIndex,
+@router.get("/flavors/detail", tags=["flavors"], response_model=models_catalog.FlavorDetailIndex,
             responses=models.READ_ERRORS)
 async def list_flavors_detail(request: Request, ctx: Ctx, min_ram: MinRam = None,
                               min_disk: MinDisk = None) -> JSONResponse:
@@ -41,27 +42,28 @@ async def list_flavors_detail(request: Request, ctx: Ctx, min_ram: MinRam = None
                                      for f in _flavors(request, min_ram, min_disk)]})
 
 
-@router.get("/flavors/{flavor_id}", tags=["flavors"], response_model=models.FlavorShow,
+@router.get("/flavors/{flavor_id}", tags=["flavors"], response_model=models_catalog.FlavorShow,
             responses=models.READ_ERRORS)
 async def show_flavor(request: Request, ctx: Ctx, flavor_id: str) -> JSONResponse:
     flavor = deps_of(request).flavors.get(flavor_id)
     return JSONResponse({"flavor": views.flavor_detail(flavor, views.Urls(request))})
 
 
-@router.get("/images", tags=["images"], response_model=models.ImageIndex, responses=models.READ_ERRORS)
+@router.get("/images", tags=["images"], response_model=models_catalog.ImageIndex,
+            responses=models.READ_ERRORS)
 async def list_images(request: Request, ctx: Ctx) -> JSONResponse:
     urls = views.Urls(request)
     return JSONResponse({"images": [views.image_summary(i, urls) for i in deps_of(request).images.list()]})
 
 
-@router.get("/images/detail", tags=["images"], response_model=models.ImageDetailIndex,
+@router.get("/images/detail", tags=["images"], response_model=models_catalog.ImageDetailIndex,
             responses=models.READ_ERRORS)
 async def list_images_detail(request: Request, ctx: Ctx) -> JSONResponse:
     urls = views.Urls(request)
     return JSONResponse({"images": [views.image_detail(i, urls) for i in deps_of(request).images.list()]})
 
 
-@router.get("/images/{image_id}", tags=["images"], response_model=models.ImageShow,
+@router.get("/images/{image_id}", tags=["images"], response_model=models_catalog.ImageShow,
             responses=models.READ_ERRORS)
 async def show_image(request: Request, ctx: Ctx, image_id: str) -> JSONResponse:
     image = deps_of(request).images.get(image_id)
@@ -79,7 +81,8 @@ async def remove_image(request: Request, ctx: Ctx, image_id: str) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/limits", tags=["limits"], response_model=models.LimitsShow, responses=models.READ_ERRORS)
+@router.get("/limits", tags=["limits"], response_model=models_catalog.LimitsShow,
+            responses=models.READ_ERRORS)
 async def show_limits(request: Request, ctx: Ctx) -> JSONResponse:
     quotas = deps_of(request).quotas
     return JSONResponse(views.limits_view(quotas.limits, quotas.usage(ctx.project_id)))

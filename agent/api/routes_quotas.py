@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from agent.api import models
+from agent.api import models, models_catalog
 from agent.api.auth import Ctx, deps_of
 from agent.api.errors import ApiFault
 from agent.model.requests import RequestContext
@@ -56,7 +56,7 @@ def _usage(deps: ApiDeps, project_id: str) -> dict[str, tuple[int, int]]:
     }
 
 
-@router.get("/os-quota-sets/{tenant_id}", response_model=models.QuotaSetShow,
+@router.get("/os-quota-sets/{tenant_id}", response_model=models_catalog.QuotaSetShow,
             responses=models.READ_ERRORS, summary="Show a project's quotas")
 async def show_quota_set(request: Request, ctx: Ctx, tenant_id: str) -> JSONResponse:
     usage = _usage(deps_of(request), _project(ctx, tenant_id))
@@ -64,7 +64,7 @@ async def show_quota_set(request: Request, ctx: Ctx, tenant_id: str) -> JSONResp
     return JSONResponse({"quota_set": body})
 
 
-@router.get("/os-quota-sets/{tenant_id}/detail", response_model=models.QuotaSetDetailShow,
+@router.get("/os-quota-sets/{tenant_id}/detail", response_model=models_catalog.QuotaSetDetailShow,
             responses=models.READ_ERRORS, summary="Show a project's quotas and their usage")
 async def show_quota_set_detail(request: Request, ctx: Ctx, tenant_id: str) -> JSONResponse:
     usage = _usage(deps_of(request), _project(ctx, tenant_id))
@@ -73,14 +73,14 @@ async def show_quota_set_detail(request: Request, ctx: Ctx, tenant_id: str) -> J
     return JSONResponse({"quota_set": body})
 
 
-@network_router.get("/quotas/{tenant_id}", response_model=models.NetworkQuotaShow,
+@network_router.get("/quotas/{tenant_id}", response_model=models_catalog.NetworkQuotaShow,
                     responses=models.READ_ERRORS, summary="Show a project's port quota")
 async def show_network_quota(request: Request, ctx: Ctx, tenant_id: str) -> JSONResponse:
     limit, _ = _usage(deps_of(request), _project(ctx, tenant_id))["fixed_ips"]
     return JSONResponse({"quota": {"port": limit}})
 
 
-@network_router.get("/quotas/{tenant_id}/details", response_model=models.NetworkQuotaDetailShow,
+@network_router.get("/quotas/{tenant_id}/details", response_model=models_catalog.NetworkQuotaDetailShow,
                     responses=models.READ_ERRORS, summary="Show a project's port quota and usage")
 async def show_network_quota_details(request: Request, ctx: Ctx, tenant_id: str) -> JSONResponse:
     limit, used = _usage(deps_of(request), _project(ctx, tenant_id))["fixed_ips"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from agent.api import models, models_network
+from agent.api import models, models_catalog, models_network
 from tests.unit.api.conftest import ADMIN, ALICE, BOB, LIMITS, TEST_NET, Env, fault
 
 NET = str(TEST_NET.id)
@@ -177,10 +177,10 @@ async def test_the_port_quota_is_per_project_and_counts_a_servers_new_ports(env:
 
     r = await env.client.get("/v2.1/os-quota-sets/p-alice", headers=ALICE)
     assert r.status_code == 200
-    shown = models.QuotaSetShow.model_validate(r.json()).quota_set
+    shown = models_catalog.QuotaSetShow.model_validate(r.json()).quota_set
     assert (shown.id, shown.fixed_ips, shown.instances) == ("p-alice", quota, LIMITS.max_total_instances)
     r = await env.client.get("/v2.1/os-quota-sets/p-alice/detail", headers=ALICE)
-    detail = models.QuotaSetDetailShow.model_validate(r.json()).quota_set
+    detail = models_catalog.QuotaSetDetailShow.model_validate(r.json()).quota_set
     assert (detail.fixed_ips.in_use, detail.instances.in_use) == (quota, 1)
     r = await env.client.get("/v2.0/quotas/p-alice/details", headers=ALICE)
     assert r.json() == {"quota": {"port": {"limit": quota, "used": quota, "reserved": 0}}}

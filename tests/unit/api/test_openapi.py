@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from agent.api import models
+from agent.api import models, models_catalog
 from agent.api.app import COMPUTE_ROUTERS, NETWORK_PREFIX, NETWORK_ROUTERS
 from agent.api.versions import router as versions_router
 from agent.model.server import Fault
@@ -110,13 +110,13 @@ async def test_every_response_body_matches_its_documented_model(env: Env, prefix
     check(models.MetaItem, await c.put(f"{meta}/a", headers=ALICE, json={"meta": {"a": "2"}}), 200)
     assert (await c.delete(f"{meta}/a", headers=ALICE)).status_code == 204
 
-    check(models.FlavorIndex, await c.get(f"{prefix}/flavors", headers=ALICE), 200)
-    check(models.FlavorDetailIndex, await c.get(f"{prefix}/flavors/detail", headers=ALICE), 200)
-    check(models.FlavorShow, await c.get(f"{prefix}/flavors/1", headers=ALICE), 200)
-    check(models.ImageIndex, await c.get(f"{prefix}/images", headers=ALICE), 200)
-    check(models.ImageDetailIndex, await c.get(f"{prefix}/images/detail", headers=ALICE), 200)
-    check(models.ImageShow, await c.get(f"{prefix}/images/{env.cirros.uuid}", headers=ALICE), 200)
-    check(models.LimitsShow, await c.get(f"{prefix}/limits", headers=ALICE), 200)
+    check(models_catalog.FlavorIndex, await c.get(f"{prefix}/flavors", headers=ALICE), 200)
+    check(models_catalog.FlavorDetailIndex, await c.get(f"{prefix}/flavors/detail", headers=ALICE), 200)
+    check(models_catalog.FlavorShow, await c.get(f"{prefix}/flavors/1", headers=ALICE), 200)
+    check(models_catalog.ImageIndex, await c.get(f"{prefix}/images", headers=ALICE), 200)
+    check(models_catalog.ImageDetailIndex, await c.get(f"{prefix}/images/detail", headers=ALICE), 200)
+    check(models_catalog.ImageShow, await c.get(f"{prefix}/images/{env.cirros.uuid}", headers=ALICE), 200)
+    check(models_catalog.LimitsShow, await c.get(f"{prefix}/limits", headers=ALICE), 200)
     kp = f"{prefix}/os-keypairs"
     check(models.CreatedKeypairShow, await c.post(kp, headers=ALICE, json={"keypair": {"name": "k"}}), 200)
     check(models.CreatedKeypairShow, await c.post(kp, headers=ALICE, json={"keypair": {
