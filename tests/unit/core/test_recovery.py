@@ -19,6 +19,7 @@ from agent.model.host import VirtType
 from agent.model.job import JobKind, JobStatus
 from agent.model.states import Status
 from tests.unit.core.conftest import ALICE
+from tests.unit.fakes.folders import FakeFolders
 
 TINY = Flavor(id="1", name="m1.tiny", vcpus=1, ram=256, disk=1)
 
@@ -123,3 +124,23 @@ async def test_doctor_names_each_quarantined_domain_and_folder_until_the_store_k
     assert "virsh undefine" in result.fix
     assert quarantine_check(known | {unknown, UUID(lone.name)}, world.hypervisor, LocalFolders(),
                             world.deps.instances_dir).ok
+
+
+async def test_a_temp_file_that_will_not_go_is_an_error_and_the_sweep_goes_on(world):
+    """Through the Folders port (in memory): the stuck file is reported, the other removed,
+    a file at the top of the instances folder is not a guest's folder, and nothing raises."""
+    live, _ = world.create(name="live")
+    await world.runner.idle()
+    folders = FakeFolders()
+    guest = folders.add(world.deps.files(live.id).dir, folder=True)
+    stuck = folders.add(guest / "disk.qcow2.tmp")
+    folders.stuck.add(stuck)
+    half = folders.add(world.deps.base_dir / "img.qcow2.tmp")
+    folders.add(world.deps.instances_dir / f"{uuid.uuid4()}", folder=False)  # a file, not a guest's
+
+    report = await sweep(world.deps, folders)
+
+    assert report.errors == [f"{stuck}: Permission denied"]
+    assert report.temp_files_removed == [str(half)]
+    assert folders.exists(stuck) and not folders.exists(half)
+    assert report.quarantined == [] and report.dirs_removed == []
