@@ -119,7 +119,7 @@ class Agent:
     metrics: Metrics
     disk_injector: WarmGuestfsInjector
     # The API's core services, built once and shared by every listener.
-    api_deps: ApiServices
+    api_services: ApiServices
     # Shared by every listener and changed in place on SIGHUP, so a reload needs no restart.
     tokens: dict[str, TokenInfo] = field(default_factory=dict)
 
@@ -132,7 +132,7 @@ class Agent:
     def api(self, default_context: RequestContext | None) -> Any:
         if not self.tokens:
             self.load_tokens(self.config)
-        s = self.api_deps
+        s = self.api_services
         return create_api(ApiDeps(servers=self.service, flavors=self.flavors, images=s.images,
                                   quotas=self.service.quotas, ports=self.service.ports,
                                   events=s.events, keypairs=s.keypairs, consoles=s.consoles,
@@ -210,7 +210,7 @@ def build_agent(config: Config) -> Agent:
     store.set_event_listener(notifier.poke)
     webhooks = WebhookDispatcher(store, HttpxWebhookSender(), notifier,
                                  message_id_prefix=f"evt-{config.host}-")
-    api_deps = ApiServices(
+    api_services = ApiServices(
         images=ImageService(images, store),
         events=EventFeed(store, notifier, slots=StreamSlots(config.event_streams_max,
                                                             config.event_streams_per_token)),
@@ -219,7 +219,7 @@ def build_agent(config: Config) -> Agent:
                                             partial(console_log, config.instances_dir))))
     return Agent(config, store, hypervisor, runner, service, images, flavors, monitor,
                  network=network, notifier=notifier, webhooks=webhooks, metrics=metrics,
-                 disk_injector=disk_injector, api_deps=api_deps)
+                 disk_injector=disk_injector, api_services=api_services)
 
 
 # At most this many images get spares in the appliance warmed at start (each adds
