@@ -27,6 +27,11 @@ def load_manifest(path: Path) -> Image:
     for key in _PATH_FIELDS:
         if fields.get(key):
             fields[key] = (path.parent / fields[key]).resolve()
+    if fields.get("disk_file"):
+        try:  # the file as it is now, not as the manifest says it was
+            fields["size"] = os.stat(fields["disk_file"]).st_size
+        except OSError:
+            fields["size"] = 0
     return Image(**fields)
 
 

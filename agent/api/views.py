@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -203,18 +202,11 @@ def image_summary(image: Image, urls: Urls) -> dict[str, Any]:
     return {"id": str(image.uuid), "name": image.name, "links": urls.links("images", image.uuid)}
 
 
-def _image_size(image: Image) -> int:
-    try:
-        return os.stat(image.disk_file).st_size
-    except (OSError, ValueError):
-        return 0
-
-
 def image_detail(image: Image, urls: Urls) -> dict[str, Any]:
     return {**image_summary(image, urls), "status": "ACTIVE", "progress": 100,
             "minDisk": image.min_disk, "minRam": image.min_ram,
             "metadata": dict(image.properties), "created": IMAGE_TIMESTAMP,
-            "updated": IMAGE_TIMESTAMP, "OS-EXT-IMG-SIZE:size": _image_size(image)}
+            "updated": IMAGE_TIMESTAMP, "OS-EXT-IMG-SIZE:size": image.size}
 
 
 def limits_view(limits: Limits, usage: Usage) -> dict[str, Any]:

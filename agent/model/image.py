@@ -33,6 +33,7 @@ class Image(BaseModel):
     cmdline: str | None = None
     min_disk: int = Field(default=0, ge=0, description="GiB")
     min_ram: int = Field(default=0, ge=0, description="MiB")
+    size: int = Field(default=0, ge=0, description="bytes of the disk file (0: unknown)")
     properties: dict[str, str] = Field(default_factory=dict)
     qemu_guest_agent: bool = Field(
         default=False, description=f"the guest runs the QEMU guest agent; from the "

@@ -31,6 +31,13 @@ def test_loads_manifest_with_paths_relative_to_it(tmp_path):
     assert not hasattr(image, "test_login")
 
 
+def test_size_is_the_disk_file_s_now_and_zero_without_one(tmp_path):
+    write_manifest(tmp_path / "busybox-test", size=99)
+    assert ManifestImageCatalog(tmp_path).list()[0].size == 0  # no disk file
+    (tmp_path / "busybox-test" / "disk.qcow2").write_bytes(b"x" * 1234)
+    assert ManifestImageCatalog(tmp_path).list()[0].size == 1234
+
+
 def test_get_by_uuid_or_name_and_not_found(tmp_path):
     write_manifest(tmp_path / "busybox-test")
     catalog = ManifestImageCatalog(tmp_path)
