@@ -71,8 +71,17 @@ def forbidden_uses(source: str, forbidden: set[str]) -> Iterator[tuple[int, str]
 
 
 def _source_file(module: str) -> Path | None:
-    spec = importlib.util.find_spec(module)
-    return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
+    """The module's file, found from its top package's folder (as grimp found it), without
+    importing anything of the package."""
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    base = Path(next(iter(spec.submodule_search_locations))).joinpath(*rest)
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
 
 
 class ForbiddenNamesContract(Contract):
