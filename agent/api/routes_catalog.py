@@ -19,9 +19,7 @@ MinDisk = Annotated[int | None, Query(alias="minDisk", ge=0, description="At lea
 
 
 def _flavors(request: Request, min_ram: int | None, min_disk: int | None) -> list[Flavor]:
-    flavors = deps_of(request).flavors.list()
-    return [f for f in flavors
-            if (min_ram is None or f.ram >= min_ram) and (min_disk is None or f.disk >= min_disk)]
+    return deps_of(request).flavors.list(min_ram=min_ram, min_disk=min_disk)
 
 
 @router.get("/flavors", tags=["flavors"], response_model=models_catalog.FlavorIndex,

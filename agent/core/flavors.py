@@ -10,8 +10,11 @@ class FlavorCatalog:
     def __init__(self, flavors: tuple[Flavor, ...] | list[Flavor] = DEFAULT_FLAVORS) -> None:
         self._by_id = {f.id: f for f in flavors}
 
-    def list(self) -> list[Flavor]:
-        return list(self._by_id.values())
+    def list(self, *, min_ram: int | None = None, min_disk: int | None = None) -> list[Flavor]:
+        """All flavors, or those with at least `min_ram` MiB and `min_disk` GiB (Nova's
+        minRam/minDisk filters)."""
+        return [f for f in self._by_id.values()
+                if (min_ram is None or f.ram >= min_ram) and (min_disk is None or f.disk >= min_disk)]
 
     def get(self, flavor_id: str) -> Flavor:
         try:
