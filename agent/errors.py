@@ -138,3 +138,13 @@ class KeypairNotFound(NotFound):
 
 class KeypairExists(Conflict):
     """The user has a keypair of that name already (-> 409)."""
+
+
+class JobUnroutable(AgentError):
+    """The broker confirmed a job reached no queue: the host has none (never started, or
+    unknown). Nothing was queued."""
+
+
+class BusClosed(AgentError):
+    """The broker connection was closed by the agent itself (shutdown): nothing more is
+    published."""
