@@ -140,9 +140,13 @@ class KeypairExists(Conflict):
     """The user has a keypair of that name already (-> 409)."""
 
 
-class JobUnroutable(AgentError):
-    """The broker confirmed a job reached no queue: the host has none (never started, or
-    unknown). Nothing was queued."""
+class Unroutable(AgentError):
+    """The broker returned a mandatory message: no queue is bound for it. Nothing was
+    queued."""
+
+
+class JobUnroutable(Unroutable):
+    """A job for a host that has no job queue (unknown, or its agent never started)."""
 
 
 class BusClosed(AgentError):
