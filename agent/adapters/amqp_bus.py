@@ -135,6 +135,8 @@ class AmqpBus:
         self._starters_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(settings.max_pending_publishes)
         self.connects = 0  # how many times a link came up (1 + reconnects)
+        # Deliveries settled: acked after the handler, requeued after it failed, dead-lettered.
+        self.settled = {"acked": 0, "requeued": 0, "dead_lettered": 0}
 
     # --- lifecycle ---
 
@@ -315,7 +317,7 @@ class AmqpBus:
             # The reason names fields, never their content (a job may carry secrets).
             log.warning("amqp.invalid_message_dead_lettered", queue=queue, reason=str(e),
                         size=len(message.body), redelivered=message.redelivered)
-            await self._settle(message.reject(requeue=False), queue)
+            await self._settle(message.reject(requeue=False), queue, "dead_lettered")
             return
         try:
             await handler(decoded)
@@ -323,14 +325,15 @@ class AmqpBus:
             log.warning("amqp.handler_failed_requeued", queue=queue, kind=kind.__name__,
                         message_id=message.message_id, error=type(e).__name__)
             await asyncio.sleep(HANDLER_RETRY_DELAY_S)
-            await self._settle(message.nack(requeue=True), queue)
+            await self._settle(message.nack(requeue=True), queue, "requeued")
             return
-        await self._settle(message.ack(), queue)
+        await self._settle(message.ack(), queue, "acked")
 
-    @staticmethod
-    async def _settle(settling: Awaitable[None], queue: str) -> None:
+    async def _settle(self, settling: Awaitable[None], queue: str, outcome: str) -> None:
         """Ack/nack/reject; on a lost link the broker redelivers (at least once)."""
         try:
             await settling
         except LINK_ERRORS as e:
             log.info("amqp.settle_lost", queue=queue, error=type(e).__name__)
+            return
+        self.settled[outcome] += 1
