@@ -1,11 +1,12 @@
 """The fleet's broker: RabbitMQ over AMQP 0-9-1 with aio-pika (issue 12).
 
 One connection, one channel with publisher confirms, re-established after any loss with
-exponential backoff (with jitter); AMQP heartbeats notice a dead peer within
-`heartbeat_s`. While disconnected, publishers wait (bounded by `max_pending_publishes`)
-and publish once the broker is back, until it confirms: nothing is dropped. A publish
-whose confirm was lost is sent again, so receivers get at least once: a job's id and an
-event's per-host seq make the duplicate harmless.
+exponential backoff (with jitter); AMQP heartbeats (negotiated from `heartbeat_s`, see
+amqp_heartbeat) notice a silent peer within `heartbeat_s` (7 s at least). While
+disconnected, publishers wait (at most `max_pending_publishes` at once; more callers
+queue for a slot) and publish once the broker is back, until it confirms: nothing is
+dropped. A publish whose confirm was lost is sent again, so receivers get it at least
+once: a job's id and an event's per-host seq make the duplicate harmless.
 
 Topology (declared by whoever connects; identical arguments on every side):
   compute.<host>   quorum queue, jobs for one host (default exchange, routing key = name);
@@ -70,6 +71,26 @@ M = TypeVar("M", bound=_Wire)
 
 def job_queue(host: str) -> str:
     return f"compute.{host}"
+
+
+def amqp_heartbeat(interval_s: int) -> int:
+    """The AMQP heartbeat timeout to negotiate so that a dead connection is noticed within
+    `interval_s`. aiormq sends a heartbeat every h/2 s and gives up on a peer silent for
+    (h + 1) * 3 s, checked every h/2 s: that is at most interval_s when
+    h <= (interval_s - 3) / 3.5 (h = 2 for the default 10 s). Never below 1 s (0 would
+    turn heartbeats off)."""
+    return max(1, int((interval_s - 3) / 3.5))
+
+
+def detection_window_s(heartbeat: int) -> float:
+    """How long aiormq takes at most to notice a silent peer with this AMQP heartbeat."""
+    return (heartbeat + 1) * 3 + max(1, heartbeat // 2)
+
+
+def _we_are_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (not a future inside aiormq)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 @dataclass(frozen=True)
@@ -187,7 +208,7 @@ class AmqpBus:
             connection = await aio_pika.connect(
                 host=self._s.broker_host, port=self._s.port, login=self._s.user,
                 password=self._s.password, virtualhost=self._s.vhost, ssl=self._s.tls,
-                timeout=max(5.0, self._s.heartbeat_s), heartbeat=self._s.heartbeat_s,
+                timeout=max(5.0, self._s.heartbeat_s), heartbeat=amqp_heartbeat(self._s.heartbeat_s),
                 client_properties={"connection_name": f"compute-agent {self._s.host}"})
             connection.close_callbacks.add(lambda *_: lost.set())
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -201,7 +222,7 @@ class AmqpBus:
             self.connects += 1
             self._changed.set()
             log.info("amqp.connected", host=self._s.host, broker=self._s.broker_host,
-                     vhost=self._s.vhost, heartbeat_s=self._s.heartbeat_s)
+                     vhost=self._s.vhost, amqp_heartbeat_s=amqp_heartbeat(self._s.heartbeat_s))
             await lost.wait()
         finally:
             self._link = None
@@ -263,6 +284,11 @@ class AmqpBus:
                     log.warning("amqp.publish_nacked", routing_key=routing_key, retry_in_s=pause)
                 except LINK_ERRORS as e:
                     log.info("amqp.publish_retry", routing_key=routing_key, error=self._describe(e))
+                except asyncio.CancelledError:
+                    if _we_are_cancelled():
+                        raise
+                    # aiormq cancels a lost connection's pending confirms: not ours to obey.
+                    log.info("amqp.publish_retry", routing_key=routing_key, error="confirm lost")
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RETRY_PAUSE_S[1])
 
@@ -333,7 +359,9 @@ class AmqpBus:
         """Ack/nack/reject; on a lost link the broker redelivers (at least once)."""
         try:
             await settling
-        except LINK_ERRORS as e:
+        except (*LINK_ERRORS, asyncio.CancelledError) as e:
+            if isinstance(e, asyncio.CancelledError) and _we_are_cancelled():
+                raise
             log.info("amqp.settle_lost", queue=queue, error=type(e).__name__)
             return
         self.settled[outcome] += 1

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +21,7 @@ import aio_pika
 import pytest
 from structlog.testing import capture_logs
 
-from agent.adapters.amqp_bus import DEAD_LETTER_QUEUE, AmqpBus, AmqpSettings, job_queue
+from agent.adapters.amqp_bus import DEAD_LETTER_QUEUE, AmqpBus, AmqpSettings, amqp_heartbeat, job_queue
 from agent.config import AmqpConfig
 from agent.errors import JobUnroutable
 from agent.model.fleet import EventMessage, Heartbeat, JobMessage
@@ -272,6 +273,30 @@ async def test_jobs_published_while_the_broker_is_killed_and_restarted_all_arriv
     assert controller.connects >= 2 and agent.connects >= 2  # both noticed and came back
 
 
+async def test_a_silent_broker_is_noticed_by_amqp_heartbeats_and_a_publish_waits_for_its_return(buses):
+    """SIGSTOP: the TCP connection stays open but nothing answers; only heartbeats tell."""
+    agent_settings = settings()
+    got = Recorder()
+    agent = await buses(agent_settings)
+    await agent.consume_jobs(got)
+    controller = await buses()
+    beam = await asyncio.to_thread(_beam_pid)
+    sent = job()
+    os.kill(beam, signal.SIGSTOP)
+    try:
+        publishing = asyncio.create_task(controller.publish_job(agent_settings.host, sent))
+        async with asyncio.timeout(WAIT_S):
+            while controller.connected or agent.connected:
+                await asyncio.sleep(0.1)
+        assert not publishing.done()  # paused, not dropped, not failed
+    finally:
+        os.kill(beam, signal.SIGCONT)
+    async with asyncio.timeout(WAIT_S * 2):
+        await publishing
+    await got.until(lambda: any(j.job_id == sent.job_id for j in got.got))
+    assert controller.connects >= 2 and agent.connects >= 2
+
+
 async def test_heartbeats_and_events_reach_the_fleet_listener_in_order(buses):
     host = f"test-{uuid.uuid4().hex[:10]}"
     seen: list[EventMessage | Heartbeat] = []
@@ -307,7 +332,7 @@ async def test_the_connection_uses_amqp_heartbeats_from_config(buses):
                               "client_properties", "timeout", "--no-table-headers"],
                              capture_output=True, text=True, timeout=60).stdout
     ours = [line for line in listing.splitlines() if f"compute-agent {s.host}" in line]
-    assert len(ours) == 1 and ours[0].rstrip().endswith("\t2")
+    assert len(ours) == 1 and ours[0].rstrip().endswith(f"\t{amqp_heartbeat(s.heartbeat_s)}")
 
 
 async def test_guest_cannot_log_in():
