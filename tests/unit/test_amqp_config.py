@@ -1,0 +1,82 @@
+"""[amqp]: the broker's address and user, never its password (read from a root-only file);
+without the section the agent is single-host and nothing of the broker is imported."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from agent.adapters.amqp_bus import AmqpSettings, amqp_heartbeat, detection_window_s
+from agent.config import AmqpConfig, load_config
+from agent.errors import ConfigError
+
+AGENT = Path(__file__).resolve().parents[2] / "agent"
+
+
+def config(tmp_path, text: str):  # type: ignore[no-untyped-def]
+    file = tmp_path / "agent.toml"
+    file.write_text(f'state_dir = "/tmp/ca-cfg"\nhost = "hv1"\n{text}')
+    return load_config(file, environ={})
+
+
+def test_without_an_amqp_section_the_agent_is_single_host(tmp_path):
+    c = config(tmp_path, "")
+    assert c.amqp is None and c.fleet_host == "hv1"
+
+
+def test_the_amqp_section_is_read_with_its_defaults(tmp_path):
+    c = config(tmp_path, '[amqp]\nurl = "amqp://agent@broker.example"\nheartbeat_s = 20\nhost = "hv9"\n')
+    assert c.amqp is not None
+    assert (c.amqp.url, c.amqp.vhost, c.amqp.heartbeat_s) == ("amqp://agent@broker.example", "compute", 20)
+    assert c.fleet_host == "hv9"
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("amqp://agent:SECRET@broker", "must not hold a password"),
+    ("http://agent@broker", "amqp://USER@HOST"),
+    ("amqp://agent@broker/SECRETvhost", "vhost"),
+    ("amqp:///", "amqp://USER@HOST"),
+])
+def test_a_url_with_a_password_or_not_amqp_is_refused_without_showing_it(tmp_path, url, reason):
+    with pytest.raises(ConfigError, match=reason) as e:
+        config(tmp_path, f'[amqp]\nurl = "{url}"\n')
+    assert "SECRET" not in str(e.value)
+
+
+def test_the_password_comes_from_the_file_and_never_shows_in_a_repr(tmp_path):
+    secret = tmp_path / "amqp.secret"
+    secret.write_text("s3cr3t-pw\n")
+    s = AmqpSettings.from_config(AmqpConfig(url="amqps://agent@broker:5999", password_file=secret), "hv1")
+    assert (s.password, s.user, s.broker_host, s.port, s.tls, s.host) == (
+        "s3cr3t-pw", "agent", "broker", 5999, True, "hv1")
+    assert "s3cr3t" not in repr(s)
+
+
+@pytest.mark.parametrize("content", [None, "", "\n"])
+def test_a_missing_or_empty_password_file_is_a_config_error(tmp_path, content):
+    secret = tmp_path / "amqp.secret"
+    if content is not None:
+        secret.write_text(content)
+    with pytest.raises(ConfigError, match="password_file"):
+        AmqpSettings.from_config(AmqpConfig(password_file=secret), "hv1")
+
+
+@pytest.mark.parametrize("interval_s", [7, 10, 15, 30, 60, 600])
+def test_amqp_heartbeats_notice_a_silent_broker_within_the_heartbeat_interval(interval_s):
+    h = amqp_heartbeat(interval_s)
+    assert h >= 1 and detection_window_s(h) <= interval_s
+
+
+def test_only_the_amqp_adapter_imports_the_amqp_client():
+    """Single-host mode must not need aio-pika: nothing else imports it or the adapter."""
+    importers = set()
+    for path in AGENT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] in ("aio_pika", "aiormq") or n == "agent.adapters.amqp_bus"
+                   for n in names):
+                importers.add(path.relative_to(AGENT).as_posix())
+    assert importers == {"adapters/amqp_bus.py"}
