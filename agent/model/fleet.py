@@ -9,6 +9,8 @@ because inputs may hold secrets (a password hash, personality files).
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
 from uuid import UUID
 
@@ -106,3 +108,31 @@ def decode(kind: type[Wire], body: bytes) -> Wire:
     except ValidationError as e:
         fields = sorted({".".join(str(p) for p in err["loc"]) or "(message)" for err in e.errors()})
         raise InvalidMessage(f"invalid {kind.__name__}: {', '.join(fields)}") from None
+
+
+# --- Rules the controller applies to what it receives (pure; its store keeps the state) ---
+
+class EventVerdict(StrEnum):
+    APPLY = "apply"  # the next one: apply, then ack after the commit
+    DUPLICATE = "duplicate"  # seen already (a redelivery or a resend): ack, change nothing
+    GAP = "gap"  # some are missing: ask the host for a snapshot, then go on from it
+
+
+def event_verdict(last_applied: int | None, seq: int) -> EventVerdict:
+    """What to do with a host's event `seq` when `last_applied` is the last one applied
+    (None: nothing known of this host yet, so anything but its very first event is a gap)."""
+    last = last_applied or 0
+    if seq <= last:
+        return EventVerdict.DUPLICATE
+    return EventVerdict.APPLY if seq == last + 1 else EventVerdict.GAP
+
+
+MISSED_HEARTBEATS_DOWN = 3
+
+
+def host_is_down(last_heartbeat_at: datetime | None, interval_s: float, now: datetime) -> bool:
+    """A host is down once MISSED_HEARTBEATS_DOWN of its intervals passed without one (and
+    before its first)."""
+    if last_heartbeat_at is None:
+        return True
+    return (now - last_heartbeat_at).total_seconds() > MISSED_HEARTBEATS_DOWN * interval_s
