@@ -4,13 +4,17 @@ without the section the agent is single-host and nothing of the broker is import
 from __future__ import annotations
 
 import ast
+import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
 
-from agent.adapters.amqp_bus import AmqpSettings, amqp_heartbeat, detection_window_s
+from agent.adapters.amqp_bus import AmqpBus, AmqpSettings, amqp_heartbeat, detection_window_s
 from agent.config import AmqpConfig, load_config
-from agent.errors import ConfigError
+from agent.errors import BusClosed, ConfigError
+from agent.model.fleet import JobMessage
+from agent.model.job import JobKind
 
 AGENT = Path(__file__).resolve().parents[2] / "agent"
 
@@ -80,3 +84,22 @@ def test_only_the_amqp_adapter_imports_the_amqp_client():
                    for n in names):
                 importers.add(path.relative_to(AGENT).as_posix())
     assert importers == {"adapters/amqp_bus.py"}
+
+
+async def test_without_a_broker_publishes_wait_bounded_and_close_releases_them_with_bus_closed(tmp_path):
+    """Never started, so never connected: publishes pause (none is dropped or failed) until
+    the bus is closed; past max_pending_publishes, callers wait for a slot."""
+    secret = tmp_path / "amqp.secret"
+    secret.write_text("pw")
+    bus = AmqpBus(AmqpSettings.from_config(AmqpConfig(password_file=secret, max_pending_publishes=1),
+                                           "hv1"))
+    jobs = [JobMessage(job_id=uuid.uuid4(), server_id=uuid.uuid4(), kind=JobKind.CREATE, seq=i)
+            for i in (1, 2)]
+    tasks = [asyncio.create_task(bus.publish_job("hv2", j)) for j in jobs]
+    await asyncio.sleep(0.05)
+    assert not any(t.done() for t in tasks) and not bus.connected
+    assert bus._slots.locked()  # the second waits for the first's slot
+    await bus.close()
+    for t in tasks:
+        with pytest.raises(BusClosed):
+            await t
