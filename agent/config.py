@@ -157,6 +157,8 @@ class AmqpConfig(BaseModel):
             raise ValueError("amqp: url must be amqp://USER@HOST[:PORT] (or amqps://)")
         if parts.password is not None:
             raise ValueError("amqp: url must not hold a password; it is read from password_file")
+        if not parts.username:
+            raise ValueError("amqp: url must name the user (amqp://USER@HOST)")
         if parts.path not in ("", "/"):
             raise ValueError("amqp: the vhost is given as `vhost`, not in the url")
         return self

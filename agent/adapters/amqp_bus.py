@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -64,7 +64,7 @@ HEARTBEATS_QUEUE_ARGS = {**DEAD_LETTERED, "x-message-ttl": HEARTBEAT_TTL_MS,
 
 # What a lost connection or channel looks like from aio-pika/aiormq while publishing.
 LINK_ERRORS = (AMQPError, aiormq.exceptions.AMQPError, ChannelInvalidStateError, ConnectionError,
-               OSError, asyncio.TimeoutError, RuntimeError)
+               OSError, asyncio.TimeoutError)
 
 M = TypeVar("M", bound=_Wire)
 
@@ -122,7 +122,7 @@ class AmqpSettings:
             raise ConfigError(f"amqp: password_file {cfg.password_file} is empty")
         return cls(host=cfg.host or host, broker_host=parts.hostname or "",
                    port=parts.port or (5671 if parts.scheme == "amqps" else 5672),
-                   tls=parts.scheme == "amqps", user=parts.username or "", password=password,
+                   tls=parts.scheme == "amqps", user=unquote(parts.username or ""), password=password,
                    vhost=cfg.vhost, heartbeat_s=cfg.heartbeat_s, prefetch=cfg.prefetch,
                    reconnect_initial_s=cfg.reconnect_initial_s, reconnect_max_s=cfg.reconnect_max_s,
                    max_pending_publishes=cfg.max_pending_publishes)
@@ -237,11 +237,11 @@ class AmqpBus:
         return f"{type(e).__name__}: {e}".replace(self._s.password, "***")[:300]
 
     async def _declare(self, channel: AbstractChannel) -> AbstractExchange:
-        durable = aio_pika.ExchangeType
-        dlx = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, durable.FANOUT, durable=True)
+        kinds = aio_pika.ExchangeType
+        dlx = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, kinds.FANOUT, durable=True)
         dead = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True, arguments=QUORUM)
         await dead.bind(dlx)
-        fleet = await channel.declare_exchange(FLEET_EXCHANGE, durable.TOPIC, durable=True)
+        fleet = await channel.declare_exchange(FLEET_EXCHANGE, kinds.TOPIC, durable=True)
         events = await channel.declare_queue(EVENTS_QUEUE, durable=True, arguments=EVENTS_QUEUE_ARGS)
         await events.bind(fleet, "event.*")
         beats = await channel.declare_queue(HEARTBEATS_QUEUE, durable=True,

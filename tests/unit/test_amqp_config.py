@@ -42,6 +42,7 @@ def test_the_amqp_section_is_read_with_its_defaults(tmp_path):
     ("http://agent@broker", "amqp://USER@HOST"),
     ("amqp://agent@broker/SECRETvhost", "vhost"),
     ("amqp:///", "amqp://USER@HOST"),
+    ("amqp://broker:5672", "name the user"),
 ])
 def test_a_url_with_a_password_or_not_amqp_is_refused_without_showing_it(tmp_path, url, reason):
     with pytest.raises(ConfigError, match=reason) as e:
