@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
+import aiormq
 import pytest
 from structlog.testing import capture_logs
 
@@ -336,5 +337,6 @@ async def test_the_connection_uses_amqp_heartbeats_from_config(buses):
 
 
 async def test_guest_cannot_log_in():
-    with pytest.raises(aio_pika.exceptions.AMQPConnectionError):
-        await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/compute", timeout=10)
+    """Setup deleted guest: even on the default vhost, where guest had every right."""
+    with pytest.raises(aiormq.exceptions.ProbableAuthenticationError):
+        await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/", timeout=10)
