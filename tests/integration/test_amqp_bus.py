@@ -23,10 +23,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.adapters.amqp_bus import DEAD_LETTER_QUEUE, AmqpBus, AmqpSettings, amqp_heartbeat, job_queue
+from agent.adapters.sqlite_store import SqliteStore
 from agent.config import AmqpConfig
+from agent.core.event_feed import EventNotifier
+from agent.core.fleet_events import CURSOR, FleetEventRelay
 from agent.errors import JobUnroutable
 from agent.model.fleet import EventMessage, Heartbeat, JobMessage
 from agent.model.job import JobKind
+from agent.model.states import VmState
+from tests.unit.core.test_event_feed import add_server
 
 SECRET = Path("/etc/compute-agent/amqp.secret")
 WAIT_S = 60.0  # generous: the machine is small and shared
@@ -324,6 +329,34 @@ async def test_heartbeats_and_events_reach_the_fleet_listener_in_order(buses):
             await arrived.wait()
     assert [m for m in seen if isinstance(m, Heartbeat)] == [beat]
     assert [m.seq for m in seen if isinstance(m, EventMessage)] == [1, 2, 3]
+
+
+async def test_a_real_stores_events_reach_the_fleet_listener_in_seq_order(buses, tmp_path):
+    """The agent's outbox (SQLite) -> relay -> broker -> the controller's listener."""
+    host = f"test-{uuid.uuid4().hex[:10]}"
+    seen: list[EventMessage] = []
+
+    async def listen(message: EventMessage | Heartbeat) -> None:
+        if isinstance(message, EventMessage) and message.host == host:
+            seen.append(message)
+
+    await (await buses()).consume_fleet(listen)
+    store, notifier = SqliteStore(tmp_path / "agent.db"), EventNotifier()
+    store.set_event_listener(notifier.poke)
+    store.webhook_cursor(CURSOR)  # from the start: the relay ran before the first event
+    relay = asyncio.create_task(FleetEventRelay(store, await buses(settings(host)), notifier, host).run())
+    try:
+        server = add_server(store)
+        for state in (VmState.ACTIVE, VmState.STOPPED, VmState.ACTIVE):
+            store.update_server(server.id, {"vm_state": state}, cause="test")
+        async with asyncio.timeout(WAIT_S):
+            while len(seen) < 4:
+                await asyncio.sleep(0.05)
+    finally:
+        relay.cancel()
+        store.close()
+    assert [(m.seq, m.status) for m in seen] == [(1, "BUILD"), (2, "ACTIVE"), (3, "SHUTOFF"), (4, "ACTIVE")]
+    assert {m.server_id for m in seen} == {server.id}
 
 
 async def test_the_connection_uses_amqp_heartbeats_from_config(buses):
