@@ -33,6 +33,8 @@ from agent.model.job import JobKind
 from agent.model.states import VmState
 from tests.unit.core.test_event_feed import add_server
 
+pytestmark = pytest.mark.integration
+
 SECRET = Path("/etc/compute-agent/amqp.secret")
 WAIT_S = 60.0  # generous: the machine is small and shared
 
