@@ -349,7 +349,8 @@ class AmqpBus:
             await handler(decoded)
         except Exception as e:
             log.warning("amqp.handler_failed_requeued", queue=queue, kind=kind.__name__,
-                        message_id=message.message_id, error=type(e).__name__)
+                        job_id=str(getattr(decoded, "job_id", "")) or None,
+                        seq=getattr(decoded, "seq", None), error=type(e).__name__)
             await asyncio.sleep(HANDLER_RETRY_DELAY_S)
             await self._settle(message.nack(requeue=True), queue, "requeued")
             return

@@ -106,8 +106,11 @@ def decode(kind: type[Wire], body: bytes) -> Wire:
     try:
         return kind.model_validate(data)
     except ValidationError as e:
-        fields = sorted({".".join(str(p) for p in err["loc"]) or "(message)" for err in e.errors()})
-        raise InvalidMessage(f"invalid {kind.__name__}: {', '.join(fields)}") from None
+        # Field names only (an unknown one is the sender's text: a few, each cut short).
+        fields = sorted({".".join(str(p) for p in err["loc"])[:64] or "(message)"
+                         for err in e.errors()})
+        more = f" and {len(fields) - 8} more" if len(fields) > 8 else ""
+        raise InvalidMessage(f"invalid {kind.__name__}: {', '.join(fields[:8])}{more}") from None
 
 
 # --- Rules the controller applies to what it receives (pure; its store keeps the state) ---

@@ -88,3 +88,10 @@ def test_a_host_name_that_cannot_be_a_routing_key_word_is_refused(host):
 def test_a_heartbeat_of_another_kind_is_not_a_job():
     with pytest.raises(InvalidMessage, match="invalid JobMessage"):
         decode(JobMessage, encode(a_heartbeat()))
+
+
+def test_a_message_full_of_unknown_fields_gets_a_short_reason():
+    body = body_of(a_job(), **{f"field{i}_{'x' * 500}": 1 for i in range(50)})
+    with pytest.raises(InvalidMessage, match="and 42 more") as e:
+        decode(JobMessage, body)
+    assert len(str(e.value)) < 1000
