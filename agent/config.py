@@ -27,6 +27,7 @@ from pydantic import (
 
 from agent.errors import ConfigError
 from agent.model.flavor import DEFAULT_FLAVORS, Flavor
+from agent.model.fleet import HostName
 from agent.model.network import Network
 from agent.model.passwords import PasswordPolicy
 from agent.model.requests import DEFAULT_NAME_TEMPLATE, Limits, check_name_template
@@ -124,6 +125,45 @@ class WebhookConfig(BaseModel):
         return self
 
 
+class AmqpConfig(BaseModel):
+    """[amqp]: the fleet's broker (RabbitMQ). Absent: single-host mode, no broker."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # amqp://USER@HOST:PORT (or amqps://); never a password here: it is read from
+    # password_file, which setup generates (root-only).
+    url: str = "amqp://compute-agent@127.0.0.1:5672"
+    vhost: str = Field(default="compute", min_length=1, max_length=255)
+    password_file: Path = Path("/etc/compute-agent/amqp.secret")
+    # AMQP heartbeats (a dead connection is noticed within this) and the fleet heartbeat
+    # interval; three missed fleet heartbeats: the host is down.
+    heartbeat_s: int = Field(default=10, ge=1, le=600)
+    # This host's name in the fleet (queue compute.<host>); default: the top-level `host`.
+    host: HostName | None = None
+    prefetch: int = Field(default=8, ge=1, le=1000)  # jobs delivered but not yet acked
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)  # backoff with jitter ...
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=600)     # ... capped here
+    # Publishes that may wait for a lost connection at once; more callers wait for a slot.
+    max_pending_publishes: int = Field(default=1000, ge=1, le=100000)
+
+    @model_validator(mode="after")
+    def _no_password_in_url(self) -> AmqpConfig:
+        try:
+            parts = urlsplit(self.url)
+            ok = parts.scheme in ("amqp", "amqps") and bool(parts.hostname) and parts.port != 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("amqp: url must be amqp://USER@HOST[:PORT] (or amqps://)")
+        if parts.password is not None:
+            raise ValueError("amqp: url must not hold a password; it is read from password_file")
+        if not parts.username:
+            raise ValueError("amqp: url must name the user (amqp://USER@HOST)")
+        if parts.path not in ("", "/"):
+            raise ValueError("amqp: the vhost is given as `vhost`, not in the url")
+        return self
+
+
 class Config(BaseModel):
     # Errors name the field, not its value: a value may be a token or a webhook URL's secret.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
@@ -175,6 +215,7 @@ class Config(BaseModel):
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     webhook_backoff_initial_s: float = Field(default=1.0, gt=0)
     webhook_backoff_max_s: float = Field(default=60.0, gt=0)
+    amqp: AmqpConfig | None = None  # the fleet's broker; None: single-host mode
 
     @model_validator(mode="after")
     def _distinct_networks(self) -> Config:
@@ -230,6 +271,11 @@ class Config(BaseModel):
         if self.state_dir != Config.model_fields["state_dir"].default:
             return self.state_dir / "api.sock"
         return Path("/run/compute-agent/api.sock")
+
+    @property
+    def fleet_host(self) -> str:
+        """This host's name in the fleet ([amqp] host, else `host`)."""
+        return (self.amqp.host if self.amqp and self.amqp.host else None) or self.host
 
     @property
     def database_path(self) -> Path:

@@ -142,3 +142,17 @@ class KeypairNotFound(NotFound):
 
 class KeypairExists(Conflict):
     """The user has a keypair of that name already (-> 409)."""
+
+
+class Unroutable(AgentError):
+    """The broker returned a mandatory message: no queue is bound for it. Nothing was
+    queued."""
+
+
+class JobUnroutable(Unroutable):
+    """A job for a host that has no job queue (unknown, or its agent never started)."""
+
+
+class BusClosed(AgentError):
+    """The broker connection was closed by the agent itself (shutdown): nothing more is
+    published."""

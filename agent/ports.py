@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from agent.errors import InjectionError, StaleServer
 from agent.model.domain import DomainSpec, PowerState
+from agent.model.fleet import EventMessage, Heartbeat, JobMessage
 from agent.model.image import Image
 from agent.model.injection import InjectionRequest, InjectionResult
 from agent.model.job import Job, StatusEvent
@@ -421,4 +422,45 @@ class DiskInjector(Protocol):
     boot. One call may cover several disks (one appliance launch for all)."""
 
     def inject(self, requests: list[InjectionRequest]) -> list[InjectionResult | InjectionError]:
+        ...
+
+
+# --- The fleet's broker (issue 12); the lead moves this when ports.py is split. ---
+
+JobHandler = Callable[[JobMessage], Awaitable[None]]
+FleetHandler = Callable[[EventMessage | Heartbeat], Awaitable[None]]
+
+
+class JobBus(Protocol):
+    """Jobs from the controller to one host's queue (compute.<host>), at least once."""
+
+    async def publish_job(self, host: str, job: JobMessage) -> None:
+        """Returns once the broker has confirmed the job is in the host's queue. Waits
+        through lost connections (retrying; the job id makes a duplicate harmless);
+        raises agent.errors.JobUnroutable when the host has no queue."""
+        ...
+
+    async def consume_jobs(self, handler: JobHandler) -> None:
+        """Deliver this host's jobs to `handler`, one by one in order. A job is
+        acknowledged only after the handler returns (= the agent's store holds it); a
+        handler that raises gets it again later. An invalid message is dead-lettered."""
+        ...
+
+
+class FleetPublisher(Protocol):
+    """An agent's status events (from its durable outbox, in order) and heartbeats."""
+
+    async def publish_event(self, event: EventMessage) -> None:
+        """Returns once the broker confirmed it; waits through lost connections."""
+        ...
+
+    async def publish_heartbeat(self, heartbeat: Heartbeat) -> None: ...
+
+
+class FleetListener(Protocol):
+    """The controller's side: every host's events and heartbeats."""
+
+    async def consume_fleet(self, handler: FleetHandler) -> None:
+        """Deliver events and heartbeats to `handler`; each is acknowledged after the
+        handler returns (= committed). Invalid messages are dead-lettered."""
         ...

@@ -1,0 +1,368 @@
+"""The fleet's broker: RabbitMQ over AMQP 0-9-1 with aio-pika (issue 12).
+
+One connection, one channel with publisher confirms, re-established after any loss with
+exponential backoff (with jitter); AMQP heartbeats (negotiated from `heartbeat_s`, see
+amqp_heartbeat) notice a silent peer within `heartbeat_s` (7 s at least). While
+disconnected, publishers wait (at most `max_pending_publishes` at once; more callers
+queue for a slot) and publish once the broker is back, until it confirms: nothing is
+dropped. A publish whose confirm was lost is sent again, so receivers get it at least
+once: a job's id and an event's per-host seq make the duplicate harmless.
+
+Topology (declared by whoever connects; identical arguments on every side):
+  compute.<host>   quorum queue, jobs for one host (default exchange, routing key = name);
+                   declared by that host's agent only, so a job for an unknown host is
+                   unroutable (mandatory) and refused, not lost.
+  compute.fleet    topic exchange: event.<host> -> fleet.events (quorum, single active
+                   consumer: one controller applies them in order), heartbeat.<host> ->
+                   fleet.heartbeats (quorum, bounded, old heartbeats expire).
+  compute.dlx      fanout exchange -> compute.dead (quorum): invalid messages, and jobs
+                   delivered JOB_DELIVERY_LIMIT times without their handler succeeding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
+
+from agent.config import AmqpConfig
+from agent.errors import BusClosed, ConfigError, JobUnroutable, Unroutable
+from agent.model.fleet import EventMessage, Heartbeat, InvalidMessage, JobMessage, _Wire, decode, encode
+
+log = structlog.get_logger("agent.amqp")
+
+FLEET_EXCHANGE = "compute.fleet"
+DEAD_LETTER_EXCHANGE = "compute.dlx"
+DEAD_LETTER_QUEUE = "compute.dead"
+EVENTS_QUEUE = "fleet.events"
+HEARTBEATS_QUEUE = "fleet.heartbeats"
+JOB_DELIVERY_LIMIT = 20  # then the job is dead-lettered (a poison job must not loop forever)
+HANDLER_RETRY_DELAY_S = 1.0  # a failed handler's message goes back after this
+HEARTBEAT_TTL_MS = 60_000  # a heartbeat nobody read within a minute says nothing anymore
+HEARTBEATS_MAX = 10_000
+PUBLISH_TIMEOUT_S = 30.0  # a confirm that never comes: treat as lost and send again
+RETRY_PAUSE_S = (0.05, 2.0)  # between publish attempts on a dying link: first, cap
+
+QUORUM = {"x-queue-type": "quorum"}
+DEAD_LETTERED = {**QUORUM, "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+                 "x-delivery-limit": JOB_DELIVERY_LIMIT}
+JOB_QUEUE_ARGS = DEAD_LETTERED
+EVENTS_QUEUE_ARGS = {**DEAD_LETTERED, "x-single-active-consumer": True}
+HEARTBEATS_QUEUE_ARGS = {**DEAD_LETTERED, "x-message-ttl": HEARTBEAT_TTL_MS,
+                         "x-max-length": HEARTBEATS_MAX, "x-overflow": "drop-head"}
+
+# What a lost connection or channel looks like from aio-pika/aiormq while publishing.
+LINK_ERRORS = (AMQPError, aiormq.exceptions.AMQPError, ChannelInvalidStateError, ConnectionError,
+               OSError, asyncio.TimeoutError)
+
+M = TypeVar("M", bound=_Wire)
+
+
+def job_queue(host: str) -> str:
+    return f"compute.{host}"
+
+
+def amqp_heartbeat(interval_s: int) -> int:
+    """The AMQP heartbeat timeout to negotiate so that a dead connection is noticed within
+    `interval_s`. aiormq sends a heartbeat every h/2 s and gives up on a peer silent for
+    (h + 1) * 3 s, checked every h/2 s: that is at most interval_s when
+    h <= (interval_s - 3) / 3.5 (h = 2 for the default 10 s). Never below 1 s (0 would
+    turn heartbeats off)."""
+    return max(1, int((interval_s - 3) / 3.5))
+
+
+def detection_window_s(heartbeat: int) -> float:
+    """How long aiormq takes at most to notice a silent peer with this AMQP heartbeat."""
+    return (heartbeat + 1) * 3 + max(1, heartbeat // 2)
+
+
+def _we_are_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (not a future inside aiormq)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+@dataclass(frozen=True)
+class AmqpSettings:
+    """What the bus needs: AmqpConfig with the password read and the host resolved."""
+
+    host: str  # this host's fleet name
+    broker_host: str
+    port: int
+    tls: bool
+    user: str
+    password: str = field(repr=False)
+    vhost: str
+    heartbeat_s: int = 10
+    prefetch: int = 8
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    max_pending_publishes: int = 1000
+
+    @classmethod
+    def from_config(cls, cfg: AmqpConfig, host: str) -> AmqpSettings:
+        parts = urlsplit(cfg.url)
+        try:
+            password = Path(cfg.password_file).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"amqp: cannot read password_file {cfg.password_file}: "
+                              f"{e.strerror}") from None
+        if not password:
+            raise ConfigError(f"amqp: password_file {cfg.password_file} is empty")
+        return cls(host=cfg.host or host, broker_host=parts.hostname or "",
+                   port=parts.port or (5671 if parts.scheme == "amqps" else 5672),
+                   tls=parts.scheme == "amqps", user=unquote(parts.username or ""), password=password,
+                   vhost=cfg.vhost, heartbeat_s=cfg.heartbeat_s, prefetch=cfg.prefetch,
+                   reconnect_initial_s=cfg.reconnect_initial_s, reconnect_max_s=cfg.reconnect_max_s,
+                   max_pending_publishes=cfg.max_pending_publishes)
+
+
+@dataclass(frozen=True)
+class _Link:
+    """One live connection's channel and exchanges; replaced as a whole on reconnect."""
+
+    channel: AbstractChannel
+    fleet: AbstractExchange
+
+    @property
+    def usable(self) -> bool:
+        return not self.channel.is_closed
+
+
+Starter = Callable[[_Link], Awaitable[None]]
+
+
+class AmqpBus:
+    """JobBus, FleetPublisher and FleetListener (agent/ports.py) on one RabbitMQ link."""
+
+    def __init__(self, settings: AmqpSettings) -> None:
+        self._s = settings
+        self._link: _Link | None = None
+        self._changed = asyncio.Event()  # set when the link comes up, or on close
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._starters: list[Starter] = []
+        self._starters_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(settings.max_pending_publishes)
+        self.connects = 0  # how many times a link came up (1 + reconnects)
+        # Deliveries settled: acked after the handler, requeued after it failed, dead-lettered.
+        self.settled = {"acked": 0, "requeued": 0, "dead_lettered": 0}
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        """Connect in the background (and reconnect forever); returns at once."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="amqp-link")
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        async with asyncio.timeout(timeout):
+            await self._usable_link()
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None and self._link.usable
+
+    async def close(self) -> None:
+        """Stop reconnecting and close the link; waiting publishers get BusClosed."""
+        self._closing = True
+        self._changed.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        delay = self._s.reconnect_initial_s
+        while not self._closing:
+            try:
+                await self._serve_one_connection()
+                delay = self._s.reconnect_initial_s  # it was up: start the backoff afresh
+                log.warning("amqp.connection_lost", host=self._s.host, broker=self._s.broker_host)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # anything the broker or network does: retry with backoff
+                log.warning("amqp.connect_failed", broker=self._s.broker_host,
+                            error=self._describe(e), retry_in_s=round(delay, 2))
+            if not self._closing:
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+                delay = min(delay * 2, self._s.reconnect_max_s)
+
+    async def _serve_one_connection(self) -> None:
+        """Connect, declare, start the consumers, publish the link; return when it is lost."""
+        connection = None
+        lost = asyncio.Event()
+        try:
+            connection = await aio_pika.connect(
+                host=self._s.broker_host, port=self._s.port, login=self._s.user,
+                password=self._s.password, virtualhost=self._s.vhost, ssl=self._s.tls,
+                timeout=max(5.0, self._s.heartbeat_s), heartbeat=amqp_heartbeat(self._s.heartbeat_s),
+                client_properties={"connection_name": f"compute-agent {self._s.host}"})
+            connection.close_callbacks.add(lambda *_: lost.set())
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            channel.close_callbacks.add(lambda *_: lost.set())
+            await channel.set_qos(prefetch_count=self._s.prefetch)
+            link = _Link(channel, await self._declare(channel))
+            async with self._starters_lock:
+                for start in self._starters:
+                    await start(link)
+                self._link = link
+            self.connects += 1
+            self._changed.set()
+            log.info("amqp.connected", host=self._s.host, broker=self._s.broker_host,
+                     vhost=self._s.vhost, amqp_heartbeat_s=amqp_heartbeat(self._s.heartbeat_s))
+            await lost.wait()
+        finally:
+            self._link = None
+            if not self._closing:  # close() set it to wake waiting publishers
+                self._changed.clear()
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+
+    def _describe(self, e: BaseException) -> str:
+        """An error's type and text without the password (some errors quote the URL)."""
+        return f"{type(e).__name__}: {e}".replace(self._s.password, "***")[:300]
+
+    async def _declare(self, channel: AbstractChannel) -> AbstractExchange:
+        kinds = aio_pika.ExchangeType
+        dlx = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, kinds.FANOUT, durable=True)
+        dead = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True, arguments=QUORUM)
+        await dead.bind(dlx)
+        fleet = await channel.declare_exchange(FLEET_EXCHANGE, kinds.TOPIC, durable=True)
+        events = await channel.declare_queue(EVENTS_QUEUE, durable=True, arguments=EVENTS_QUEUE_ARGS)
+        await events.bind(fleet, "event.*")
+        beats = await channel.declare_queue(HEARTBEATS_QUEUE, durable=True,
+                                            arguments=HEARTBEATS_QUEUE_ARGS)
+        await beats.bind(fleet, "heartbeat.*")
+        return fleet
+
+    async def _usable_link(self) -> _Link:
+        while True:
+            if self._closing:
+                raise BusClosed("the broker connection is closed")
+            link = self._link
+            if link is not None and link.usable:
+                return link
+            await self._changed.wait()
+            if self._link is None or not self._link.usable:
+                await asyncio.sleep(RETRY_PAUSE_S[0])  # the link task has not noticed yet
+
+    # --- publishing ---
+
+    async def _publish(self, message: _Wire, routing_key: str, *, fleet: bool, persistent: bool,
+                       mandatory: bool, message_id: str) -> None:
+        body = encode(message)
+        pause = RETRY_PAUSE_S[0]
+        async with self._slots:
+            while True:
+                link = await self._usable_link()
+                exchange = link.fleet if fleet else link.channel.default_exchange
+                try:
+                    await exchange.publish(
+                        aio_pika.Message(body, content_type="application/json", message_id=message_id,
+                                         type=type(message).__name__,
+                                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent
+                                         else aio_pika.DeliveryMode.NOT_PERSISTENT),
+                        routing_key, mandatory=mandatory, timeout=PUBLISH_TIMEOUT_S)
+                    return
+                except PublishError:
+                    raise Unroutable(f"no queue for routing key {routing_key}") from None
+                except DeliveryError:  # nacked: the broker could not take it now
+                    log.warning("amqp.publish_nacked", routing_key=routing_key, retry_in_s=pause)
+                except LINK_ERRORS as e:
+                    log.info("amqp.publish_retry", routing_key=routing_key, error=self._describe(e))
+                except asyncio.CancelledError:
+                    if _we_are_cancelled():
+                        raise
+                    # aiormq cancels a lost connection's pending confirms: not ours to obey.
+                    log.info("amqp.publish_retry", routing_key=routing_key, error="confirm lost")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_PAUSE_S[1])
+
+    async def publish_job(self, host: str, job: JobMessage) -> None:
+        try:
+            await self._publish(job, job_queue(host), fleet=False, persistent=True, mandatory=True,
+                                message_id=str(job.job_id))
+        except Unroutable:
+            raise JobUnroutable(f"host {host} has no job queue ({job_queue(host)})") from None
+
+    async def publish_event(self, event: EventMessage) -> None:
+        await self._publish(event, f"event.{event.host}", fleet=True, persistent=True,
+                            mandatory=True, message_id=f"{event.host}:{event.seq}")
+
+    async def publish_heartbeat(self, heartbeat: Heartbeat) -> None:
+        await self._publish(heartbeat, f"heartbeat.{heartbeat.host}", fleet=True, persistent=False,
+                            mandatory=False, message_id=f"{heartbeat.host}:{heartbeat.sent_at}")
+
+    # --- consuming ---
+
+    async def consume_jobs(self, handler: Callable[[JobMessage], Awaitable[None]]) -> None:
+        await self._consume(job_queue(self._s.host), JOB_QUEUE_ARGS, lambda _key: JobMessage, handler)
+
+    async def consume_fleet(self, handler: Callable[[EventMessage | Heartbeat], Awaitable[None]]) -> None:
+        await self._consume(EVENTS_QUEUE, EVENTS_QUEUE_ARGS, lambda _key: EventMessage, handler)
+        await self._consume(HEARTBEATS_QUEUE, HEARTBEATS_QUEUE_ARGS, lambda _key: Heartbeat, handler)
+
+    async def _consume(self, queue_name: str, arguments: dict[str, Any],
+                       kind_of: Callable[[str], type[M]], handler: Callable[[M], Awaitable[None]]) -> None:
+        """Consume `queue_name` now if connected, and again after every reconnect.
+        Deliveries are handled one at a time, in order (prefetch only fills the pipe)."""
+        in_order = asyncio.Lock()
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            async with in_order:
+                await self._deliver(queue_name, message, kind_of(message.routing_key or ""), handler)
+
+        async def start(link: _Link) -> None:
+            queue = await link.channel.declare_queue(queue_name, durable=True, arguments=arguments)
+            await queue.consume(deliver, no_ack=False)
+
+        async with self._starters_lock:
+            self._starters.append(start)
+            if self._link is not None and self._link.usable:
+                await start(self._link)
+
+    async def _deliver(self, queue: str, message: AbstractIncomingMessage, kind: type[M],
+                       handler: Callable[[M], Awaitable[None]]) -> None:
+        try:
+            decoded = decode(kind, message.body)
+        except InvalidMessage as e:
+            # The reason names fields, never their content (a job may carry secrets).
+            log.warning("amqp.invalid_message_dead_lettered", queue=queue, reason=str(e),
+                        size=len(message.body), redelivered=message.redelivered)
+            await self._settle(message.reject(requeue=False), queue, "dead_lettered")
+            return
+        try:
+            await handler(decoded)
+        except Exception as e:
+            log.warning("amqp.handler_failed_requeued", queue=queue, kind=kind.__name__,
+                        job_id=str(getattr(decoded, "job_id", "")) or None,
+                        seq=getattr(decoded, "seq", None), error=type(e).__name__)
+            await asyncio.sleep(HANDLER_RETRY_DELAY_S)
+            await self._settle(message.nack(requeue=True), queue, "requeued")
+            return
+        await self._settle(message.ack(), queue, "acked")
+
+    async def _settle(self, settling: Awaitable[None], queue: str, outcome: str) -> None:
+        """Ack/nack/reject; on a lost link the broker redelivers (at least once)."""
+        try:
+            await settling
+        except (*LINK_ERRORS, asyncio.CancelledError) as e:
+            if isinstance(e, asyncio.CancelledError) and _we_are_cancelled():
+                raise
+            log.info("amqp.settle_lost", queue=queue, error=type(e).__name__)
+            return
+        self.settled[outcome] += 1
