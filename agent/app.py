@@ -18,7 +18,7 @@ import uvicorn
 from agent.adapters.folders import LocalFolders
 from agent.adapters.guestfs_appliance import kill_stale_appliances
 from agent.adapters.host_checks import host_checks
-from agent.adapters.http_guard import guarded_protocol
+from agent.adapters.http_guard import guarded_protocol, websocket_protocol
 from agent.adapters.image_catalog import WritableImageCatalog
 from agent.adapters.libvirt_eventloop import install_event_loop
 from agent.adapters.libvirt_events import LibvirtEventSource
@@ -88,10 +88,11 @@ class _Listener(uvicorn.Server):
 
 def _listener(app: Any, limits: HttpLimits) -> _Listener:
     """A listener with its own connection counts and bounds (agent/adapters/http_guard.py);
-    WebSockets (only the serial console route serves one) with small frames: keystrokes."""
+    WebSockets (only the serial console route serves one, its library loaded on the first)
+    with small frames: keystrokes."""
     return _Listener(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=5, http=guarded_protocol(limits),
-                                    ws="websockets", ws_max_size=64 * 1024, ws_max_queue=8,
+                                    ws=websocket_protocol, ws_max_size=64 * 1024, ws_max_queue=8,
                                     timeout_keep_alive=limits.keep_alive_s))
 
 

@@ -117,7 +117,8 @@ def memory(ctx: Context, domains: int, command: str) -> list[Figure]:
                target_on_agent=True, command=command, unit="MiB",
                notes=["VmRSS of the daemon process after `agent.ready` and a 2 s pause; the "
                       "floor imports agent.app (FastAPI, uvicorn, pydantic, libvirt, structlog; "
-                      "pyroute2, libguestfs and httpx load on first use) and does nothing. "
+                      "pyroute2, libguestfs, httpx, nftables, cryptography and websockets load on "
+                      "first use) and does nothing. "
                       "The daemon has the test image, so it warms an appliance at start "
                       "(libguestfs loaded)"]),
         Figure(key="memory-idle-anon", title="6. Daemon anonymous memory (RssAnon), idle",

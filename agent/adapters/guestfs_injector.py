@@ -197,16 +197,19 @@ def _set_root_hash(g: guestfs.GuestFS, password_hash: str) -> None:
                  mode=st["st_mode"] & 0o7777)
 
 
-def _inject_one(g: guestfs.GuestFS, root: str | None, req: InjectionRequest) -> InjectionResult:
+def _inject_one(g: guestfs.GuestFS, root: str | None, req: InjectionRequest,
+                mounted: bool = False) -> InjectionResult:
+    """`mounted`: the root is mounted read-write at / already (_mount_trusted_root)."""
     started = time.monotonic()
     if root is None:
         raise InjectionError("no recognisable root filesystem on the guest disk (is it a "
                              "Linux image with /etc/passwd?)")
     stamp = f"{time.time():.4f}"
-    for f in req.files:  # a name that cannot be backed up fails before anything is touched
-        backup_name(f.path, stamp)
-    g.mount(root, "/")
     try:
+        for f in req.files:  # a name that cannot be backed up fails before anything is touched
+            backup_name(f.path, stamp)
+        if not mounted:
+            g.mount(root, "/")
         backups: dict[str, str] = {}
         keys_added = 0
         if req.authorized_keys:  # before the files, as Nova injects (key, ..., files)
@@ -220,6 +223,22 @@ def _inject_one(g: guestfs.GuestFS, root: str | None, req: InjectionRequest) -> 
     return InjectionResult(disk=req.disk, written=tuple(f.path for f in req.files),
                            backups=backups, password_set=req.root_password_hash is not None,
                            keys_added=keys_added, seconds=time.monotonic() - started)
+
+
+def _mount_trusted_root(g: guestfs.GuestFS, candidate: str) -> bool:
+    """Mount `candidate` read-write at / if it holds /etc/passwd (else leave nothing
+    mounted): for a fresh overlay of a base whose root place is known, this replaces the
+    read-only probe and the second mount (~0.3 s of a ~1.3 s warm injection under TCG).
+    The disk is a copy of our own base that no guest has run, so a read-write mount of it
+    exposes nothing a read-only probe would have kept out."""
+    try:
+        g.mount(candidate, "/")
+    except RuntimeError:
+        return False
+    if g.is_file("/etc/passwd", followsymlinks=False):
+        return True
+    g.umount_all()
+    return False
 
 
 class _Layout:
@@ -331,6 +350,11 @@ class GuestfsInjector:
         for device, req in zip(devices, requests, strict=True):
             try:
                 hint = self.root_places.get(req.layout_key) if req.layout_key else None
+                if (hint is not None and req.fresh_overlay_of is not None
+                        and not req.guest_written
+                        and _mount_trusted_root(g, device + hint)):
+                    results.append(_inject_one(g, device + hint, req, mounted=True))
+                    continue
                 root = _hinted_root(g, device, hint)
                 if root is None:
                     root = _probe_root(g, layout.filesystems, layout.drive_of, device)

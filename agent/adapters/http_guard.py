@@ -244,3 +244,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if not self.transport.is_closing() and not self.pipeline:
             self._arm_head_timer()  # the next request's headers have this long from now
+
+
+def websocket_protocol(**kwargs: Any) -> asyncio.Protocol:
+    """uvicorn's WebSocket protocol (websockets), imported on the first upgrade: only the
+    serial console route serves one, and a daemon whose console is never opened then never
+    loads the websockets library (~1 MiB). Given to uvicorn as `ws`, in place of the class."""
+    from uvicorn.protocols.websockets.websockets_impl import WebSocketProtocol
+    return WebSocketProtocol(**kwargs)

@@ -22,8 +22,6 @@ import threading
 from ipaddress import IPv4Address
 from typing import Any
 
-import nftables
-
 from agent.errors import NetworkError
 from agent.model.network import MAC_RE, Port, is_tap_name
 
@@ -43,6 +41,8 @@ def _chain(tap: str) -> str:
 
 class NftPortGuard:
     def __init__(self) -> None:
+        # Imported here: only a daemon with a port_security network makes a guard.
+        import nftables
         self._nft = nftables.Nftables()
         self._nft.set_json_output(True)
         self._lock = threading.Lock()  # one libnftables context; calls come from threads

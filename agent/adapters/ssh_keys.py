@@ -9,11 +9,10 @@ import base64
 import binascii
 import hashlib
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from agent.model.keypair import GeneratedKey
+
+# pyca/cryptography (~1 MiB of the daemon's own memory) is imported on the first keypair
+# made or checked, not with the daemon: most daemons never handle one.
 
 RSA_BITS = 2048
 GENERATED_COMMENT = "Generated-by-Nova"  # what Nova's generated public keys end with
@@ -30,6 +29,8 @@ def md5_fingerprint(public_key: str) -> str:
 
 class CryptographySshKeys:
     def generate(self) -> GeneratedKey:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
         key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
         private = key.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.TraditionalOpenSSL,
@@ -39,6 +40,8 @@ class CryptographySshKeys:
         return GeneratedKey(public_key=f"{public} {GENERATED_COMMENT}", private_key=private)
 
     def fingerprint(self, public_key: str) -> str:
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
         try:
             serialization.load_ssh_public_key(public_key.strip().encode("utf-8"))
             return md5_fingerprint(public_key)

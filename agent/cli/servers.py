@@ -7,7 +7,6 @@ import sys
 import time
 from typing import Any
 
-from agent.cli import console
 from agent.cli.client import AgentClient, ApiError, add_connection_args
 
 LIST_COLUMNS = ("id", "name", "status", "progress", "image", "flavor")
@@ -133,6 +132,9 @@ def run(args: argparse.Namespace, client: AgentClient) -> int:
             wait_for(client, args.id, {"DELETED", "ERROR"})
     elif args.action == "console":
         client.get_server(args.id)  # 404 for another project's server, before attaching
+        # Here, not at the top: `python -m agent serve` goes through this package, and the
+        # daemon need not hold the websockets client (~1 MiB) for a command it never runs.
+        from agent.cli import console
         return console.attach(console.open_console(args.id, client.socket_path, args.url,
                                                    client.token))
     elif args.action == "set":

@@ -57,9 +57,23 @@ def read_back(virt_type, disk: Path, path: str) -> bytes:
         g.close()
 
 
-def request(disk: Path, text: bytes) -> InjectionRequest:
-    return InjectionRequest(disk=disk, layout_key=KEY,
+def request(disk: Path, text: bytes, fresh_of: Path | None = None) -> InjectionRequest:
+    return InjectionRequest(disk=disk, layout_key=KEY, fresh_overlay_of=fresh_of,
                             files=(InjectedFile(path="/etc/motd", contents=text),))
+
+
+@pytest.fixture
+def ro_mounts(monkeypatch) -> list[str]:
+    """The filesystems the injector's appliances mounted read-only (its root probes)."""
+    calls: list[str] = []
+
+    def counting_handle(virt_type):
+        g = new_handle(virt_type)
+        real = g.mount_ro
+        g.mount_ro = lambda fs, where: calls.append(fs) or real(fs, where)
+        return g
+    monkeypatch.setattr(guestfs_injector, "new_handle", counting_handle)
+    return calls
 
 
 def test_a_second_disk_of_a_base_is_injected_without_listing_filesystems(
@@ -83,4 +97,31 @@ def test_a_remembered_place_without_a_root_falls_back_to_probing(overlays, listi
     assert not isinstance(result, Exception), result
     assert len(listings) == 1
     assert injector.root_places[KEY] != "7"
+    assert read_back(virt_type, disk, "/etc/motd") == b"probed\n"
+
+
+def test_a_fresh_overlay_of_a_base_is_mounted_at_its_known_place_without_a_read_only_probe(
+        overlays, ro_mounts, virt_type, tmp_path):
+    injector = GuestfsInjector(virt_type)
+    base = tmp_path / "base.qcow2"
+    assert not isinstance(injector.inject([request(overlays("first"), b"one\n", base)])[0],
+                          Exception)
+    probes = len(ro_mounts)
+    assert probes >= 1  # the first disk of the base was probed
+
+    second = overlays("second")
+    result = injector.inject([request(second, b"two\n", base)])[0]
+    assert not isinstance(result, Exception), result
+    assert len(ro_mounts) == probes
+    assert read_back(virt_type, second, "/etc/motd") == b"two\n"
+
+
+def test_a_fresh_overlay_whose_known_place_is_wrong_is_probed_and_injected(
+        overlays, ro_mounts, virt_type, tmp_path):
+    injector = GuestfsInjector(virt_type)
+    injector.root_places[KEY] = "7"  # no partition 7 on this disk
+    disk = overlays("wrong")
+    result = injector.inject([request(disk, b"probed\n", tmp_path / "base.qcow2")])[0]
+    assert not isinstance(result, Exception), result
+    assert len(ro_mounts) >= 1 and injector.root_places[KEY] != "7"
     assert read_back(virt_type, disk, "/etc/motd") == b"probed\n"

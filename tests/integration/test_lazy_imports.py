@@ -1,0 +1,58 @@
+"""An idle daemon holds only the libraries its configuration uses (issue 15: its memory):
+what the daemon's start imports (`python -m agent ... serve` goes through agent.cli, then
+agent.app and a listener's uvicorn config) leaves out the libraries of features used
+later or never: the console's WebSockets, keypairs' cryptography, port_security's
+nftables, networks' pyroute2, injection's libguestfs, webhooks' httpx. Each check runs in
+a fresh interpreter (a subprocess: this one has imported them all)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+LOADED_LATER = ("websockets", "cryptography", "nftables", "pyroute2", "guestfs", "httpx")
+
+_DAEMON_START = """
+import json, sys
+import agent.cli, agent.app
+from agent.config import HttpLimits
+agent.app._listener(object(), HttpLimits()).config.load()
+print(json.dumps(sorted(m for m in {names} if m in sys.modules)))
+"""
+
+
+def _loaded_after(code: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=REPO, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_the_daemons_start_does_not_import_the_libraries_of_features_not_used_yet():
+    assert _loaded_after(_DAEMON_START.format(names=LOADED_LATER)) == []
+
+
+def test_the_console_websocket_protocol_is_uvicorns_loaded_on_the_first_upgrade():
+    code = """
+import json, sys
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+from agent.adapters.http_guard import websocket_protocol
+config = Config(object(), ws=websocket_protocol)
+config.load()
+before = "websockets" in sys.modules
+proto = websocket_protocol(config=config, server_state=ServerState(), app_state={})
+print(json.dumps([before, type(proto).__module__, "websockets" in sys.modules]))
+"""
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=REPO, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == [
+        False, "uvicorn.protocols.websockets.websockets_impl", True]
+
