@@ -15,7 +15,6 @@ from agent.core.flavors import FlavorCatalog
 from agent.core.guest_layout import InstanceFiles
 from agent.core.netplumbing import NetworkPlumbing
 from agent.errors import DomainNotFound, HypervisorUnavailable
-from agent.model.domain import InterfaceSpec
 from agent.model.host import VirtType
 from agent.model.job import Job
 from agent.model.server import Fault, Server
@@ -79,13 +78,13 @@ class WorkflowDeps:
     instances_dir: Path
     base_dir: Path
     virt_type: VirtType
+    # Bridges, taps and DHCP for the servers' ports (a host without networks plugs none).
+    network: NetworkPlumbing
     on_checkpoint: CheckpointHook = field(default=lambda job, step: None)
     # Called before a step is recorded (its work is done, not yet recorded); tests use it
     # to kill the daemon in a step that then never advances.
     before_checkpoint: CheckpointHook = field(default=lambda job, step: None)
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    # Bridges, taps and DHCP for the servers' ports (None: no networking on this host).
-    network: NetworkPlumbing | None = None
 
     def fault(self, code: int, message: str) -> Fault:
         return Fault(code=code, message=message, created=self.now())
@@ -116,14 +115,6 @@ class WorkflowDeps:
         assert server is not None, f"job {job.id} for a server that does not exist"
         return server
 
-    async def plug(self, server_id: UUID) -> None:
-        """The server's taps plugged (idempotent; they vanish with a host reboot)."""
-        if self.network is not None:
-            await self.network.plug_server(server_id)
-
-    def interfaces(self, server_id: UUID) -> tuple[InterfaceSpec, ...]:
-        return self.network.interfaces(server_id) if self.network is not None else ()
-
     async def tear_down_guest(self, server_id: UUID) -> None:
         """Destroy and undefine the domain, remove the guest's files, unplug its taps and
         release its ports (the user's are detached and kept). Idempotent."""
@@ -131,5 +122,4 @@ class WorkflowDeps:
             await self.blocking(self.hypervisor.destroy, server_id)
         await self.blocking(self.hypervisor.undefine, server_id)
         await self.blocking(self.disks.remove_tree, self.files(server_id).dir)
-        if self.network is not None:  # taps, leases, and the ports the agent made for it
-            await self.network.release_server(server_id)
+        await self.network.release_server(server_id)  # taps, leases, the agent's ports

@@ -90,7 +90,7 @@ class CreateWorkflow(StepWorkflow):
 
     async def _domain(self, run: Run) -> Outcome:
         d, server = self.deps, run.server
-        await d.plug(server.id)
+        await d.network.plug_server(server.id)
         # defineXML is idempotent for one uuid; libvirtd may be restarting
         await d.patiently(d.hypervisor.define, self.ops.spec(server))
         return Outcome({"progress": PROGRESS["domain"]})

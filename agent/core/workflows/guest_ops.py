@@ -115,7 +115,7 @@ class GuestOps:
         spec = build_domain_spec(server.id, image, flavor, d.files(server.id), d.virt_type, metadata={
             "server_id": str(server.id), "project_id": server.project_id,
             "flavor_id": flavor.id, "image_id": str(image.uuid)},
-            interfaces=d.interfaces(server.id))
+            interfaces=d.network.interfaces(server.id))
         return spec if disks is None else spec.model_copy(update={"disks": disks})
 
     async def define(self, server: Server, **kw: Any) -> None:
@@ -124,7 +124,7 @@ class GuestOps:
     async def boot(self, server_id: UUID) -> None:
         """Start the guest (taps plugged first: they vanish with a host reboot) unless it
         runs, and wait until libvirt says it runs."""
-        await self.deps.plug(server_id)
+        await self.deps.network.plug_server(server_id)
         await self.start(server_id)
         await self.wait_running(server_id)
 
