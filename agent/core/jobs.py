@@ -27,13 +27,14 @@ log = structlog.get_logger("agent.jobs")
 
 # A job whose daemon died under it this many times at the same step (the step never
 # advanced) is failed instead of being tried again, so a poison job cannot crash-loop.
-# Only tries at the step that was running count (a checkpoint starts the count again), and
+# Only tries at the step that was running count (a step recorded starts the count again), and
 # each try after a death waits RETRY_BACKOFF_S * 2**(deaths - 1) first, before it counts:
 # a daemon restarted (or killed) while the job waits its turn is no evidence against it.
 # So an operator's restarts closer than the last wait (16 s) can never fail a build, while
 # a step that kills the daemon every time is failed after ~31 s of waits.
 MAX_ATTEMPTS = 6
 RETRY_BACKOFF_S = 1.0
+
 
 class Workflow(Protocol):
     """A job kind's steps (named as its declaration in agent/model/workflows.py has them)
