@@ -8,7 +8,6 @@ a writer takes the write lock up front and never fails half-way on a lock upgrad
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -21,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 from agent.adapters import sqlite_keypairs, sqlite_ports
+from agent.adapters.sqlite_job_life import JobLife
 from agent.adapters.sqlite_schema import migrate
 from agent.errors import InvalidInput, ServerNotFound, StoreError
 from agent.model.job import Job, JobStatus, StatusEvent
@@ -34,8 +34,6 @@ from agent.ports import (
     check_change_keys,
     check_expect,
     check_new_server,
-    check_task,
-    job_advanced,
 )
 
 _BUSY_TIMEOUT_S = 5.0
@@ -171,7 +169,7 @@ def read_server_ids(path: Path) -> set[UUID]:
         conn.close()
 
 
-class SqliteStore:
+class SqliteStore(JobLife):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
@@ -408,7 +406,7 @@ class SqliteStore:
             self._scrub_wal()
         return stored
 
-    # -- a job's life (see Store): the public ones are async, each one transaction -------
+    # -- for the job runner's writes (sqlite_job_life.JobLife) ----------------------------
 
     def _load_job(self, conn: sqlite3.Connection, job_id: UUID) -> Job:
         row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
@@ -416,7 +414,7 @@ class SqliteStore:
             raise StoreError(f"job {job_id} not found")
         return _row_job(row)
 
-    def _write_job(self, conn: sqlite3.Connection, old: Job, new: Job) -> Job:
+    def _write_job(self, conn: sqlite3.Connection, new: Job) -> Job:
         conn.execute(_UPDATE_JOB, _job_params(new))
         return self._load_job(conn, new.id)
 
@@ -424,67 +422,8 @@ class SqliteStore:
         if old.payload and not new.payload:
             self._scrub_wal()
 
-    async def start_job(self, job_id: UUID) -> Job:
-        return await asyncio.to_thread(self._start_job_sync, job_id)
-
-    def _start_job_sync(self, job_id: UUID) -> Job:
-        with self._tx("start job", write=True) as conn:
-            old = self._load_job(conn, job_id)
-            return self._write_job(conn, old, old.model_copy(update={
-                "status": JobStatus.RUNNING, "attempts": old.attempts + 1, "updated_at": _now()}))
-
-    async def advance(self, job: Job, step: str, server_changes: dict[str, Any] | None,
-                      expect_task_state: TaskState | None, *, cause: str = "",
-                      end: bool = False) -> Job:
-        return await asyncio.to_thread(self._advance_sync, job, step, server_changes,
-                                       expect_task_state, cause, end)
-
-    def _advance_sync(self, job: Job, step: str, server_changes: dict[str, Any] | None,
-                      expect_task_state: TaskState | None, cause: str, end: bool) -> Job:
-        check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
-        with self._tx("advance job", write=True) as conn:
-            current = self._load(conn, job.server_id)
-            check_task(current, expect_task_state)
-            if server_changes:
-                self._change(conn, current, server_changes, cause or step)
-            old = self._load_job(conn, job.id)
-            stored = self._write_job(conn, old, job_advanced(
-                old, step, _now(), JobStatus.SUCCEEDED if end else None))
-        self._after_job_write(old, stored)
-        return stored
-
-    async def end_job(self, job_id: UUID, status: JobStatus, *, error: str = "",
-                      server_changes: dict[str, Any] | None = None,
-                      expect_task_state: TaskState | None = None, cause: str = "") -> Job:
-        return await asyncio.to_thread(self._end_job_sync, job_id, status, error,
-                                       server_changes, expect_task_state, cause)
-
-    def _end_job_sync(self, job_id: UUID, status: JobStatus, error: str,
-                      server_changes: dict[str, Any] | None,
-                      expect_task_state: TaskState | None, cause: str) -> Job:
-        check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
-        with self._tx("end job", write=True) as conn:
-            old = self._load_job(conn, job_id)
-            if server_changes:
-                current = self._load(conn, old.server_id)
-                if current.task_state is expect_task_state:
-                    self._change(conn, current, server_changes, cause or status.value)
-            stored = self._write_job(conn, old, old.model_copy(update={
-                "status": status, "error": error, "payload": {}, "updated_at": _now()}))
-        self._after_job_write(old, stored)
-        return stored
-
-    async def pause_job(self, job_id: UUID) -> Job | None:
-        return await asyncio.to_thread(self._pause_job_sync, job_id)
-
-    def _pause_job_sync(self, job_id: UUID) -> Job | None:
-        with self._tx("pause job", write=True) as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
-            if row is None:
-                return None
-            old = _row_job(row)
-            return self._write_job(conn, old, old.model_copy(update={
-                "attempts": max(0, old.attempts - 1), "updated_at": _now()}))
+    def _check_server_changes(self, changes: dict[str, Any]) -> None:
+        check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
 
     def _scrub_wal(self) -> None:
         """After a payload was cleared: its old bytes are zeroed in the database (secure_delete)
