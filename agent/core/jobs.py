@@ -88,7 +88,7 @@ class JobRunner:
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop taking jobs; running ones are cancelled at their next await and stay
-        'running' in the store, to be resumed from their checkpoint on the next start."""
+        'running' in the store, to be resumed after their last recorded step on the next start."""
         self._closing = True
         tasks = list(self._active.values())
         for task in tasks:

@@ -2,7 +2,7 @@
 defined) -> started -> running, each step recorded with its progress.
 
 Steps are idempotent given the ones before them, so a restarted daemon resumes after the
-last checkpoint; the disk and the injection into it count as one unit (a half-injected
+last step recorded; the disk and the injection into it count as one unit (a half-injected
 disk is made again from its base, never injected twice). Any failure tears the guest down
 and leaves the server in ERROR with a fault; nothing half-made stays behind.
 """
@@ -60,7 +60,7 @@ def injection_request(job: Job, disk: Path, base: Path | None = None,
 def batch_group(job: Job) -> BatchGroup | None:
     """The multi-create this build is one of, to be injected with the others; none for a
     resumed build (the others may be past their injection: nobody to wait for). Read at
-    the job's start: a checkpoint counts tries afresh."""
+    the job's start: a step recorded counts tries afresh."""
     batch = job.payload.get("batch")
     if not batch or job.attempts > 1:
         return None
