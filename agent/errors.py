@@ -52,6 +52,11 @@ class StaleServer(AgentError):
     """A compare-and-set update found the server in another state than expected."""
 
 
+class TakenOver(StaleServer):
+    """A job's step found its server under another task than the job's own (a later job,
+    a delete, took it over): nothing was recorded, and the job stops."""
+
+
 class StoreError(AgentError):
     """The database could not be read or written (disk full, locked, corrupt)."""
 

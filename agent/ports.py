@@ -11,12 +11,12 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.errors import InjectionError, StaleServer
+from agent.errors import InjectionError, StaleServer, TakenOver
 from agent.model.domain import DomainSpec, PowerState
 from agent.model.fleet import EventMessage, Heartbeat, JobMessage
 from agent.model.image import Image
 from agent.model.injection import InjectionRequest, InjectionResult
-from agent.model.job import Job, StatusEvent
+from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.keypair import GeneratedKey, Keypair
 from agent.model.network import DhcpHost, Network, Port
 from agent.model.server import Server
@@ -51,6 +51,25 @@ def check_expect(current: Server, expect: ServerExpectation | None) -> None:
         raise StaleServer(
             f"server {current.id} is vm_state={current.vm_state}, task_state={current.task_state}"
             f" (expected vm_state={expect.vm_state}, task_state={expect.task_state})")
+
+
+def check_task(current: Server, expect_task_state: TaskState | None) -> None:
+    """TakenOver unless the server still carries the task the job runs under."""
+    if current.task_state is not expect_task_state:
+        raise TakenOver(f"server {current.id} is now task_state={current.task_state} "
+                        f"(the job runs under {expect_task_state})")
+
+
+def job_advanced(job: Job, step: str, now: datetime, end: JobStatus | None = None,
+                 error: str = "") -> Job:
+    """The job with `step` recorded: a step done starts the try count again (this run is
+    the first try at the next one); with `end`, ended and its payload cleared."""
+    changes: dict[str, Any] = {"step": step, "updated_at": now}
+    if step != job.step:
+        changes["attempts"] = 1
+    if end is not None:
+        changes.update(status=end, error=error, payload={})
+    return Job.model_validate({**job.model_dump(), **changes})
 
 
 class NewServer(NamedTuple):
@@ -118,6 +137,22 @@ class Disks(Protocol):
         ...
     def remove_tree(self, path: Path) -> None:
         """Remove a guest's folder and everything in it; a missing folder is fine."""
+        ...
+    def fingerprint(self, path: Path) -> tuple[int, int]:
+        """(size, mtime in ns) of a file: what a cached base is keyed by."""
+        ...
+    def exists(self, path: Path) -> bool: ...
+    def remove_file(self, path: Path) -> None:
+        """Remove a file; a missing one is fine."""
+        ...
+    def replace(self, source: Path, dest: Path) -> None:
+        """Rename `source` to `dest` (atomically, replacing it)."""
+        ...
+    def write_record(self, path: Path, record: dict[str, Any]) -> None:
+        """A small JSON record, written to a temp name, fsynced and renamed."""
+        ...
+    def read_record(self, path: Path) -> dict[str, Any] | None:
+        """The record, or None when it is missing or unreadable."""
         ...
 
 
@@ -251,6 +286,33 @@ class Store(Protocol):
         ...
 
     def get_job(self, job_id: UUID) -> Job | None: ...
+
+    # -- a job's life, as the job runner records it (each one transaction) -------------
+    async def start_job(self, job_id: UUID) -> Job:
+        """A try of the job begins: status running, attempts + 1."""
+        ...
+
+    async def advance(self, job: Job, step: str, server_changes: dict[str, Any] | None,
+                      expect_task_state: TaskState | None, *, cause: str = "",
+                      end: bool = False) -> Job:
+        """Record `step` done, in one transaction with a compare-and-set: only if the
+        server still carries `expect_task_state` (else TakenOver, nothing written), the
+        job's step (its try count back to 1 when the step is new), `server_changes` and
+        their status event; with `end`, the job SUCCEEDED too, its payload cleared."""
+        ...
+
+    async def end_job(self, job_id: UUID, status: JobStatus, *, error: str = "",
+                      server_changes: dict[str, Any] | None = None,
+                      expect_task_state: TaskState | None = None, cause: str = "") -> Job:
+        """End the job (status, error, payload cleared) and, in the same transaction,
+        apply `server_changes` if the server still carries `expect_task_state` (skipped
+        if not: the server is a later job's now)."""
+        ...
+
+    async def pause_job(self, job_id: UUID) -> Job | None:
+        """Give the current try back (attempts - 1, never below 0): a clean stop is no
+        death under the job. None if there is no such job."""
+        ...
 
     def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job: ...
 

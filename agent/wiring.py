@@ -55,7 +55,7 @@ from agent.model.requests import RequestContext
 
 log = structlog.get_logger("agent.app")
 
-# Fault injection for the crash-safety tests: "create:disk" kills the daemon (as kill -9
+# Fault injection for the crash-safety tests: "create:domain" kills the daemon (as kill -9
 # would) right after that checkpoint is committed. Never set in production.
 CRASH_AT_ENV = "COMPUTE_AGENT_TEST_CRASH_AT"
 # "create:injected" kills it every time that step's work is done, before its checkpoint:

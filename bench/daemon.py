@@ -27,7 +27,7 @@ from bench.timing import poll
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 POLL_S = 0.1
-CHECKPOINTS = (20, 40, 60, 80, 100)  # progress values of the create workflow's steps
+CHECKPOINTS = (40, 60, 80, 100)  # progress values of the create workflow's steps
 
 
 def _free_port() -> int:

@@ -37,7 +37,7 @@ from bench.timing import Stopwatch, median, poll, summary
 VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
 ONE_TIMEOUT_S = 300
 MANY_TIMEOUT_S = 900
-STEP_NAMES = {20: "disk", 40: "injected", 60: "defined", 80: "started"}
+STEP_NAMES = {40: "injected", 60: "defined", 80: "started"}  # create.PROGRESS
 
 
 def _created(api: httpx.Client, ctx: Context, name: str,

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 from agent.errors import DiskError, InvalidInput
 
@@ -31,8 +32,9 @@ class QemuImgDisks:
     def create_overlay(self, base: Path, base_format: str, dest: Path, size_gib: int) -> None:
         """A qcow2 overlay backed by `base`, grown to `size_gib` if that is larger than
         the base (0 keeps the base's size). Written to a temp name and renamed, so a
-        crash never leaves a half-made disk under the final name."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        crash never leaves a half-made disk under the final name. Makes dest's folder
+        (0755: QEMU runs unprivileged and must reach the disk)."""
+        dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".tmp")
         tmp.unlink(missing_ok=True)
         args = ["create", "-q", "-f", "qcow2", "-F", base_format, "-b", str(base), str(tmp)]
@@ -96,6 +98,32 @@ class QemuImgDisks:
         shutil.rmtree(path, ignore_errors=True)
         if path.exists():
             raise DiskError(f"could not remove {path}")
+
+    def fingerprint(self, path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns
+
+    def exists(self, path: Path) -> bool:
+        return path.exists()
+
+    def remove_file(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def replace(self, source: Path, dest: Path) -> None:
+        source.replace(dest)
+
+    def write_record(self, path: Path, record: dict[str, Any]) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record, sort_keys=True))
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        tmp.rename(path)
+
+    def read_record(self, path: Path) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return None
 
 
 # qemu-img on a file someone brought runs with limits, as Nova runs it: a crafted image

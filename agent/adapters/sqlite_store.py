@@ -20,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 from agent.adapters import sqlite_keypairs, sqlite_ports
+from agent.adapters.sqlite_job_life import JobLife
 from agent.adapters.sqlite_schema import migrate
 from agent.errors import InvalidInput, ServerNotFound, StoreError
 from agent.model.job import Job, JobStatus, StatusEvent
@@ -168,7 +169,7 @@ def read_server_ids(path: Path) -> set[UUID]:
         conn.close()
 
 
-class SqliteStore:
+class SqliteStore(JobLife):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
@@ -395,6 +396,25 @@ class SqliteStore:
         if old.payload and not new.payload:
             self._scrub_wal()
         return stored
+
+    # -- for the job runner's writes (sqlite_job_life.JobLife) ----------------------------
+
+    def _load_job(self, conn: sqlite3.Connection, job_id: UUID) -> Job:
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
+        if row is None:
+            raise StoreError(f"job {job_id} not found")
+        return _row_job(row)
+
+    def _write_job(self, conn: sqlite3.Connection, new: Job) -> Job:
+        conn.execute(_UPDATE_JOB, _job_params(new))
+        return self._load_job(conn, new.id)
+
+    def _after_job_write(self, old: Job, new: Job) -> None:
+        if old.payload and not new.payload:
+            self._scrub_wal()
+
+    def _check_server_changes(self, changes: dict[str, Any]) -> None:
+        check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
 
     def _scrub_wal(self) -> None:
         """After a payload was cleared: its old bytes are zeroed in the database (secure_delete)

@@ -10,24 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 import structlog
 
 from agent.core.metrics import Metrics
-from agent.core.workflows import actions, create, delete
-from agent.core.workflows.base import Interrupted, WorkflowDeps
-from agent.errors import AgentError, JobAbandoned
+from agent.core.workflows.base import Run, Step, WorkflowDeps
+from agent.errors import AgentError, JobAbandoned, TakenOver
 from agent.model.job import Job, JobKind, JobStatus
 from agent.model.server import Server
-from agent.model.states import TaskState, VmState
+from agent.model.states import VmState
+from agent.model.workflows import WORKFLOWS, DeclaredWorkflow, FailureOutcome
 
 log = structlog.get_logger("agent.jobs")
 
 # A job whose daemon died under it this many times at the same step (the step never
 # advanced) is failed instead of being tried again, so a poison job cannot crash-loop.
-# Only tries at the step that was running count (a checkpoint starts the count again), and
+# Only tries at the step that was running count (a step recorded starts the count again), and
 # each try after a death waits RETRY_BACKOFF_S * 2**(deaths - 1) first, before it counts:
 # a daemon restarted (or killed) while the job waits its turn is no evidence against it.
 # So an operator's restarts closer than the last wait (16 s) can never fail a build, while
@@ -35,19 +35,13 @@ log = structlog.get_logger("agent.jobs")
 MAX_ATTEMPTS = 6
 RETRY_BACKOFF_S = 1.0
 
-# The task(s) a job's server carries while the job works on it, the last checkpoint of
-# each kind, and the vm_states its success may leave.
-OWN_TASK: dict[JobKind, frozenset[TaskState]] = {
-    JobKind.CREATE: frozenset({TaskState.SPAWNING}), JobKind.DELETE: frozenset({TaskState.DELETING}),
-    **actions.OWN_TASKS}
-FINAL_STEP = {JobKind.CREATE: create.STEPS[-1], JobKind.DELETE: delete.STEPS[-1], **actions.FINAL_STEPS}
-DONE_STATE: dict[JobKind, frozenset[VmState]] = {
-    JobKind.CREATE: frozenset({VmState.ACTIVE}), JobKind.DELETE: frozenset({VmState.DELETED}),
-    **actions.DONE_STATES}
-
 
 class Workflow(Protocol):
-    async def run(self, job: Job) -> None: ...
+    """A job kind's steps (named as its declaration in agent/model/workflows.py has them)
+    and the server's changes when it fails."""
+
+    def steps(self) -> Mapping[str, Step]: ...
+    async def settle_failure(self, job: Job, server: Server, message: str) -> dict[str, Any]: ...
 
 
 def safe_message(error: BaseException) -> str:
@@ -94,7 +88,7 @@ class JobRunner:
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop taking jobs; running ones are cancelled at their next await and stay
-        'running' in the store, to be resumed from their checkpoint on the next start."""
+        'running' in the store, to be resumed after their last recorded step on the next start."""
         self._closing = True
         tasks = list(self._active.values())
         for task in tasks:
@@ -112,32 +106,12 @@ class JobRunner:
         finally:
             self._active.pop(server_id, None)
 
-    @staticmethod
-    def ended_before_restart(job: Job, server: Server) -> tuple[JobStatus, str] | None:
-        """How a job ended whose last server change was committed but the job's own end
-        was not (the daemon died between the two transactions: after a final checkpoint,
-        or in _fail); None while it still has work to do. A resumed job must not run
-        again then: a create would count its own ACTIVE as a takeover and be cancelled,
-        a delete would stamp a new deleted_at."""
-        if server.task_state is not None:
-            return None  # its own task still in flight, or a later job's: the workflow decides
-        if server.vm_state in DONE_STATE[job.kind] or job.step == FINAL_STEP[job.kind]:
-            return JobStatus.SUCCEEDED, ""
-        if server.vm_state is VmState.ERROR:
-            return JobStatus.FAILED, server.fault.message if server.fault else "failed"
-        return None
-
     async def _run(self, job: Job) -> None:
         bound = log.bind(job_id=str(job.id), server_id=str(job.server_id), kind=job.kind.value)
-        ended = self.ended_before_restart(job, self.deps.current(job))
-        if ended is not None:
-            status, error = ended
-            bound.info("job.ended_before_restart", status=status.value, step=job.step or "-")
-            self.store.update_job(job.id, {"status": status, "error": error, "payload": {}})
-            return
+        declared = WORKFLOWS[job.kind]
         if job.attempts >= MAX_ATTEMPTS:
             bound.error("job.abandoned", attempts=job.attempts, step=job.step)
-            await self._fail(job, JobAbandoned(
+            await self._fail(job, declared, JobAbandoned(
                 f"{job.kind.value} abandoned after {job.attempts} attempts at step "
                 f"'{job.step or 'start'}'"))
             return
@@ -146,53 +120,75 @@ class JobRunner:
             bound.info("job.retry_backoff", step=job.step or "-", deaths=job.attempts,
                        delay_s=delay)
             await asyncio.sleep(delay)
-        job = self.store.update_job(job.id, {"status": JobStatus.RUNNING,
-                                             "attempts": job.attempts + 1})
+        job = await self.store.start_job(job.id)
         bound.info("job.started", step=job.step or "-", attempt=job.attempts)
         try:
-            await self.metrics.timed_job(job.kind, self.workflows[job.kind].run(job))
-        except Interrupted as e:
+            await self.metrics.timed_job(job.kind, self._steps(job, declared))
+        except TakenOver as e:
             bound.info("job.interrupted", reason=str(e))
-            self.store.update_job(job.id, {"status": JobStatus.CANCELLED,
-                                           "error": "interrupted by a later request",
-                                           "payload": {}})
+            await self.store.end_job(job.id, JobStatus.CANCELLED,
+                                     error="interrupted by a later request")
             return
         except asyncio.CancelledError:
             bound.info("job.paused", reason="agent stopping")
             # A clean stop is not a death under the job: give the attempt back, or a few
-            # restarts during a long build would abandon it as a poison job. (Read again:
-            # a checkpoint since the start counted this try afresh at its new step.)
+            # restarts during a long build would abandon it as a poison job.
             with contextlib.suppress(AgentError):
-                now = self.store.get_job(job.id)
-                if now is not None:
-                    self.store.update_job(job.id, {"attempts": max(0, now.attempts - 1)})
+                await asyncio.shield(self.store.pause_job(job.id))
             raise
         except Exception as e:  # any failure ends in a fault, never a stuck server
             bound.error("job.failed", error=safe_message(e), exc_type=type(e).__name__)
-            await self._fail(job, e)
+            await self._fail(job, declared, e)
             return
-        self.store.update_job(job.id, {"status": JobStatus.SUCCEEDED, "payload": {}})
         bound.info("job.succeeded")
 
-    async def _fail(self, job: Job, error: BaseException) -> None:
+    async def _steps(self, job: Job, declared: DeclaredWorkflow) -> None:
+        """Skip the steps the job has recorded; run each one left and record it (with the
+        server's changes, if its server still carries the job's task: else TakenOver).
+        The final step ends the job in the same transaction."""
+        left = declared.steps_left(job.step)
+        if not left:  # its final step recorded, its end not (a database from before the
+            await self.store.end_job(job.id, JobStatus.SUCCEEDED)  # two were one commit)
+            return
+        server = self.deps.current(job)
+        if server.task_state not in declared.tasks:
+            raise TakenOver(f"server now {server.task_state}")
+        run = Run(job=job, server=server, task=server.task_state)
+        steps = self.workflows[job.kind].steps()
+        for step in left:
+            outcome = await steps[step](run)
+            final = step == declared.final_step or (outcome is not None and outcome.finish)
+            name = declared.final_step if final else step
+            self.deps.before_checkpoint(run.job, name)
+            run.job = await self.store.advance(
+                run.job, name, outcome.changes if outcome else None, run.task,
+                cause=(outcome.cause if outcome else "") or name, end=final)
+            run.done.append(name)
+            self.deps.on_checkpoint(run.job, name)
+            if final:
+                return
+
+    async def _fail(self, job: Job, declared: DeclaredWorkflow, error: BaseException) -> None:
+        """The job FAILED and, if its server still carries its task, the server's failure
+        outcome (as declared), in one transaction."""
         message = safe_message(error)
         server = self.deps.current(job)
-        if server.task_state in OWN_TASK[job.kind]:
-            if job.kind is JobKind.CREATE:
+        changes: dict[str, Any] | None = None
+        if server.task_state in declared.tasks:
+            if declared.failure is FailureOutcome.TEAR_DOWN:
                 try:  # leave nothing half-made behind
                     await self.deps.tear_down_guest(job.server_id)
                 except Exception as e:
                     log.error("job.cleanup_failed", server_id=str(job.server_id),
                               error=safe_message(e))
-            changes = {"vm_state": VmState.ERROR, "task_state": None,
-                       "fault": self.deps.fault(500, message)}
-            settle = getattr(self.workflows.get(job.kind), "settle_failure", None)
-            if settle is not None:  # an action: the status the guest really has, and a fault
-                try:
-                    changes = await settle(job, server, message)
-                except Exception as e:
-                    log.error("job.settle_failed", server_id=str(job.server_id),
-                              error=safe_message(e))
-            self.store.update_server(job.server_id, changes, cause=f"{job.kind.value} failed")
-        self.store.update_job(job.id, {"status": JobStatus.FAILED, "error": message,
-                                       "payload": {}})
+            workflow = self.workflows[job.kind]
+            try:
+                changes = await workflow.settle_failure(job, server, message)
+            except Exception as e:
+                log.error("job.settle_failed", server_id=str(job.server_id),
+                          error=safe_message(e))
+                changes = {"vm_state": VmState.ERROR, "task_state": None,
+                           "fault": self.deps.fault(500, message)}
+        await self.store.end_job(job.id, JobStatus.FAILED, error=message, server_changes=changes,
+                                 expect_task_state=server.task_state,
+                                 cause=f"{job.kind.value} failed")

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agent.core.workflows.base import Interrupted
+from agent.errors import TakenOver
 from agent.model.job import JobKind
 from agent.model.states import Status, TaskState, VmState, status_of
 
@@ -135,7 +135,7 @@ class Metrics:
         try:
             await work
             outcome = "succeeded"
-        except Interrupted:
+        except TakenOver:
             outcome = "interrupted"
             raise
         except asyncio.CancelledError:

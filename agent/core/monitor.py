@@ -139,6 +139,8 @@ class PowerMonitor:
         self._apply(server, power)
 
     def _apply(self, server: Server, power: PowerState) -> None:
+        if server.task_state is TaskState.SPAWNING:
+            return  # a build records the power state itself, with its last step
         changes: dict[str, Any] = {}
         cause = "power state"
         if power != server.power_state:

@@ -99,7 +99,8 @@ class NetworkPlumbing:
             await self._run(self.plumber.ensure_bridge, network)
         for port in ports:
             await self._plug(port, networks[port.network_id])
-        self.store.set_port_status([p.id for p in ports], PortStatus.ACTIVE.value)
+        if ports:  # a server without NICs costs no write
+            self.store.set_port_status([p.id for p in ports], PortStatus.ACTIVE.value)
         await self.sync_dhcp(networks)
         return ports
 

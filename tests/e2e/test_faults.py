@@ -81,10 +81,11 @@ def wait_job_step(d: Daemon, server_id: str, step: str, timeout: float = BUILD_S
 
 # -- a. libvirtd restarted in the middle of a create ----------------------------------------
 
-@pytest.mark.parametrize("when", ["disk", "domain"])
+@pytest.mark.parametrize("when", ["injected", "domain"])
 def test_libvirtd_restart_mid_create_still_ends_active(scratch, when):
-    """libvirtd is SIGKILLed and started again while a create is injecting ("disk": its
-    disk is made and the appliance runs) or right after its domain was defined: the build
+    """libvirtd is SIGKILLed and started again right after a create's disk was made and
+    injected ("injected": its domain is being defined) or right after its domain was
+    defined (its taps plugged): the build
     still completes, the server ends ACTIVE with its domain running, and nothing leaks."""
     if libvirtd_pid() is None or os.path.exists("/run/systemd/system"):
         pytest.skip("libvirtd is not a process this test may restart by hand")

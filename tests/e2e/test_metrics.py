@@ -47,8 +47,14 @@ def scrape(daemon: Daemon) -> dict:
     return samples(r.text)
 
 
+WRITES = "compute_agent_store_write_transactions_total"
+MAX_WRITES_PER_BUILD = 7  # the POST, the job's start, its steps, the port ACTIVE, its end
+
+
 def test_one_create_shows_in_the_metrics(metrics_daemon):
+    """...and costs at most MAX_WRITES_PER_BUILD write transactions (fsyncs) in all."""
     daemon = metrics_daemon
+    writes_before = value(scrape(daemon), WRITES)
     with daemon.client() as api:
         r = api.post("/servers", json={"server": {"name": "metrics-1", "imageRef": IMAGE_ID,
                                                   "flavorRef": "1"}})
@@ -67,6 +73,9 @@ def test_one_create_shows_in_the_metrics(metrics_daemon):
     assert value(found, "compute_agent_job_duration_seconds_count", kind="create",
                  outcome="succeeded") == 1
     assert value(found, "compute_agent_jobs_in_progress", kind="create") == 0
+    writes = value(found, WRITES) - writes_before
+    print(f"write transactions for one build: {writes:.0f}")
+    assert 0 < writes <= MAX_WRITES_PER_BUILD
     assert value(found, "compute_agent_servers", status="ACTIVE") >= 1
     assert value(found, "compute_agent_libvirt_connected") == 1
     assert value(found, "compute_agent_injection_batch_duration_seconds_count") >= 1

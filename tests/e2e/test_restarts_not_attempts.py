@@ -78,7 +78,7 @@ def test_ten_sigkills_during_twelve_builds_lose_none(agent):
 
 
 def test_a_step_that_kills_the_daemon_every_time_ends_in_error(agent):
-    crash = {CRASH_IN_ENV: "create:disk"}  # dies in the disk step's work, every time
+    crash = {CRASH_IN_ENV: "create:injected"}  # dies in the disk step's work, every time
     agent.start(env=crash)
     with agent.client() as api:
         server_id = post_server(api, "poison")

@@ -41,8 +41,22 @@ def _job_with_secrets(store: SqliteStore, small: bytes, large: bytes, hash_: str
     return job.id
 
 
+async def _clear(store: SqliteStore, job_id: uuid.UUID, how: str) -> None:
+    """The payload cleared as the job runner does (its last step, or its failure) or by hand."""
+    job = store.get_job(job_id)
+    if how == "last step":
+        task = store.get_server(job.server_id).task_state
+        await store.advance(job, "running", {"task_state": None}, task, end=True)
+    elif how == "failed":
+        await store.end_job(job_id, JobStatus.FAILED, error="boom")
+    else:
+        store.update_job(job_id, {"status": JobStatus.SUCCEEDED, "payload": {}})
+
+
+@pytest.mark.parametrize("how", ["last step", "failed", "update_job"])
 @pytest.mark.parametrize("closed", [False, True], ids=["daemon-running", "after-close"])
-def test_a_cleared_payload_leaves_no_secret_in_db_wal_or_shm(tmp_path: Path, closed: bool) -> None:
+async def test_a_cleared_payload_leaves_no_secret_in_db_wal_or_shm(tmp_path: Path, closed: bool,
+                                                                   how: str) -> None:
     state = tmp_path / "state"
     store = SqliteStore(state / "agent.db")
     # Small: inside one page; large: spills over onto overflow pages (freed when cleared).
@@ -53,7 +67,7 @@ def test_a_cleared_payload_leaves_no_secret_in_db_wal_or_shm(tmp_path: Path, clo
                base64.b64encode(large)[:64], base64.b64encode(large)[-64:], hash_.encode()]
     assert _traces(state, needles), "the secrets are written before the clear (test sanity)"
 
-    store.update_job(job_id, {"status": JobStatus.SUCCEEDED, "payload": {}})
+    await _clear(store, job_id, how)
     # Other writes go on afterwards, as in a daemon: they must not bring the bytes back.
     other = make_server()
     store.create_server(other, make_job(other.id))

@@ -1,4 +1,4 @@
-"""The action workflows by job kind, and what the job runner needs to know of each."""
+"""The action workflows by job kind (their steps are declared in agent/model/workflows.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from agent.core.workflows.resize import (
     RevertResizeWorkflow,
 )
 from agent.model.job import JobKind
-from agent.model.states import TaskState, VmState
 
 WORKFLOW_CLASSES: dict[JobKind, type[ActionWorkflow]] = {
     JobKind.REBOOT: RebootWorkflow,
@@ -37,15 +36,6 @@ WORKFLOW_CLASSES: dict[JobKind, type[ActionWorkflow]] = {
     JobKind.CHANGE_PASSWORD: ChangePasswordWorkflow,
 }
 _INJECTING = {JobKind.RESCUE, JobKind.REBUILD, JobKind.CHANGE_PASSWORD}
-
-# For the job runner: the tasks each kind's server carries while it runs, its last
-# checkpoint, and the vm_states its success may leave.
-OWN_TASKS: dict[JobKind, frozenset[TaskState]] = {
-    k: c.kind_tasks for k, c in WORKFLOW_CLASSES.items()}
-FINAL_STEPS: dict[JobKind, str] = {k: c.final_step for k, c in WORKFLOW_CLASSES.items()}
-DONE_STATES: dict[JobKind, frozenset[VmState]] = {
-    k: c.done_states for k, c in WORKFLOW_CLASSES.items()}
-
 
 def action_workflows(deps: WorkflowDeps, injector: InjectionBatcher,
                      timings: ActionTimings | None = None) -> dict[JobKind, ActionWorkflow]:

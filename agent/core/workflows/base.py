@@ -1,10 +1,10 @@
-"""What every workflow shares: the ports it acts through and how it checkpoints."""
+"""What every workflow shares: the ports it acts through, and the shape of a step."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,18 +18,54 @@ from agent.errors import DomainNotFound, HypervisorUnavailable
 from agent.model.host import VirtType
 from agent.model.job import Job
 from agent.model.server import Fault, Server
-from agent.model.states import TaskState
+from agent.model.states import TaskState, VmState
 from agent.ports import Disks, Hypervisor, ImageCatalog, Store
 
 # How long a build waits for a libvirtd that went away (a restart takes a few seconds).
 LIBVIRT_PATIENCE_S = 60.0
 
-# Called after each checkpoint is committed; tests use it to kill the daemon there.
+# Called after each step is recorded; tests use it to kill the daemon there.
 CheckpointHook = Callable[[Job, str], None]
 
 
-class Interrupted(Exception):
-    """A later job (a delete) took the server over: stop without touching it further."""
+@dataclass(frozen=True)
+class Outcome:
+    """What a step did to the server, recorded with the step (one Store.advance)."""
+
+    changes: dict[str, Any] = field(default_factory=dict)
+    cause: str = ""
+    # The job is done here: recorded as its final step, the steps left skipped (a
+    # changePassword the guest agent did online needs no shutdown).
+    finish: bool = False
+
+
+@dataclass
+class Run:
+    """One run of a job: the job as last recorded, its server as it was when the run
+    began, the task it runs under and the steps this run has done."""
+
+    job: Job
+    server: Server
+    task: TaskState | None
+    done: list[str] = field(default_factory=list)
+
+
+Step = Callable[[Run], Awaitable[Outcome | None]]
+
+
+class StepWorkflow:
+    """A workflow as the job runner runs it: a function per declared step (model/workflows)."""
+
+    def __init__(self, deps: WorkflowDeps) -> None:
+        self.deps = deps
+
+    def steps(self) -> Mapping[str, Step]:
+        raise NotImplementedError
+
+    async def settle_failure(self, job: Job, server: Server, message: str) -> dict[str, Any]:
+        """The server's changes after a failed run: ERROR, with a fault."""
+        return {"vm_state": VmState.ERROR, "task_state": None,
+                "fault": self.deps.fault(500, message)}
 
 
 @dataclass
@@ -42,13 +78,13 @@ class WorkflowDeps:
     instances_dir: Path
     base_dir: Path
     virt_type: VirtType
+    # Bridges, taps and DHCP for the servers' ports (a host without networks plugs none).
+    network: NetworkPlumbing
     on_checkpoint: CheckpointHook = field(default=lambda job, step: None)
-    # Called before a checkpoint is committed (the step's work is done, not yet recorded);
-    # tests use it to kill the daemon in a step that then never advances.
+    # Called before a step is recorded (its work is done, not yet recorded); tests use it
+    # to kill the daemon in a step that then never advances.
     before_checkpoint: CheckpointHook = field(default=lambda job, step: None)
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    # Bridges, taps and DHCP for the servers' ports (None: no networking on this host).
-    network: NetworkPlumbing | None = None
 
     def fault(self, code: int, message: str) -> Fault:
         return Fault(code=code, message=message, created=self.now())
@@ -74,29 +110,9 @@ class WorkflowDeps:
                     raise
                 await asyncio.sleep(1.0)
 
-    def checkpoint(self, job: Job, step: str, server_changes: dict[str, Any] | None = None,
-                   cause: str = "") -> Job:
-        self.before_checkpoint(job, step)
-        if server_changes:
-            self.store.update_server(job.server_id, server_changes, cause=cause or step)
-        # A step done starts the try count again: this run is the first try at the next
-        # step, so only deaths at one step that never advances fail the job (jobs.py).
-        changes: dict[str, Any] = {"step": step}
-        if step != job.step:
-            changes["attempts"] = 1
-        job = self.store.update_job(job.id, changes)
-        self.on_checkpoint(job, step)
-        return job
-
     def current(self, job: Job) -> Server:
         server = self.store.get_server(job.server_id)
         assert server is not None, f"job {job.id} for a server that does not exist"
-        return server
-
-    def ensure_not_taken_over(self, job: Job, own_task: TaskState | None) -> Server:
-        server = self.current(job)
-        if server.task_state is not own_task:
-            raise Interrupted(f"server now {server.task_state}")
         return server
 
     async def tear_down_guest(self, server_id: UUID) -> None:
@@ -106,5 +122,4 @@ class WorkflowDeps:
             await self.blocking(self.hypervisor.destroy, server_id)
         await self.blocking(self.hypervisor.undefine, server_id)
         await self.blocking(self.disks.remove_tree, self.files(server_id).dir)
-        if self.network is not None:  # taps, leases, and the ports the agent made for it
-            await self.network.release_server(server_id)
+        await self.network.release_server(server_id)  # taps, leases, the agent's ports

@@ -1,37 +1,46 @@
-"""Create: disk -> injected -> network -> domain -> started -> running, with progress on
-each checkpoint.
+"""Create: injected (the disk made and injected) -> domain (taps plugged, domain
+defined) -> started -> running, each step recorded with its progress.
 
 Steps are idempotent given the ones before them, so a restarted daemon resumes after the
-last checkpoint; the disk and the injection into it count as one unit (a half-injected
+last step recorded; the disk and the injection into it count as one unit (a half-injected
 disk is made again from its base, never injected twice). Any failure tears the guest down
 and leaves the server in ERROR with a fault; nothing half-made stays behind.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Mapping
 from pathlib import Path
-from uuid import UUID
 
-from agent.core.guest_layout import build_domain_spec
 from agent.core.injection import BatchGroup, InjectionBatcher
 from agent.core.personality import decode_contents
-from agent.core.workflows.base import WorkflowDeps
+from agent.core.workflows.base import Outcome, Run, Step, StepWorkflow, WorkflowDeps
+from agent.core.workflows.guest_ops import ActionTimings, GuestOps
 from agent.model.domain import PowerState
 from agent.model.image import Image
 from agent.model.injection import LOCKED_HASH, InjectedFile, InjectionRequest
-from agent.model.job import Job
-from agent.model.states import TaskState, VmState
+from agent.model.job import Job, JobKind
+from agent.model.states import VmState
+from agent.model.workflows import WORKFLOWS
 
-STEPS = ("disk", "injected", "network", "domain", "started", "running")
-PROGRESS = {"disk": 20, "injected": 40, "network": 50, "domain": 60, "started": 80, "running": 100}
-RUNNING_TIMEOUT_S = 60.0
+STEPS = WORKFLOWS[JobKind.CREATE].steps
+PROGRESS = {"injected": 40, "domain": 60, "started": 80, "running": 100}
 
 
 def base_path(deps: WorkflowDeps, image: Image) -> Path:
-    st = image.disk_file.stat()
+    size, mtime_ns = deps.disks.fingerprint(image.disk_file)
     # Keyed by content fingerprint: a rebuilt image never changes a base under overlays.
-    return deps.base_dir / f"{image.uuid}-{st.st_size}-{st.st_mtime_ns}.{image.disk_format}"
+    return deps.base_dir / f"{image.uuid}-{size}-{mtime_ns}.{image.disk_format}"
+
+
+async def fresh_overlay(deps: WorkflowDeps, image: Image, dest: Path, size_gib: int) -> Path:
+    """`dest` made anew as an overlay of the image's cached base (what create, rebuild and
+    rescue start a disk from); the base."""
+    base = base_path(deps, image)
+    await deps.blocking(deps.disks.cache_base, image.disk_file, base)
+    await deps.blocking(deps.disks.remove_file, dest)  # a half-made one, or the last
+    await deps.blocking(deps.disks.create_overlay, base, image.disk_format, dest, size_gib)
+    return base
 
 
 def injection_request(job: Job, disk: Path, base: Path | None = None,
@@ -51,65 +60,51 @@ def injection_request(job: Job, disk: Path, base: Path | None = None,
 def batch_group(job: Job) -> BatchGroup | None:
     """The multi-create this build is one of, to be injected with the others; none for a
     resumed build (the others may be past their injection: nobody to wait for). Read at
-    the job's start: a checkpoint counts tries afresh."""
+    the job's start: a step recorded counts tries afresh."""
     batch = job.payload.get("batch")
     if not batch or job.attempts > 1:
         return None
     return BatchGroup(key=batch["key"], size=batch["size"])
 
 
-class CreateWorkflow:
-    def __init__(self, deps: WorkflowDeps, injector: InjectionBatcher) -> None:
-        self.deps = deps
+class CreateWorkflow(StepWorkflow):
+    def __init__(self, deps: WorkflowDeps, injector: InjectionBatcher,
+                 timings: ActionTimings | None = None) -> None:
+        super().__init__(deps)
         self.injector = injector
+        self.ops = GuestOps(deps, timings or ActionTimings())
 
-    async def run(self, job: Job) -> None:
+    def steps(self) -> Mapping[str, Step]:
+        return {"injected": self._disk, "domain": self._domain, "started": self._started,
+                "running": self._running}
+
+    async def _disk(self, run: Run) -> Outcome:
+        """A fresh overlay of the image's base (a half-made or half-injected disk is made
+        again), with the payload injected: one unit for a restart."""
+        d, image = self.deps, self.deps.images.get(str(run.server.image_id))
+        disk = d.files(run.server.id).disk
+        base = await fresh_overlay(d, image, disk, d.flavors.get(run.server.flavor_id).disk)
+        await self.injector.inject(injection_request(run.job, disk, base, image.disk_format),
+                                   batch_group(run.job))
+        return Outcome({"progress": PROGRESS["injected"]})
+
+    async def _domain(self, run: Run) -> Outcome:
+        d, server = self.deps, run.server
+        await d.network.plug_server(server.id)
+        # defineXML is idempotent for one uuid; libvirtd may be restarting
+        await d.patiently(d.hypervisor.define, self.ops.spec(server))
+        return Outcome({"progress": PROGRESS["domain"]})
+
+    async def _started(self, run: Run) -> Outcome:
+        if "domain" not in run.done:  # resumed: taps and domain again (a host reboot)
+            await self._domain(run)
+        await self.ops.start(run.server.id, patient=True)
+        return Outcome({"progress": PROGRESS["started"]})
+
+    async def _running(self, run: Run) -> Outcome:
         d = self.deps
-        server = d.ensure_not_taken_over(job, TaskState.SPAWNING)
-        image = d.images.get(str(server.image_id))
-        flavor = d.flavors.get(server.flavor_id)
-        files = d.files(server.id)
-        done = STEPS.index(job.step) + 1 if job.step in STEPS else 0
-        group = batch_group(job)
-
-        if done < 2:
-            base = base_path(d, image)
-            await d.blocking(d.disks.cache_base, image.disk_file, base)
-            files.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-            files.disk.unlink(missing_ok=True)  # a half-made or half-injected disk
-            await d.blocking(d.disks.create_overlay, base, image.disk_format, files.disk,
-                             flavor.disk)
-            job = d.checkpoint(job, "disk", {"progress": PROGRESS["disk"]})
-            d.ensure_not_taken_over(job, TaskState.SPAWNING)
-            await self.injector.inject(injection_request(job, files.disk, base, image.disk_format),
-                                       group)
-            job = d.checkpoint(job, "injected", {"progress": PROGRESS["injected"]})
-        d.ensure_not_taken_over(job, TaskState.SPAWNING)
-
-        if done < 5:  # (re)plug until started: idempotent, and taps vanish on a host reboot
-            if d.network is not None:
-                await d.network.plug_server(server.id)
-            if done < 3:
-                job = d.checkpoint(job, "network", {"progress": PROGRESS["network"]})
-        d.ensure_not_taken_over(job, TaskState.SPAWNING)
-
-        if done < 5:  # (re)define until started: defineXML is idempotent for one uuid
-            spec = build_domain_spec(server.id, image, flavor, files, d.virt_type, metadata={
-                "server_id": str(server.id), "project_id": server.project_id,
-                "flavor_id": flavor.id, "image_id": str(image.uuid)},
-                interfaces=d.network.interfaces(server.id) if d.network is not None else ())
-            await d.patiently(d.hypervisor.define, spec)  # libvirtd may be restarting
-            if done < 4:
-                job = d.checkpoint(job, "domain", {"progress": PROGRESS["domain"]})
-        d.ensure_not_taken_over(job, TaskState.SPAWNING)
-
-        if done < 5:
-            await d.patiently(self._start, server.id)
-            job = d.checkpoint(job, "started", {"progress": PROGRESS["started"]})
-
-        await self._wait_running(job)
-        d.ensure_not_taken_over(job, TaskState.SPAWNING)
-        violations = job.payload.get("password_violations")
+        await self.ops.wait_running(run.server.id, patient=True)
+        violations = run.job.payload.get("password_violations")
         changes: dict[str, object] = {
             "progress": PROGRESS["running"], "power_state": PowerState.RUNNING,
             "launched_at": d.now(), "task_state": None,
@@ -120,23 +115,4 @@ class CreateWorkflow:
                 + ", ".join(violations) + "; root is locked until changePassword"))
         else:
             changes["vm_state"] = VmState.ACTIVE
-        d.checkpoint(job, "running", changes, cause="build finished")
-
-    def _start(self, server_id: UUID) -> None:
-        """Start unless running: safe to repeat when a start's answer was lost with
-        libvirtd (the domain may have started)."""
-        if self.deps.hypervisor.power_state(server_id) is not PowerState.RUNNING:
-            self.deps.hypervisor.start(server_id)
-
-    async def _wait_running(self, job: Job) -> None:
-        d = self.deps
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RUNNING_TIMEOUT_S
-        while True:
-            state = await d.patiently(d.hypervisor.power_state, job.server_id)
-            if state is PowerState.RUNNING:
-                return
-            if loop.time() > deadline:
-                raise TimeoutError(f"guest not running after {RUNNING_TIMEOUT_S:.0f} s "
-                                   f"(power state {state.name})")
-            await asyncio.sleep(0.2)
+        return Outcome(changes, cause="build finished")

@@ -3,27 +3,29 @@ The row stays (soft delete) so that changes-since can report it."""
 
 from __future__ import annotations
 
-from agent.core.workflows.base import WorkflowDeps
+from collections.abc import Mapping
+
+from agent.core.workflows.base import Outcome, Run, Step, StepWorkflow
 from agent.model.domain import PowerState
-from agent.model.job import Job
+from agent.model.job import JobKind
 from agent.model.states import VmState
+from agent.model.workflows import WORKFLOWS
 
-STEPS = ("guest removed", "deleted")
+STEPS = WORKFLOWS[JobKind.DELETE].steps
 
 
-class DeleteWorkflow:
-    def __init__(self, deps: WorkflowDeps) -> None:
-        self.deps = deps
+class DeleteWorkflow(StepWorkflow):
+    def steps(self) -> Mapping[str, Step]:
+        return {"guest removed": self._tear_down, "deleted": self._deleted}
 
-    async def run(self, job: Job) -> None:
-        d = self.deps
-        if d.current(job).vm_state is VmState.DELETED:
-            return  # its last checkpoint landed before a restart: nothing left to do
-        # Idempotent, so redone after a restart even past "guest removed": cheap when
-        # nothing is left, and sure to catch what a killed teardown left half-done.
-        await d.tear_down_guest(job.server_id)
-        if job.step not in STEPS:  # never move a resumed job's checkpoint backwards
-            job = d.checkpoint(job, "guest removed")
-        d.checkpoint(job, "deleted", {
-            "vm_state": VmState.DELETED, "task_state": None, "power_state": PowerState.NOSTATE,
-            "deleted_at": d.now()}, cause="deleted")
+    async def _tear_down(self, run: Run) -> None:
+        await self.deps.tear_down_guest(run.server.id)
+
+    async def _deleted(self, run: Run) -> Outcome:
+        # Idempotent, so redone after a restart past "guest removed": cheap when nothing
+        # is left, and sure to catch what a killed teardown left half-done.
+        if "guest removed" not in run.done:
+            await self.deps.tear_down_guest(run.server.id)
+        return Outcome({"vm_state": VmState.DELETED, "task_state": None,
+                        "power_state": PowerState.NOSTATE, "deleted_at": self.deps.now()},
+                       cause="deleted")

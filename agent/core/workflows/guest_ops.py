@@ -11,28 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from uuid import UUID
 
 import structlog
 
 from agent.core.guest_layout import build_domain_spec
-from agent.core.workflows.base import WorkflowDeps
+from agent.core.workflows.base import Outcome, Run, Step, StepWorkflow, WorkflowDeps
 from agent.errors import DomainNotFound, HypervisorError, HypervisorUnavailable
 from agent.model.domain import DiskSpec, DomainSpec, PowerState
 from agent.model.flavor import Flavor
 from agent.model.image import Image
 from agent.model.job import Job
 from agent.model.server import Server
-from agent.model.states import TaskState, VmState
+from agent.model.states import VmState
 
 log = structlog.get_logger("agent.actions")
 
 OFF = frozenset({PowerState.SHUTDOWN, PowerState.CRASHED, PowerState.NOSTATE})
 ON = frozenset({PowerState.RUNNING, PowerState.PAUSED})
-FINAL_STEP = "done"
 # States a failed action leaves as they were: the same action may be tried again.
 _STICKY = frozenset({VmState.ERROR, VmState.RESCUED, VmState.RESIZED})
 
@@ -59,15 +59,18 @@ class GuestOps:
         self.deps = deps
         self.timings = timings
 
-    async def power(self, server_id: UUID) -> PowerState:
-        return await self.deps.blocking(self.deps.hypervisor.power_state, server_id)
+    async def power(self, server_id: UUID, *, patient: bool = False) -> PowerState:
+        """The guest's power state; `patient`: waiting for a libvirtd that is away."""
+        call = self.deps.patiently if patient else self.deps.blocking
+        return await call(self.deps.hypervisor.power_state, server_id)
 
-    async def wait_power(self, server_id: UUID, want: frozenset[PowerState], timeout: float) -> bool:
+    async def wait_power(self, server_id: UUID, want: frozenset[PowerState], timeout: float,
+                         *, patient: bool = False) -> bool:
         """Poll until the power state is one of `want`; False on timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            if await self.power(server_id) in want:
+            if await self.power(server_id, patient=patient) in want:
                 return True
             if loop.time() >= deadline:
                 return False
@@ -112,7 +115,7 @@ class GuestOps:
         spec = build_domain_spec(server.id, image, flavor, d.files(server.id), d.virt_type, metadata={
             "server_id": str(server.id), "project_id": server.project_id,
             "flavor_id": flavor.id, "image_id": str(image.uuid)},
-            interfaces=d.network.interfaces(server.id) if d.network is not None else ())
+            interfaces=d.network.interfaces(server.id))
         return spec if disks is None else spec.model_copy(update={"disks": disks})
 
     async def define(self, server: Server, **kw: Any) -> None:
@@ -121,14 +124,23 @@ class GuestOps:
     async def boot(self, server_id: UUID) -> None:
         """Start the guest (taps plugged first: they vanish with a host reboot) unless it
         runs, and wait until libvirt says it runs."""
-        d = self.deps
-        if d.network is not None:
-            await d.network.plug_server(server_id)
-        if await self.power(server_id) not in ON:
-            await d.blocking(d.hypervisor.start, server_id)
+        await self.deps.network.plug_server(server_id)
+        await self.start(server_id)
+        await self.wait_running(server_id)
+
+    async def start(self, server_id: UUID, *, patient: bool = False) -> None:
+        """Start the guest unless it is on. `patient`: a libvirtd that is away is waited
+        for and the whole asked again (a start whose answer was lost may have started)."""
+        def start_unless_on() -> None:
+            if self.deps.hypervisor.power_state(server_id) not in ON:
+                self.deps.hypervisor.start(server_id)
+        await (self.deps.patiently if patient else self.deps.blocking)(start_unless_on)
+
+    async def wait_running(self, server_id: UUID, *, patient: bool = False) -> None:
+        """Wait until libvirt says the guest runs (TimeoutError after running_s)."""
         if not await self.wait_power(server_id, frozenset({PowerState.RUNNING}),
-                                     self.timings.running_s):
-            state = await self.power(server_id)
+                                     self.timings.running_s, patient=patient):
+            state = await self.power(server_id, patient=patient)
             raise TimeoutError(f"guest not running after {self.timings.running_s:.0f} s "
                                f"(power state {state.name})")
 
@@ -138,7 +150,7 @@ class GuestOps:
             await self.destroy(server_id)
         with contextlib.suppress(DomainNotFound):
             await self.deps.blocking(self.deps.hypervisor.remove_managed_save, server_id)
-        rescue_disk(self.deps, server_id).unlink(missing_ok=True)
+        await self.deps.blocking(self.deps.disks.remove_file, rescue_disk(self.deps, server_id))
 
     async def restore_normal_domain(self, server: Server) -> None:
         """discard_state, and the server's own domain defined again: what a hard reboot,
@@ -147,29 +159,29 @@ class GuestOps:
         await self.define(server)
 
 
-class ActionWorkflow:
-    """An action's workflow. The job runner reads the class attributes: the task(s) its
-    server carries while it runs, its last checkpoint, and the vm_states it may end in."""
-
-    kind_tasks: ClassVar[frozenset[TaskState]]
-    done_states: ClassVar[frozenset[VmState]] = frozenset({VmState.ACTIVE})
-    final_step: ClassVar[str] = FINAL_STEP
+class ActionWorkflow(StepWorkflow):
+    """An action's workflow: its steps are declared in agent/model/workflows.py."""
 
     def __init__(self, deps: WorkflowDeps, ops: GuestOps) -> None:
-        self.deps = deps
+        super().__init__(deps)
         self.ops = ops
 
     @property
     def timings(self) -> ActionTimings:
         return self.ops.timings
 
-    async def run(self, job: Job) -> None:
+    def steps(self) -> Mapping[str, Step]:
+        return {"done": self.run}
+
+    async def run(self, run: Run) -> Outcome:
+        """A one-step action's work, and its final state (see `finished`)."""
         raise NotImplementedError
 
-    def done(self, job: Job, vm_state: VmState, cause: str, **changes: Any) -> Job:
-        """The last checkpoint: the final state, no task, no fault."""
-        return self.deps.checkpoint(job, self.final_step, {
-            "vm_state": vm_state, "task_state": None, "fault": None, **changes}, cause=cause)
+    @staticmethod
+    def finished(vm_state: VmState, cause: str, **changes: Any) -> Outcome:
+        """The last step's outcome: the final state, no task, no fault."""
+        return Outcome({"vm_state": vm_state, "task_state": None, "fault": None, **changes},
+                       cause=cause)
 
     async def cleanup_after_failure(self, job: Job, server: Server) -> None:
         """Undo what a failed run left half-done (nothing, by default)."""

@@ -19,97 +19,98 @@ server whose create password was refused (its root was locked).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
 
 import structlog
 
 from agent.core.injection import InjectionBatcher
-from agent.core.workflows.base import WorkflowDeps
-from agent.core.workflows.create import base_path, injection_request
+from agent.core.workflows.base import Outcome, Run, Step, WorkflowDeps
+from agent.core.workflows.create import fresh_overlay, injection_request
 from agent.core.workflows.guest_ops import ActionWorkflow, GuestOps
-from agent.core.workflows.rescue import step_index
 from agent.errors import DomainNotFound, HypervisorError, HypervisorUnavailable, ImageNotFound
 from agent.model.domain import PowerState
 from agent.model.injection import InjectionRequest
-from agent.model.job import Job
 from agent.model.server import Server
-from agent.model.states import TaskState, VmState
+from agent.model.states import VmState
 
 log = structlog.get_logger("agent.actions")
 
-REBUILD_STEPS = ("off", "disk", "swapped", "done")
-PASSWORD_STEPS = ("off", "injected", "done")
 ROOT_USER = "root"  # changePassword sets the admin (root) password, as Nova's libvirt driver
 
 
 class RebuildWorkflow(ActionWorkflow):
-    kind_tasks = frozenset({TaskState.REBUILDING})
-
     def __init__(self, deps: WorkflowDeps, ops: GuestOps, injector: InjectionBatcher) -> None:
         super().__init__(deps, ops)
         self.injector = injector
 
-    async def run(self, job: Job) -> None:
+    def steps(self) -> Mapping[str, Step]:
+        return {"off": self._off, "disk": self._disk, "swapped": self._swap, "done": self.run}
+
+    def _fresh(self, run: Run) -> Path:
+        return self.deps.files(run.server.id).dir / "disk.rebuild.qcow2"
+
+    async def _off(self, run: Run) -> Outcome:
+        """The plug pulled: the disk is thrown away, no clean shutdown to wait for."""
+        with contextlib.suppress(DomainNotFound):  # (a server in ERROR may have none)
+            await self.ops.destroy(run.server.id)
+        return Outcome({"power_state": PowerState.SHUTDOWN, "progress": 20})
+
+    async def _disk(self, run: Run) -> Outcome:
+        """The new disk, made again from its base if a restart came mid-way."""
         d = self.deps
-        server = d.ensure_not_taken_over(job, TaskState.REBUILDING)
-        image = d.images.get(job.payload["image_id"])
-        flavor = d.flavors.get(server.flavor_id)
-        files = d.files(server.id)
-        fresh = files.dir / "disk.rebuild.qcow2"
-        done = step_index(job, REBUILD_STEPS)
-        if done < 1:  # the disk is thrown away: no clean shutdown to wait for
-            with contextlib.suppress(DomainNotFound):  # (a server in ERROR may have none)
-                await self.ops.destroy(server.id)
-            job = d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN, "progress": 20})
-        d.ensure_not_taken_over(job, TaskState.REBUILDING)
-        if done < 2:  # made again from its base if a restart came mid-way
-            base = base_path(d, image)
-            await d.blocking(d.disks.cache_base, image.disk_file, base)
-            fresh.unlink(missing_ok=True)
-            await d.blocking(d.disks.create_overlay, base, image.disk_format, fresh, flavor.disk)
-            await self.injector.inject(injection_request(job, fresh))
-            job = d.checkpoint(job, "disk", {"progress": 60})
-        d.ensure_not_taken_over(job, TaskState.REBUILDING)
-        if done < 3:
-            # The old disk goes: no managed save or rescue overlay may outlive it.
-            await self.ops.discard_state(server.id)
-            if fresh.exists():
-                fresh.replace(files.disk)
-            job = d.checkpoint(job, "swapped", {"image_id": image.uuid, "progress": 80})
-        await self.ops.define(server, image=image)
-        await self.ops.boot(server.id)
-        d.ensure_not_taken_over(job, TaskState.REBUILDING)
-        self.done(job, VmState.ACTIVE, "rebuilt", image_id=image.uuid, progress=100,
-                  power_state=PowerState.RUNNING, launched_at=d.now())
+        fresh = self._fresh(run)
+        await fresh_overlay(d, d.images.get(run.job.payload["image_id"]), fresh,
+                            d.flavors.get(run.server.flavor_id).disk)
+        await self.injector.inject(injection_request(run.job, fresh))
+        return Outcome({"progress": 60})
+
+    async def _swap(self, run: Run) -> Outcome:
+        # The old disk goes: no managed save or rescue overlay may outlive it.
+        d = self.deps
+        await self.ops.discard_state(run.server.id)
+        fresh = self._fresh(run)
+        if await d.blocking(d.disks.exists, fresh):
+            await d.blocking(d.disks.replace, fresh, d.files(run.server.id).disk)
+        image = d.images.get(run.job.payload["image_id"])
+        return Outcome({"image_id": image.uuid, "progress": 80})
+
+    async def run(self, run: Run) -> Outcome:
+        d = self.deps
+        image = d.images.get(run.job.payload["image_id"])
+        await self.ops.define(run.server, image=image)
+        await self.ops.boot(run.server.id)
+        return self.finished(VmState.ACTIVE, "rebuilt", image_id=image.uuid, progress=100,
+                             power_state=PowerState.RUNNING, launched_at=d.now())
 
 
 class ChangePasswordWorkflow(ActionWorkflow):
-    kind_tasks = frozenset({TaskState.UPDATING_PASSWORD})
-
     def __init__(self, deps: WorkflowDeps, ops: GuestOps, injector: InjectionBatcher) -> None:
         super().__init__(deps, ops)
         self.injector = injector
 
-    async def run(self, job: Job) -> None:
-        d = self.deps
-        server = d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)
-        done = step_index(job, PASSWORD_STEPS)
-        # A restart before any checkpoint tries online again: setting a hash is idempotent.
-        if done < 1 and await self._set_online(server, job.payload["admin_pass_hash"]):
-            d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)
-            self.done(job, VmState.ACTIVE, "password changed", power_state=PowerState.RUNNING)
-            return
-        if done < 1:
-            await self.ops.power_off(server.id)
-            job = d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN})
-        d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)
-        if done < 2:  # setting the same hash twice is harmless
-            await self.injector.inject(InjectionRequest(  # the guest's own disk: alone
-                disk=d.files(server.id).disk, root_password_hash=job.payload["admin_pass_hash"],
-                guest_written=True))
-            job = d.checkpoint(job, "injected")
-        await self.ops.boot(server.id)
-        d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)
-        self.done(job, VmState.ACTIVE, "password changed", power_state=PowerState.RUNNING)
+    def steps(self) -> Mapping[str, Step]:
+        return {"off": self._off, "injected": self._inject, "done": self.run}
+
+    async def _off(self, run: Run) -> Outcome:
+        """Online when the guest agent can (then the job is done here; a restart before
+        it tries again: setting a hash is idempotent), else the guest shut down."""
+        if await self._set_online(run.server, run.job.payload["admin_pass_hash"]):
+            return replace(self.finished(VmState.ACTIVE, "password changed",
+                                         power_state=PowerState.RUNNING), finish=True)
+        await self.ops.power_off(run.server.id)
+        return Outcome({"power_state": PowerState.SHUTDOWN})
+
+    async def _inject(self, run: Run) -> None:
+        # Setting the same hash twice is harmless. The guest's own disk: alone.
+        await self.injector.inject(InjectionRequest(
+            disk=self.deps.files(run.server.id).disk,
+            root_password_hash=run.job.payload["admin_pass_hash"], guest_written=True))
+
+    async def run(self, run: Run) -> Outcome:
+        await self.ops.boot(run.server.id)
+        return self.finished(VmState.ACTIVE, "password changed", power_state=PowerState.RUNNING)
 
     async def _set_online(self, server: Server, password_hash: str) -> bool:
         """True when the guest agent set the hash in the running guest; False when the

@@ -15,21 +15,18 @@ confirmResize removes the old disk; revertResize puts the old disk and flavor ba
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
-from agent.core.workflows.base import WorkflowDeps
+from agent.core.workflows.base import Outcome, Run, Step, WorkflowDeps
 from agent.core.workflows.guest_ops import OFF, ON, ActionWorkflow
-from agent.core.workflows.rescue import step_index
 from agent.errors import AgentError
 from agent.model.domain import PowerState
 from agent.model.job import Job
 from agent.model.server import Server
-from agent.model.states import TaskState, VmState
-
-STEPS = ("off", "copied", "swapped", "done")
+from agent.model.states import VmState
 
 
 class ResizeNotRevertable(AgentError):
@@ -37,113 +34,118 @@ class ResizeNotRevertable(AgentError):
 
 
 class ResizeFiles:
+    """The files of a resize, through the Disks port (core does no file I/O itself)."""
+
     def __init__(self, deps: WorkflowDeps, server_id: UUID) -> None:
         files = deps.files(server_id)
+        self.deps = deps
         self.disk = files.disk
         self.orig = files.dir / "disk.resize-orig.qcow2"  # the disk before the resize
         self.copy = files.dir / "disk.resized.qcow2"  # the new disk until swapped in
         self.record = files.dir / "resize.json"
 
-    def write_record(self, record: dict[str, object]) -> None:
-        tmp = self.record.with_name(self.record.name + ".tmp")
-        tmp.write_text(json.dumps(record, sort_keys=True))
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        tmp.rename(self.record)
+    async def _do(self, fn: Any, *args: Any) -> Any:
+        return await self.deps.blocking(fn, *args)
 
-    def read_record(self) -> dict[str, object]:
-        try:
-            return dict(json.loads(self.record.read_text()))
-        except (OSError, ValueError) as e:
+    async def write_record(self, record: dict[str, Any]) -> None:
+        await self._do(self.deps.disks.write_record, self.record, record)
+
+    async def read_record(self) -> dict[str, Any]:
+        record = await self._do(self.deps.disks.read_record, self.record)
+        if record is None:
             raise ResizeNotRevertable("the record of the resize is missing; the old flavor "
-                                      "is not known") from e
+                                      "is not known")
+        return dict(record)
 
-    def swap_in(self, new: Path) -> None:
+    async def swap_in(self, new: Path) -> None:
         """`new` becomes the disk; the current disk is kept as `orig` unless it already
         is (each rename is atomic, and a restart redoes only what is left)."""
-        if new.exists():
-            if not self.orig.exists():
-                self.disk.rename(self.orig)
-            new.rename(self.disk)
+        disks = self.deps.disks
+        if await self._do(disks.exists, new):
+            if not await self._do(disks.exists, self.orig):
+                await self._do(disks.replace, self.disk, self.orig)
+            await self._do(disks.replace, new, self.disk)
+
+    async def put_back_orig(self) -> None:
+        if await self._do(self.deps.disks.exists, self.orig):
+            await self._do(self.deps.disks.replace, self.orig, self.disk)
+
+    async def remove(self, *paths: Path) -> None:
+        for path in paths:
+            await self._do(self.deps.disks.remove_file, path)
 
 
 class ResizeWorkflow(ActionWorkflow):
-    kind_tasks = frozenset({TaskState.RESIZE_PREP})
-    done_states = frozenset({VmState.RESIZED})
+    def steps(self) -> Mapping[str, Step]:
+        return {"off": self._off, "copied": self._copy, "swapped": self._swap, "done": self.run}
 
-    async def run(self, job: Job) -> None:
-        d = self.deps
-        server = d.ensure_not_taken_over(job, TaskState.RESIZE_PREP)
-        new = d.flavors.get(job.payload["new_flavor_id"])
-        power_on = bool(job.payload.get("power_on", True))
-        rf = ResizeFiles(d, server.id)
-        done = step_index(job, STEPS)
-        if done < 1:
-            await self.ops.power_off(server.id)
-            job = d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN, "progress": 25})
-        d.ensure_not_taken_over(job, TaskState.RESIZE_PREP)
-        if done < 2:
-            await d.blocking(d.disks.copy_resized, rf.disk, rf.copy, new.disk)
-            rf.write_record({"old_flavor_id": job.payload["old_flavor_id"],
-                             "new_flavor_id": new.id, "power_on": power_on})
-            job = d.checkpoint(job, "copied", {"progress": 50})
-        d.ensure_not_taken_over(job, TaskState.RESIZE_PREP)
-        if done < 3:
-            rf.swap_in(rf.copy)
-            job = d.checkpoint(job, "swapped", {"progress": 75})
-        await self.ops.define(server, flavor=new)
+    async def _off(self, run: Run) -> Outcome:
+        await self.ops.power_off(run.server.id)
+        return Outcome({"power_state": PowerState.SHUTDOWN, "progress": 25})
+
+    async def _copy(self, run: Run) -> Outcome:
+        d, payload = self.deps, run.job.payload
+        rf = ResizeFiles(d, run.server.id)
+        new = d.flavors.get(payload["new_flavor_id"])
+        await d.blocking(d.disks.copy_resized, rf.disk, rf.copy, new.disk)
+        await rf.write_record({"old_flavor_id": payload["old_flavor_id"],
+                               "new_flavor_id": new.id,
+                               "power_on": bool(payload.get("power_on", True))})
+        return Outcome({"progress": 50})
+
+    async def _swap(self, run: Run) -> Outcome:
+        rf = ResizeFiles(self.deps, run.server.id)
+        await rf.swap_in(rf.copy)
+        return Outcome({"progress": 75})
+
+    async def run(self, run: Run) -> Outcome:
+        new = self.deps.flavors.get(run.job.payload["new_flavor_id"])
+        power_on = bool(run.job.payload.get("power_on", True))
+        await self.ops.define(run.server, flavor=new)
         if power_on:
-            await self.ops.boot(server.id)
-        d.ensure_not_taken_over(job, TaskState.RESIZE_PREP)
-        self.done(job, VmState.RESIZED, "resized", flavor_id=new.id, progress=100,
-                  power_state=PowerState.RUNNING if power_on else PowerState.SHUTDOWN)
+            await self.ops.boot(run.server.id)
+        return self.finished(VmState.RESIZED, "resized", flavor_id=new.id, progress=100,
+                             power_state=PowerState.RUNNING if power_on else PowerState.SHUTDOWN)
 
     async def cleanup_after_failure(self, job: Job, server: Server) -> None:
         """Back on the old disk and flavor, off; the copy and the record gone."""
         rf = ResizeFiles(self.deps, server.id)
         await self.ops.destroy(server.id)
-        if rf.orig.exists():
-            rf.orig.replace(rf.disk)
-        rf.copy.unlink(missing_ok=True)
-        rf.record.unlink(missing_ok=True)
+        await rf.put_back_orig()
+        await rf.remove(rf.copy, rf.record)
         await self.ops.define(server)  # server.flavor_id is still the old flavor
 
 
 class ConfirmResizeWorkflow(ActionWorkflow):
-    kind_tasks = frozenset({TaskState.RESIZE_CONFIRMING})
-    done_states = frozenset({VmState.ACTIVE, VmState.STOPPED})
-
-    async def run(self, job: Job) -> None:
-        d = self.deps
-        server = d.ensure_not_taken_over(job, TaskState.RESIZE_CONFIRMING)
-        rf = ResizeFiles(d, server.id)
-        power = await self.ops.power(server.id)
-        d.ensure_not_taken_over(job, TaskState.RESIZE_CONFIRMING)
-        rf.orig.unlink(missing_ok=True)
-        rf.record.unlink(missing_ok=True)
-        self.done(job, VmState.ACTIVE if power in ON else VmState.STOPPED, "resize confirmed",
-                  power_state=power)
+    async def run(self, run: Run) -> Outcome:
+        rf = ResizeFiles(self.deps, run.server.id)
+        power = await self.ops.power(run.server.id)
+        await rf.remove(rf.orig, rf.record)
+        return self.finished(VmState.ACTIVE if power in ON else VmState.STOPPED,
+                             "resize confirmed", power_state=power)
 
 
 class RevertResizeWorkflow(ActionWorkflow):
-    kind_tasks = frozenset({TaskState.RESIZE_REVERTING})
-    done_states = frozenset({VmState.ACTIVE, VmState.STOPPED})
+    """The guest back on its old disk and flavor; the record of the resize is removed in
+    the last step, so a restart before it reverts again from the record."""
 
-    async def run(self, job: Job) -> None:
-        d = self.deps
-        server = d.ensure_not_taken_over(job, TaskState.RESIZE_REVERTING)
-        rf = ResizeFiles(d, server.id)
-        record = rf.read_record()
-        old = d.flavors.get(str(record["old_flavor_id"]))
-        power_on = bool(record.get("power_on", True))
-        await self.ops.destroy(server.id)  # the resized guest goes, as in Nova
-        if rf.orig.exists():
-            rf.orig.replace(rf.disk)
-        await self.ops.define(server, flavor=old)
-        if power_on:
-            await self.ops.boot(server.id)
-        power = await self.ops.power(server.id)
-        d.ensure_not_taken_over(job, TaskState.RESIZE_REVERTING)
-        self.done(job, VmState.ACTIVE if power not in OFF else VmState.STOPPED,
-                  "resize reverted", flavor_id=old.id, power_state=power)
-        rf.record.unlink(missing_ok=True)  # last: a restart before here does it all again
+    def steps(self) -> Mapping[str, Step]:
+        return {"reverted": self._revert, "done": self.run}
+
+    async def _revert(self, run: Run) -> Outcome:
+        rf = ResizeFiles(self.deps, run.server.id)
+        record = await rf.read_record()
+        old = self.deps.flavors.get(str(record["old_flavor_id"]))
+        await self.ops.destroy(run.server.id)  # the resized guest goes, as in Nova
+        await rf.put_back_orig()
+        await self.ops.define(run.server, flavor=old)
+        if bool(record.get("power_on", True)):
+            await self.ops.boot(run.server.id)
+        return Outcome({"flavor_id": old.id})
+
+    async def run(self, run: Run) -> Outcome:
+        rf = ResizeFiles(self.deps, run.server.id)
+        power = await self.ops.power(run.server.id)
+        await rf.remove(rf.record)
+        return self.finished(VmState.ACTIVE if power not in OFF else VmState.STOPPED,
+                             "resize reverted", power_state=power)

@@ -12,6 +12,7 @@ from agent.adapters.image_catalog import ManifestImageCatalog
 from agent.core.flavors import FlavorCatalog
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
+from agent.core.netplumbing import NetworkPlumbing
 from agent.core.networks import NetworkCatalog, PortService
 from agent.core.servers import ServerService
 from agent.core.workflows.base import WorkflowDeps
@@ -23,6 +24,7 @@ from agent.model.passwords import PasswordPolicy
 from agent.model.requests import CreateServer, Limits, RequestContext
 from tests.unit.fakes.hypervisor import FakeDisks, FakeHypervisor
 from tests.unit.fakes.injector import FakeInjector
+from tests.unit.fakes.network import FakeDhcp, FakePlumber
 from tests.unit.fakes.store import MemoryStore
 
 IMAGE_ID = "0b9b6a0e-7c5e-4d43-9b2b-6e2f0c1a7e11"
@@ -65,6 +67,7 @@ def world(tmp_path: Path) -> World:
                         images=ManifestImageCatalog(tmp_path / "images"), flavors=FlavorCatalog(),
                         instances_dir=tmp_path / "instances", base_dir=tmp_path / "_base",
                         virt_type=VirtType.QEMU,
+                        network=NetworkPlumbing(store, NetworkCatalog([]), FakePlumber(), FakeDhcp()),
                         on_checkpoint=lambda job, step: checkpoints.append(f"{job.kind}:{step}"))
     injector = FakeInjector()
     batcher = InjectionBatcher(injector, window_s=0.01)

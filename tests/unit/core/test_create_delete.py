@@ -16,6 +16,7 @@ from agent.model.domain import PowerState
 from agent.model.job import JobKind, JobStatus
 from agent.model.requests import ServerQuery
 from agent.model.states import Status, TaskState
+from agent.model.workflows import WORKFLOWS
 from tests.unit.core.conftest import ALICE, BOB
 
 
@@ -36,8 +37,8 @@ async def test_create_runs_every_step_to_active_with_progress(world):
     s = world.store.get_server(server.id)
     assert s.status is Status.ACTIVE and s.progress == 100
     assert s.power_state is PowerState.RUNNING and s.launched_at is not None
-    assert world.checkpoints == ["create:disk", "create:injected", "create:network",
-                                 "create:domain", "create:started", "create:running"]
+    assert world.checkpoints == ["create:injected", "create:domain", "create:started",
+                                 "create:running"]
     assert world.hypervisor.states[server.id] is PowerState.RUNNING
     spec = world.hypervisor.domains[server.id]
     assert spec.virt_type.value == "qemu" and spec.memory_mib == 256
@@ -164,7 +165,7 @@ async def test_deaths_at_steps_that_advance_never_abandon_a_build(world):
     ACTIVE, because a step done starts the count again."""
     world.runner._closing = True
     server, _ = world.create()
-    steps = ["disk", "injected", "network", "domain", "started", "running"]
+    steps = list(WORKFLOWS[JobKind.CREATE].steps)
     for step in steps:
         for _ in range(2):
             await die_where(world, restarted(world), step)
@@ -183,8 +184,8 @@ async def test_a_step_that_always_kills_the_daemon_ends_in_error(world):
     abandoned after MAX_ATTEMPTS deaths there, the server in ERROR naming the step."""
     world.runner._closing = True
     server, _ = world.create()
-    for _ in range(MAX_ATTEMPTS):  # dies in the disk step's work, before its checkpoint
-        await die_where(world, restarted(world), "disk")
+    for _ in range(MAX_ATTEMPTS):  # dies in the disk step's work, before it is recorded
+        await die_where(world, restarted(world), "injected")
     [job] = world.store.unfinished_jobs()
     assert job.attempts == MAX_ATTEMPTS
     runner = restarted(world)

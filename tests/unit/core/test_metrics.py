@@ -17,13 +17,15 @@ from agent.core.metrics import Metrics
 from agent.core.monitor import PowerMonitor
 from agent.core.networks import NetworkCatalog, PortService
 from agent.core.servers import ServerService
-from agent.core.workflows.base import Interrupted
+from agent.core.workflows.base import Run, StepWorkflow
+from agent.errors import TakenOver
 from agent.model.domain import PowerState
 from agent.model.injection import InjectionRequest
 from agent.model.job import Job, JobKind, JobStatus
 from agent.model.passwords import PasswordPolicy
 from agent.model.requests import CreateServer, Limits
 from agent.model.states import Status, TaskState, VmState
+from agent.model.workflows import WORKFLOWS
 from tests.unit.core.conftest import ALICE, IMAGE_ID, World
 from tests.unit.fakes.injector import FakeInjector
 
@@ -41,15 +43,18 @@ def durations(metrics: Metrics, outcome: str, kind: str = "create") -> float:
     return value(metrics, "compute_agent_job_duration_seconds_count", kind=kind, outcome=outcome)
 
 
-class ScriptedWorkflow:
-    """Waits for `release`, then does what `then` says (return or raise)."""
+class ScriptedWorkflow(StepWorkflow):
+    """Each step waits for `release`, then does what `then` says (return or raise)."""
 
     def __init__(self, then: BaseException | None = None) -> None:
         self.started = asyncio.Event()
         self.release = asyncio.Event()
         self.then = then
 
-    async def run(self, job: Job) -> None:
+    def steps(self):
+        return dict.fromkeys(WORKFLOWS[JobKind.CREATE].steps, self.run)
+
+    async def run(self, run: Run) -> None:
         self.started.set()
         await self.release.wait()
         if self.then is not None:
@@ -95,7 +100,7 @@ async def test_a_raising_workflow_leaves_in_progress_at_zero_and_is_timed_as_fai
 
 
 async def test_an_interrupted_workflow_is_timed_as_interrupted(world):
-    workflow = ScriptedWorkflow(then=Interrupted("a delete took over"))
+    workflow = ScriptedWorkflow(then=TakenOver("a delete took over"))
     runner, metrics, _ = await start_job(world, workflow)
     workflow.release.set()
     await runner.idle()

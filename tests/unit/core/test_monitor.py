@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agent.core.monitor import PowerMonitor
+from agent.core.workflows.guest_ops import ActionTimings, GuestOps
 from agent.errors import HypervisorUnavailable
 from agent.model.domain import PowerState
 from agent.model.states import Status, TaskState
@@ -58,6 +59,21 @@ async def test_no_status_change_while_a_task_is_in_flight(world, monitor, active
     s = world.store.get_server(active)
     assert s.status is Status.REBOOT and s.power_state is PowerState.SHUTDOWN
     assert "SHUTOFF" not in [e.new_status for e in world.store.events_since(0)]
+
+
+async def test_a_build_in_flight_is_left_to_its_workflow_no_power_write(world, monitor):
+    """The build records the power state with its last step: the monitor's events while
+    it runs (domain defined, started) cost no write transaction."""
+    world.runner._closing = True  # the build stays in flight
+    server, _ = world.create()
+    world.hypervisor.define(GuestOps(world.deps, ActionTimings()).spec(server))
+    world.hypervisor.start(server.id)
+    before = world.store.revision()
+    monitor.notify(server.id, "started")
+    await monitor.reconcile(server.id)
+    assert world.store.revision() == before
+    s = world.store.get_server(server.id)
+    assert s.status is Status.BUILD and s.power_state is PowerState.NOSTATE
 
 
 async def test_a_guest_started_behind_our_back_is_active_again(world, monitor, active):

@@ -94,7 +94,7 @@ async def test_two_nics_get_taps_in_their_bridges_leases_and_domain_interfaces(n
         (nics[0].tap, nics[0].mac, 1400), (nics[1].tap, mine.mac, 1500)]
     assert net.dhcp.lease(NET_A.id, nics[0].mac) == "10.213.1.50"
     assert net.dhcp.lease(NET_B.id, mine.mac) == str(mine.ip)
-    assert "create:network" in net.world.checkpoints
+    assert "create:domain" in net.world.checkpoints  # the step that plugs the taps
 
 
 async def test_each_tap_is_guarded_with_its_ports_mac_and_ip_before_it_joins_the_bridge(
@@ -323,12 +323,13 @@ async def test_servers_built_together_all_get_their_leases(net: Net):
     assert set(net.dhcp.hosts(NET_A.id)) == macs
 
 
-async def test_a_build_resumed_after_the_network_checkpoint_plugs_again(net: Net):
+async def test_a_build_resumed_after_the_domain_step_plugs_again(net: Net):
     net.world.runner._closing = True  # this daemon dies before running anything itself
     server = net.create(on(NET_A))
     [job] = net.world.store.unfinished_jobs()
-    # A daemon that died right after "network", and a host reboot since: no tap left.
-    net.world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "network", "attempts": 1})
+    # A daemon that died right after "domain" (taps plugged), and a host reboot since: no
+    # tap left.
+    net.world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "domain", "attempts": 1})
     files = net.world.deps.files(server.id)
     files.dir.mkdir(parents=True)
     files.disk.write_text("overlay")
@@ -339,7 +340,7 @@ async def test_a_build_resumed_after_the_network_checkpoint_plugs_again(net: Net
     assert net.world.store.get_server(server.id).status is Status.ACTIVE
     [p] = net.plumbing.ports_of(server.id)
     assert p.tap in net.plumber.taps and net.world.hypervisor.domains[server.id].interfaces[0].tap == p.tap
-    assert net.world.checkpoints == ["create:domain", "create:started", "create:running"]
+    assert net.world.checkpoints == ["create:started", "create:running"]
 
 
 async def test_resync_goes_on_past_a_failure_and_without_libvirt(net: Net):

@@ -1,9 +1,11 @@
-"""After a kill -9: jobs whose last commit landed are closed, not redone; the start-up sweep
+"""After a kill -9: jobs whose last step landed are not redone; the start-up sweep
 removes what the store says is deleted, quarantines what the store does not know (an older or
 lost agent.db must not cost guests their disks), and touches nothing else."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from uuid import UUID
 
@@ -29,12 +31,13 @@ def restarted(world) -> JobRunner:
                                   JobKind.DELETE: DeleteWorkflow(world.deps)})
 
 
-async def test_create_killed_after_its_last_checkpoint_is_closed_as_succeeded(world):
+async def test_a_create_recorded_at_its_last_step_but_still_running_is_closed_as_succeeded(world):
+    """A database from before the final step and the job's end were one commit: the job
+    is closed, the build not redone."""
     server, _ = world.create()
     [job] = world.store.unfinished_jobs()
     await world.runner.idle()
     launched = world.store.get_server(server.id).launched_at
-    # The daemon died after the "running" checkpoint, before the job was marked done:
     world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "running"})
     runner = restarted(world)
     assert runner.resume_all() == 1
@@ -44,19 +47,27 @@ async def test_create_killed_after_its_last_checkpoint_is_closed_as_succeeded(wo
     assert s.status is Status.ACTIVE and s.launched_at == launched
 
 
-async def test_delete_killed_after_its_last_checkpoint_is_not_redone(world):
+class Died(BaseException):
+    """Stands for the daemon's death (kill -9) right after a commit."""
+
+
+async def test_a_delete_killed_right_after_its_last_step_has_already_ended(world):
+    """The last step's server change and the job's end are one commit: a daemon killed
+    right after it leaves nothing to resume, so the delete is never redone."""
     server, _ = world.create()
     await world.runner.idle()
+
+    def crash(job, step):
+        if step == "deleted":
+            raise Died
+    world.deps.on_checkpoint = crash
     world.service.delete(ALICE, server.id)
     [job] = world.store.unfinished_jobs()
-    await world.runner.idle()
-    deleted_at = world.store.get_server(server.id).deleted_at
-    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "guest removed"})
-    runner = restarted(world)
-    runner.resume_all()
-    await runner.idle()
+    with contextlib.suppress(Died):
+        await asyncio.gather(*world.runner._active.values())
     assert world.store.get_job(job.id).status is JobStatus.SUCCEEDED
-    assert world.store.get_server(server.id).deleted_at == deleted_at
+    assert world.store.unfinished_jobs() == []
+    assert world.store.get_server(server.id).status is Status.DELETED
 
 
 def _stray(world, server_id, instances_dir=None):

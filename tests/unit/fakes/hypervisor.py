@@ -147,3 +147,29 @@ class FakeDisks:
         import shutil
 
         shutil.rmtree(path, ignore_errors=True)
+
+    def fingerprint(self, path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns
+
+    def exists(self, path: Path) -> bool:
+        return path.exists()
+
+    def remove_file(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def replace(self, source: Path, dest: Path) -> None:
+        source.replace(dest)
+
+    def write_record(self, path: Path, record: dict) -> None:
+        import json
+
+        path.write_text(json.dumps(record, sort_keys=True))
+
+    def read_record(self, path: Path) -> dict | None:
+        import json
+
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return None

@@ -36,6 +36,8 @@ from agent.ports import (
     check_change_keys,
     check_expect,
     check_new_server,
+    check_task,
+    job_advanced,
 )
 
 _SERVER_FIELDS = frozenset(Server.model_fields)
@@ -261,6 +263,69 @@ class MemoryStore:
                                                   "updated_at": _now()}))
             self._jobs[job_id] = new
             return new.model_copy(deep=True)
+
+    # -- a job's life (see Store) ---------------------------------------------------------
+
+    def _job(self, job_id: UUID) -> Job:
+        current = self._jobs.get(job_id)
+        if current is None:
+            raise StoreError(f"job {job_id} not found")
+        return current
+
+    def _put_job(self, new: Job) -> Job:
+        self._jobs[new.id] = _stored_job(new)
+        return self._jobs[new.id].model_copy(deep=True)
+
+    async def start_job(self, job_id: UUID) -> Job:
+        with self._writing():
+            self._check_open()
+            old = self._job(job_id)
+            return self._put_job(old.model_copy(update={
+                "status": JobStatus.RUNNING, "attempts": old.attempts + 1, "updated_at": _now()}))
+
+    async def advance(self, job: Job, step: str, server_changes: dict[str, Any] | None,
+                      expect_task_state: TaskState | None, *, cause: str = "",
+                      end: bool = False) -> Job:
+        check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
+        with self._writing():
+            self._check_open()
+            current = self._load(job.server_id)
+            check_task(current, expect_task_state)
+            pending: list[StatusEvent] = []
+            new = self._changed(current, server_changes, cause or step, pending) \
+                if server_changes else current
+            stored = self._put_job(job_advanced(self._job(job.id), step, _now(),
+                                                JobStatus.SUCCEEDED if end else None))
+            self._servers[new.id] = new
+            self._append_events(pending)
+            return stored
+
+    async def end_job(self, job_id: UUID, status: JobStatus, *, error: str = "",
+                      server_changes: dict[str, Any] | None = None,
+                      expect_task_state: TaskState | None = None, cause: str = "") -> Job:
+        check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
+        with self._writing():
+            self._check_open()
+            old = self._job(job_id)
+            pending: list[StatusEvent] = []
+            if server_changes:
+                current = self._load(old.server_id)
+                if current.task_state is expect_task_state:
+                    self._servers[current.id] = self._changed(
+                        current, server_changes, cause or status.value, pending)
+            stored = self._put_job(old.model_copy(update={
+                "status": status, "error": error, "payload": {}, "updated_at": _now()}))
+            self._append_events(pending)
+            return stored
+
+    async def pause_job(self, job_id: UUID) -> Job | None:
+        with self._writing():
+            self._check_open()
+            old = self._jobs.get(job_id)
+            if old is None:
+                return None
+            return self._put_job(old.model_copy(update={
+                "attempts": max(0, old.attempts - 1), "updated_at": _now()}))
 
     def unfinished_jobs(self) -> list[Job]:
         with self._lock:

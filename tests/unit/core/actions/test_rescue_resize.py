@@ -165,15 +165,15 @@ async def test_a_failed_resize_is_back_on_the_old_disk_and_flavor(aw):
     assert aw.hypervisor.domains[sid].memory_mib == 256
 
 
-def test_swapping_the_disks_again_after_a_restart_does_only_what_is_left(aw):
+async def test_swapping_the_disks_again_after_a_restart_does_only_what_is_left(aw):
     rf = ResizeFiles(aw.deps, uuid.uuid4())
     rf.disk.parent.mkdir(parents=True, exist_ok=True)
     rf.disk.write_text("old")
     rf.copy.write_text("new")
     rf.disk.rename(rf.orig)  # a restart came between the two renames
-    rf.swap_in(rf.copy)
+    await rf.swap_in(rf.copy)
     assert (rf.disk.read_text(), rf.orig.read_text(), rf.copy.exists()) == ("new", "old", False)
-    rf.swap_in(rf.copy)  # and once more after both: nothing to do
+    await rf.swap_in(rf.copy)  # and once more after both: nothing to do
     assert (rf.disk.read_text(), rf.orig.read_text()) == ("new", "old")
 
 

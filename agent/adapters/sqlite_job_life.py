@@ -1,0 +1,95 @@
+"""The job runner's writes on SQLite: a job's start, each step it records (with the
+server's change and its event, compare-and-set on the job's task), its end and a paused
+try. Part of SqliteStore (a mixin, for the file's size): each public method is one
+`BEGIN IMMEDIATE` transaction through the store's `_tx`, run off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from agent.model.job import Job, JobStatus
+from agent.model.states import TaskState
+from agent.ports import check_task, job_advanced
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from agent.model.server import Server
+
+
+class JobLife:
+    if TYPE_CHECKING:  # provided by SqliteStore
+        def _tx(self, what: str, *, write: bool) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _load(self, conn: sqlite3.Connection, server_id: UUID) -> Server: ...
+        def _change(self, conn: sqlite3.Connection, current: Server, changes: dict[str, Any],
+                    cause: str) -> Server: ...
+        def _load_job(self, conn: sqlite3.Connection, job_id: UUID) -> Job: ...
+        def _write_job(self, conn: sqlite3.Connection, new: Job) -> Job: ...
+        def _after_job_write(self, old: Job, new: Job) -> None: ...
+        def _check_server_changes(self, changes: dict[str, Any]) -> None: ...
+
+    async def start_job(self, job_id: UUID) -> Job:
+        return await asyncio.to_thread(self._start_job_sync, job_id)
+
+    def _start_job_sync(self, job_id: UUID) -> Job:
+        with self._tx("start job", write=True) as conn:
+            old = self._load_job(conn, job_id)
+            return self._write_job(conn, old.model_copy(update={
+                "status": JobStatus.RUNNING, "attempts": old.attempts + 1, "updated_at": datetime.now(UTC)}))
+
+    async def advance(self, job: Job, step: str, server_changes: dict[str, Any] | None,
+                      expect_task_state: TaskState | None, *, cause: str = "",
+                      end: bool = False) -> Job:
+        return await asyncio.to_thread(self._advance_sync, job, step, server_changes,
+                                       expect_task_state, cause, end)
+
+    def _advance_sync(self, job: Job, step: str, server_changes: dict[str, Any] | None,
+                      expect_task_state: TaskState | None, cause: str, end: bool) -> Job:
+        self._check_server_changes(server_changes or {})
+        with self._tx("advance job", write=True) as conn:
+            current = self._load(conn, job.server_id)
+            check_task(current, expect_task_state)
+            if server_changes:
+                self._change(conn, current, server_changes, cause or step)
+            old = self._load_job(conn, job.id)
+            stored = self._write_job(conn, job_advanced(
+                old, step, datetime.now(UTC), JobStatus.SUCCEEDED if end else None))
+        self._after_job_write(old, stored)
+        return stored
+
+    async def end_job(self, job_id: UUID, status: JobStatus, *, error: str = "",
+                      server_changes: dict[str, Any] | None = None,
+                      expect_task_state: TaskState | None = None, cause: str = "") -> Job:
+        return await asyncio.to_thread(self._end_job_sync, job_id, status, error,
+                                       server_changes, expect_task_state, cause)
+
+    def _end_job_sync(self, job_id: UUID, status: JobStatus, error: str,
+                      server_changes: dict[str, Any] | None,
+                      expect_task_state: TaskState | None, cause: str) -> Job:
+        self._check_server_changes(server_changes or {})
+        with self._tx("end job", write=True) as conn:
+            old = self._load_job(conn, job_id)
+            if server_changes:
+                current = self._load(conn, old.server_id)
+                if current.task_state is expect_task_state:
+                    self._change(conn, current, server_changes, cause or status.value)
+            stored = self._write_job(conn, old.model_copy(update={
+                "status": status, "error": error, "payload": {}, "updated_at": datetime.now(UTC)}))
+        self._after_job_write(old, stored)
+        return stored
+
+    async def pause_job(self, job_id: UUID) -> Job | None:
+        return await asyncio.to_thread(self._pause_job_sync, job_id)
+
+    def _pause_job_sync(self, job_id: UUID) -> Job | None:
+        with self._tx("pause job", write=True) as conn:
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (str(job_id),)).fetchone() is None:
+                return None
+            old = self._load_job(conn, job_id)
+            return self._write_job(conn, old.model_copy(update={
+                "attempts": max(0, old.attempts - 1), "updated_at": datetime.now(UTC)}))
+
