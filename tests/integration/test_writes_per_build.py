@@ -50,8 +50,7 @@ async def test_one_build_with_a_nic_commits_at_most_seven_write_transactions(tmp
         JobKind.CREATE: CreateWorkflow(deps, InjectionBatcher(FakeInjector(), window_s=0.01)),
         JobKind.DELETE: DeleteWorkflow(deps)}, retry_backoff_s=0.001)
     service = ServerService(store, deps.images, deps.flavors, Limits(max_total_instances=3),
-                            PasswordPolicy(), kick=runner.kick)
-    service.ports = PortService(store, catalog)
+                            PasswordPolicy(), kick=runner.kick, ports=PortService(store, catalog))
     try:
         before = store.write_transactions
         server, _ = service.create(ALICE, CreateServer(
