@@ -133,7 +133,7 @@ class JobRunner:
         if ended is not None:
             status, error = ended
             bound.info("job.ended_before_restart", status=status.value, step=job.step or "-")
-            self.store.update_job(job.id, {"status": status, "error": error, "payload": {}})
+            await self.store.update_job(job.id, {"status": status, "error": error, "payload": {}})
             return
         if job.attempts >= MAX_ATTEMPTS:
             bound.error("job.abandoned", attempts=job.attempts, step=job.step)
@@ -146,14 +146,14 @@ class JobRunner:
             bound.info("job.retry_backoff", step=job.step or "-", deaths=job.attempts,
                        delay_s=delay)
             await asyncio.sleep(delay)
-        job = self.store.update_job(job.id, {"status": JobStatus.RUNNING,
+        job = await self.store.update_job(job.id, {"status": JobStatus.RUNNING,
                                              "attempts": job.attempts + 1})
         bound.info("job.started", step=job.step or "-", attempt=job.attempts)
         try:
             await self.metrics.timed_job(job.kind, self.workflows[job.kind].run(job))
         except Interrupted as e:
             bound.info("job.interrupted", reason=str(e))
-            self.store.update_job(job.id, {"status": JobStatus.CANCELLED,
+            await self.store.update_job(job.id, {"status": JobStatus.CANCELLED,
                                            "error": "interrupted by a later request",
                                            "payload": {}})
             return
@@ -165,13 +165,13 @@ class JobRunner:
             with contextlib.suppress(AgentError):
                 now = self.store.get_job(job.id)
                 if now is not None:
-                    self.store.update_job(job.id, {"attempts": max(0, now.attempts - 1)})
+                    await self.store.update_job(job.id, {"attempts": max(0, now.attempts - 1)})
             raise
         except Exception as e:  # any failure ends in a fault, never a stuck server
             bound.error("job.failed", error=safe_message(e), exc_type=type(e).__name__)
             await self._fail(job, e)
             return
-        self.store.update_job(job.id, {"status": JobStatus.SUCCEEDED, "payload": {}})
+        await self.store.update_job(job.id, {"status": JobStatus.SUCCEEDED, "payload": {}})
         bound.info("job.succeeded")
 
     async def _fail(self, job: Job, error: BaseException) -> None:
@@ -193,6 +193,6 @@ class JobRunner:
                 except Exception as e:
                     log.error("job.settle_failed", server_id=str(job.server_id),
                               error=safe_message(e))
-            self.store.update_server(job.server_id, changes, cause=f"{job.kind.value} failed")
-        self.store.update_job(job.id, {"status": JobStatus.FAILED, "error": message,
+            await self.store.update_server(job.server_id, changes, cause=f"{job.kind.value} failed")
+        await self.store.update_job(job.id, {"status": JobStatus.FAILED, "error": message,
                                        "payload": {}})

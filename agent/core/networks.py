@@ -134,7 +134,7 @@ class PortService:
         return len(self.store.list_ports(project_id=project_id))
 
     # -- the port registry ----------------------------------------------------------------
-    def create_port(self, ctx: RequestContext, network_id: str, *, fixed_ip: str | None = None,
+    async def create_port(self, ctx: RequestContext, network_id: str, *, fixed_ip: str | None = None,
                     mac: str | None = None, name: str = "") -> Port:
         network = self.catalog.get(network_id)
         # Neutron's order: the input's form (400), the quota (409), then what is taken (409).
@@ -149,12 +149,12 @@ class PortService:
         mac = given_mac
         port = Port(id=uuid.uuid4(), network_id=network.id, project_id=ctx.project_id, name=name,
                     mac=mac or self._new_mac(set()), ip=ip, created_at=self.now())
-        self.store.add_port(port)
+        await self.store.add_port(port)
         return port
 
-    def delete_port(self, ctx: RequestContext, port_id: str) -> None:
+    async def delete_port(self, ctx: RequestContext, port_id: str) -> None:
         port = self.get_port(ctx, port_id)
-        self.store.delete_port(port.id)
+        await self.store.delete_port(port.id)
 
     # -- a server's NICs ----------------------------------------------------------------
     def plan_servers_ports(self, ctx: RequestContext, requests: Sequence[NetworkRequest] | None,

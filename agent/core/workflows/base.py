@@ -74,17 +74,17 @@ class WorkflowDeps:
                     raise
                 await asyncio.sleep(1.0)
 
-    def checkpoint(self, job: Job, step: str, server_changes: dict[str, Any] | None = None,
+    async def checkpoint(self, job: Job, step: str, server_changes: dict[str, Any] | None = None,
                    cause: str = "") -> Job:
         self.before_checkpoint(job, step)
         if server_changes:
-            self.store.update_server(job.server_id, server_changes, cause=cause or step)
+            await self.store.update_server(job.server_id, server_changes, cause=cause or step)
         # A step done starts the try count again: this run is the first try at the next
         # step, so only deaths at one step that never advances fail the job (jobs.py).
         changes: dict[str, Any] = {"step": step}
         if step != job.step:
             changes["attempts"] = 1
-        job = self.store.update_job(job.id, changes)
+        job = await self.store.update_job(job.id, changes)
         self.on_checkpoint(job, step)
         return job
 

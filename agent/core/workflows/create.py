@@ -79,18 +79,18 @@ class CreateWorkflow:
             files.disk.unlink(missing_ok=True)  # a half-made or half-injected disk
             await d.blocking(d.disks.create_overlay, base, image.disk_format, files.disk,
                              flavor.disk)
-            job = d.checkpoint(job, "disk", {"progress": PROGRESS["disk"]})
+            job = await d.checkpoint(job, "disk", {"progress": PROGRESS["disk"]})
             d.ensure_not_taken_over(job, TaskState.SPAWNING)
             await self.injector.inject(injection_request(job, files.disk, base, image.disk_format),
                                        group)
-            job = d.checkpoint(job, "injected", {"progress": PROGRESS["injected"]})
+            job = await d.checkpoint(job, "injected", {"progress": PROGRESS["injected"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 
         if done < 5:  # (re)plug until started: idempotent, and taps vanish on a host reboot
             if d.network is not None:
                 await d.network.plug_server(server.id)
             if done < 3:
-                job = d.checkpoint(job, "network", {"progress": PROGRESS["network"]})
+                job = await d.checkpoint(job, "network", {"progress": PROGRESS["network"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 
         if done < 5:  # (re)define until started: defineXML is idempotent for one uuid
@@ -100,12 +100,12 @@ class CreateWorkflow:
                 interfaces=d.network.interfaces(server.id) if d.network is not None else ())
             await d.patiently(d.hypervisor.define, spec)  # libvirtd may be restarting
             if done < 4:
-                job = d.checkpoint(job, "domain", {"progress": PROGRESS["domain"]})
+                job = await d.checkpoint(job, "domain", {"progress": PROGRESS["domain"]})
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
 
         if done < 5:
             await d.patiently(self._start, server.id)
-            job = d.checkpoint(job, "started", {"progress": PROGRESS["started"]})
+            job = await d.checkpoint(job, "started", {"progress": PROGRESS["started"]})
 
         await self._wait_running(job)
         d.ensure_not_taken_over(job, TaskState.SPAWNING)
@@ -120,7 +120,7 @@ class CreateWorkflow:
                 + ", ".join(violations) + "; root is locked until changePassword"))
         else:
             changes["vm_state"] = VmState.ACTIVE
-        d.checkpoint(job, "running", changes, cause="build finished")
+        await d.checkpoint(job, "running", changes, cause="build finished")
 
     def _start(self, server_id: UUID) -> None:
         """Start unless running: safe to repeat when a start's answer was lost with

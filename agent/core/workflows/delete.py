@@ -23,7 +23,7 @@ class DeleteWorkflow:
         # nothing is left, and sure to catch what a killed teardown left half-done.
         await d.tear_down_guest(job.server_id)
         if job.step not in STEPS:  # never move a resumed job's checkpoint backwards
-            job = d.checkpoint(job, "guest removed")
-        d.checkpoint(job, "deleted", {
+            job = await d.checkpoint(job, "guest removed")
+        await d.checkpoint(job, "deleted", {
             "vm_state": VmState.DELETED, "task_state": None, "power_state": PowerState.NOSTATE,
             "deleted_at": d.now()}, cause="deleted")

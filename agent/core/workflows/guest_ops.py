@@ -166,9 +166,9 @@ class ActionWorkflow:
     async def run(self, job: Job) -> None:
         raise NotImplementedError
 
-    def done(self, job: Job, vm_state: VmState, cause: str, **changes: Any) -> Job:
+    async def done(self, job: Job, vm_state: VmState, cause: str, **changes: Any) -> Job:
         """The last checkpoint: the final state, no task, no fault."""
-        return self.deps.checkpoint(job, self.final_step, {
+        return await self.deps.checkpoint(job, self.final_step, {
             "vm_state": vm_state, "task_state": None, "fault": None, **changes}, cause=cause)
 
     async def cleanup_after_failure(self, job: Job, server: Server) -> None:

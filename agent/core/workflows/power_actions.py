@@ -44,7 +44,7 @@ class RebootWorkflow(ActionWorkflow):
             await self.ops.restore_normal_domain(server)
         await self.ops.boot(server.id)
         d.ensure_not_taken_over(job, task)
-        self.done(job, VmState.ACTIVE, "rebooted" if clean else "hard rebooted",
+        await self.done(job, VmState.ACTIVE, "rebooted" if clean else "hard rebooted",
                   power_state=PowerState.RUNNING)
 
 
@@ -62,7 +62,7 @@ class StopWorkflow(ActionWorkflow):
         if server.vm_state is VmState.RESCUED or rescue_disk(d, server.id).exists():
             await self.ops.restore_normal_domain(server)
         d.ensure_not_taken_over(job, TaskState.POWERING_OFF)
-        self.done(job, VmState.STOPPED, "stopped", power_state=PowerState.SHUTDOWN)
+        await self.done(job, VmState.STOPPED, "stopped", power_state=PowerState.SHUTDOWN)
 
 
 class StartWorkflow(ActionWorkflow):
@@ -73,7 +73,7 @@ class StartWorkflow(ActionWorkflow):
         server = d.ensure_not_taken_over(job, TaskState.POWERING_ON)
         await self.ops.boot(server.id)
         d.ensure_not_taken_over(job, TaskState.POWERING_ON)
-        self.done(job, VmState.ACTIVE, "started", power_state=PowerState.RUNNING)
+        await self.done(job, VmState.ACTIVE, "started", power_state=PowerState.RUNNING)
 
 
 class SuspendWorkflow(ActionWorkflow):
@@ -89,7 +89,7 @@ class SuspendWorkflow(ActionWorkflow):
         if not saved or await self.ops.power(server.id) is PowerState.RUNNING:
             await d.blocking(d.hypervisor.managed_save, server.id)
         d.ensure_not_taken_over(job, TaskState.SUSPENDING)
-        self.done(job, VmState.SUSPENDED, "suspended", power_state=PowerState.SHUTDOWN)
+        await self.done(job, VmState.SUSPENDED, "suspended", power_state=PowerState.SHUTDOWN)
 
 
 class ResumeWorkflow(ActionWorkflow):
@@ -108,4 +108,4 @@ class ResumeWorkflow(ActionWorkflow):
                             effect="the guest boots afresh; its memory is lost")
         await self.ops.boot(server.id)
         d.ensure_not_taken_over(job, TaskState.RESUMING)
-        self.done(job, VmState.ACTIVE, "resumed", power_state=PowerState.RUNNING)
+        await self.done(job, VmState.ACTIVE, "resumed", power_state=PowerState.RUNNING)

@@ -59,7 +59,7 @@ class RebuildWorkflow(ActionWorkflow):
         if done < 1:  # the disk is thrown away: no clean shutdown to wait for
             with contextlib.suppress(DomainNotFound):  # (a server in ERROR may have none)
                 await self.ops.destroy(server.id)
-            job = d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN, "progress": 20})
+            job = await d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN, "progress": 20})
         d.ensure_not_taken_over(job, TaskState.REBUILDING)
         if done < 2:  # made again from its base if a restart came mid-way
             base = base_path(d, image)
@@ -67,18 +67,18 @@ class RebuildWorkflow(ActionWorkflow):
             fresh.unlink(missing_ok=True)
             await d.blocking(d.disks.create_overlay, base, image.disk_format, fresh, flavor.disk)
             await self.injector.inject(injection_request(job, fresh))
-            job = d.checkpoint(job, "disk", {"progress": 60})
+            job = await d.checkpoint(job, "disk", {"progress": 60})
         d.ensure_not_taken_over(job, TaskState.REBUILDING)
         if done < 3:
             # The old disk goes: no managed save or rescue overlay may outlive it.
             await self.ops.discard_state(server.id)
             if fresh.exists():
                 fresh.replace(files.disk)
-            job = d.checkpoint(job, "swapped", {"image_id": image.uuid, "progress": 80})
+            job = await d.checkpoint(job, "swapped", {"image_id": image.uuid, "progress": 80})
         await self.ops.define(server, image=image)
         await self.ops.boot(server.id)
         d.ensure_not_taken_over(job, TaskState.REBUILDING)
-        self.done(job, VmState.ACTIVE, "rebuilt", image_id=image.uuid, progress=100,
+        await self.done(job, VmState.ACTIVE, "rebuilt", image_id=image.uuid, progress=100,
                   power_state=PowerState.RUNNING, launched_at=d.now())
 
 
@@ -96,20 +96,20 @@ class ChangePasswordWorkflow(ActionWorkflow):
         # A restart before any checkpoint tries online again: setting a hash is idempotent.
         if done < 1 and await self._set_online(server, job.payload["admin_pass_hash"]):
             d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)
-            self.done(job, VmState.ACTIVE, "password changed", power_state=PowerState.RUNNING)
+            await self.done(job, VmState.ACTIVE, "password changed", power_state=PowerState.RUNNING)
             return
         if done < 1:
             await self.ops.power_off(server.id)
-            job = d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN})
+            job = await d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN})
         d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)
         if done < 2:  # setting the same hash twice is harmless
             await self.injector.inject(InjectionRequest(  # the guest's own disk: alone
                 disk=d.files(server.id).disk, root_password_hash=job.payload["admin_pass_hash"],
                 guest_written=True))
-            job = d.checkpoint(job, "injected")
+            job = await d.checkpoint(job, "injected")
         await self.ops.boot(server.id)
         d.ensure_not_taken_over(job, TaskState.UPDATING_PASSWORD)
-        self.done(job, VmState.ACTIVE, "password changed", power_state=PowerState.RUNNING)
+        await self.done(job, VmState.ACTIVE, "password changed", power_state=PowerState.RUNNING)
 
     async def _set_online(self, server: Server, password_hash: str) -> bool:
         """True when the guest agent set the hash in the running guest; False when the

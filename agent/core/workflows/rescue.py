@@ -44,7 +44,7 @@ class RescueWorkflow(ActionWorkflow):
         done = step_index(job, STEPS)
         if done < 1:
             await self.ops.power_off(server.id)
-            job = d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN})
+            job = await d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN})
         d.ensure_not_taken_over(job, TaskState.RESCUING)
         disk = rescue_disk(d, server.id)
         if done < 2:  # made again from its base if a restart came mid-way
@@ -54,7 +54,7 @@ class RescueWorkflow(ActionWorkflow):
             await d.blocking(d.disks.create_overlay, base, image.disk_format, disk, flavor.disk)
             await self.injector.inject(InjectionRequest(
                 disk=disk, root_password_hash=job.payload.get("admin_pass_hash") or LOCKED_HASH))
-            job = d.checkpoint(job, "disk")
+            job = await d.checkpoint(job, "disk")
         d.ensure_not_taken_over(job, TaskState.RESCUING)
         own = d.files(server.id).disk
         await self.ops.define(server, image=image, disks=(
@@ -64,7 +64,7 @@ class RescueWorkflow(ActionWorkflow):
                      bus=own_image.properties.get("hw_disk_bus", "virtio"))))
         await self.ops.boot(server.id)
         d.ensure_not_taken_over(job, TaskState.RESCUING)
-        self.done(job, VmState.RESCUED, "rescued", power_state=PowerState.RUNNING)
+        await self.done(job, VmState.RESCUED, "rescued", power_state=PowerState.RUNNING)
 
     async def cleanup_after_failure(self, job: Job, server: Server) -> None:
         """The server's own domain back (off), the rescue overlay gone."""
@@ -80,4 +80,4 @@ class UnrescueWorkflow(ActionWorkflow):
         await self.ops.restore_normal_domain(server)  # Nova pulls the plug here too
         await self.ops.boot(server.id)
         d.ensure_not_taken_over(job, TaskState.UNRESCUING)
-        self.done(job, VmState.ACTIVE, "unrescued", power_state=PowerState.RUNNING)
+        await self.done(job, VmState.ACTIVE, "unrescued", power_state=PowerState.RUNNING)

@@ -80,22 +80,22 @@ class ResizeWorkflow(ActionWorkflow):
         done = step_index(job, STEPS)
         if done < 1:
             await self.ops.power_off(server.id)
-            job = d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN, "progress": 25})
+            job = await d.checkpoint(job, "off", {"power_state": PowerState.SHUTDOWN, "progress": 25})
         d.ensure_not_taken_over(job, TaskState.RESIZE_PREP)
         if done < 2:
             await d.blocking(d.disks.copy_resized, rf.disk, rf.copy, new.disk)
             rf.write_record({"old_flavor_id": job.payload["old_flavor_id"],
                              "new_flavor_id": new.id, "power_on": power_on})
-            job = d.checkpoint(job, "copied", {"progress": 50})
+            job = await d.checkpoint(job, "copied", {"progress": 50})
         d.ensure_not_taken_over(job, TaskState.RESIZE_PREP)
         if done < 3:
             rf.swap_in(rf.copy)
-            job = d.checkpoint(job, "swapped", {"progress": 75})
+            job = await d.checkpoint(job, "swapped", {"progress": 75})
         await self.ops.define(server, flavor=new)
         if power_on:
             await self.ops.boot(server.id)
         d.ensure_not_taken_over(job, TaskState.RESIZE_PREP)
-        self.done(job, VmState.RESIZED, "resized", flavor_id=new.id, progress=100,
+        await self.done(job, VmState.RESIZED, "resized", flavor_id=new.id, progress=100,
                   power_state=PowerState.RUNNING if power_on else PowerState.SHUTDOWN)
 
     async def cleanup_after_failure(self, job: Job, server: Server) -> None:
@@ -121,7 +121,7 @@ class ConfirmResizeWorkflow(ActionWorkflow):
         d.ensure_not_taken_over(job, TaskState.RESIZE_CONFIRMING)
         rf.orig.unlink(missing_ok=True)
         rf.record.unlink(missing_ok=True)
-        self.done(job, VmState.ACTIVE if power in ON else VmState.STOPPED, "resize confirmed",
+        await self.done(job, VmState.ACTIVE if power in ON else VmState.STOPPED, "resize confirmed",
                   power_state=power)
 
 
@@ -144,6 +144,6 @@ class RevertResizeWorkflow(ActionWorkflow):
             await self.ops.boot(server.id)
         power = await self.ops.power(server.id)
         d.ensure_not_taken_over(job, TaskState.RESIZE_REVERTING)
-        self.done(job, VmState.ACTIVE if power not in OFF else VmState.STOPPED,
+        await self.done(job, VmState.ACTIVE if power not in OFF else VmState.STOPPED,
                   "resize reverted", flavor_id=old.id, power_state=power)
         rf.record.unlink(missing_ok=True)  # last: a restart before here does it all again

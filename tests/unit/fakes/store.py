@@ -141,10 +141,10 @@ class MemoryStore:
 
     # -- servers --------------------------------------------------------------------------
 
-    def create_server(self, server: Server, job: Job, ports: Sequence[Port] = ()) -> None:
-        self.create_servers([NewServer(server, job, tuple(ports))])
+    async def create_server(self, server: Server, job: Job, ports: Sequence[Port] = ()) -> None:
+        await self.create_servers([NewServer(server, job, tuple(ports))])
 
-    def create_servers(self, batch: Sequence[NewServer]) -> None:
+    async def create_servers(self, batch: Sequence[NewServer]) -> None:
         for new in batch:
             check_new_server(new)
         rows = [(_stored_server(n.server), _stored_job(n.job)) for n in batch]
@@ -219,7 +219,7 @@ class MemoryStore:
                        if s.vm_state is not VmState.DELETED
                        and (project_id is None or s.project_id == project_id))
 
-    def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
+    async def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
         check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
         with self._writing():
@@ -234,7 +234,7 @@ class MemoryStore:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def add_job(self, job: Job, server_changes: dict[str, Any] | None = None, *,
+    async def add_job(self, job: Job, server_changes: dict[str, Any] | None = None, *,
                 cause: str = "", expect: ServerExpectation | None = None) -> Server:
         check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
         stored_job = _stored_job(job)
@@ -257,7 +257,7 @@ class MemoryStore:
             j = self._jobs.get(job_id)
         return j.model_copy(deep=True) if j is not None else None
 
-    def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
+    async def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
         check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
         with self._writing():
             self._check_open()
@@ -298,12 +298,12 @@ class MemoryStore:
     def set_event_listener(self, listener: Callable[[], None] | None) -> None:
         self._event_listener = listener
 
-    def webhook_cursor(self, url: str) -> int:
+    async def webhook_cursor(self, url: str) -> int:
         with self._writing():
             self._check_open()
             return self._webhook_cursors.setdefault(url, self._events[-1].seq if self._events else 0)
 
-    def advance_webhook_cursor(self, url: str, seq: int) -> None:
+    async def advance_webhook_cursor(self, url: str, seq: int) -> None:
         with self._writing():
             self._check_open()
             self._webhook_cursors[url] = max(seq, self._webhook_cursors.get(url, seq))
@@ -336,7 +336,7 @@ class MemoryStore:
             "device_id": port.device_id, "device_owner": port.device_owner,
             "device_index": port.device_index})
 
-    def add_port(self, port: Port) -> None:
+    async def add_port(self, port: Port) -> None:
         with self._writing():
             self._check_open()
             self._insert_port(self._ports, port)
@@ -356,7 +356,7 @@ class MemoryStore:
                      and (project_id is None or p.project_id == project_id)]
         return sorted(found, key=lambda p: (p.device_index, p.created_at, str(p.id)))
 
-    def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
+    async def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
         value = PortStatus(status)
         with self._writing():
             self._check_open()
@@ -364,7 +364,7 @@ class MemoryStore:
                 if i in self._ports:
                     self._ports[i] = self._ports[i].model_copy(update={"status": value})
 
-    def delete_port(self, port_id: UUID) -> Port:
+    async def delete_port(self, port_id: UUID) -> Port:
         with self._writing():
             self._check_open()
             current = self._ports.get(port_id)
@@ -376,7 +376,7 @@ class MemoryStore:
             del self._ports[port_id]
             return current
 
-    def release_ports(self, device_id: str) -> list[Port]:
+    async def release_ports(self, device_id: str) -> list[Port]:
         if not device_id:
             return []
         with self._writing():
@@ -394,7 +394,7 @@ class MemoryStore:
 
     # -- keypairs -------------------------------------------------------------------------
 
-    def add_keypair(self, keypair: Keypair) -> Keypair:
+    async def add_keypair(self, keypair: Keypair) -> Keypair:
         created = _utc(keypair.created_at)
         with self._lock:
             self._check_open()
@@ -417,7 +417,7 @@ class MemoryStore:
             found = [k for (user, _), k in self._keypairs.items() if user == user_id]
         return sorted(found, key=lambda k: (k.name, k.id))
 
-    def delete_keypair(self, user_id: str, name: str) -> Keypair:
+    async def delete_keypair(self, user_id: str, name: str) -> Keypair:
         with self._lock:
             self._check_open()
             current = self._keypairs.pop((user_id, name), None)
