@@ -28,12 +28,12 @@ def restarted(world) -> JobRunner:
 
 
 async def test_create_killed_after_its_last_checkpoint_is_closed_as_succeeded(world):
-    server, _ = world.create()
+    server, _ = await world.create()
     [job] = world.store.unfinished_jobs()
     await world.runner.idle()
     launched = world.store.get_server(server.id).launched_at
     # The daemon died after the "running" checkpoint, before the job was marked done:
-    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "running"})
+    await world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "running"})
     runner = restarted(world)
     assert runner.resume_all() == 1
     await runner.idle()
@@ -43,13 +43,13 @@ async def test_create_killed_after_its_last_checkpoint_is_closed_as_succeeded(wo
 
 
 async def test_delete_killed_after_its_last_checkpoint_is_not_redone(world):
-    server, _ = world.create()
+    server, _ = await world.create()
     await world.runner.idle()
-    world.service.delete(ALICE, server.id)
+    await world.service.delete(ALICE, server.id)
     [job] = world.store.unfinished_jobs()
     await world.runner.idle()
     deleted_at = world.store.get_server(server.id).deleted_at
-    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "guest removed"})
+    await world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "guest removed"})
     runner = restarted(world)
     runner.resume_all()
     await runner.idle()
@@ -68,10 +68,10 @@ def _stray(world, server_id, instances_dir=None):
 
 
 async def test_sweep_removes_what_the_store_says_is_deleted_and_quarantines_the_unknown(world, tmp_path):
-    live, _ = world.create(name="live")
-    gone, _ = world.create(name="gone")
+    live, _ = await world.create(name="live")
+    gone, _ = await world.create(name="gone")
     await world.runner.idle()
-    world.service.delete(ALICE, gone.id)
+    await world.service.delete(ALICE, gone.id)
     await world.runner.idle()
     _stray(world, gone.id)  # a deleted server's guest came back (a lost teardown)
     unknown = uuid.uuid4()

@@ -303,6 +303,12 @@ class MemoryStore:
             self._check_open()
             return self._webhook_cursors.setdefault(url, self._events[-1].seq if self._events else 0)
 
+    def peek_webhook_cursor(self, url: str) -> int | None:
+        """A test's look at the URL's cursor (None without one), without the write that
+        webhook_cursor may make: usable in a synchronous wait condition."""
+        with self._lock:
+            return self._webhook_cursors.get(url)
+
     async def advance_webhook_cursor(self, url: str, seq: int) -> None:
         with self._writing():
             self._check_open()
