@@ -9,7 +9,6 @@ peer address (a connection cap per address must not make it pay for the attacker
 from __future__ import annotations
 
 import asyncio
-
 import contextlib
 import resource
 import select

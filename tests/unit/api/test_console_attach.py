@@ -5,7 +5,6 @@ for another project's server, a server with no console, or a bad token."""
 from __future__ import annotations
 
 import asyncio
-
 import shutil
 import socket
 import tempfile

@@ -92,7 +92,8 @@ async def test_every_response_body_matches_its_documented_model(env: Env, prefix
     check(models.CreatedServerShow, created, 202)
     sid = created.json()["server"]["id"]
     check(models.ServerShow, await c.get(f"{prefix}/servers/{sid}", headers=ALICE), 200)
-    await env.set_state(sid, VmState.ERROR, fault=Fault(code=500, message="boom", created=created_at(env, sid)))
+    await env.set_state(sid, VmState.ERROR,
+                        fault=Fault(code=500, message="boom", created=created_at(env, sid)))
     shown = await c.get(f"{prefix}/servers/{sid}", headers=ALICE)
     check(models.ServerShow, shown, 200)
     assert "fault" in shown.json()["server"]

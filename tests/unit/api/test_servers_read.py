@@ -70,7 +70,8 @@ async def test_show_gives_the_full_view_of_a_building_server(env: Env):
 async def test_show_reflects_an_active_running_server(env: Env):
     sid = (await env.create())["id"]
     launched = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
-    await env.set_state(sid, VmState.ACTIVE, power_state=PowerState.RUNNING, progress=100, launched_at=launched)
+    await env.set_state(sid, VmState.ACTIVE, power_state=PowerState.RUNNING, progress=100,
+                        launched_at=launched)
     s = (await show(env, sid)).json()["server"]
     assert s["status"] == "ACTIVE"
     assert s["OS-EXT-STS:vm_state"] == "active"

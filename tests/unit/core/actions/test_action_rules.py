@@ -3,8 +3,6 @@ does not allow, before anything is committed; and allowed, with its task, where 
 
 from __future__ import annotations
 
-import asyncio
-
 from collections.abc import Callable
 from uuid import UUID
 
