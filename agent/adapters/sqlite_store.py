@@ -180,11 +180,14 @@ class SqliteStore:
     def _after_commit(self, conn: sqlite3.Connection, flags: set[str]) -> None:
         """On the writer thread, after a COMMIT, before any of its callers gets an answer."""
         if "scrub" in flags:
-            # A job payload was cleared: its old bytes are zeroed in the database
-            # (secure_delete) but still in the WAL's frames until a checkpoint.
-            _truncate_wal(conn)
+            self._scrub_wal(conn)
         if "events" in flags and self._event_listener is not None:
             self._event_listener()
+
+    def _scrub_wal(self, conn: sqlite3.Connection) -> None:
+        """A job payload was cleared: its old bytes are zeroed in the database
+        (secure_delete) but still in the WAL's frames until a checkpoint: truncate it."""
+        _truncate_wal(conn)
 
     async def _write(self, what: str, body: Callable[..., Any], *args: Any) -> Any:
         """Run `body(*args)` on the writer thread as one request of a group commit; its

@@ -184,6 +184,10 @@ class GroupWriter:
                 for r in done:
                     _settle(r.future, error=lost)
                 return group[i + 1:]
+        if not done:  # every request failed: nothing to commit, no fsync
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            return []
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as e:
