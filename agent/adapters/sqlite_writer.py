@@ -177,6 +177,8 @@ class GroupWriter:
                 _settle(r.future, error=as_store_error(r.what, e))
             return []
         for i, request in enumerate(group):
+            if not request.future.set_running_or_notify_cancel():
+                continue  # its caller was cancelled before it ran: it is not done at all
             if self._run_one(conn, request):
                 done.append(request)
             if not conn.in_transaction:  # SQLite rolled it all back: the group's work is gone
