@@ -53,6 +53,7 @@ class KeypairService:
         self.keys = keys
         self.limits = limits
         self.now = now
+        self._adding = asyncio.Lock()
 
     def _check_new(self, ctx: RequestContext, name: str) -> None:
         check_keypair_name(name)
@@ -70,9 +71,10 @@ class KeypairService:
 
     async def import_public_key(self, ctx: RequestContext, name: str, public_key: str) -> Keypair:
         """Keep the caller's public key under `name` (KeypairExists if taken)."""
-        self._check_new(ctx, name)
-        authorized_key_line(public_key)
-        return await self._add(ctx, name, public_key)
+        async with self._adding:  # the quota checked and the key added, with no turn between
+            self._check_new(ctx, name)
+            authorized_key_line(public_key)
+            return await self._add(ctx, name, public_key)
 
     async def generate(self, ctx: RequestContext, name: str) -> tuple[Keypair, str]:
         """A new key kept under `name`; its private key, to return once. The key is made
@@ -82,8 +84,9 @@ class KeypairService:
         if self.store.get_keypair(ctx.user_id, name) is not None:  # spare the key's cost
             raise KeypairExists(exists_message(name))
         new = await asyncio.to_thread(self.keys.generate)
-        self._check_new(ctx, name)
-        return await self._add(ctx, name, new.public_key), new.private_key
+        async with self._adding:
+            self._check_new(ctx, name)
+            return await self._add(ctx, name, new.public_key), new.private_key
 
     def list(self, ctx: RequestContext) -> list[Keypair]:
         return self.store.list_keypairs(ctx.user_id)

@@ -3,6 +3,7 @@ transaction) before the caller answers, then the job runner is told to look."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import string
@@ -110,6 +111,10 @@ class ServerService:
         self.max_page = max_page
         self.ports = ports  # None: this host has no networks
         self.name_template = name_template  # names of a multi-create's servers
+        # Quota and addresses are checked by reading, then committed by an awaited write:
+        # creates (and port creates) take turns from the check to the commit, so two of
+        # them never both fit the last free slot or pick the same address.
+        self.allocating = ports.allocating if ports is not None else asyncio.Lock()
 
     # -- reads ------------------------------------------------------------------------
     def get(self, ctx: RequestContext, server_id: UUID) -> Server:
@@ -191,6 +196,10 @@ class ServerService:
         """Commit min_count..max_count servers (as many as the quota allows), each with its
         create job and NICs, in one transaction: all of them or none. As in Nova, they
         share one admin password and one reservation id, and are named by the template."""
+        async with self.allocating:
+            return await self._create_many(ctx, req)
+
+    async def _create_many(self, ctx: RequestContext, req: CreateServer) -> CreatedServers:
         max_count = req.max_count or req.min_count
         if req.min_count > max_count:
             raise InvalidInput("min_count must be <= max_count", "min_count")

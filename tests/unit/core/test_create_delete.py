@@ -125,6 +125,7 @@ async def test_resume_after_restart_continues_after_the_last_checkpoint(world):
 
 
 async def test_a_job_that_keeps_killing_the_daemon_is_abandoned(world):
+    world.service.kick = lambda _id: None  # the job runs only when resumed, as after a restart
     server, _ = await world.create()
     [job] = world.store.unfinished_jobs()
     await world.store.update_job(job.id, {"status": JobStatus.RUNNING, "attempts": MAX_ATTEMPTS})
@@ -263,3 +264,14 @@ async def test_other_projects_cannot_see_or_delete(world):
     assert world.service.list(BOB, ServerQuery()) == ([], False)
     await world.runner.idle()
     assert world.store.get_server(server.id).status is Status.ACTIVE
+
+
+async def test_concurrent_creates_never_exceed_the_quota_together(world):
+    """The quota is read, then the servers are written by an awaited commit: two creates
+    for the last free slot take turns, so one gets it and the other QuotaExceeded."""
+    world.service.kick = lambda _id: None
+    await world.create()
+    await world.create()  # 2 of 3
+    results = await asyncio.gather(world.create(), world.create(), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["QuotaExceeded", "tuple"]
+    assert world.store.count_servers() == 3

@@ -5,6 +5,7 @@ the database (datetimes in UTC, payloads through JSON, copies rather than shared
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections import Counter
@@ -79,6 +80,12 @@ def _stored_job(j: Job) -> Job:
 
 
 
+async def _turn() -> None:
+    """A write is a turn of the event loop, as with SqliteStore (its writer thread commits
+    while the loop runs others): what a caller checked before a write may change meanwhile."""
+    await asyncio.sleep(0)
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -145,6 +152,7 @@ class MemoryStore:
         await self.create_servers([NewServer(server, job, tuple(ports))])
 
     async def create_servers(self, batch: Sequence[NewServer]) -> None:
+        await _turn()
         for new in batch:
             check_new_server(new)
         rows = [(_stored_server(n.server), _stored_job(n.job)) for n in batch]
@@ -221,6 +229,7 @@ class MemoryStore:
 
     async def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
+        await _turn()
         check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
         with self._writing():
             self._check_open()
@@ -236,6 +245,7 @@ class MemoryStore:
 
     async def add_job(self, job: Job, server_changes: dict[str, Any] | None = None, *,
                 cause: str = "", expect: ServerExpectation | None = None) -> Server:
+        await _turn()
         check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
         stored_job = _stored_job(job)
         with self._writing():
@@ -258,6 +268,7 @@ class MemoryStore:
         return j.model_copy(deep=True) if j is not None else None
 
     async def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
+        await _turn()
         check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
         with self._writing():
             self._check_open()
@@ -299,6 +310,7 @@ class MemoryStore:
         self._event_listener = listener
 
     async def webhook_cursor(self, url: str) -> int:
+        await _turn()
         with self._writing():
             self._check_open()
             return self._webhook_cursors.setdefault(url, self._events[-1].seq if self._events else 0)
@@ -310,6 +322,7 @@ class MemoryStore:
             return self._webhook_cursors.get(url)
 
     async def advance_webhook_cursor(self, url: str, seq: int) -> None:
+        await _turn()
         with self._writing():
             self._check_open()
             self._webhook_cursors[url] = max(seq, self._webhook_cursors.get(url, seq))
@@ -343,6 +356,7 @@ class MemoryStore:
             "device_index": port.device_index})
 
     async def add_port(self, port: Port) -> None:
+        await _turn()
         with self._writing():
             self._check_open()
             self._insert_port(self._ports, port)
@@ -363,6 +377,7 @@ class MemoryStore:
         return sorted(found, key=lambda p: (p.device_index, p.created_at, str(p.id)))
 
     async def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
+        await _turn()
         value = PortStatus(status)
         with self._writing():
             self._check_open()
@@ -371,6 +386,7 @@ class MemoryStore:
                     self._ports[i] = self._ports[i].model_copy(update={"status": value})
 
     async def delete_port(self, port_id: UUID) -> Port:
+        await _turn()
         with self._writing():
             self._check_open()
             current = self._ports.get(port_id)
@@ -383,6 +399,7 @@ class MemoryStore:
             return current
 
     async def release_ports(self, device_id: str) -> list[Port]:
+        await _turn()
         if not device_id:
             return []
         with self._writing():
@@ -401,6 +418,7 @@ class MemoryStore:
     # -- keypairs -------------------------------------------------------------------------
 
     async def add_keypair(self, keypair: Keypair) -> Keypair:
+        await _turn()
         created = _utc(keypair.created_at)
         with self._lock:
             self._check_open()
@@ -424,6 +442,7 @@ class MemoryStore:
         return sorted(found, key=lambda k: (k.name, k.id))
 
     async def delete_keypair(self, user_id: str, name: str) -> Keypair:
+        await _turn()
         with self._lock:
             self._check_open()
             current = self._keypairs.pop((user_id, name), None)
