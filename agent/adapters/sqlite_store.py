@@ -23,6 +23,7 @@ from typing import Any
 from uuid import UUID
 
 from agent.adapters import sqlite_keypairs, sqlite_ports
+from agent.adapters.sqlite_open import connect, open_writer, read_server_ids, truncate_wal
 from agent.adapters.sqlite_rows import (
     INSERT_EVENT,
     INSERT_JOB,
@@ -37,7 +38,6 @@ from agent.adapters.sqlite_rows import (
     ts,
     utcnow,
 )
-from agent.adapters.sqlite_schema import migrate
 from agent.adapters.sqlite_writer import GroupWriter, as_store_error
 from agent.errors import InvalidInput, ServerNotFound, StoreError
 from agent.model.job import Job, JobStatus, StatusEvent
@@ -53,75 +53,12 @@ from agent.ports import (
     check_new_server,
 )
 
-_BUSY_TIMEOUT_S = 5.0
+__all__ = ["SqliteStore", "read_server_ids"]  # read_server_ids: doctor's look, from here
+
 _SERVER_FIELDS = frozenset(Server.model_fields)
 _SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at", "reservation_id"})
 _JOB_FIELDS = frozenset(Job.model_fields)
 _JOB_FIXED = frozenset({"id", "server_id", "kind", "created_at", "updated_at"})
-
-def _truncate_wal(conn: sqlite3.Connection) -> None:
-    """Copy the WAL into the database and truncate it to zero bytes, so that frames holding
-    old page images (a payload before it was cleared) are gone from the -wal file. Best
-    effort: a reader in another process holding it back (SQLite then reports busy), or a
-    full disk, leaves it for the next clear or start; it never fails what called it."""
-    with suppress(sqlite3.Error):
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-
-
-def read_server_ids(path: Path) -> set[UUID]:
-    """Every server the database at `path` has a row for, deleted ones too, read without
-    writing anything (doctor runs beside the daemon). No file or no schema yet: none."""
-    if not Path(path).exists():
-        return set()
-    try:
-        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
-                               timeout=_BUSY_TIMEOUT_S)
-    except sqlite3.Error as e:
-        raise StoreError(f"cannot open state database {path}: {e}") from e
-    try:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'servers'").fetchone() is None:
-            return set()
-        return {UUID(row[0]) for row in conn.execute("SELECT id FROM servers")}
-    except sqlite3.Error as e:
-        raise StoreError(f"state database {path}: cannot read servers: {e}") from e
-    finally:
-        conn.close()
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
-                           check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA foreign_keys = ON")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _open_writer(path: Path) -> sqlite3.Connection:
-    conn = _connect(path)
-    try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise StoreError(f"state database {path}: cannot use WAL (journal_mode={mode})")
-        # FULL, not NORMAL: with WAL, NORMAL can lose the last commits on power loss.
-        # The API answers 202 only after a job is committed ("durable first"), so a
-        # commit must survive a power cut; the cost is one fsync of the WAL per commit
-        # (per group of writes: see sqlite_writer).
-        conn.execute("PRAGMA synchronous = FULL")
-        # Deleted and overwritten content (a cleared job payload: file contents, a
-        # password hash) is zeroed in the pages and the freelist, not left as free space.
-        conn.execute("PRAGMA secure_delete = ON")
-        migrate(conn, str(path))
-        _truncate_wal(conn)  # payloads cleared by a run killed before its checkpoint
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
 
 class SqliteStore:
     def __init__(self, path: Path) -> None:
@@ -143,11 +80,11 @@ class SqliteStore:
         except OSError as e:
             raise StoreError(f"cannot create state database {self.path}: {e.strerror}") from e
         try:
-            writer = _open_writer(self.path)
+            writer = open_writer(self.path)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open state database {self.path}: {e}") from e
         try:
-            self._reader = _connect(self.path)
+            self._reader = connect(self.path)
             # The reader never writes: a bug that tries fails loudly, not off the writer.
             self._reader.execute("PRAGMA query_only = ON")
         except sqlite3.Error as e:
@@ -187,7 +124,7 @@ class SqliteStore:
     def _scrub_wal(self, conn: sqlite3.Connection) -> None:
         """A job payload was cleared: its old bytes are zeroed in the database
         (secure_delete) but still in the WAL's frames until a checkpoint: truncate it."""
-        _truncate_wal(conn)
+        truncate_wal(conn)
 
     async def _write(self, what: str, body: Callable[..., Any], *args: Any) -> Any:
         """Run `body(*args)` on the writer thread as one request of a group commit; its
