@@ -229,11 +229,14 @@ class DiskInspector(Protocol):
 class Store(Protocol):
     """Durable state: servers (soft-deleted rows kept), jobs, status events.
 
-    Every method is one transaction. Any change of a server's status (vm_state/task_state)
-    appends a StatusEvent in the same transaction, so the event feed never misses one.
+    Every method is one transaction. Writes are `async`: they go to one writer that
+    commits concurrent ones together (group commit) and answers only once the commit is
+    durable; reads are synchronous and never wait on a write. Any change of a server's
+    status (vm_state/task_state) appends a StatusEvent in the same transaction, so the
+    event feed never misses one.
     """
 
-    def create_server(self, server: Server, job: Job, ports: Sequence[Port] = ()) -> None:
+    async def create_server(self, server: Server, job: Job, ports: Sequence[Port] = ()) -> None:
         """Insert the server, its first job and a first event (None -> its status).
 
         `ports` are the server's NICs, in the same transaction: one the agent made
@@ -242,7 +245,7 @@ class Store(Protocol):
         it is still free (else PortInUse; PortNotFound if it is gone)."""
         ...
 
-    def create_servers(self, batch: Sequence[NewServer]) -> None:
+    async def create_servers(self, batch: Sequence[NewServer]) -> None:
         """create_server for each, all in one transaction: every server, job, port and
         event of the batch is committed, or none (a multi-create is all or nothing)."""
         ...
@@ -272,14 +275,14 @@ class Store(Protocol):
         returns R. This daemon's writes only: the store is its alone."""
         ...
 
-    def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
+    async def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
         """Apply `changes` (Server field names) and bump updated_at. With `expect`, only
         if the current vm_state/task_state match it, else raise StaleServer (a
         compare-and-set, so two actors never both win). Raises ServerNotFound."""
         ...
 
-    def add_job(self, job: Job, server_changes: dict[str, Any] | None = None, *,
+    async def add_job(self, job: Job, server_changes: dict[str, Any] | None = None, *,
                 cause: str = "", expect: ServerExpectation | None = None) -> Server:
         """Insert a job and apply `server_changes` to its server in one transaction
         (e.g. set task_state=deleting with the delete job)."""
@@ -314,7 +317,7 @@ class Store(Protocol):
         death under the job. None if there is no such job."""
         ...
 
-    def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job: ...
+    async def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job: ...
 
     def unfinished_jobs(self) -> list[Job]:
         """Jobs queued or running, oldest first."""
@@ -330,18 +333,18 @@ class Store(Protocol):
 
     # -- webhook delivery cursors: the events table is the outbox; a cursor is the seq of
     # the last event a webhook URL acknowledged (2xx).
-    def webhook_cursor(self, url: str) -> int:
+    async def webhook_cursor(self, url: str) -> int:
         """The URL's cursor; a URL without one gets one at the newest event (a new webhook
         starts from now, not from the whole history), in the same transaction."""
         ...
 
-    def advance_webhook_cursor(self, url: str, seq: int) -> None:
+    async def advance_webhook_cursor(self, url: str, seq: int) -> None:
         """Move the URL's cursor forward to `seq` (never back)."""
         ...
 
     # -- ports: one IPv4 address each; (network_id, ip) and mac are UNIQUE in the store,
     # so two callers can never both get one address.
-    def add_port(self, port: Port) -> None:
+    async def add_port(self, port: Port) -> None:
         """Insert a port: IpAddressInUse or MacAddressInUse when taken."""
         ...
 
@@ -352,22 +355,22 @@ class Store(Protocol):
         """Ports matching every filter given, in NIC order (device_index), then oldest first."""
         ...
 
-    def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
+    async def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
         """Set the status of these ports (missing ones are skipped)."""
         ...
 
-    def delete_port(self, port_id: UUID) -> Port:
+    async def delete_port(self, port_id: UUID) -> Port:
         """Delete a free port; PortNotFound, or PortInUse while it is bound."""
         ...
 
-    def release_ports(self, device_id: str) -> list[Port]:
+    async def release_ports(self, device_id: str) -> list[Port]:
         """In one transaction: delete the ports the agent made for this server and detach
         the user's (free and DOWN again); the ports as they were before."""
         ...
 
     # -- keypairs: per user; a name is unique per user (the store decides, also between
     # callers at the same time).
-    def add_keypair(self, keypair: Keypair) -> Keypair:
+    async def add_keypair(self, keypair: Keypair) -> Keypair:
         """Insert a keypair (its id is ignored): the keypair as stored, with its id.
         KeypairExists when the user has one of that name."""
         ...
@@ -378,7 +381,7 @@ class Store(Protocol):
         """The user's keypairs by name."""
         ...
 
-    def delete_keypair(self, user_id: str, name: str) -> Keypair:
+    async def delete_keypair(self, user_id: str, name: str) -> Keypair:
         """Delete the user's keypair of that name (KeypairNotFound); as it was."""
         ...
 

@@ -10,6 +10,7 @@ and it makes every listed server carry a fault (slightly larger answers)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -22,6 +23,7 @@ from agent.model.domain import PowerState
 from agent.model.job import Job, JobKind, JobStatus
 from agent.model.server import Server
 from agent.model.states import VmState
+from agent.ports import NewServer
 from bench.daemon import BenchDaemon
 from bench.scratch import Scratch
 from bench.timing import poll
@@ -33,7 +35,7 @@ READY_TIMEOUT_S = 120
 def seed_servers(db: Path, count: int, image_id: uuid.UUID, flavor: str = "1") -> list[uuid.UUID]:
     """`count` ACTIVE servers of the bench project in the store at `db`; their ids."""
     store = SqliteStore(db)
-    ids = []
+    ids, batch = [], []
     try:
         for i in range(count):
             now = datetime.now(UTC)
@@ -45,8 +47,9 @@ def seed_servers(db: Path, count: int, image_id: uuid.UUID, flavor: str = "1") -
                             updated_at=now, launched_at=now)
             job = Job(id=uuid.uuid4(), server_id=sid, kind=JobKind.CREATE,
                       status=JobStatus.SUCCEEDED, step="done", created_at=now, updated_at=now)
-            store.create_server(server, job)
+            batch.append(NewServer(server, job))
             ids.append(sid)
+        asyncio.run(store.create_servers(batch))
     finally:
         store.close()
     return ids

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 import libvirt
@@ -37,7 +37,7 @@ class LibvirtEventSource:
         self.connected = False
 
     async def run(self, on_domain: Callable[[UUID, str], None],
-                  on_connection: Callable[[bool], None]) -> None:
+                  on_connection: Callable[[bool], Awaitable[None]]) -> None:
         """Deliver lifecycle events until cancelled, reconnecting whenever libvirtd goes."""
         loop = asyncio.get_running_loop()
         backoff = BACKOFF_FIRST_S
@@ -45,7 +45,7 @@ class LibvirtEventSource:
             try:
                 conn = await asyncio.to_thread(libvirt.open, self.uri)
             except libvirt.libvirtError as e:
-                self._set(False, on_connection, e.get_error_message())
+                await self._set(False, on_connection, e.get_error_message())
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
@@ -65,23 +65,23 @@ class LibvirtEventSource:
                                             None)
                 conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
             except libvirt.libvirtError as e:
-                self._set(False, on_connection, e.get_error_message())
+                await self._set(False, on_connection, e.get_error_message())
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.close()
                 await asyncio.sleep(backoff)
                 continue
             backoff = BACKOFF_FIRST_S
-            self._set(True, on_connection, "connected")
+            await self._set(True, on_connection, "connected")
             try:
                 await lost.wait()
             finally:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.unregisterCloseCallback()
                     conn.close()
-            self._set(False, on_connection, "connection closed")
+            await self._set(False, on_connection, "connection closed")
 
-    def _set(self, up: bool, on_connection: Callable[[bool], None], why: str) -> None:
+    async def _set(self, up: bool, on_connection: Callable[[bool], Awaitable[None]], why: str) -> None:
         if up != self.connected:
             log.info("libvirt.connection", up=up, uri=self.uri, reason=why)
             self.connected = up
-            on_connection(up)
+            await on_connection(up)

@@ -1,12 +1,12 @@
 """The job runner's writes on SQLite: a job's start, each step it records (with the
 server's change and its event, compare-and-set on the job's task), its end and a paused
-try. Part of SqliteStore (a mixin, for the file's size): each public method is one
-`BEGIN IMMEDIATE` transaction through the store's `_tx`, run off the event loop."""
+try. Part of SqliteStore (a mixin, for the file's size): each public method is one write
+request on the store's writer thread (sqlite_writer: its own savepoint in a group commit)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -31,9 +31,10 @@ class JobLife:
         def _write_job(self, conn: sqlite3.Connection, new: Job) -> Job: ...
         def _after_job_write(self, old: Job, new: Job) -> None: ...
         def _check_server_changes(self, changes: dict[str, Any]) -> None: ...
+        async def _write(self, what: str, body: Callable[..., Any], *args: Any) -> Any: ...
 
     async def start_job(self, job_id: UUID) -> Job:
-        return await asyncio.to_thread(self._start_job_sync, job_id)
+        return await self._write("start job", self._start_job_sync, job_id)
 
     def _start_job_sync(self, job_id: UUID) -> Job:
         with self._tx("start job", write=True) as conn:
@@ -44,7 +45,7 @@ class JobLife:
     async def advance(self, job: Job, step: str, server_changes: dict[str, Any] | None,
                       expect_task_state: TaskState | None, *, cause: str = "",
                       end: bool = False) -> Job:
-        return await asyncio.to_thread(self._advance_sync, job, step, server_changes,
+        return await self._write("advance", self._advance_sync, job, step, server_changes,
                                        expect_task_state, cause, end)
 
     def _advance_sync(self, job: Job, step: str, server_changes: dict[str, Any] | None,
@@ -64,7 +65,7 @@ class JobLife:
     async def end_job(self, job_id: UUID, status: JobStatus, *, error: str = "",
                       server_changes: dict[str, Any] | None = None,
                       expect_task_state: TaskState | None = None, cause: str = "") -> Job:
-        return await asyncio.to_thread(self._end_job_sync, job_id, status, error,
+        return await self._write("end job", self._end_job_sync, job_id, status, error,
                                        server_changes, expect_task_state, cause)
 
     def _end_job_sync(self, job_id: UUID, status: JobStatus, error: str,
@@ -83,7 +84,7 @@ class JobLife:
         return stored
 
     async def pause_job(self, job_id: UUID) -> Job | None:
-        return await asyncio.to_thread(self._pause_job_sync, job_id)
+        return await self._write("pause job", self._pause_job_sync, job_id)
 
     def _pause_job_sync(self, job_id: UUID) -> Job | None:
         with self._tx("pause job", write=True) as conn:

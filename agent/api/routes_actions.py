@@ -68,16 +68,16 @@ async def server_action(request: Request, ctx: Ctx, server_id: str,
     sid = parse_server_id(server_id)
     actions = ServerActions(deps.servers)
     if name in SIMPLE:
-        actions.simple(ctx, sid, name)
+        await actions.simple(ctx, sid, name)
     elif isinstance(body, RebootAction):
-        actions.reboot(ctx, sid, hard=body.reboot.type.upper() == "HARD")
+        await actions.reboot(ctx, sid, hard=body.reboot.type.upper() == "HARD")
     elif isinstance(body, ResizeAction):
-        actions.resize(ctx, sid, str(body.resize.flavor_ref))
+        await actions.resize(ctx, sid, str(body.resize.flavor_ref))
     elif isinstance(body, ChangePasswordAction):
-        actions.change_password(ctx, sid, body.change_password.admin_pass.get_secret_value())
+        await actions.change_password(ctx, sid, body.change_password.admin_pass.get_secret_value())
     elif isinstance(body, RescueAction):
         args = body.rescue
-        password = actions.rescue(
+        password = await actions.rescue(
             ctx, sid, args.admin_pass.get_secret_value() if args and args.admin_pass else None,
             args.rescue_image_ref if args else None)
         return JSONResponse({"adminPass": password}, status_code=200)
@@ -90,7 +90,7 @@ async def server_action(request: Request, ctx: Ctx, server_id: str,
         server = deps.servers.get_live(ctx, sid)
         return JSONResponse({"output": deps.consoles.output(server.id, lines)}, status_code=200)
     elif isinstance(body, RebuildAction):
-        server, password = actions.rebuild(ctx, sid, body.rebuild.to_core())
+        server, password = await actions.rebuild(ctx, sid, body.rebuild.to_core())
         # With its real addresses (without OS-EXT-IPS attributes), as Nova answers.
         shown = server_view(request, ctx, server, extended_addresses=False)
         return JSONResponse({"server": {**shown, "adminPass": password}}, status_code=202)

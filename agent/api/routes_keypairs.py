@@ -26,7 +26,7 @@ async def create_keypair(request: Request, ctx: Ctx, body: KeypairCreateBody) ->
     args = body.keypair
     if args.public_key is not None:
         return JSONResponse(views.created_keypair(
-            service.import_public_key(ctx, args.name, args.public_key), None))
+            await service.import_public_key(ctx, args.name, args.public_key), None))
     keypair, private_key = await service.generate(ctx, args.name)
     return JSONResponse(views.created_keypair(keypair, private_key))
 
@@ -46,5 +46,5 @@ async def show_keypair(request: Request, ctx: Ctx, keypair_name: str) -> JSONRes
 @router.delete("/os-keypairs/{keypair_name}", status_code=202, response_class=Response,
                responses=models.WRITE_ERRORS)
 async def delete_keypair(request: Request, ctx: Ctx, keypair_name: str) -> Response:
-    keypairs_of(request).delete(ctx, keypair_name)
+    await keypairs_of(request).delete(ctx, keypair_name)
     return Response(status_code=202)

@@ -28,7 +28,7 @@ async def list_metadata(request: Request, ctx: Ctx, server_id: str) -> JSONRespo
 @router.post("/servers/{server_id}/metadata", response_model=models.Metadata,
              responses=models.WRITE_ERRORS, summary="Merge metadata into the server's")
 async def merge_metadata(request: Request, ctx: Ctx, server_id: str, body: MetadataBody) -> JSONResponse:
-    merged = deps_of(request).servers.set_metadata(ctx, parse_server_id(server_id), body.metadata,
+    merged = await deps_of(request).servers.set_metadata(ctx, parse_server_id(server_id), body.metadata,
                                                    replace=False)
     return JSONResponse({"metadata": dict(merged)})
 
@@ -36,7 +36,7 @@ async def merge_metadata(request: Request, ctx: Ctx, server_id: str, body: Metad
 @router.put("/servers/{server_id}/metadata", response_model=models.Metadata,
             responses=models.WRITE_ERRORS, summary="Replace the server's metadata")
 async def replace_metadata(request: Request, ctx: Ctx, server_id: str, body: MetadataBody) -> JSONResponse:
-    result = deps_of(request).servers.set_metadata(ctx, parse_server_id(server_id), body.metadata,
+    result = await deps_of(request).servers.set_metadata(ctx, parse_server_id(server_id), body.metadata,
                                                    replace=True)
     return JSONResponse({"metadata": dict(result)})
 
@@ -58,7 +58,7 @@ async def set_metadata_item(request: Request, ctx: Ctx, server_id: str, key: Key
         raise InvalidInput("Request body contains too many items", "meta")
     if key not in body.meta:
         raise InvalidInput("Request body and URI mismatch", "meta")
-    deps_of(request).servers.set_metadata(ctx, parse_server_id(server_id), {key: body.meta[key]},
+    await deps_of(request).servers.set_metadata(ctx, parse_server_id(server_id), {key: body.meta[key]},
                                           replace=False)
     return JSONResponse({"meta": {key: body.meta[key]}})
 
@@ -66,5 +66,5 @@ async def set_metadata_item(request: Request, ctx: Ctx, server_id: str, key: Key
 @router.delete("/servers/{server_id}/metadata/{key}", status_code=204, response_class=Response,
                responses=models.WRITE_ERRORS)
 async def delete_metadata_item(request: Request, ctx: Ctx, server_id: str, key: Key) -> Response:
-    deps_of(request).servers.delete_metadata_item(ctx, parse_server_id(server_id), key)
+    await deps_of(request).servers.delete_metadata_item(ctx, parse_server_id(server_id), key)
     return Response(status_code=204)

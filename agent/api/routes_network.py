@@ -117,7 +117,7 @@ async def create_port(request: Request, ctx: Ctx,
             raise InvalidInput(f"Subnet {wanted.subnet_id[:64]} is not a subnet of network "
                                f"{network.id}.", "fixed_ips")
         fixed_ip = wanted.ip_address
-    port = service.create_port(ctx, str(network.id), fixed_ip=fixed_ip, mac=req.mac_address,
+    port = await service.create_port(ctx, str(network.id), fixed_ip=fixed_ip, mac=req.mac_address,
                                name=req.name)
     return JSONResponse({"port": views_network.port_view(port, network)}, status_code=201)
 
@@ -132,5 +132,5 @@ async def show_port(request: Request, ctx: Ctx, port_id: str) -> JSONResponse:
 @router.delete("/ports/{port_id}", status_code=204, response_class=Response,
                responses=models.WRITE_ERRORS)
 async def delete_port(request: Request, ctx: Ctx, port_id: str) -> Response:
-    port_service(request).delete_port(ctx, port_id)
+    await port_service(request).delete_port(ctx, port_id)
     return Response(status_code=204)

@@ -162,7 +162,7 @@ async def list_servers_detail(request: Request, ctx: Ctx, query: Filters) -> Res
 async def create_server(request: Request, ctx: Ctx, body: CreateServerBody) -> JSONResponse:
     """One server, or min_count..max_count of them: the answer is the first one's (with
     the admin password they share), or their reservation id if asked for, as Nova's."""
-    made = deps_of(request).servers.create_many(ctx, body.to_core())
+    made = await deps_of(request).servers.create_many(ctx, body.to_core())
     if body.server.return_reservation_id:
         return JSONResponse({"reservation_id": made.reservation_id}, status_code=202)
     server = made.servers[0]
@@ -185,7 +185,7 @@ async def show_server(request: Request, ctx: Ctx, server_id: str) -> JSONRespons
 async def update_server(request: Request, ctx: Ctx, server_id: str, body: UpdateServerBody) -> JSONResponse:
     deps = deps_of(request)
     change = body.server
-    server = deps.servers.update(ctx, parse_server_id(server_id), name=change.name,
+    server = await deps.servers.update(ctx, parse_server_id(server_id), name=change.name,
                                  access_ipv4=change.access_ipv4, access_ipv6=change.access_ipv6)
     return JSONResponse({"server": server_view(request, ctx, server, extended_addresses=False)})
 
@@ -193,5 +193,5 @@ async def update_server(request: Request, ctx: Ctx, server_id: str, body: Update
 @router.delete("/servers/{server_id}", status_code=204, response_class=Response,
                responses=models.WRITE_ERRORS)
 async def delete_server(request: Request, ctx: Ctx, server_id: str) -> Response:
-    deps_of(request).servers.delete(ctx, parse_server_id(server_id))
+    await deps_of(request).servers.delete(ctx, parse_server_id(server_id))
     return Response(status_code=204)

@@ -54,14 +54,14 @@ class ServerActions:
         check_action(action, server.vm_state, server.task_state)
         return server
 
-    def _commit(self, server: Server, action: Action, kind: JobKind,
+    async def _commit(self, server: Server, action: Action, kind: JobKind,
                 payload: dict[str, Any] | None = None,
                 changes: dict[str, Any] | None = None) -> Server:
         task = check_action(action, server.vm_state, server.task_state)
         now = self.servers.now()
         job = Job(id=uuid.uuid4(), server_id=server.id, kind=kind, payload=payload or {},
                   created_at=now, updated_at=now)
-        stored = self.servers.store.add_job(job, {"task_state": task, **(changes or {})},
+        stored = await self.servers.store.add_job(job, {"task_state": task, **(changes or {})},
                                             cause=f"{action.value} requested",
                                             expect=expect(server))
         self.servers.kick(server.id)
@@ -81,18 +81,18 @@ class ServerActions:
             raise InvalidInput("Can not find requested image", field) from None
 
     # -- the actions --------------------------------------------------------------------
-    def simple(self, ctx: RequestContext, server_id: UUID, name: str) -> Server:
+    async def simple(self, ctx: RequestContext, server_id: UUID, name: str) -> Server:
         """An action without input: os-stop, os-start, suspend, resume, unrescue,
         confirmResize, revertResize."""
         action, kind = SIMPLE[name]
-        return self._commit(self._check(ctx, server_id, action), action, kind)
+        return await self._commit(self._check(ctx, server_id, action), action, kind)
 
-    def reboot(self, ctx: RequestContext, server_id: UUID, *, hard: bool) -> Server:
+    async def reboot(self, ctx: RequestContext, server_id: UUID, *, hard: bool) -> Server:
         action = Action.REBOOT_HARD if hard else Action.REBOOT_SOFT
         server = self._check(ctx, server_id, action)
-        return self._commit(server, action, JobKind.REBOOT, {"hard": hard})
+        return await self._commit(server, action, JobKind.REBOOT, {"hard": hard})
 
-    def rescue(self, ctx: RequestContext, server_id: UUID, admin_pass: str | None = None,
+    async def rescue(self, ctx: RequestContext, server_id: UUID, admin_pass: str | None = None,
                rescue_image_ref: str | None = None) -> str:
         """Returns the rescue admin password (the one given, or a generated one)."""
         server = self._check(ctx, server_id, Action.RESCUE)
@@ -102,10 +102,10 @@ class ServerActions:
         payload = {"admin_pass_hash": self._password_hash(password)}
         if image is not None:
             payload["rescue_image_id"] = str(image.uuid)
-        self._commit(server, Action.RESCUE, JobKind.RESCUE, payload)
+        await self._commit(server, Action.RESCUE, JobKind.RESCUE, payload)
         return password
 
-    def resize(self, ctx: RequestContext, server_id: UUID, flavor_ref: str) -> Server:
+    async def resize(self, ctx: RequestContext, server_id: UUID, flavor_ref: str) -> Server:
         server = self._check(ctx, server_id, Action.RESIZE)
         try:
             new = self.servers.flavors.get(ref_id(flavor_ref))
@@ -119,7 +119,7 @@ class ServerActions:
         image = self.servers.images.get(str(server.image_id))
         check_image_fits(image, new, "flavorRef")
         self._check_resize_quota(ctx, server, old, new)
-        return self._commit(server, Action.RESIZE, JobKind.RESIZE, {
+        return await self._commit(server, Action.RESIZE, JobKind.RESIZE, {
             "old_flavor_id": old.id, "new_flavor_id": new.id,
             "power_on": server.vm_state is not VmState.STOPPED})
 
@@ -136,7 +136,7 @@ class ServerActions:
             raise QuotaExceeded(f"Quota exceeded for ram: Requested {new.ram - old.ram}, but "
                                 f"already used {ram + old.ram} of {limits.max_total_ram} ram")
 
-    def rebuild(self, ctx: RequestContext, server_id: UUID, req: RebuildServer) -> tuple[Server, str]:
+    async def rebuild(self, ctx: RequestContext, server_id: UUID, req: RebuildServer) -> tuple[Server, str]:
         """Returns the server as committed (status REBUILD) and its new admin password."""
         server = self._check(ctx, server_id, Action.REBUILD)
         image = self._image(req.image_ref, "imageRef")
@@ -167,11 +167,11 @@ class ServerActions:
         if personality:  # base64 in the job until injected, then the payload is cleared
             payload["personality"] = [{"path": f.path, "contents": base64.b64encode(f.contents).decode()}
                                       for f in personality]
-        stored = self._commit(server, Action.REBUILD, JobKind.REBUILD, payload,
+        stored = await self._commit(server, Action.REBUILD, JobKind.REBUILD, payload,
                               {**changes, "progress": 0})
         return stored, password
 
-    def change_password(self, ctx: RequestContext, server_id: UUID, admin_pass: str) -> Server:
+    async def change_password(self, ctx: RequestContext, server_id: UUID, admin_pass: str) -> Server:
         server = self._check(ctx, server_id, Action.CHANGE_PASSWORD)
         payload = {"admin_pass_hash": self._password_hash(admin_pass)}
-        return self._commit(server, Action.CHANGE_PASSWORD, JobKind.CHANGE_PASSWORD, payload)
+        return await self._commit(server, Action.CHANGE_PASSWORD, JobKind.CHANGE_PASSWORD, payload)

@@ -61,7 +61,7 @@ class FleetEventRelay:
                 await self._sleep(RETRY_S)
 
     async def _relay(self) -> None:
-        cursor = await asyncio.to_thread(self._store.webhook_cursor, CURSOR)
+        cursor = await self._store.webhook_cursor(CURSOR)
         while True:
             seen = self._notifier.generation
             events = await asyncio.to_thread(self._store.events_since, cursor, None, self._batch)
@@ -72,5 +72,5 @@ class FleetEventRelay:
                 continue
             for event in events:
                 await self._publisher.publish_event(event_message(self._host, event))
-                await asyncio.to_thread(self._store.advance_webhook_cursor, CURSOR, event.seq)
+                await self._store.advance_webhook_cursor(CURSOR, event.seq)
                 cursor = event.seq

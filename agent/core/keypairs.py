@@ -53,26 +53,28 @@ class KeypairService:
         self.keys = keys
         self.limits = limits
         self.now = now
+        self._adding = asyncio.Lock()
 
     def _check_new(self, ctx: RequestContext, name: str) -> None:
         check_keypair_name(name)
         if len(self.store.list_keypairs(ctx.user_id)) >= self.limits.max_total_keypairs:
             raise QuotaExceeded(QUOTA_MESSAGE)
 
-    def _add(self, ctx: RequestContext, name: str, public_key: str) -> Keypair:
+    async def _add(self, ctx: RequestContext, name: str, public_key: str) -> Keypair:
         try:
             fingerprint = self.keys.fingerprint(public_key)
         except ValueError:
             raise invalid_keypair("failed to generate fingerprint", "public_key") from None
-        return self.store.add_keypair(Keypair(user_id=ctx.user_id, name=name,
+        return await self.store.add_keypair(Keypair(user_id=ctx.user_id, name=name,
                                               public_key=public_key, fingerprint=fingerprint,
                                               created_at=self.now()))
 
-    def import_public_key(self, ctx: RequestContext, name: str, public_key: str) -> Keypair:
+    async def import_public_key(self, ctx: RequestContext, name: str, public_key: str) -> Keypair:
         """Keep the caller's public key under `name` (KeypairExists if taken)."""
-        self._check_new(ctx, name)
-        authorized_key_line(public_key)
-        return self._add(ctx, name, public_key)
+        async with self._adding:  # the quota checked and the key added, with no turn between
+            self._check_new(ctx, name)
+            authorized_key_line(public_key)
+            return await self._add(ctx, name, public_key)
 
     async def generate(self, ctx: RequestContext, name: str) -> tuple[Keypair, str]:
         """A new key kept under `name`; its private key, to return once. The key is made
@@ -82,8 +84,9 @@ class KeypairService:
         if self.store.get_keypair(ctx.user_id, name) is not None:  # spare the key's cost
             raise KeypairExists(exists_message(name))
         new = await asyncio.to_thread(self.keys.generate)
-        self._check_new(ctx, name)
-        return self._add(ctx, name, new.public_key), new.private_key
+        async with self._adding:
+            self._check_new(ctx, name)
+            return await self._add(ctx, name, new.public_key), new.private_key
 
     def list(self, ctx: RequestContext) -> list[Keypair]:
         return self.store.list_keypairs(ctx.user_id)
@@ -94,5 +97,5 @@ class KeypairService:
             raise KeypairNotFound(not_found_message(ctx.user_id, name))
         return found
 
-    def delete(self, ctx: RequestContext, name: str) -> None:
-        self.store.delete_keypair(ctx.user_id, name)
+    async def delete(self, ctx: RequestContext, name: str) -> None:
+        await self.store.delete_keypair(ctx.user_id, name)

@@ -73,11 +73,11 @@ class PowerMonitor:
             self._queued.add(server_id)
             self._queue.put_nowait(server_id)
 
-    def connection_changed(self, up: bool) -> None:
+    async def connection_changed(self, up: bool) -> None:
         self.connected = up
         self.metrics.libvirt_connected.set(1 if up else 0)
         if not up:
-            self._mark_unknown()
+            await self._mark_unknown()
         self.resync()
 
     def resync(self) -> int:
@@ -121,13 +121,13 @@ class PowerMonitor:
             return
         told = self._told.pop(server_id, None)
         if told is not None:
-            self._apply(server, told)
+            await self._apply(server, told)
             return
         try:
             power = await asyncio.to_thread(self.hypervisor.power_state, server_id)
         except DomainNotFound:
             if server.task_state is None and server.vm_state in _FOLLOWS_POWER:
-                self._update(server, {"vm_state": VmState.UNKNOWN, "power_state": PowerState.NOSTATE,
+                await self._update(server, {"vm_state": VmState.UNKNOWN, "power_state": PowerState.NOSTATE,
                                       "fault": self._fault("the guest's domain vanished from "
                                                            "the hypervisor")},
                              "domain vanished")
@@ -136,9 +136,9 @@ class PowerMonitor:
             # Unreachable: connection_changed(False) showed UNKNOWN already, and the
             # reconnect (or the periodic resync) brings this server back here.
             return
-        self._apply(server, power)
+        await self._apply(server, power)
 
-    def _apply(self, server: Server, power: PowerState) -> None:
+    async def _apply(self, server: Server, power: PowerState) -> None:
         if server.task_state is TaskState.SPAWNING:
             return  # a build records the power state itself, with its last step
         changes: dict[str, Any] = {}
@@ -148,7 +148,7 @@ class PowerMonitor:
         if server.task_state is None and server.vm_state in _FOLLOWS_POWER:
             if power in _OFF and server.vm_state is not VmState.STOPPED:
                 if server.shutdown_terminate and server.vm_state is VmState.ACTIVE:
-                    self._terminate(server)
+                    await self._terminate(server)
                     return
                 changes.update(vm_state=VmState.STOPPED, fault=None)
                 cause = "guest powered off"
@@ -157,21 +157,21 @@ class PowerMonitor:
                 changes.update(vm_state=VmState.ACTIVE, fault=None)
                 cause = "guest running"
         if changes:
-            self._update(server, changes, cause)
+            await self._update(server, changes, cause)
 
-    def _update(self, server: Server, changes: dict[str, Any], cause: str) -> None:
-        self.store.update_server(server.id, changes, cause=cause, expect=ServerExpectation(
+    async def _update(self, server: Server, changes: dict[str, Any], cause: str) -> None:
+        await self.store.update_server(server.id, changes, cause=cause, expect=ServerExpectation(
             vm_state=server.vm_state, task_state=server.task_state))
         self._event_answered(server.id)
         log.info("monitor.changed", server_id=str(server.id), cause=cause,
                  **{k: str(v) for k, v in changes.items() if k != "fault"})
 
-    def _terminate(self, server: Server) -> None:
+    async def _terminate(self, server: Server) -> None:
         """shutdown_terminate: a guest that powers itself off is deleted."""
         now = self.now()
         job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.DELETE, created_at=now,
                   updated_at=now)
-        self.store.add_job(job, {"task_state": TaskState.DELETING,
+        await self.store.add_job(job, {"task_state": TaskState.DELETING,
                                  "power_state": PowerState.SHUTDOWN},
                            cause="guest powered off: shutdown_terminate",
                            expect=ServerExpectation(vm_state=server.vm_state,
@@ -179,12 +179,12 @@ class PowerMonitor:
         self._event_answered(server.id)
         self.kick(server.id)
 
-    def _mark_unknown(self) -> None:
+    async def _mark_unknown(self) -> None:
         for server in self.store.list_servers():
             if server.task_state is None and server.vm_state in _FOLLOWS_POWER \
                     and server.vm_state is not VmState.UNKNOWN:
                 try:
-                    self._update(server, {"vm_state": VmState.UNKNOWN},
+                    await self._update(server, {"vm_state": VmState.UNKNOWN},
                                  "libvirt connection lost")
                 except StaleServer:
                     continue

@@ -100,7 +100,7 @@ class NetworkPlumbing:
         for port in ports:
             await self._plug(port, networks[port.network_id])
         if ports:  # a server without NICs costs no write
-            self.store.set_port_status([p.id for p in ports], PortStatus.ACTIVE.value)
+            await self.store.set_port_status([p.id for p in ports], PortStatus.ACTIVE.value)
         await self.sync_dhcp(networks)
         return ports
 
@@ -110,7 +110,7 @@ class NetworkPlumbing:
         for port in self.ports_of(server_id):
             if port.tap not in self.quarantined_taps:  # a name clash: that tap is not this port's
                 await self._unplug(port.tap)
-        released = self.store.release_ports(str(server_id))
+        released = await self.store.release_ports(str(server_id))
         await self.sync_dhcp({p.network_id for p in released})
         if released:
             log.info("network.released", server_id=str(server_id),
@@ -149,7 +149,7 @@ class NetworkPlumbing:
         for device in sorted({p.device_id for p in ports if p.bound}):
             device_uuid = _as_uuid(device)
             if device_uuid is None or device_uuid not in live:
-                released = self.store.release_ports(device)
+                released = await self.store.release_ports(device)
                 report.ports_released += [p.id for p in released]
                 log.warning("network.orphan_ports_released", device_id=device,
                             ports=[str(p.id) for p in released])

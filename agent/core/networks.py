@@ -7,6 +7,7 @@ atomic: a server's ports are committed in the same transaction as the server its
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -94,6 +95,8 @@ class PortService:
         self.store = store
         self.catalog = catalog
         self.max_ports = (limits or Limits()).max_total_ports
+        # Held from a quota/address check to its commit (ServerService shares it).
+        self.allocating = asyncio.Lock()
         self.now = now
         self.random_bytes = random_bytes
 
@@ -134,8 +137,13 @@ class PortService:
         return len(self.store.list_ports(project_id=project_id))
 
     # -- the port registry ----------------------------------------------------------------
-    def create_port(self, ctx: RequestContext, network_id: str, *, fixed_ip: str | None = None,
-                    mac: str | None = None, name: str = "") -> Port:
+    async def create_port(self, ctx: RequestContext, network_id: str, *, fixed_ip: str | None = None,
+                          mac: str | None = None, name: str = "") -> Port:
+        async with self.allocating:
+            return await self._create_port(ctx, network_id, fixed_ip, mac, name)
+
+    async def _create_port(self, ctx: RequestContext, network_id: str, fixed_ip: str | None,
+                           mac: str | None, name: str) -> Port:
         network = self.catalog.get(network_id)
         # Neutron's order: the input's form (400), the quota (409), then what is taken (409).
         given_mac = normalize_and_check_mac(mac) if mac is not None else None
@@ -149,12 +157,12 @@ class PortService:
         mac = given_mac
         port = Port(id=uuid.uuid4(), network_id=network.id, project_id=ctx.project_id, name=name,
                     mac=mac or self._new_mac(set()), ip=ip, created_at=self.now())
-        self.store.add_port(port)
+        await self.store.add_port(port)
         return port
 
-    def delete_port(self, ctx: RequestContext, port_id: str) -> None:
+    async def delete_port(self, ctx: RequestContext, port_id: str) -> None:
         port = self.get_port(ctx, port_id)
-        self.store.delete_port(port.id)
+        await self.store.delete_port(port.id)
 
     # -- a server's NICs ----------------------------------------------------------------
     def plan_servers_ports(self, ctx: RequestContext, requests: Sequence[NetworkRequest] | None,

@@ -112,6 +112,10 @@ class ServerService:
         self.ports = ports  # a host without networks has an empty catalog: no NICs
         self.name_template = name_template  # names of a multi-create's servers
         self.quotas = Quotas(store, flavors, limits)
+        # Quota and addresses are checked by reading, then committed by an awaited write:
+        # creates (and port creates) take turns from the check to the commit, so two of
+        # them never both fit the last free slot or pick the same address.
+        self.allocating = ports.allocating
 
     # -- reads ------------------------------------------------------------------------
     def get(self, ctx: RequestContext, server_id: UUID) -> Server:
@@ -189,15 +193,19 @@ class ServerService:
         return query.project_id
 
     # -- create -----------------------------------------------------------------------
-    def create(self, ctx: RequestContext, req: CreateServer) -> tuple[Server, str]:
+    async def create(self, ctx: RequestContext, req: CreateServer) -> tuple[Server, str]:
         """Commit a new server and its create job; the admin password to return once."""
-        made = self.create_many(ctx, req)
+        made = await self.create_many(ctx, req)
         return made.servers[0], made.admin_pass
 
-    def create_many(self, ctx: RequestContext, req: CreateServer) -> CreatedServers:
+    async def create_many(self, ctx: RequestContext, req: CreateServer) -> CreatedServers:
         """Commit min_count..max_count servers (as many as the quota allows), each with its
         create job and NICs, in one transaction: all of them or none. As in Nova, they
         share one admin password and one reservation id, and are named by the template."""
+        async with self.allocating:
+            return await self._create_many(ctx, req)
+
+    async def _create_many(self, ctx: RequestContext, req: CreateServer) -> CreatedServers:
         max_count = req.max_count or req.min_count
         if req.min_count > max_count:
             raise InvalidInput("min_count must be <= max_count", "min_count")
@@ -262,7 +270,7 @@ class ServerService:
             job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE,
                       payload=payload, created_at=now, updated_at=now)
             batch.append(NewServer(server, job, ports))
-        self.store.create_servers(batch)
+        await self.store.create_servers(batch)
         for new in batch:
             self.kick(new.server.id)
         return CreatedServers(servers=[n.server for n in batch], admin_pass=password,
@@ -304,7 +312,7 @@ class ServerService:
         raise AssertionError("unreachable: some limit is broken when min_count does not fit")
 
     # -- update and delete --------------------------------------------------------------
-    def update(self, ctx: RequestContext, server_id: UUID, *, name: str | None = None,
+    async def update(self, ctx: RequestContext, server_id: UUID, *, name: str | None = None,
                access_ipv4: str | None = None, access_ipv6: str | None = None) -> Server:
         server = self.get_live(ctx, server_id)
         check_action(Action.UPDATE, server.vm_state, server.task_state)
@@ -315,9 +323,9 @@ class ServerService:
             changes["access_ipv4"] = check_access_ip(access_ipv4, 4)
         if access_ipv6 is not None:
             changes["access_ipv6"] = check_access_ip(access_ipv6, 6)
-        return self.store.update_server(server.id, changes, cause="update")
+        return await self.store.update_server(server.id, changes, cause="update")
 
-    def delete(self, ctx: RequestContext, server_id: UUID) -> None:
+    async def delete(self, ctx: RequestContext, server_id: UUID) -> None:
         server = self.get_live(ctx, server_id)
         if server.task_state is TaskState.DELETING:
             return  # already being deleted: a retried DELETE is a success (204), as in Nova
@@ -325,12 +333,12 @@ class ServerService:
         now = self.now()
         job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.DELETE, created_at=now,
                   updated_at=now)
-        self.store.add_job(job, {"task_state": task}, cause="delete requested",
+        await self.store.add_job(job, {"task_state": task}, cause="delete requested",
                            expect=expect(server))
         self.kick(server.id)
 
     # -- metadata -------------------------------------------------------------------------
-    def set_metadata(self, ctx: RequestContext, server_id: UUID, items: dict[str, str], *,
+    async def set_metadata(self, ctx: RequestContext, server_id: UUID, items: dict[str, str], *,
                      replace: bool) -> dict[str, str]:
         """Merge (POST) or replace (PUT) the server's metadata; the result is returned."""
         server = self.get_live(ctx, server_id)
@@ -338,15 +346,15 @@ class ServerService:
         check_metadata_items(items)
         merged = dict(items) if replace else {**server.metadata, **items}
         check_metadata_quota(len(merged), self.limits)
-        updated = self.store.update_server(server.id, {"metadata": merged}, cause="metadata",
+        updated = await self.store.update_server(server.id, {"metadata": merged}, cause="metadata",
                                            expect=expect(server))
         return updated.metadata
 
-    def delete_metadata_item(self, ctx: RequestContext, server_id: UUID, key: str) -> None:
+    async def delete_metadata_item(self, ctx: RequestContext, server_id: UUID, key: str) -> None:
         server = self.get_live(ctx, server_id)
         check_action(Action.METADATA, server.vm_state, server.task_state)
         if key not in server.metadata:
             raise MetadataItemNotFound(f"Metadata item was not found: {key[:255]}")
         rest = {k: v for k, v in server.metadata.items() if k != key}
-        self.store.update_server(server.id, {"metadata": rest}, cause="metadata",
+        await self.store.update_server(server.id, {"metadata": rest}, cause="metadata",
                                  expect=expect(server))

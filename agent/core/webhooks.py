@@ -152,7 +152,7 @@ class WebhookDispatcher:
                 await self._sleep(self.backoff.delay(failures, self._rng))
 
     async def _deliver(self, url: str) -> None:
-        cursor = await asyncio.to_thread(self._store.webhook_cursor, url)
+        cursor = await self._store.webhook_cursor(url)
         while True:
             seen = self._notifier.generation
             events = await asyncio.to_thread(self._store.events_since, cursor, None, self._batch)
@@ -163,7 +163,7 @@ class WebhookDispatcher:
                 continue
             for event in events:
                 await self._post_until_acknowledged(url, event)
-                await asyncio.to_thread(self._store.advance_webhook_cursor, url, event.seq)
+                await self._store.advance_webhook_cursor(url, event.seq)
                 cursor = event.seq
 
     async def _post_until_acknowledged(self, url: str, event: StatusEvent) -> None:

@@ -399,19 +399,19 @@ def _log_entries(d: Daemon) -> list[dict[str, Any]]:
     return entries
 
 
-def _tombstone(state_dir: Path, *server_ids: uuid.UUID) -> None:
+async def _tombstone(state_dir: Path, *server_ids: uuid.UUID) -> None:
     """Rows saying these servers were deleted (the daemon is down): the sweep's licence."""
     store = SqliteStore(state_dir / "agent.db")
     try:
         for u in server_ids:
-            store.create_server(make_server(id=u, project_id="project-alice"), make_job(u))
-            store.update_server(u, {"vm_state": VmState.DELETED, "task_state": None},
+            await store.create_server(make_server(id=u, project_id="project-alice"), make_job(u))
+            await store.update_server(u, {"vm_state": VmState.DELETED, "task_state": None},
                                 cause="delete")
     finally:
         store.close()
 
 
-def test_startup_sweep_removes_the_deleted_quarantines_the_unknown_and_spares_others(fleet):
+async def test_startup_sweep_removes_the_deleted_quarantines_the_unknown_and_spares_others(fleet):
     d, keep = fleet.daemon, fleet.servers["keeper"]
     d.kill()  # in case an earlier test failed with it running
     image = load_manifest(TEST_IMAGE)
@@ -432,7 +432,7 @@ def test_startup_sweep_removes_the_deleted_quarantines_the_unknown_and_spares_ot
         lone_dir = instances / str(lone)  # a deleted server's folder, no domain
         lone_dir.mkdir()
         (lone_dir / "disk.qcow2").write_bytes(b"")
-        _tombstone(d.state_dir, stray, started_stray, lone)
+        await _tombstone(d.state_dir, stray, started_stray, lone)
         (d.state_dir / "_base" / "half-copied.qcow2.tmp").write_bytes(b"x")
         (instances / keep / "disk.qcow2.tmp").write_bytes(b"x")
         assert {str(stray), str(started_stray)} <= set(our_domains(d.state_dir))

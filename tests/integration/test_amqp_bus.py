@@ -345,12 +345,12 @@ async def test_a_real_stores_events_reach_the_fleet_listener_in_seq_order(buses,
     await (await buses()).consume_fleet(listen)
     store, notifier = SqliteStore(tmp_path / "agent.db"), EventNotifier()
     store.set_event_listener(notifier.poke)
-    store.webhook_cursor(CURSOR)  # from the start: the relay ran before the first event
+    await store.webhook_cursor(CURSOR)  # from the start: the relay ran before the first event
     relay = asyncio.create_task(FleetEventRelay(store, await buses(settings(host)), notifier, host).run())
     try:
-        server = add_server(store)
+        server = await add_server(store)
         for state in (VmState.ACTIVE, VmState.STOPPED, VmState.ACTIVE):
-            store.update_server(server.id, {"vm_state": state}, cause="test")
+            await store.update_server(server.id, {"vm_state": state}, cause="test")
         async with asyncio.timeout(WAIT_S):
             while len(seen) < 4:
                 await asyncio.sleep(0.05)

@@ -14,6 +14,7 @@ derandomized Hypothesis, no example database; quick: a bounded number of example
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Iterator
@@ -160,22 +161,24 @@ class World:
     port: str  # a free port of the caller's
 
 
-def _world() -> World:
+async def _world() -> World:
     """A fresh API over a fresh store (quotas of LIMITS: it stays small)."""
     deps, store, images, _kicked = build_env()
     image = str(images.get("cirros").uuid)
 
-    def seed(token: str) -> str:
+    async def seed(token: str) -> str:
         info = deps.tokens[token]
         ctx = RequestContext(project_id=info.project_id, user_id=info.user_id)
-        server, _ = deps.servers.create(ctx, CreateServer(name="seed", image_ref=image, flavor_ref="1",
+        server, _ = await deps.servers.create(ctx, CreateServer(name="seed", image_ref=image, flavor_ref="1",
                                                           metadata={"k": "v"}))
-        store.update_server(server.id, {"vm_state": VmState.ACTIVE, "task_state": None}, cause="test")
+        await store.update_server(server.id, {"vm_state": VmState.ACTIVE, "task_state": None}, cause="test")
         return str(server.id)
 
     assert deps.ports is not None
-    port = deps.ports.create_port(RequestContext(project_id="p-alice", user_id="alice"), str(TEST_NET.id))
-    return World(app=create_api(deps), alice_server=seed(TOKEN), bob_server=seed(BOB["X-Auth-Token"]),
+    port = await deps.ports.create_port(RequestContext(project_id="p-alice", user_id="alice"),
+                                        str(TEST_NET.id))
+    return World(app=create_api(deps), alice_server=await seed(TOKEN),
+                 bob_server=await seed(BOB["X-Auth-Token"]),
                  image=image, port=str(port.id))
 
 
@@ -227,7 +230,7 @@ def _cases(label: str) -> st.SearchStrategy[Case]:
                      operation.as_strategy(GenerationMode.NEGATIVE))
 
 
-_UNAUTHENTICATED = _world()  # nothing gets past authentication: one world serves them all
+_UNAUTHENTICATED = asyncio.run(_world())  # nothing gets past authentication: one world serves them all
 
 
 def test_every_operation_of_the_document_is_fuzzed():
@@ -240,7 +243,7 @@ def test_every_operation_of_the_document_is_fuzzed():
 @pytest.mark.parametrize("auth", list(AUTHS))
 @pytest.mark.parametrize("label", OPERATIONS)
 def test_fuzz(label: str, auth: str) -> None:
-    world = _world() if auth == "valid" else _UNAUTHENTICATED
+    world = asyncio.run(_world()) if auth == "valid" else _UNAUTHENTICATED
     token = AUTHS[auth]
     statuses: list[int] = []
 

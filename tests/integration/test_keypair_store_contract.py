@@ -45,49 +45,49 @@ def keypair(name: str, user_id: str = "u1", **kw: Any) -> Keypair:
     return Keypair(**fields)
 
 
-def test_a_keypair_round_trips_with_an_id_given_by_the_store(store: Store):
-    stored = store.add_keypair(keypair("k", created_at=T0.astimezone(timezone(timedelta(hours=2)))))
+async def test_a_keypair_round_trips_with_an_id_given_by_the_store(store: Store):
+    stored = await store.add_keypair(keypair("k", created_at=T0.astimezone(timezone(timedelta(hours=2)))))
     assert stored.id > 0 and stored.created_at == T0 and stored.created_at.utcoffset() == timedelta(0)
     assert stored == keypair("k", id=stored.id)
     assert store.get_keypair("u1", "k") == stored
     assert store.get_keypair("u2", "k") is None
-    assert store.add_keypair(keypair("other")).id != stored.id
+    assert (await store.add_keypair(keypair("other"))).id != stored.id
 
 
-def test_a_name_is_unique_per_user_only(store: Store):
-    store.add_keypair(keypair("k"))
+async def test_a_name_is_unique_per_user_only(store: Store):
+    await store.add_keypair(keypair("k"))
     with pytest.raises(KeypairExists, match=r"Key pair 'k' already exists\."):
-        store.add_keypair(keypair("k", public_key="ssh-rsa AAAA other"))
-    store.add_keypair(keypair("k", user_id="u2"))
+        await store.add_keypair(keypair("k", public_key="ssh-rsa AAAA other"))
+    await store.add_keypair(keypair("k", user_id="u2"))
     assert store.get_keypair("u1", "k").public_key == KEY
 
 
-def test_lists_are_per_user_by_name_and_delete_is_for_good(store: Store):
+async def test_lists_are_per_user_by_name_and_delete_is_for_good(store: Store):
     for name in ("b", "a", "c"):
-        store.add_keypair(keypair(name))
-    store.add_keypair(keypair("z", user_id="u2"))
+        await store.add_keypair(keypair(name))
+    await store.add_keypair(keypair("z", user_id="u2"))
     assert [k.name for k in store.list_keypairs("u1")] == ["a", "b", "c"]
-    assert store.delete_keypair("u1", "b").name == "b"
+    assert (await store.delete_keypair("u1", "b")).name == "b"
     assert [k.name for k in store.list_keypairs("u1")] == ["a", "c"]
     with pytest.raises(KeypairNotFound, match="Keypair b not found for user u1"):
-        store.delete_keypair("u1", "b")
+        await store.delete_keypair("u1", "b")
     with pytest.raises(KeypairNotFound):
-        store.delete_keypair("u1", "z")  # another user's
-    store.add_keypair(keypair("b"))  # the name is free again
+        await store.delete_keypair("u1", "z")  # another user's
+    await store.add_keypair(keypair("b"))  # the name is free again
 
 
-def test_two_threads_adding_one_name_get_one_keypair(store: Store):
+async def test_two_threads_adding_one_name_get_one_keypair(store: Store):
     errors: list[Exception] = []
     barrier = threading.Barrier(8)
 
-    def add(i: int) -> None:
+    async def add(i: int) -> None:
         barrier.wait()
         try:
-            store.add_keypair(keypair("race", public_key=f"{KEY}{i}"))
+            await store.add_keypair(keypair("race", public_key=f"{KEY}{i}"))
         except KeypairExists as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=asyncio.run, args=(add(i),)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -95,11 +95,11 @@ def test_two_threads_adding_one_name_get_one_keypair(store: Store):
     assert len(errors) == 7 and len(store.list_keypairs("u1")) == 1
 
 
-def test_a_server_keeps_its_key_name_and_key_data(store: Store):
+async def test_a_server_keeps_its_key_name_and_key_data(store: Store):
     server = make_server(key_name="k", key_data=KEY)
-    store.create_server(server, make_job(server.id))
+    await store.create_server(server, make_job(server.id))
     assert store.get_server(server.id) == server
-    changed = store.update_server(server.id, {"key_name": None, "key_data": None}, cause="rebuild")
+    changed = await store.update_server(server.id, {"key_name": None, "key_data": None}, cause="rebuild")
     assert (changed.key_name, changed.key_data) == (None, None)
 
 
@@ -119,7 +119,7 @@ def test_a_generated_private_key_is_nowhere_in_the_database(tmp_path: Path):
             assert line.encode() not in data, f
 
 
-def test_a_database_from_before_keypairs_gets_them_and_keeps_its_servers(tmp_path: Path):
+async def test_a_database_from_before_keypairs_gets_them_and_keeps_its_servers(tmp_path: Path):
     before = next(i for i, step in enumerate(sqlite_schema.MIGRATIONS)
                   if any("CREATE TABLE keypairs" in statement for statement in step))
     path = tmp_path / "old.db"
@@ -140,6 +140,6 @@ def test_a_database_from_before_keypairs_gets_them_and_keeps_its_servers(tmp_pat
     try:
         [server] = store.list_servers()
         assert (server.name, server.key_name, server.key_data) == ("old", None, None)
-        assert store.add_keypair(keypair("k")).id == 1
+        assert (await store.add_keypair(keypair("k"))).id == 1
     finally:
         store.close()

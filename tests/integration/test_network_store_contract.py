@@ -4,6 +4,7 @@ server's ports commit with it or not at all, release deletes ours and detaches t
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
@@ -41,42 +42,42 @@ def make_port(n: int, **kw: Any) -> Port:
     return Port(**fields)
 
 
-def test_a_port_round_trips_every_field(store: Store):
+async def test_a_port_round_trips_every_field(store: Store):
     port = make_port(5, name="nic ✓", device_id="srv", device_owner="compute:nova", device_index=3,
                      status=PortStatus.ACTIVE, created_by_agent=True,
                      created_at=T0.astimezone(timezone(timedelta(hours=2))))
-    store.add_port(port)
+    await store.add_port(port)
     got = store.get_port(port.id)
     assert got == port and got.created_at.utcoffset() == timedelta(0)
     assert store.get_port(uuid.uuid4()) is None
 
 
-def test_an_address_is_allocated_once_per_network_and_a_mac_once(store: Store):
-    store.add_port(make_port(5))
+async def test_an_address_is_allocated_once_per_network_and_a_mac_once(store: Store):
+    await store.add_port(make_port(5))
     with pytest.raises(IpAddressInUse, match=r"10\.213\.0\.5"):
-        store.add_port(make_port(6, ip="10.213.0.5"))
+        await store.add_port(make_port(6, ip="10.213.0.5"))
     with pytest.raises(MacAddressInUse):
-        store.add_port(make_port(5, ip="10.213.0.9"))
-    store.add_port(make_port(7, ip="10.213.0.5", network_id=OTHER_NET))  # another network
+        await store.add_port(make_port(5, ip="10.213.0.9"))
+    await store.add_port(make_port(7, ip="10.213.0.5", network_id=OTHER_NET))  # another network
     with pytest.raises(StoreError):
-        store.add_port(store.list_ports()[0].model_copy(update={"mac": "fa:16:3e:01:01:01",
+        await store.add_port(store.list_ports()[0].model_copy(update={"mac": "fa:16:3e:01:01:01",
                                                                  "ip": IPv4Address("10.213.0.77")}))
     assert len(store.list_ports()) == 2
 
 
-def test_concurrent_allocations_of_one_address_give_it_to_exactly_one(store: Store):
+async def test_concurrent_allocations_of_one_address_give_it_to_exactly_one(store: Store):
     results: list[str] = []
     barrier = threading.Barrier(8)
 
-    def grab(i: int) -> None:
+    async def grab(i: int) -> None:
         barrier.wait()
         try:
-            store.add_port(make_port(10 + i, ip="10.213.0.200"))
+            await store.add_port(make_port(10 + i, ip="10.213.0.200"))
             results.append("won")
         except IpAddressInUse:
             results.append("in use")
 
-    threads = [threading.Thread(target=grab, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=asyncio.run, args=(grab(i),)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -84,44 +85,45 @@ def test_concurrent_allocations_of_one_address_give_it_to_exactly_one(store: Sto
     assert sorted(results) == ["in use"] * 7 + ["won"]
 
 
-def test_ports_are_listed_by_filter_in_nic_order(store: Store):
+async def test_ports_are_listed_by_filter_in_nic_order(store: Store):
     a = make_port(1, device_id="s1", device_index=1)
     b = make_port(2, device_id="s1", device_index=0, network_id=OTHER_NET)
     c = make_port(3, project_id="p2")
     for p in (a, b, c):
-        store.add_port(p)
+        await store.add_port(p)
     assert [p.id for p in store.list_ports(device_id="s1")] == [b.id, a.id]
     assert [p.id for p in store.list_ports(network_id=NET)] == [c.id, a.id]
     assert [p.id for p in store.list_ports(project_id="p2")] == [c.id]
     assert store.list_ports(device_id="s1", project_id="p2") == []
 
 
-def test_a_server_commits_with_its_new_and_bound_ports_or_not_at_all(store: Store):
+async def test_a_server_commits_with_its_new_and_bound_ports_or_not_at_all(store: Store):
     free = make_port(1)
-    store.add_port(free)
+    await store.add_port(free)
     server = make_server()
     new = make_port(2, device_id=str(server.id), device_index=0, created_by_agent=True)
     bind = free.model_copy(update={"device_id": str(server.id), "device_owner": "compute:nova",
                                    "device_index": 1})
-    store.create_server(server, make_job(server.id), [new, bind])
+    await store.create_server(server, make_job(server.id), [new, bind])
     assert store.list_ports(device_id=str(server.id)) == [new, bind]
 
     second = make_server()
     clash = make_port(3, ip="10.213.0.2", device_id=str(second.id), created_by_agent=True)
     with pytest.raises(IpAddressInUse):
-        store.create_server(second, make_job(second.id), [make_port(4, created_by_agent=True,
+        await store.create_server(second, make_job(second.id), [make_port(4, created_by_agent=True,
                                                                     device_id=str(second.id)), clash])
     assert store.get_server(second.id) is None and store.get_port(clash.id) is None
     assert len(store.list_ports()) == 2
     third = make_server()
     with pytest.raises(PortInUse):
-        store.create_server(third, make_job(third.id), [bind.model_copy(update={"device_id": str(third.id)})])
+        await store.create_server(third, make_job(third.id),
+                                  [bind.model_copy(update={"device_id": str(third.id)})])
     with pytest.raises(PortNotFound):
-        store.create_server(third, make_job(third.id), [make_port(9, device_id=str(third.id))])
+        await store.create_server(third, make_job(third.id), [make_port(9, device_id=str(third.id))])
     assert store.get_server(third.id) is None
 
 
-def test_a_batch_of_servers_commits_whole_or_not_at_all(store: Store):
+async def test_a_batch_of_servers_commits_whole_or_not_at_all(store: Store):
     """create_servers (a multi-create): when the last server's port clashes, neither the
     servers before it, nor their jobs, ports or events are written."""
     servers = [make_server(name=f"web-{i}", reservation_id="r-batch001") for i in (1, 2, 3)]
@@ -130,42 +132,44 @@ def test_a_batch_of_servers_commits_whole_or_not_at_all(store: Store):
     ports[2] = ports[2].model_copy(update={"ip": ports[0].ip})
     before = store.events_since(0)
     with pytest.raises(IpAddressInUse):
-        store.create_servers([NewServer(s, make_job(s.id), [p]) for s, p in zip(servers, ports, strict=True)])
+        await store.create_servers([NewServer(s, make_job(s.id), [p])
+                                    for s, p in zip(servers, ports, strict=True)])
     assert store.list_servers() == [] and store.list_ports() == []
     assert store.unfinished_jobs() == [] and store.events_since(0) == before
 
     ports[2] = make_port(3, device_id=str(servers[2].id), created_by_agent=True)
-    store.create_servers([NewServer(s, make_job(s.id), [p]) for s, p in zip(servers, ports, strict=True)])
+    await store.create_servers([NewServer(s, make_job(s.id), [p])
+                                    for s, p in zip(servers, ports, strict=True)])
     assert {s.name for s in store.list_servers()} == {"web-1", "web-2", "web-3"}
     assert {s.reservation_id for s in store.list_servers()} == {"r-batch001"}
     assert len(store.unfinished_jobs()) == 3 and len(store.list_ports()) == 3
     assert [e.new_status for e in store.events_since(0)] == ["BUILD"] * 3
 
 
-def test_release_deletes_the_agents_ports_and_detaches_the_users(store: Store):
+async def test_release_deletes_the_agents_ports_and_detaches_the_users(store: Store):
     ours = make_port(1, device_id="s1", device_index=0, created_by_agent=True, status=PortStatus.ACTIVE)
     users = make_port(2, device_id="s1", device_index=1, device_owner="compute:nova",
                       status=PortStatus.ACTIVE)
     other = make_port(3, device_id="s2", created_by_agent=True)
     for p in (ours, users, other):
-        store.add_port(p)
-    assert store.release_ports("s1") == [ours, users]
+        await store.add_port(p)
+    assert await store.release_ports("s1") == [ours, users]
     assert store.get_port(ours.id) is None
     kept = store.get_port(users.id)
     assert (kept.device_id, kept.device_owner, kept.device_index, kept.status) == ("", "", 0, PortStatus.DOWN)
-    assert store.release_ports("s1") == [] and store.release_ports("") == []
+    assert await store.release_ports("s1") == [] and await store.release_ports("") == []
     assert store.get_port(other.id) == other
 
 
-def test_status_is_set_and_only_free_ports_are_deleted(store: Store):
+async def test_status_is_set_and_only_free_ports_are_deleted(store: Store):
     bound = make_port(1, device_id="s1")
     free = make_port(2)
-    store.add_port(bound)
-    store.add_port(free)
-    store.set_port_status([bound.id, uuid.uuid4()], "ACTIVE")
+    await store.add_port(bound)
+    await store.add_port(free)
+    await store.set_port_status([bound.id, uuid.uuid4()], "ACTIVE")
     assert store.get_port(bound.id).status is PortStatus.ACTIVE
     with pytest.raises(PortInUse):
-        store.delete_port(bound.id)
-    assert store.delete_port(free.id) == free
+        await store.delete_port(bound.id)
+    assert await store.delete_port(free.id) == free
     with pytest.raises(PortNotFound):
-        store.delete_port(free.id)
+        await store.delete_port(free.id)

@@ -30,14 +30,14 @@ def _traces(state: Path, needles: list[bytes]) -> list[str]:
     return found
 
 
-def _job_with_secrets(store: SqliteStore, small: bytes, large: bytes, hash_: str) -> uuid.UUID:
+async def _job_with_secrets(store: SqliteStore, small: bytes, large: bytes, hash_: str) -> uuid.UUID:
     server = make_server()
     job = make_job(server.id, payload={
         "personality": [{"path": "/etc/small", "contents": base64.b64encode(small).decode()},
                         {"path": "/etc/large", "contents": base64.b64encode(large).decode()}],
         "admin_pass_hash": hash_})
-    store.create_server(server, job)
-    store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "disk"})
+    await store.create_server(server, job)
+    await store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "disk"})
     return job.id
 
 
@@ -50,7 +50,7 @@ async def _clear(store: SqliteStore, job_id: uuid.UUID, how: str) -> None:
     elif how == "failed":
         await store.end_job(job_id, JobStatus.FAILED, error="boom")
     else:
-        store.update_job(job_id, {"status": JobStatus.SUCCEEDED, "payload": {}})
+        await store.update_job(job_id, {"status": JobStatus.SUCCEEDED, "payload": {}})
 
 
 @pytest.mark.parametrize("how", ["last step", "failed", "update_job"])
@@ -62,7 +62,7 @@ async def test_a_cleared_payload_leaves_no_secret_in_db_wal_or_shm(tmp_path: Pat
     # Small: inside one page; large: spills over onto overflow pages (freed when cleared).
     small, large = _secret(40), _secret(20_000)
     hash_ = "$6$" + secrets.token_hex(8) + "$" + secrets.token_hex(40)
-    job_id = _job_with_secrets(store, small, large, hash_)
+    job_id = await _job_with_secrets(store, small, large, hash_)
     needles = [small, large[:64], large[-64:], base64.b64encode(small),
                base64.b64encode(large)[:64], base64.b64encode(large)[-64:], hash_.encode()]
     assert _traces(state, needles), "the secrets are written before the clear (test sanity)"
@@ -70,7 +70,7 @@ async def test_a_cleared_payload_leaves_no_secret_in_db_wal_or_shm(tmp_path: Pat
     await _clear(store, job_id, how)
     # Other writes go on afterwards, as in a daemon: they must not bring the bytes back.
     other = make_server()
-    store.create_server(other, make_job(other.id))
+    await store.create_server(other, make_job(other.id))
     if closed:
         store.close()
 
@@ -80,16 +80,16 @@ async def test_a_cleared_payload_leaves_no_secret_in_db_wal_or_shm(tmp_path: Pat
         store.close()
 
 
-def test_a_payload_cleared_by_a_run_killed_before_the_checkpoint_is_scrubbed_at_open(
+async def test_a_payload_cleared_by_a_run_killed_before_the_checkpoint_is_scrubbed_at_open(
         tmp_path: Path) -> None:
     """The clear is committed, the process dies before the WAL is truncated: the next
     open truncates it."""
     state = tmp_path / "state"
     store = SqliteStore(state / "agent.db")
     small = _secret(40)
-    job_id = _job_with_secrets(store, small, _secret(6000), "$6$salt$" + secrets.token_hex(40))
-    store._scrub_wal = lambda: None  # type: ignore[method-assign]  # killed right after the commit
-    store.update_job(job_id, {"status": JobStatus.SUCCEEDED, "payload": {}})
+    job_id = await _job_with_secrets(store, small, _secret(6000), "$6$salt$" + secrets.token_hex(40))
+    store._scrub_wal = lambda _conn: None  # type: ignore[method-assign]  # killed right after the commit
+    await store.update_job(job_id, {"status": JobStatus.SUCCEEDED, "payload": {}})
     # A copy of the files as the dead process left them (a live connection would
     # checkpoint on close).
     dead = tmp_path / "dead"

@@ -37,11 +37,11 @@ def raw(path: Path) -> closing[sqlite3.Connection]:
     return closing(sqlite3.connect(path, isolation_level=None))
 
 
-def test_the_file_is_0600_in_a_0700_folder(store: SqliteStore, db_path: Path) -> None:
+async def test_the_file_is_0600_in_a_0700_folder(store: SqliteStore, db_path: Path) -> None:
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(db_path.parent.stat().st_mode) == 0o700
     server = make_server()
-    store.create_server(server, make_job(server.id))
+    await store.create_server(server, make_job(server.id))
     for extra in db_path.parent.glob("state.db-*"):  # -wal, -shm
         assert stat.S_IMODE(extra.stat().st_mode) & 0o077 == 0, extra
 
@@ -55,7 +55,7 @@ def test_an_existing_file_with_loose_mode_is_tightened(db_path: Path) -> None:
 
 
 def test_wal_foreign_keys_and_full_sync_are_on(store: SqliteStore) -> None:
-    conn = store._conn
+    conn = store._writer_conn
     assert conn is not None
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -69,12 +69,12 @@ def test_user_version_is_the_latest_migration(store: SqliteStore, db_path: Path)
     assert sqlite_schema.LATEST_VERSION == len(sqlite_schema.MIGRATIONS) >= 1
 
 
-def test_reopening_keeps_servers_jobs_and_events(db_path: Path) -> None:
+async def test_reopening_keeps_servers_jobs_and_events(db_path: Path) -> None:
     first = SqliteStore(db_path)
     server, job = make_server(), make_job(make_server().id)
     job = job.model_copy(update={"server_id": server.id})
-    first.create_server(server, job)
-    updated = first.update_server(server.id, {"vm_state": VmState.ERROR, "task_state": None},
+    await first.create_server(server, job)
+    updated = await first.update_server(server.id, {"vm_state": VmState.ERROR, "task_state": None},
                                   cause="fail")
     events = first.events_since(0)
     first.close()
@@ -119,35 +119,35 @@ def test_a_database_from_a_newer_release_is_refused(db_path: Path) -> None:
         SqliteStore(db_path)
 
 
-def test_a_failed_event_insert_rolls_back_the_server_change(
+async def test_a_failed_event_insert_rolls_back_the_server_change(
         store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     server = make_server()
-    store.create_server(server, make_job(server.id))
+    await store.create_server(server, make_job(server.id))
 
     def disk_full(*args: object) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(store, "_append_event", disk_full)
     with pytest.raises(StoreError, match="disk is full") as info:
-        store.update_server(server.id, {"vm_state": VmState.ERROR, "task_state": None}, cause="x")
+        await store.update_server(server.id, {"vm_state": VmState.ERROR, "task_state": None}, cause="x")
     assert isinstance(info.value.__cause__, sqlite3.OperationalError)
     monkeypatch.undo()
     assert store.get_server(server.id) == server
     assert len(store.events_since(0)) == 1
     # The store is still usable after the failure.
-    store.update_server(server.id, {"task_state": TaskState.SPAWNING, "progress": 5}, cause="y")
+    await store.update_server(server.id, {"task_state": TaskState.SPAWNING, "progress": 5}, cause="y")
 
 
-def test_a_really_full_database_writes_nothing_and_shows_no_payload(store: SqliteStore) -> None:
+async def test_a_really_full_database_writes_nothing_and_shows_no_payload(store: SqliteStore) -> None:
     """SQLITE_FULL from SQLite itself (max_page_count reached), not a simulation."""
-    conn = store._conn
+    conn = store._writer_conn
     assert conn is not None
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count = {pages}")
     server = make_server(metadata={"k": "v" * 200})
     job = make_job(server.id, payload={"password_hash": "TOP-SECRET-" + "x" * 100_000})
     with pytest.raises(StoreError, match="full") as info:
-        store.create_server(server, job)
+        await store.create_server(server, job)
     assert "TOP-SECRET" not in str(info.value)
     conn.execute("PRAGMA max_page_count = 1073741823")
     assert store.get_server(server.id) is None
@@ -164,27 +164,28 @@ def test_jobs_and_events_must_belong_to_a_known_server(store: SqliteStore, db_pa
                          (str(uuid.uuid4()), str(uuid.uuid4())))
 
 
-def test_a_second_store_on_the_same_file_sees_committed_writes(store: SqliteStore, db_path: Path) -> None:
+async def test_a_second_store_on_the_same_file_sees_committed_writes(store: SqliteStore,
+                                                                    db_path: Path) -> None:
     other = SqliteStore(db_path)
     try:
         server = make_server()
-        store.create_server(server, make_job(server.id))
+        await store.create_server(server, make_job(server.id))
         assert other.get_server(server.id) == server
     finally:
         other.close()
 
 
-def test_write_transactions_are_counted_and_shown_as_a_metric(store: SqliteStore) -> None:
+async def test_write_transactions_are_counted_and_shown_as_a_metric(store: SqliteStore) -> None:
     """Each committed write transaction counts once (reads and failed writes do not), and
     /metrics shows the count: a build's fsync'd commits can be measured."""
     before = store.write_transactions
     server = make_server()
-    store.create_server(server, make_job(server.id))
-    store.update_server(server.id, {"name": "x"}, cause="test")
+    await store.create_server(server, make_job(server.id))
+    await store.update_server(server.id, {"name": "x"}, cause="test")
     store.get_server(server.id)
     store.list_servers()
     with pytest.raises(StoreError):
-        store.update_job(uuid.uuid4(), {"step": "disk"})
+        await store.update_job(uuid.uuid4(), {"step": "disk"})
     assert store.write_transactions == before + 2
     metrics = Metrics()
     metrics.watch_servers(store)

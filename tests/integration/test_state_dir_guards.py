@@ -97,7 +97,7 @@ def _guest_of_ours(state_dir: Path, hv: LibvirtHypervisor) -> tuple[uuid.UUID, I
     return u, files
 
 
-def test_a_guest_the_store_does_not_know_is_quarantined_until_the_store_says_deleted(
+async def test_a_guest_the_store_does_not_know_is_quarantined_until_the_store_says_deleted(
         daemon: Daemon) -> None:
     daemon.start()
     assert daemon.stop() == 0
@@ -132,8 +132,8 @@ def test_a_guest_the_store_does_not_know_is_quarantined_until_the_store_says_del
     store = SqliteStore(daemon.state_dir / "agent.db")
     try:
         server = make_server(id=u, project_id="project-alice")
-        store.create_server(server, make_job(u))
-        store.update_server(u, {"vm_state": VmState.DELETED, "task_state": None}, cause="delete")
+        await store.create_server(server, make_job(u))
+        await store.update_server(u, {"vm_state": VmState.DELETED, "task_state": None}, cause="delete")
     finally:
         store.close()
     daemon.start()

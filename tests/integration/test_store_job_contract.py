@@ -19,10 +19,10 @@ from tests.integration.test_store_contract import make_job, make_server, store  
 SECRET = {"admin_pass_hash": "$6$salt$hash"}
 
 
-def building(store: Store, **job_kw):
+async def building(store: Store, **job_kw):
     server = make_server(vm_state=VmState.BUILDING, task_state=TaskState.SPAWNING)
     job = make_job(server.id, payload=dict(SECRET), **job_kw)
-    store.create_server(server, job)
+    await store.create_server(server, job)
     return server, job
 
 
@@ -32,7 +32,7 @@ def events(store: Store, server_id: uuid.UUID) -> list[tuple[str | None, str, st
 
 
 async def test_start_job_marks_it_running_and_counts_the_try(store: Store) -> None:
-    _, job = building(store)
+    _, job = await building(store)
     first = await store.start_job(job.id)
     assert (first.status, first.attempts) == (JobStatus.RUNNING, 1)
     again = await store.start_job(job.id)
@@ -44,7 +44,7 @@ async def test_start_job_marks_it_running_and_counts_the_try(store: Store) -> No
 
 async def test_advance_records_the_step_and_the_server_change_in_one_write(
         store: Store) -> None:
-    server, job = building(store, attempts=3)
+    server, job = await building(store, attempts=3)
     job = await store.start_job(job.id)
     before = store.revision()
     got = await store.advance(job, "injected", {"progress": 40}, TaskState.SPAWNING)
@@ -59,7 +59,7 @@ async def test_advance_records_the_step_and_the_server_change_in_one_write(
 
 
 async def test_the_try_count_restarts_only_at_a_new_step(store: Store) -> None:
-    _, job = building(store, step="injected", attempts=2)
+    _, job = await building(store, step="injected", attempts=2)
     job = await store.start_job(job.id)
     assert job.attempts == 3
     assert (await store.advance(job, "injected", None, TaskState.SPAWNING)).attempts == 3
@@ -67,9 +67,9 @@ async def test_the_try_count_restarts_only_at_a_new_step(store: Store) -> None:
 
 
 async def test_advance_on_a_server_taken_over_writes_nothing(store: Store) -> None:
-    server, job = building(store)
+    server, job = await building(store)
     job = await store.start_job(job.id)
-    store.update_server(server.id, {"task_state": TaskState.DELETING}, cause="delete")
+    await store.update_server(server.id, {"task_state": TaskState.DELETING}, cause="delete")
     before_server, before_events = store.get_server(server.id), events(store, server.id)
     with pytest.raises(TakenOver):
         await store.advance(job, "running", {"vm_state": VmState.ACTIVE, "task_state": None},
@@ -80,7 +80,7 @@ async def test_advance_on_a_server_taken_over_writes_nothing(store: Store) -> No
 
 
 async def test_advance_refuses_bad_changes_and_writes_nothing(store: Store) -> None:
-    server, job = building(store)
+    server, job = await building(store)
     job = await store.start_job(job.id)
     with pytest.raises(ValueError):
         await store.advance(job, "injected", {"no_such_field": 1}, TaskState.SPAWNING)
@@ -89,7 +89,7 @@ async def test_advance_refuses_bad_changes_and_writes_nothing(store: Store) -> N
 
 
 async def test_the_final_advance_ends_the_job_with_its_status_change(store: Store) -> None:
-    server, job = building(store)
+    server, job = await building(store)
     job = await store.start_job(job.id)
     before = store.revision()
     done = await store.advance(job, "running", {
@@ -105,7 +105,7 @@ async def test_the_final_advance_ends_the_job_with_its_status_change(store: Stor
 
 async def test_end_job_applies_the_server_change_only_under_the_jobs_task(
         store: Store) -> None:
-    server, job = building(store)
+    server, job = await building(store)
     failed = await store.end_job(job.id, JobStatus.FAILED, error="boom", server_changes={
         "vm_state": VmState.ERROR, "task_state": None}, expect_task_state=TaskState.SPAWNING,
         cause="create failed")
@@ -113,8 +113,8 @@ async def test_end_job_applies_the_server_change_only_under_the_jobs_task(
     assert store.get_server(server.id).status is Status.ERROR
     assert events(store, server.id)[-1] == ("BUILD", "ERROR", "create failed")
 
-    other, job2 = building(store)
-    store.update_server(other.id, {"task_state": TaskState.DELETING}, cause="delete")
+    other, job2 = await building(store)
+    await store.update_server(other.id, {"task_state": TaskState.DELETING}, cause="delete")
     ended = await store.end_job(job2.id, JobStatus.FAILED, error="x", server_changes={
         "vm_state": VmState.ERROR, "task_state": None}, expect_task_state=TaskState.SPAWNING)
     assert ended.status is JobStatus.FAILED  # the job ends; the server is the delete's now
@@ -122,7 +122,7 @@ async def test_end_job_applies_the_server_change_only_under_the_jobs_task(
 
 
 async def test_end_job_without_changes_ends_only_the_job(store: Store) -> None:
-    server, job = building(store)
+    server, job = await building(store)
     before = store.get_server(server.id)
     got = await store.end_job(job.id, JobStatus.CANCELLED, error="interrupted")
     assert (got.status, got.error) == (JobStatus.CANCELLED, "interrupted")
@@ -130,7 +130,7 @@ async def test_end_job_without_changes_ends_only_the_job(store: Store) -> None:
 
 
 async def test_pause_job_gives_the_try_back_never_below_zero(store: Store) -> None:
-    _, job = building(store)
+    _, job = await building(store)
     job = await store.start_job(job.id)
     paused = await store.pause_job(job.id)
     assert (paused.status, paused.attempts) == (JobStatus.RUNNING, 0)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,21 +41,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def add_server(store: SqliteStore) -> Server:
+async def add_server(store: SqliteStore) -> Server:
     now = datetime.now(UTC)
     server = Server(id=uuid.uuid4(), project_id="p1", user_id="u", name="vm", image_id=uuid.uuid4(),
                     flavor_id="1", created_at=now, updated_at=now)
-    store.create_server(server, Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE,
+    await store.create_server(server, Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE,
                                     created_at=now, updated_at=now))
     return server
 
 
-def changes(store: SqliteStore, count: int) -> None:
+def cursor_of(store: SqliteStore, url: str) -> int | None:
+    """The URL's cursor as committed (None without one), read beside the store: usable in
+    a synchronous wait condition, and it never writes (webhook_cursor may)."""
+    with closing(sqlite3.connect(store.path)) as conn:
+        row = conn.execute("SELECT seq FROM webhook_cursors WHERE url = ?", (url,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+async def changes(store: SqliteStore, count: int) -> None:
     """`count` servers, each BUILD -> ACTIVE -> SHUTOFF: 3 * count events."""
     for _ in range(count):
-        server = add_server(store)
-        store.update_server(server.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
-        store.update_server(server.id, {"vm_state": VmState.STOPPED}, cause="guest powered off")
+        server = await add_server(store)
+        await store.update_server(server.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
+        await store.update_server(server.id, {"vm_state": VmState.STOPPED}, cause="guest powered off")
 
 
 def dispatcher(store: SqliteStore) -> WebhookDispatcher:
@@ -72,12 +82,12 @@ async def test_failed_deliveries_are_retried_and_every_event_arrives_in_order(st
     receiver = Receiver(fail_first=3)
     url = f"http://127.0.0.1:{receiver.port}/hooks/agent?key=k"
     try:
-        store.webhook_cursor(url)  # a webhook configured before these events
+        await store.webhook_cursor(url)  # a webhook configured before these events
         hooks = dispatcher(store)
         hooks.configure([WebhookTarget(url, timeout_s=5)])
-        await asyncio.to_thread(changes, store, 3)
+        await changes(store, 3)
         events = store.events_since(0)
-        await until(lambda: store.webhook_cursor(url) == events[-1].seq)
+        await until(lambda: cursor_of(store, url) == events[-1].seq)
         await hooks.close()
     finally:
         receiver.close()
@@ -94,23 +104,23 @@ async def test_no_event_is_lost_when_the_receiver_is_down_across_a_restart(tmp_p
     port = free_port()
     url = f"http://127.0.0.1:{port}/hooks"
     first_store = SqliteStore(tmp_path / "state.db")
-    first_store.webhook_cursor(url)
+    await first_store.webhook_cursor(url)
     hooks = dispatcher(first_store)
     hooks.configure([WebhookTarget(url, timeout_s=5)])
-    await asyncio.to_thread(changes, first_store, 1)
+    await changes(first_store, 1)
     await asyncio.sleep(0.2)  # connection refused, again and again: nothing acknowledged
-    assert first_store.webhook_cursor(url) == 0
+    assert await first_store.webhook_cursor(url) == 0
     await hooks.close()
     first_store.close()  # the agent goes away
 
     store = SqliteStore(tmp_path / "state.db")  # and comes back
     try:
-        changes(store, 1)  # more events while the receiver is still down
+        await changes(store, 1)  # more events while the receiver is still down
         receiver = Receiver(port=port)
         try:
             hooks = dispatcher(store)
             hooks.configure([WebhookTarget(url, timeout_s=5)])
-            await until(lambda: store.webhook_cursor(url) == 6)
+            await until(lambda: cursor_of(store, url) == 6)
             await hooks.close()
         finally:
             receiver.close()

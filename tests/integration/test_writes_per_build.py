@@ -53,7 +53,7 @@ async def test_one_build_with_a_nic_commits_at_most_seven_write_transactions(tmp
                             PasswordPolicy(), kick=runner.kick, ports=PortService(store, catalog))
     try:
         before = store.write_transactions
-        server, _ = service.create(ALICE, CreateServer(
+        server, _ = await service.create(ALICE, CreateServer(
             name="counted", image_ref=IMAGE_ID, flavor_ref="1",
             networks=(NetworkRequest(network_id=str(NET.id)),)))
         [job] = store.unfinished_jobs()  # not started yet: the runner runs at the next await

@@ -8,6 +8,7 @@ peer address (a connection cap per address must not make it pay for the attacker
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import resource
 import select
@@ -50,13 +51,13 @@ def seed_evil_server(db: Path, project_id: str) -> None:
     try:
         now = datetime.now(UTC)
         sid = uuid.uuid4()
-        store.create_server(
+        asyncio.run(store.create_server(
             Server(id=sid, project_id=project_id, user_id="seed", name=EVIL_NAME,
                    image_id=uuid.uuid4(), flavor_id="1", vm_state=VmState.ACTIVE, task_state=None,
                    power_state=PowerState.RUNNING, progress=100, created_at=now, updated_at=now,
                    launched_at=now),
             Job(id=uuid.uuid4(), server_id=sid, kind=JobKind.CREATE, status=JobStatus.SUCCEEDED,
-                step="done", created_at=now, updated_at=now))
+                step="done", created_at=now, updated_at=now)))
     finally:
         store.close()
 

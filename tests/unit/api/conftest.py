@@ -63,9 +63,9 @@ class Env:
         assert found is not None
         return found
 
-    def set_state(self, server_id: str | UUID, vm_state: VmState,
+    async def set_state(self, server_id: str | UUID, vm_state: VmState,
                   task_state: TaskState | None = None, **changes: Any) -> Server:
-        return self.store.update_server(UUID(str(server_id)), {
+        return await self.store.update_server(UUID(str(server_id)), {
             "vm_state": vm_state, "task_state": task_state, **changes}, cause="test")
 
     async def create(self, headers: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
@@ -77,7 +77,7 @@ class Env:
 
     async def create_active(self, headers: dict[str, str] | None = None, **fields: Any) -> str:
         server_id = (await self.create(headers, **fields))["id"]
-        self.set_state(server_id, VmState.ACTIVE)
+        await self.set_state(server_id, VmState.ACTIVE)
         return server_id
 
 

@@ -97,7 +97,7 @@ async def test_limits_give_the_absolute_limits_and_the_projects_usage(env: Env):
     await env.create(flavorRef="1")
     await env.create(flavorRef="3")
     gone = (await env.create(flavorRef="3"))["id"]
-    env.set_state(gone, VmState.DELETED)
+    await env.set_state(gone, VmState.DELETED)
     await env.create(BOB, flavorRef="2")
     r = await get(env, "/v2.1/limits")
     assert r.status_code == 200
@@ -123,7 +123,7 @@ async def test_image_delete_is_refused_while_a_server_uses_it_then_removes_it(en
     message = fault(await env.client.delete(path, headers=ADMIN), 409, "conflictingRequest")
     assert "in use by 1 server" in message and server_id in message
     assert env.images.get("big") == env.big
-    env.set_state(server_id, VmState.DELETED)
+    await env.set_state(server_id, VmState.DELETED)
     r = await env.client.delete(path, headers=ADMIN)
     assert r.status_code == 204
     assert [i.name for i in env.images.list()] == ["cirros"]

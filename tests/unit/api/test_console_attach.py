@@ -4,6 +4,7 @@ for another project's server, a server with no console, or a bad token."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import tempfile
@@ -68,8 +69,8 @@ def create(client: TestClient, store) -> str:
                     json={"server": {"name": "vm", "imageRef": "cirros", "flavorRef": "1"}})
     assert r.status_code == 202, r.text
     server_id = r.json()["server"]["id"]
-    store.update_server(UUID(server_id), {"vm_state": VmState.ACTIVE, "task_state": None},
-                        cause="test")
+    asyncio.run(store.update_server(UUID(server_id), {"vm_state": VmState.ACTIVE, "task_state": None},
+                                    cause="test"))
     return server_id
 
 

@@ -22,7 +22,7 @@ LONG = 30.0
 async def two_projects(env: Env) -> tuple[str, str]:
     alice = await env.create_active(ALICE)
     bob = await env.create_active(BOB)
-    env.set_state(alice, VmState.STOPPED)
+    await env.set_state(alice, VmState.STOPPED)
     return alice, bob
 
 
@@ -101,7 +101,7 @@ async def test_a_long_poll_is_answered_by_the_next_event(env: Env, wired: EventN
     poll = asyncio.create_task(env.client.get(URL, params={"since": since, "wait": LONG}, headers=ALICE))
     await asyncio.sleep(0.05)
     assert not poll.done()
-    env.set_state(alice, VmState.STOPPED)
+    await env.set_state(alice, VmState.STOPPED)
     r = await asyncio.wait_for(poll, LONG / 2)  # the fallback poll (LONG) would be too late
     assert [(e["old_status"], e["new_status"]) for e in r.json()["events"]] == [("ACTIVE", "SHUTOFF")]
 
@@ -166,7 +166,7 @@ async def test_a_revoked_token_ends_its_open_stream_and_long_poll_before_the_nex
     await asyncio.sleep(0.05)
     assert not stream.done() and not poll.done()
     del env.deps.tokens["tok-alice"]
-    env.set_state(alice, VmState.STOPPED)  # a commit: pokes the notifier
+    await env.set_state(alice, VmState.STOPPED)  # a commit: pokes the notifier
     streamed = await asyncio.wait_for(stream, LONG / 2)
     assert [json.loads(e["data"])["new_status"] for e in parse_sse(streamed.text)] == ["BUILD", "ACTIVE"]
     polled = await asyncio.wait_for(poll, LONG / 2)

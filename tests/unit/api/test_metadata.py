@@ -120,7 +120,7 @@ async def test_metadata_changes_conflict_while_the_server_builds(env: Env):
 
 async def test_metadata_changes_conflict_while_a_task_runs(env: Env):
     sid = await env.create_active(metadata={"a": "b"})
-    env.set_state(sid, VmState.ACTIVE, TaskState.REBOOTING)
+    await env.set_state(sid, VmState.ACTIVE, TaskState.REBOOTING)
     r = await env.client.delete(url(sid, "a"), headers=ALICE)
     assert "status REBOOT" in fault(r, 409, "conflictingRequest")
     assert env.server(sid).metadata == {"a": "b"}
@@ -130,7 +130,7 @@ async def test_metadata_changes_conflict_while_a_task_runs(env: Env):
 
 async def test_metadata_of_a_deleted_server_is_not_found(env: Env):
     sid = await env.create_active()
-    env.set_state(sid, VmState.DELETED)
+    await env.set_state(sid, VmState.DELETED)
     for r in [await env.client.get(url(sid), headers=ALICE),
               await env.client.post(url(sid), json={"metadata": {"a": "b"}}, headers=ALICE),
               await env.client.delete(url(sid, "a"), headers=ALICE)]:

@@ -49,7 +49,7 @@ async def test_server_counts_by_status_come_from_the_store(env: Env):
     await env.create_active()
     await env.create()
     gone = await env.create_active()
-    env.set_state(gone, VmState.DELETED)
+    await env.set_state(gone, VmState.DELETED)
     servers = families(await env.client.get("/metrics", headers=ADMIN))["compute_agent_servers"]
     counts = {labels["status"]: v for _, labels, v in servers}
     assert counts["ACTIVE"] == 1 and counts["BUILD"] == 1 and counts["SHUTOFF"] == 0

@@ -180,7 +180,7 @@ async def test_security_groups_echo_what_was_asked_and_are_shown_after(env: Env)
 async def test_rebuild_answers_with_the_server_s_real_addresses(env: Env):
     r = await post(env, body_of(env, networks=[{"uuid": NET, "fixed_ip": "10.213.0.9"}]))
     sid = r.json()["server"]["id"]
-    env.set_state(sid, VmState.ACTIVE)
+    await env.set_state(sid, VmState.ACTIVE)
     r = await env.client.post(f"/v2.1/servers/{sid}/action", headers=ALICE,
                               json={"rebuild": {"imageRef": str(env.cirros.uuid)}})
     assert r.status_code == 202, r.text
@@ -195,7 +195,7 @@ ADMIN_KEYS = {"OS-EXT-SRV-ATTR:host", "OS-EXT-SRV-ATTR:hypervisor_hostname",
 
 async def test_admins_see_the_host_attributes_others_do_not(env: Env):
     sid = await env.create_active()
-    env.set_state(sid, VmState.ACTIVE, launched_at=datetime.now(UTC))
+    await env.set_state(sid, VmState.ACTIVE, launched_at=datetime.now(UTC))
     assert not ADMIN_KEYS & set(await show(env, sid))
     seen = await show(env, sid, ADMIN)
     assert seen["OS-EXT-SRV-ATTR:host"] == HOST
@@ -211,7 +211,7 @@ async def test_host_id_and_host_are_empty_while_the_build_has_no_host(env: Env):
     sid = (await env.create())["id"]  # BUILD, its job not started
     assert (await show(env, sid))["hostId"] == ""
     assert (await show(env, sid, ADMIN))["OS-EXT-SRV-ATTR:host"] is None
-    env.set_state(sid, VmState.BUILDING, progress=20)  # the build took this host
+    await env.set_state(sid, VmState.BUILDING, progress=20)  # the build took this host
     assert (await show(env, sid))["hostId"] == hashlib.sha224(f"p-alice{HOST}".encode()).hexdigest()
     assert (await show(env, sid, ADMIN))["OS-EXT-SRV-ATTR:host"] == HOST
 
@@ -249,5 +249,5 @@ async def test_another_project_s_or_a_deleted_server_s_ips_and_password_are_not_
                                                                                      path: str):
     sid = await env.create_active()
     fault(await env.client.get(f"/v2.1/servers/{sid}{path}", headers=BOB), 404, "itemNotFound")
-    env.set_state(sid, VmState.DELETED)
+    await env.set_state(sid, VmState.DELETED)
     fault(await env.client.get(f"/v2.1/servers/{sid}{path}", headers=ALICE), 404, "itemNotFound")

@@ -92,11 +92,12 @@ async def test_every_response_body_matches_its_documented_model(env: Env, prefix
     check(models.CreatedServerShow, created, 202)
     sid = created.json()["server"]["id"]
     check(models.ServerShow, await c.get(f"{prefix}/servers/{sid}", headers=ALICE), 200)
-    env.set_state(sid, VmState.ERROR, fault=Fault(code=500, message="boom", created=created_at(env, sid)))
+    await env.set_state(sid, VmState.ERROR,
+                        fault=Fault(code=500, message="boom", created=created_at(env, sid)))
     shown = await c.get(f"{prefix}/servers/{sid}", headers=ALICE)
     check(models.ServerShow, shown, 200)
     assert "fault" in shown.json()["server"]
-    env.set_state(sid, VmState.ACTIVE)
+    await env.set_state(sid, VmState.ACTIVE)
     await env.create()
     check(models.ServerIndex, await c.get(f"{prefix}/servers?limit=1", headers=ALICE), 200)
     check(models.ServerDetailIndex, await c.get(f"{prefix}/servers/detail?limit=1", headers=ALICE), 200)
@@ -134,7 +135,7 @@ async def test_every_response_body_matches_its_documented_model(env: Env, prefix
     check(models.ItemNotFound, await c.get(f"{prefix}/flavors/9", headers=ALICE), 404)
     check(models.ComputeFault, await c.get(f"{prefix}/flavors", headers={
         **ALICE, "OpenStack-API-Version": "compute 2.2"}), 406)
-    env.set_state(sid, VmState.BUILDING, None)
+    await env.set_state(sid, VmState.BUILDING, None)
     check(models.Conflict, await c.post(meta, headers=ALICE, json={"metadata": {"a": "1"}}), 409)
     check(models.OverLimit, await c.post(f"{prefix}/servers", headers=ALICE, content=b" " * 200_000), 413)
     assert (await c.delete(f"{prefix}/servers/{sid}", headers=ALICE)).status_code == 204

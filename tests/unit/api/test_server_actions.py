@@ -43,7 +43,7 @@ def jobs_of(env: Env, server_id: str):
 @pytest.mark.parametrize(("body", "state", "kind", "task"), SIMPLE)
 async def test_an_action_is_committed_before_the_202(env: Env, body, state, kind, task):
     sid = await env.create_active()
-    env.set_state(sid, state)
+    await env.set_state(sid, state)
     r = await act(env, sid, body)
     assert r.status_code == 202, r.text
     assert r.content == b"" and r.headers["content-type"].startswith("text/plain")
@@ -57,7 +57,7 @@ async def test_an_illegal_action_is_a_409_naming_the_status(env: Env):
     sid = await env.create_active()
     message = fault(await act(env, sid, {"os-start": None}), 409, "conflictingRequest")
     assert message == "Cannot 'os-start' server while it is in status ACTIVE"
-    env.set_state(sid, VmState.SUSPENDED)
+    await env.set_state(sid, VmState.SUSPENDED)
     message = fault(await act(env, sid, {"reboot": {"type": "HARD"}}), 409, "conflictingRequest")
     assert "SUSPENDED" in message
     assert (await act(env, sid, {"resume": None})).status_code == 202
@@ -104,7 +104,7 @@ async def test_rescue_answers_the_rescue_password(env: Env):
     assert r.status_code == 200
     generated = RescueResult.model_validate(r.json()).adminPass
     assert len(generated) >= 8 and generated not in str(jobs_of(env, sid)[-1].payload)
-    env.set_state(sid, VmState.ACTIVE)
+    await env.set_state(sid, VmState.ACTIVE)
     r = await act(env, sid, {"rescue": {"adminPass": "Rescue-Passw0rd",
                                         "rescue_image_ref": str(env.cirros.uuid)}})
     assert r.json() == {"adminPass": "Rescue-Passw0rd"}

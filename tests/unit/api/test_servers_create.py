@@ -61,7 +61,7 @@ async def test_the_admin_password_is_never_shown_again(env: Env, given: str | No
     r = await post(env, server_body(env, metadata={"a": "b"}, **extra))
     password = r.json()["server"]["adminPass"]
     sid = r.json()["server"]["id"]
-    env.set_state(sid, VmState.ACTIVE)
+    await env.set_state(sid, VmState.ACTIVE)
     later = [
         await env.client.get(f"/v2.1/servers/{sid}", headers=ALICE),
         await env.client.get("/v2.1/servers", headers=ALICE),

@@ -52,29 +52,29 @@ async def rebuild(env: Env, sid: str, **args):
         "rebuild": {"imageRef": str(env.cirros.uuid), **args}})
 
 
-def finish_jobs(env: Env) -> None:
+async def finish_jobs(env: Env) -> None:
     for job in env.store.unfinished_jobs():
-        env.store.update_job(job.id, {"status": "succeeded"})
+        await env.store.update_job(job.id, {"status": "succeeded"})
 
 
 async def test_rebuild_keeps_replaces_or_removes_the_servers_key(env: Env):
     await create(env, name="old", public_key=ED_PUB)
     await create(env, name="new", public_key=RSA_PUB)
     sid = await env.create_active(key_name="old")
-    finish_jobs(env)
+    await finish_jobs(env)
 
     r = await rebuild(env, sid)  # no key_name: the server's key again, on the fresh disk
     assert r.status_code == 202 and r.json()["server"]["key_name"] == "old"
     assert job_payload(env, sid)["authorized_keys"] == [ED_PUB]
-    finish_jobs(env)
-    env.set_state(sid, VmState.ACTIVE)
+    await finish_jobs(env)
+    await env.set_state(sid, VmState.ACTIVE)
 
     r = await rebuild(env, sid, key_name="new")
     assert r.status_code == 202 and r.json()["server"]["key_name"] == "new"
     assert job_payload(env, sid)["authorized_keys"] == [RSA_PUB]
     assert env.server(sid).key_data == RSA_PUB
-    finish_jobs(env)
-    env.set_state(sid, VmState.ACTIVE)
+    await finish_jobs(env)
+    await env.set_state(sid, VmState.ACTIVE)
 
     r = await rebuild(env, sid, key_name=None)
     assert r.status_code == 202 and r.json()["server"]["key_name"] is None
@@ -84,7 +84,7 @@ async def test_rebuild_keeps_replaces_or_removes_the_servers_key(env: Env):
 
 async def test_rebuild_with_an_unknown_key_name_is_a_400_and_changes_nothing(env: Env):
     sid = await env.create_active()
-    finish_jobs(env)
+    await finish_jobs(env)
     assert fault(await rebuild(env, sid, key_name="missing"), 400,
                  "badRequest") == "Invalid key_name provided."
     assert env.store.unfinished_jobs() == [] and env.server(sid).task_state is None

@@ -47,7 +47,7 @@ async def test_a_value_of_all_tenants_that_is_not_a_boolean_is_a_400_naming_it(e
 async def test_repeated_status_filters_match_any_of_them(env: Env):
     active = await env.create_active()
     stopped = await env.create_active()
-    env.set_state(stopped, VmState.STOPPED)
+    await env.set_state(stopped, VmState.STOPPED)
     building = (await env.create())["id"]
     both = [("status", "ACTIVE"), ("status", "shutoff")]
     assert await ids(env, ALICE, both) == {active, stopped}

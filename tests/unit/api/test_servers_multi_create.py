@@ -74,7 +74,7 @@ async def test_max_count_makes_as_many_as_the_quota_allows_and_names_a_lone_one_
     assert r.status_code == 202, r.text
     assert set(servers_by_name(env)) == {"first", "web-1", "web-2"}
     # Only one fits: Nova applies the template only when it makes more than one.
-    env.store.update_server(servers_by_name(env)["web-2"].id, {"vm_state": "deleted"}, cause="t")
+    await env.store.update_server(servers_by_name(env)["web-2"].id, {"vm_state": "deleted"}, cause="t")
     r = await post(env, body(env, name="db", max_count=4))
     assert r.status_code == 202, r.text
     assert "db" in servers_by_name(env)

@@ -70,7 +70,8 @@ async def test_show_gives_the_full_view_of_a_building_server(env: Env):
 async def test_show_reflects_an_active_running_server(env: Env):
     sid = (await env.create())["id"]
     launched = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
-    env.set_state(sid, VmState.ACTIVE, power_state=PowerState.RUNNING, progress=100, launched_at=launched)
+    await env.set_state(sid, VmState.ACTIVE, power_state=PowerState.RUNNING, progress=100,
+                        launched_at=launched)
     s = (await show(env, sid)).json()["server"]
     assert s["status"] == "ACTIVE"
     assert s["OS-EXT-STS:vm_state"] == "active"
@@ -82,9 +83,9 @@ async def test_show_reflects_an_active_running_server(env: Env):
 
 async def test_host_id_is_nova_s_hash_of_project_and_host(env: Env):
     alice_sid = await env.create_active()
-    env.set_state(alice_sid, VmState.ACTIVE, progress=20)
+    await env.set_state(alice_sid, VmState.ACTIVE, progress=20)
     bob_sid = (await env.create(BOB))["id"]
-    env.set_state(bob_sid, VmState.ACTIVE, launched_at=datetime.now(UTC))
+    await env.set_state(bob_sid, VmState.ACTIVE, launched_at=datetime.now(UTC))
     alice_host = (await show(env, alice_sid)).json()["server"]["hostId"]
     bob_host = (await show(env, bob_sid, BOB)).json()["server"]["hostId"]
     assert alice_host == hashlib.sha224(f"p-alice{HOST}".encode()).hexdigest()
@@ -95,7 +96,7 @@ async def test_host_id_is_nova_s_hash_of_project_and_host(env: Env):
 async def test_a_fault_is_shown_for_a_server_in_error(env: Env):
     sid = (await env.create())["id"]
     created = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
-    env.set_state(sid, VmState.ERROR, fault=Fault(code=500, message="disk full", created=created))
+    await env.set_state(sid, VmState.ERROR, fault=Fault(code=500, message="disk full", created=created))
     s = (await show(env, sid)).json()["server"]
     assert s["status"] == "ERROR"
     assert s["fault"] == {"code": 500, "message": "disk full", "created": "2024-01-02T03:04:05Z"}
@@ -103,7 +104,7 @@ async def test_a_fault_is_shown_for_a_server_in_error(env: Env):
 
 async def test_a_fault_is_not_shown_once_the_server_is_healthy_again(env: Env):
     sid = (await env.create())["id"]
-    env.set_state(sid, VmState.ACTIVE, fault=Fault(code=500, message="old", created=datetime.now(UTC)))
+    await env.set_state(sid, VmState.ACTIVE, fault=Fault(code=500, message="old", created=datetime.now(UTC)))
     assert "fault" not in (await show(env, sid)).json()["server"]
 
 
@@ -139,7 +140,7 @@ async def test_an_admin_sees_any_projects_server(env: Env):
 
 async def test_a_deleted_server_is_not_found(env: Env):
     sid = (await env.create())["id"]
-    env.set_state(sid, VmState.DELETED)
+    await env.set_state(sid, VmState.DELETED)
     fault(await show(env, sid), 404, "itemNotFound")
 
 
@@ -168,10 +169,10 @@ async def test_detail_shows_each_change_made_since_an_earlier_list(env: Env):
     sid = (await env.create(networks=[{"uuid": str(TEST_NET.id)}]))["id"]
     first = (await env.client.get("/v2.1/servers/detail", headers=ALICE)).json()["servers"][0]
     assert first["addresses"] and first["status"] == "BUILD"
-    env.set_state(sid, VmState.ERROR, fault=Fault(code=500, message="boom",
+    await env.set_state(sid, VmState.ERROR, fault=Fault(code=500, message="boom",
                                                   created=datetime.now(UTC)))
-    env.store.update_server(env.server(sid).id, {"name": "renamed"}, cause="test")
-    env.store.release_ports(sid)  # the ports change alone: the server's row does not
+    await env.store.update_server(env.server(sid).id, {"name": "renamed"}, cause="test")
+    await env.store.release_ports(sid)  # the ports change alone: the server's row does not
     r = await env.client.get("/v2.1/servers/detail", headers=ALICE)
     [now] = r.json()["servers"]
     assert (now["name"], now["status"], now["fault"]["message"]) == ("renamed", "ERROR", "boom")
@@ -302,7 +303,7 @@ async def test_an_unknown_status_beside_a_known_one_is_ignored(env: Env):
 
 async def test_status_deleted_is_for_admins_only(env: Env):
     gone = await env.create_active()
-    env.set_state(gone, VmState.DELETED)
+    await env.set_state(gone, VmState.DELETED)
     r = await env.client.get("/v2.1/servers/detail", params={"status": "deleted"}, headers=ALICE)
     assert fault(r, 403, "forbidden") == "Only administrators may list deleted instances"
     r = await env.client.get("/v2.1/servers/detail", params={"status": "DELETED", "all_tenants": "1"},
@@ -318,7 +319,7 @@ async def test_changes_since_includes_servers_deleted_since(env: Env):
     await asyncio.sleep(0.01)
     new = (await env.create(name="new"))["id"]
     gone = (await env.create(name="gone"))["id"]
-    env.set_state(gone, VmState.DELETED)
+    await env.set_state(gone, VmState.DELETED)
     assert await list_ids(env) == {old, new}
     assert await list_ids(env, **{"changes-since": since.isoformat()}) == {new, gone}
     r = await env.client.get("/v2.1/servers/detail", params={"changes-since": since.isoformat()},
@@ -412,9 +413,9 @@ async def test_limit_zero_lists_nothing_and_links_nowhere(env: Env):
 
 async def test_a_server_in_each_task_state_shows_its_status(env: Env):
     sid = (await env.create())["id"]
-    env.set_state(sid, VmState.ACTIVE, TaskState.REBOOTING)
+    await env.set_state(sid, VmState.ACTIVE, TaskState.REBOOTING)
     assert (await show(env, sid)).json()["server"]["status"] == "REBOOT"
-    env.set_state(sid, VmState.STOPPED)
+    await env.set_state(sid, VmState.STOPPED)
     assert (await show(env, sid)).json()["server"]["status"] == "SHUTOFF"
 
 

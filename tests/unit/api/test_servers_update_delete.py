@@ -66,7 +66,7 @@ async def test_invalid_updates_are_bad_requests_naming_the_field(env: Env, body:
 async def test_update_of_an_unknown_or_deleted_server_is_not_found(env: Env):
     fault(await put(env, str(uuid4()), {"server": {"name": "x"}}), 404, "itemNotFound")
     sid = await env.create_active()
-    env.set_state(sid, VmState.DELETED)
+    await env.set_state(sid, VmState.DELETED)
     fault(await put(env, sid, {"server": {"name": "x"}}), 404, "itemNotFound")
 
 
@@ -98,7 +98,7 @@ async def test_a_second_delete_while_deleting_is_204_and_starts_no_second_job(en
 
 async def test_delete_of_a_deleted_server_is_not_found(env: Env):
     sid = await env.create_active()
-    env.set_state(sid, VmState.DELETED)
+    await env.set_state(sid, VmState.DELETED)
     fault(await env.client.delete(f"/v2.1/servers/{sid}", headers=ALICE), 404, "itemNotFound")
 
 

@@ -53,9 +53,9 @@ class World:
     injector: FakeInjector
     batcher: InjectionBatcher
 
-    def create(self, ctx: RequestContext = ALICE, **kw):
+    async def create(self, ctx: RequestContext = ALICE, **kw):
         req = CreateServer(**{"name": "web-1", "image_ref": IMAGE_ID, "flavor_ref": "1", **kw})
-        return self.service.create(ctx, req)
+        return await self.service.create(ctx, req)
 
 
 @pytest.fixture

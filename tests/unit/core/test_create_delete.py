@@ -21,7 +21,7 @@ from tests.unit.core.conftest import ALICE, BOB
 
 
 async def test_create_commits_server_and_job_before_any_work(world):
-    server, password = world.create()
+    server, password = await world.create()
     stored = world.store.get_server(server.id)
     assert stored.status is Status.BUILD and stored.progress == 0
     [job] = world.store.unfinished_jobs()
@@ -32,7 +32,7 @@ async def test_create_commits_server_and_job_before_any_work(world):
 
 
 async def test_create_runs_every_step_to_active_with_progress(world):
-    server, _ = world.create()
+    server, _ = await world.create()
     await world.runner.idle()
     s = world.store.get_server(server.id)
     assert s.status is Status.ACTIVE and s.progress == 100
@@ -47,7 +47,7 @@ async def test_create_runs_every_step_to_active_with_progress(world):
 
 
 async def test_progress_events_are_status_changes_only(world):
-    world.create()
+    await world.create()
     await world.runner.idle()
     events = [(e.old_status, e.new_status) for e in world.store.events_since(0)]
     assert events == [(None, "BUILD"), ("BUILD", "ACTIVE")]
@@ -55,7 +55,7 @@ async def test_progress_events_are_status_changes_only(world):
 
 async def test_failure_tears_the_guest_down_and_leaves_error_with_fault(world):
     world.hypervisor.fail_on["start"] = HypervisorError("start 123: no space left for guest")
-    server, _ = world.create()
+    server, _ = await world.create()
     await world.runner.idle()
     s = world.store.get_server(server.id)
     assert s.status is Status.ERROR and s.task_state is None
@@ -66,14 +66,14 @@ async def test_failure_tears_the_guest_down_and_leaves_error_with_fault(world):
 
 async def test_unexpected_exception_becomes_a_fault_without_its_text(world):
     world.hypervisor.fail_on["define"] = RuntimeError("secret internals")
-    server, _ = world.create()
+    server, _ = await world.create()
     await world.runner.idle()
     s = world.store.get_server(server.id)
     assert s.fault.message == "internal error (RuntimeError)"
 
 
 async def test_rejected_password_builds_the_guest_but_ends_in_error(world):
-    server, password = world.create(admin_pass="short")
+    server, password = await world.create(admin_pass="short")
     assert password == "short"
     [job] = world.store.unfinished_jobs()
     assert "admin_pass_hash" not in job.payload
@@ -85,9 +85,9 @@ async def test_rejected_password_builds_the_guest_but_ends_in_error(world):
 
 
 async def test_delete_removes_domain_and_files_and_keeps_a_deleted_row(world):
-    server, _ = world.create()
+    server, _ = await world.create()
     await world.runner.idle()
-    world.service.delete(ALICE, server.id)
+    await world.service.delete(ALICE, server.id)
     assert world.store.get_server(server.id).task_state is TaskState.DELETING
     await world.runner.idle()
     s = world.store.get_server(server.id)
@@ -98,8 +98,8 @@ async def test_delete_removes_domain_and_files_and_keeps_a_deleted_row(world):
 
 
 async def test_delete_during_build_interrupts_it_and_leaves_nothing(world):
-    server, _ = world.create()
-    world.service.delete(ALICE, server.id)  # before the runner had a turn
+    server, _ = await world.create()
+    await world.service.delete(ALICE, server.id)  # before the runner had a turn
     await world.runner.idle()
     s = world.store.get_server(server.id)
     assert s.status is Status.DELETED
@@ -109,10 +109,10 @@ async def test_delete_during_build_interrupts_it_and_leaves_nothing(world):
 
 async def test_resume_after_restart_continues_after_the_last_checkpoint(world):
     world.runner._closing = True  # this daemon dies before running anything itself
-    server, _ = world.create()
+    server, _ = await world.create()
     [job] = world.store.unfinished_jobs()
     # A daemon that died right after the "domain" checkpoint left this behind:
-    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "domain", "attempts": 1})
+    await world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "domain", "attempts": 1})
     world.deps.files(server.id).dir.mkdir(parents=True)
     world.deps.files(server.id).disk.write_text("overlay")
     runner = JobRunner(world.deps, {JobKind.CREATE: CreateWorkflow(world.deps, world.batcher),
@@ -126,9 +126,10 @@ async def test_resume_after_restart_continues_after_the_last_checkpoint(world):
 
 
 async def test_a_job_that_keeps_killing_the_daemon_is_abandoned(world):
-    server, _ = world.create()
+    world.service.kick = lambda _id: None  # the job runs only when resumed, as after a restart
+    server, _ = await world.create()
     [job] = world.store.unfinished_jobs()
-    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "attempts": MAX_ATTEMPTS})
+    await world.store.update_job(job.id, {"status": JobStatus.RUNNING, "attempts": MAX_ATTEMPTS})
     await world.runner.idle()
     world.runner.resume_all()
     await world.runner.idle()
@@ -164,7 +165,7 @@ async def test_deaths_at_steps_that_advance_never_abandon_a_build(world):
     turn, twice at each (more deaths than MAX_ATTEMPTS in all), and the build still ends
     ACTIVE, because a step done starts the count again."""
     world.runner._closing = True
-    server, _ = world.create()
+    server, _ = await world.create()
     steps = list(WORKFLOWS[JobKind.CREATE].steps)
     for step in steps:
         for _ in range(2):
@@ -183,7 +184,7 @@ async def test_a_step_that_always_kills_the_daemon_ends_in_error(world):
     """The poison-job guard still holds: a step whose work kills the daemon every time is
     abandoned after MAX_ATTEMPTS deaths there, the server in ERROR naming the step."""
     world.runner._closing = True
-    server, _ = world.create()
+    server, _ = await world.create()
     for _ in range(MAX_ATTEMPTS):  # dies in the disk step's work, before it is recorded
         await die_where(world, restarted(world), "injected")
     [job] = world.store.unfinished_jobs()
@@ -201,7 +202,7 @@ async def test_a_retry_after_a_death_waits_before_its_try_counts(world):
     """After a death the next try waits (backing off, doubling), and a restart during that
     wait does not count: the job's try count is unchanged until the wait is over."""
     world.runner._closing = True
-    world.create()
+    await world.create()
     await die_where(world, restarted(world), None)
     [job] = world.store.unfinished_jobs()
     assert job.attempts == 1
@@ -217,7 +218,7 @@ async def test_a_retry_after_a_death_waits_before_its_try_counts(world):
 async def test_a_clean_stop_does_not_count_as_an_attempt(world):
     """A job paused by a clean stop (SIGTERM) keeps its attempts: only a death under the
     job counts toward abandoning it, so restarts during a long build never fail it."""
-    world.create()
+    await world.create()
     for _ in range(100):  # until the job runs and waits for its injection batch
         await asyncio.sleep(0)
         if world.store.unfinished_jobs()[0].attempts == 1:
@@ -231,7 +232,7 @@ async def test_a_libvirtd_away_at_start_is_waited_for_and_the_build_finishes(wor
     """libvirtd restarting right after the domain was defined (its connection lost): the
     start is asked again once it is back, and the server ends ACTIVE, started once."""
     world.hypervisor.fail_on["start"] = HypervisorUnavailable("start: End of file")
-    server, _ = world.create()
+    server, _ = await world.create()
 
     async def libvirtd_comes_back() -> None:
         while "create:domain" not in world.checkpoints:
@@ -248,7 +249,7 @@ async def test_a_libvirtd_away_at_start_is_waited_for_and_the_build_finishes(wor
 async def test_a_libvirtd_that_stays_away_fails_the_build_with_a_fault(world, monkeypatch):
     monkeypatch.setattr(base, "LIBVIRT_PATIENCE_S", 0.0)
     world.hypervisor.fail_on["start"] = HypervisorUnavailable("start: End of file")
-    server, _ = world.create()
+    server, _ = await world.create()
     await world.runner.idle()
     s = world.store.get_server(server.id)
     assert s.status is Status.ERROR and "End of file" in s.fault.message
@@ -256,11 +257,22 @@ async def test_a_libvirtd_that_stays_away_fails_the_build_with_a_fault(world, mo
 
 
 async def test_other_projects_cannot_see_or_delete(world):
-    server, _ = world.create()
+    server, _ = await world.create()
     with pytest.raises(ServerNotFound):
         world.service.get(BOB, server.id)
     with pytest.raises(ServerNotFound):
-        world.service.delete(BOB, server.id)
+        await world.service.delete(BOB, server.id)
     assert world.service.list(BOB, ServerQuery()) == ([], False)
     await world.runner.idle()
     assert world.store.get_server(server.id).status is Status.ACTIVE
+
+
+async def test_concurrent_creates_never_exceed_the_quota_together(world):
+    """The quota is read, then the servers are written by an awaited commit: two creates
+    for the last free slot take turns, so one gets it and the other QuotaExceeded."""
+    world.service.kick = lambda _id: None
+    await world.create()
+    await world.create()  # 2 of 3
+    results = await asyncio.gather(world.create(), world.create(), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["QuotaExceeded", "tuple"]
+    assert len(world.store.list_servers()) == 3

@@ -19,11 +19,11 @@ from tests.unit.fakes.store import MemoryStore
 LONG = 30.0  # a bound no passing test comes near: a wake-up that never comes fails the test
 
 
-def add_server(store: MemoryStore, project_id: str = "p1") -> Server:
+async def add_server(store: MemoryStore, project_id: str = "p1") -> Server:
     now = datetime.now(UTC)
     server = Server(id=uuid.uuid4(), project_id=project_id, user_id="u", name="vm",
                     image_id=uuid.uuid4(), flavor_id="1", created_at=now, updated_at=now)
-    store.create_server(server, Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE,
+    await store.create_server(server, Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE,
                                     created_at=now, updated_at=now))
     return server
 
@@ -78,8 +78,8 @@ async def test_close_wakes_every_waiter_and_later_waits_return_at_once():
 
 async def test_a_page_is_the_events_after_since_of_the_project_in_order_and_limited():
     store, notifier = wired()
-    a1, b1, a2 = add_server(store, "pa"), add_server(store, "pb"), add_server(store, "pa")
-    store.update_server(a1.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
+    a1, b1, a2 = await add_server(store, "pa"), await add_server(store, "pb"), await add_server(store, "pa")
+    await store.update_server(a1.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
     feed = EventFeed(store, notifier)
     everything = await feed.page(0, None, 100)
     assert [e.seq for e in everything] == [1, 2, 3, 4]
@@ -97,7 +97,7 @@ async def test_a_long_poll_answers_as_soon_as_an_event_is_committed():
     poll = asyncio.create_task(feed.page(0, None, 100, wait_s=LONG))
     await asyncio.sleep(0.05)
     assert not poll.done()
-    server = await asyncio.to_thread(add_server, store)  # committed in a worker thread
+    server = await asyncio.to_thread(asyncio.run, add_server(store))  # committed in a worker thread
     events = await asyncio.wait_for(poll, LONG / 2)
     assert [(e.server_id, e.new_status) for e in events] == [(server.id, "BUILD")]
 
@@ -107,7 +107,7 @@ async def test_a_long_poll_ignores_other_projects_events_and_times_out_empty():
     feed = EventFeed(store, notifier, fallback_poll_s=0.01)
     poll = asyncio.create_task(feed.page(0, "mine", 100, wait_s=0.3))
     await asyncio.sleep(0.05)
-    add_server(store, "theirs")
+    await add_server(store, "theirs")
     assert await asyncio.wait_for(poll, LONG) == []
 
 
@@ -120,7 +120,7 @@ async def test_without_a_notifier_a_page_answers_at_once_whatever_the_wait():
 
 async def test_a_stream_yields_old_then_new_events_in_order_until_closed():
     store, notifier = wired()
-    first = add_server(store)
+    first = await add_server(store)
     feed = EventFeed(store, notifier, fallback_poll_s=LONG, heartbeat_s=LONG)
     got: list[StatusEvent] = []
 
@@ -131,9 +131,9 @@ async def test_a_stream_yields_old_then_new_events_in_order_until_closed():
 
     consumer = asyncio.create_task(consume())
     await until(lambda: len(got) == 1)
-    second = add_server(store)
-    store.update_server(first.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
-    store.update_server(second.id, {"vm_state": VmState.ERROR}, cause="failed")
+    second = await add_server(store)
+    await store.update_server(first.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
+    await store.update_server(second.id, {"vm_state": VmState.ERROR}, cause="failed")
     await until(lambda: len(got) == 4)
     notifier.close()
     await asyncio.wait_for(consumer, LONG)
@@ -145,7 +145,7 @@ async def test_a_stream_yields_old_then_new_events_in_order_until_closed():
 async def test_a_stream_resumes_after_since_and_sends_keep_alives_when_idle():
     store, notifier = wired()
     for _ in range(3):
-        add_server(store)
+        await add_server(store)
     feed = EventFeed(store, notifier, fallback_poll_s=0.01, heartbeat_s=0.05)
     got: list[StatusEvent | None] = []
 
@@ -160,9 +160,9 @@ async def test_a_stream_resumes_after_since_and_sends_keep_alives_when_idle():
     assert [e.seq for e in got if e is not None] == [3]
 
 
-def test_the_event_view_shows_every_field_in_utc():
+async def test_the_event_view_shows_every_field_in_utc():
     store = MemoryStore()
-    server = add_server(store, "p9")
+    server = await add_server(store, "p9")
     [event] = store.events_since(0)
     view = event_view(event)
     assert view == {"seq": 1, "server_id": str(server.id), "project_id": "p9", "old_status": None,

@@ -29,35 +29,35 @@ class Publisher:
 
 async def test_events_go_out_in_seq_order_as_this_hosts_and_the_cursor_follows_confirms():
     store, notifier = wired()
-    store.webhook_cursor(CURSOR)  # the relay has run before: from the start of history
+    await store.webhook_cursor(CURSOR)  # the relay has run before: from the start of history
     publisher = Publisher()
     relay = asyncio.create_task(FleetEventRelay(store, publisher, notifier, "hv1").run())
-    server = add_server(store)
-    store.update_server(server.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
-    await until(lambda: store.webhook_cursor(CURSOR) == 2)
+    server = await add_server(store)
+    await store.update_server(server.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
+    await until(lambda: store.peek_webhook_cursor(CURSOR) == 2)
     assert [(e.host, e.seq, e.server_id, e.status) for e in publisher.events] == [
         ("hv1", 1, server.id, Status.BUILD), ("hv1", 2, server.id, Status.ACTIVE)]
     assert all(e.at.tzinfo is not None for e in publisher.events)
 
     publisher.hold.clear()  # the broker is away: the event waits, the cursor stays
-    store.update_server(server.id, {"vm_state": VmState.STOPPED}, cause="stopped")
+    await store.update_server(server.id, {"vm_state": VmState.STOPPED}, cause="stopped")
     await asyncio.sleep(0.05)
-    assert store.webhook_cursor(CURSOR) == 2
+    assert store.peek_webhook_cursor(CURSOR) == 2
     relay.cancel()  # the agent restarts meanwhile ...
     publisher.hold.set()
     relay = asyncio.create_task(FleetEventRelay(store, publisher, notifier, "hv1").run())
-    await until(lambda: store.webhook_cursor(CURSOR) == 3)  # ... and resumes from its cursor
+    await until(lambda: store.peek_webhook_cursor(CURSOR) == 3)  # ... and resumes from its cursor
     assert [e.seq for e in publisher.events] == [1, 2, 3]
     relay.cancel()
 
 
 async def test_a_relay_without_a_cursor_starts_from_the_newest_event():
     store, notifier = wired()
-    server = add_server(store)
+    server = await add_server(store)
     publisher = Publisher()
     relay = asyncio.create_task(FleetEventRelay(store, publisher, notifier, "hv1").run())
     await until(lambda: CURSOR in store._webhook_cursors)  # made by the relay, at the head
-    store.update_server(server.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
+    await store.update_server(server.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
     await until(lambda: len(publisher.events) == 1)
     assert publisher.events[0].seq == 2
     relay.cancel()

@@ -24,7 +24,7 @@ def personality(*pairs):
 
 
 async def test_files_and_password_hash_reach_the_injector_and_leave_the_job(world):
-    server, _ = world.create(personality=personality(("/etc/motd", b"hi\n"), ("/x//y", b"z")))
+    server, _ = await world.create(personality=personality(("/etc/motd", b"hi\n"), ("/x//y", b"z")))
     await world.runner.idle()
     req = world.injector.injected[world.deps.files(server.id).disk]
     assert [(f.path, f.contents) for f in req.files] == [("/etc/motd", b"hi\n"), ("/x/y", b"z")]
@@ -33,7 +33,7 @@ async def test_files_and_password_hash_reach_the_injector_and_leave_the_job(worl
 
 
 async def test_payload_with_secrets_is_cleared_once_the_job_ends(world):
-    world.create(personality=personality(("/etc/motd", b"secret-contents")))
+    await world.create(personality=personality(("/etc/motd", b"secret-contents")))
     [job] = world.store.unfinished_jobs()
     assert job.payload["personality"]
     await world.runner.idle()
@@ -42,7 +42,7 @@ async def test_payload_with_secrets_is_cleared_once_the_job_ends(world):
 
 
 async def test_a_rejected_password_locks_root(world):
-    server, _ = world.create(admin_pass="weak")
+    server, _ = await world.create(admin_pass="weak")
     await world.runner.idle()
     req = world.injector.injected[world.deps.files(server.id).disk]
     assert req.root_password_hash == LOCKED_HASH
@@ -50,7 +50,7 @@ async def test_a_rejected_password_locks_root(world):
 
 
 async def test_injection_failure_is_a_fault_and_leaves_nothing(world):
-    server, _ = world.create()
+    server, _ = await world.create()
     world.injector.fail_disks.add(world.deps.files(server.id).disk)
     await world.runner.idle()
     s = world.store.get_server(server.id)
@@ -63,7 +63,7 @@ async def test_injection_failure_is_a_fault_and_leaves_nothing(world):
 async def test_servers_created_together_share_one_injection_batch(world):
     world.service.limits = world.service.limits.model_copy(update={"max_total_instances": 8})
     for i in range(8):
-        world.create(name=f"s{i}")
+        await world.create(name=f"s{i}")
     await world.runner.idle()
     assert world.batcher.batches == [8]
     assert len(world.injector.calls) == 1
@@ -71,9 +71,9 @@ async def test_servers_created_together_share_one_injection_batch(world):
 
 async def test_resume_after_disk_checkpoint_remakes_the_disk_and_injects_once(world):
     world.runner._closing = True
-    server, _ = world.create(personality=personality(("/etc/motd", b"hi")))
+    server, _ = await world.create(personality=personality(("/etc/motd", b"hi")))
     [job] = world.store.unfinished_jobs()
-    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "disk", "attempts": 1})
+    await world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "disk", "attempts": 1})
     disk = world.deps.files(server.id).disk
     disk.parent.mkdir(parents=True)
     disk.write_text("half-injected")
@@ -122,7 +122,7 @@ async def test_a_multi_create_is_one_batch_even_when_a_disk_takes_longer_than_th
         slow(base, base_format, dest, size_gib)
 
     world.disks.create_overlay = create_overlay
-    made = world.service.create_many(ALICE, CreateServer(
+    made = await world.service.create_many(ALICE, CreateServer(
         name="web", image_ref=IMAGE_ID, flavor_ref="1", min_count=3, max_count=3))
     await world.runner.idle()
     assert world.batcher.batches == [3]

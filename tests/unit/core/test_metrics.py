@@ -69,7 +69,7 @@ async def start_job(world: World, workflow: ScriptedWorkflow) -> tuple[JobRunner
     service = ServerService(world.store, world.deps.images, world.deps.flavors,
                             Limits(max_total_instances=3), PasswordPolicy(), kick=runner.kick,
                             ports=PortService(world.store, NetworkCatalog()))
-    service.create(ALICE, CreateServer(name="web-1", image_ref=IMAGE_ID, flavor_ref="1"))
+    await service.create(ALICE, CreateServer(name="web-1", image_ref=IMAGE_ID, flavor_ref="1"))
     [job] = world.store.unfinished_jobs()
     await asyncio.wait_for(workflow.started.wait(), 10)
     return runner, metrics, job
@@ -120,7 +120,7 @@ async def test_a_real_create_times_its_job_and_its_injection_batch(world):
     metrics = Metrics()
     world.runner.metrics = metrics
     world.batcher.metrics = metrics
-    world.create()
+    await world.create()
     await world.runner.idle()
     assert durations(metrics, "succeeded") == 1
     assert value(metrics, "compute_agent_injection_batch_duration_seconds_count") == 1
@@ -157,19 +157,19 @@ async def test_a_failed_batch_is_timed_too():
 
 @pytest.fixture
 async def active(world):
-    server, _ = world.create()
+    server, _ = await world.create()
     await world.runner.idle()
     assert world.store.get_server(server.id).status is Status.ACTIVE
     return server.id
 
 
-def test_the_libvirt_connection_gauge_follows_the_event_connection(world):
+async def test_the_libvirt_connection_gauge_follows_the_event_connection(world):
     metrics = Metrics()
     monitor = PowerMonitor(world.store, world.hypervisor, kick=world.runner.kick, metrics=metrics)
     assert value(metrics, "compute_agent_libvirt_connected") == 0  # nothing connected yet
-    monitor.connection_changed(True)
+    await monitor.connection_changed(True)
     assert value(metrics, "compute_agent_libvirt_connected") == 1
-    monitor.connection_changed(False)
+    await monitor.connection_changed(False)
     assert value(metrics, "compute_agent_libvirt_connected") == 0
 
 
@@ -203,17 +203,17 @@ async def test_server_counts_are_read_from_the_store_at_each_scrape(world):
     await world.runner.stop()  # the creates stay BUILD
     metrics = Metrics()
     metrics.watch_servers(world.store)
-    a, _ = world.create()
-    b, _ = world.create(name="web-2")
-    c, _ = world.create(name="web-3")
-    world.store.update_server(a.id, {"vm_state": VmState.ACTIVE, "task_state": None}, cause="test")
-    world.store.update_server(b.id, {"vm_state": VmState.ACTIVE, "task_state": TaskState.REBOOTING},
+    a, _ = await world.create()
+    b, _ = await world.create(name="web-2")
+    c, _ = await world.create(name="web-3")
+    await world.store.update_server(a.id, {"vm_state": VmState.ACTIVE, "task_state": None}, cause="test")
+    await world.store.update_server(b.id, {"vm_state": VmState.ACTIVE, "task_state": TaskState.REBOOTING},
                               cause="test")
     assert value(metrics, "compute_agent_servers", status="ACTIVE") == 1
     assert value(metrics, "compute_agent_servers", status="REBOOT") == 1
     assert value(metrics, "compute_agent_servers", status="BUILD") == 1
     assert metrics.registry.get_sample_value("compute_agent_servers", {"status": "SHUTOFF"}) == 0
-    world.store.update_server(c.id, {"vm_state": VmState.DELETED, "task_state": None}, cause="test")
+    await world.store.update_server(c.id, {"vm_state": VmState.DELETED, "task_state": None}, cause="test")
     assert value(metrics, "compute_agent_servers", status="BUILD") == 0  # read again: deleted ones leave
     assert metrics.registry.get_sample_value("compute_agent_servers", {"status": "DELETED"}) is None
 

@@ -14,7 +14,7 @@ from agent.model.states import Status, TaskState
 
 @pytest.fixture
 async def active(world):
-    server, _ = world.create()
+    server, _ = await world.create()
     await world.runner.idle()
     assert world.store.get_server(server.id).status is Status.ACTIVE
     return server.id
@@ -53,7 +53,7 @@ async def test_an_event_after_a_shutdown_event_is_answered_from_libvirt(world, m
 
 
 async def test_no_status_change_while_a_task_is_in_flight(world, monitor, active):
-    world.store.update_server(active, {"task_state": TaskState.REBOOTING}, cause="test")
+    await world.store.update_server(active, {"task_state": TaskState.REBOOTING}, cause="test")
     world.hypervisor.states[active] = PowerState.SHUTDOWN
     await monitor.reconcile(active)
     s = world.store.get_server(active)
@@ -65,7 +65,7 @@ async def test_a_build_in_flight_is_left_to_its_workflow_no_power_write(world, m
     """The build records the power state with its last step: the monitor's events while
     it runs (domain defined, started) cost no write transaction."""
     world.runner._closing = True  # the build stays in flight
-    server, _ = world.create()
+    server, _ = await world.create()
     world.hypervisor.define(GuestOps(world.deps, ActionTimings()).spec(server))
     world.hypervisor.start(server.id)
     before = world.store.revision()
@@ -86,13 +86,13 @@ async def test_a_guest_started_behind_our_back_is_active_again(world, monitor, a
 
 async def test_connection_loss_shows_unknown_then_the_true_state(world, monitor, active):
     world.hypervisor.fail_on["power_state"] = HypervisorUnavailable("libvirt is down")
-    monitor.connection_changed(False)
+    await monitor.connection_changed(False)
     assert world.store.get_server(active).status is Status.UNKNOWN
     await monitor.reconcile(active)  # still unreachable: stays UNKNOWN
     assert world.store.get_server(active).status is Status.UNKNOWN
     world.hypervisor.fail_on.clear()
     world.hypervisor.states[active] = PowerState.SHUTDOWN  # powered off meanwhile
-    monitor.connection_changed(True)
+    await monitor.connection_changed(True)
     await monitor.reconcile(active)
     assert world.store.get_server(active).status is Status.SHUTOFF
 
@@ -105,7 +105,7 @@ async def test_a_vanished_domain_shows_unknown_with_a_fault(world, monitor, acti
 
 
 async def test_shutdown_terminate_deletes_instead(world, monitor):
-    server, _ = world.create(shutdown_terminate=True)
+    server, _ = await world.create(shutdown_terminate=True)
     await world.runner.idle()
     world.hypervisor.states[server.id] = PowerState.SHUTDOWN
     await monitor.reconcile(server.id)
@@ -115,7 +115,7 @@ async def test_shutdown_terminate_deletes_instead(world, monitor):
 
 
 async def test_an_error_server_stays_in_error_whatever_the_power(world, monitor):
-    server, _ = world.create(admin_pass="weak")
+    server, _ = await world.create(admin_pass="weak")
     await world.runner.idle()
     world.hypervisor.states[server.id] = PowerState.SHUTDOWN
     await monitor.reconcile(server.id)

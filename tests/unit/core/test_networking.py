@@ -50,11 +50,11 @@ class Net:
     ports: PortService
     plumbing: NetworkPlumbing
 
-    def create(self, *networks: NetworkRequest, ctx=ALICE, **kw):
-        return self.world.create(ctx, networks=tuple(networks), **kw)[0]
+    async def create(self, *networks: NetworkRequest, ctx=ALICE, **kw):
+        return (await self.world.create(ctx, networks=tuple(networks), **kw))[0]
 
-    def user_port(self, network: Network = NET_B, ctx=ALICE, **kw):
-        return self.ports.create_port(ctx, str(network.id), **kw)
+    async def user_port(self, network: Network = NET_B, ctx=ALICE, **kw):
+        return await self.ports.create_port(ctx, str(network.id), **kw)
 
 
 @pytest.fixture
@@ -80,8 +80,8 @@ def port(port_id) -> NetworkRequest:
 # -- create ---------------------------------------------------------------------------------
 
 async def test_two_nics_get_taps_in_their_bridges_leases_and_domain_interfaces(net: Net):
-    mine = net.user_port(NET_B)
-    server = net.create(on(NET_A, "10.213.1.50"), port(mine.id))
+    mine = await net.user_port(NET_B)
+    server = await net.create(on(NET_A, "10.213.1.50"), port(mine.id))
     await net.world.runner.idle()
     assert net.world.store.get_server(server.id).status is Status.ACTIVE
     nics = net.plumbing.ports_of(server.id)
@@ -107,20 +107,20 @@ async def test_each_tap_is_guarded_with_its_ports_mac_and_ip_before_it_joins_the
     net.world.deps.network = NetworkPlumbing(net.world.store, catalog, net.plumber, net.dhcp,
                                              guard=guard)
     net.world.service.ports = PortService(net.world.store, catalog)
-    server = net.create(on(NET_A, "10.213.1.9"), on(open_net))
+    server = await net.create(on(NET_A, "10.213.1.9"), on(open_net))
     await net.world.runner.idle()
     guarded, unguarded = net.world.deps.network.ports_of(server.id)
     assert guard.rules == {guarded.tap: (guarded.mac, "10.213.1.9")}
     calls = net.plumber.calls
     assert calls.index(("guard", guarded.tap)) < calls.index(("plug", guarded.tap))
     assert ("unguard", unguarded.tap) in calls  # rules of an earlier life never linger
-    net.world.service.delete(ALICE, server.id)
+    await net.world.service.delete(ALICE, server.id)
     await net.world.runner.idle()
     assert guard.rules == {}
 
 
 async def test_taps_are_plugged_before_the_domain_is_defined(net: Net):
-    server = net.create(on(NET_A))
+    server = await net.create(on(NET_A))
     await net.world.runner.idle()
     order = [op for op, _ in net.plumber.calls] + [op for op, u in net.world.hypervisor.calls
                                                    if u == server.id]
@@ -131,26 +131,26 @@ async def test_taps_are_plugged_before_the_domain_is_defined(net: Net):
 
 
 async def test_addresses_are_allocated_in_order_skipping_the_gateway_and_requested_ones(net: Net):
-    first = net.create(on(NET_A), on(NET_A, "10.213.1.2"), on(NET_A))
+    first = await net.create(on(NET_A), on(NET_A, "10.213.1.2"), on(NET_A))
     ips = [str(p.ip) for p in net.plumbing.ports_of(first.id)]
     assert ips == ["10.213.1.3", "10.213.1.2", "10.213.1.4"]  # .1 is the gateway
     await net.world.runner.idle()
 
 
 async def test_a_network_without_dhcp_gets_a_nic_but_no_dhcp_server(net: Net):
-    server = net.create(on(NET_NODHCP))
+    server = await net.create(on(NET_NODHCP))
     await net.world.runner.idle()
     assert len(net.world.hypervisor.domains[server.id].interfaces) == 1
     assert NET_NODHCP.id not in net.dhcp.servers
 
 
 async def test_no_networks_means_no_nic_unless_a_network_is_the_default(net: Net):
-    bare, _ = net.world.create()  # networks absent: the catalog has no default network
+    bare, _ = await net.world.create()  # networks absent: the catalog has no default network
     assert net.plumbing.ports_of(bare.id) == []
     default = NET_B.model_copy(update={"default": True})
     net.ports.catalog = net.plumbing.catalog = NetworkCatalog([NET_A, default])
-    auto, _ = net.world.create()
-    none = net.create()  # networks=() is "none"
+    auto, _ = await net.world.create()
+    none = await net.create()  # networks=() is "none"
     assert [p.network_id for p in net.plumbing.ports_of(auto.id)] == [NET_B.id]
     assert net.plumbing.ports_of(none.id) == []
     await net.world.runner.idle()
@@ -166,65 +166,65 @@ async def test_no_networks_means_no_nic_unless_a_network_is_the_default(net: Net
     ("not-an-ip", "not an IP address"),
     ("fd00::5", "IPv4 subnet only"),
 ])
-def test_a_requested_address_the_network_cannot_give_is_refused(net: Net, fixed_ip, reason):
+async def test_a_requested_address_the_network_cannot_give_is_refused(net: Net, fixed_ip, reason):
     with pytest.raises(InvalidInput, match=reason) as e:
-        net.create(on(NET_A, fixed_ip))
+        await net.create(on(NET_A, fixed_ip))
     assert e.value.field == "networks"
     assert net.world.store.list_servers() == [] and net.world.store.list_ports() == []
 
 
 async def test_a_fixed_ip_in_use_is_a_bad_request_and_the_same_address_twice_too(net: Net):
     """Nova's FixedIpAlreadyInUse (400) for a server's create, not Neutron's 409."""
-    net.create(on(NET_A, "10.213.1.9"))
+    await net.create(on(NET_A, "10.213.1.9"))
     with pytest.raises(InvalidInput, match=r"10\.213\.1\.9 is already in use on instance"):
-        net.create(on(NET_A, "10.213.1.9"))
+        await net.create(on(NET_A, "10.213.1.9"))
     with pytest.raises(InvalidInput, match="already in use"):
-        net.create(on(NET_A, "10.213.1.10"), on(NET_A, "10.213.1.10"))
+        await net.create(on(NET_A, "10.213.1.10"), on(NET_A, "10.213.1.10"))
     assert len(net.world.store.list_servers()) == 1
     await net.world.runner.idle()
 
 
-def test_unknown_or_malformed_networks_and_ports_are_bad_requests_naming_networks(net: Net):
+async def test_unknown_or_malformed_networks_and_ports_are_bad_requests_naming_networks(net: Net):
     cases = [NetworkRequest(network_id=str(uuid.uuid4())), NetworkRequest(network_id="nope"),
              NetworkRequest(port_id=str(uuid.uuid4())), NetworkRequest(port_id="nope"),
-             NetworkRequest(), NetworkRequest(port_id=str(net.user_port().id), fixed_ip="10.213.2.3")]
+             NetworkRequest(), NetworkRequest(port_id=str((await net.user_port()).id), fixed_ip="10.213.2.3")]
     for req in cases:
         with pytest.raises(InvalidInput) as e:
-            net.create(req)
+            await net.create(req)
         assert e.value.field == "networks", req
 
 
 async def test_another_projects_port_is_not_found_and_a_bound_port_is_in_use(net: Net):
-    bobs = net.user_port(ctx=BOB)
+    bobs = await net.user_port(ctx=BOB)
     with pytest.raises(InvalidInput, match="could not be found"):
-        net.create(port(bobs.id))
-    mine = net.user_port()
-    net.create(port(mine.id))
+        await net.create(port(bobs.id))
+    mine = await net.user_port()
+    await net.create(port(mine.id))
     with pytest.raises(PortInUse):
-        net.create(port(mine.id))
-    twice = net.user_port()
+        await net.create(port(mine.id))
+    twice = await net.user_port()
     with pytest.raises(InvalidInput, match="more than once"):
-        net.create(port(twice.id), port(twice.id))
+        await net.create(port(twice.id), port(twice.id))
     await net.world.runner.idle()
 
 
-def test_a_full_network_has_no_more_addresses(net: Net):
+async def test_a_full_network_has_no_more_addresses(net: Net):
     # 10.213.2.0/28 with the gateway at .14: .1 to .13 for ports
     for _ in range(13):
-        net.user_port(NET_B)
+        await net.user_port(NET_B)
     with pytest.raises(Exception, match="No more IP addresses"):
-        net.create(on(NET_B))
+        await net.create(on(NET_B))
 
 
 # -- delete and failure ---------------------------------------------------------------------
 
 async def test_delete_removes_taps_and_leases_deletes_our_ports_and_keeps_the_users(net: Net):
-    mine = net.user_port(NET_B)
-    server = net.create(on(NET_A), port(mine.id))
+    mine = await net.user_port(NET_B)
+    server = await net.create(on(NET_A), port(mine.id))
     await net.world.runner.idle()
     ours = net.plumbing.ports_of(server.id)[0]
     assert net.dhcp.lease(NET_A.id, ours.mac) and net.dhcp.lease(NET_B.id, mine.mac)
-    net.world.service.delete(ALICE, server.id)
+    await net.world.service.delete(ALICE, server.id)
     await net.world.runner.idle()
     assert net.world.store.get_server(server.id).status is Status.DELETED
     assert net.plumber.taps == {}
@@ -233,26 +233,26 @@ async def test_delete_removes_taps_and_leases_deletes_our_ports_and_keeps_the_us
     assert (kept.device_id, kept.status, kept.ip) == ("", PortStatus.DOWN, mine.ip)
     assert net.dhcp.hosts(NET_A.id) == {} and net.dhcp.hosts(NET_B.id) == {}
     assert net.dhcp.servers[NET_A.id].leases == set() == net.dhcp.servers[NET_B.id].leases
-    again = net.create(port(mine.id))  # a detached port can be used again
+    again = await net.create(port(mine.id))  # a detached port can be used again
     assert net.plumbing.ports_of(again.id)[0].id == mine.id
     await net.world.runner.idle()
 
 
 async def test_a_failed_build_releases_its_ports_and_leaves_nothing_plugged(net: Net):
     net.world.hypervisor.fail_on["start"] = HypervisorError("no room")
-    server = net.create(on(NET_A, "10.213.1.77"))
+    server = await net.create(on(NET_A, "10.213.1.77"))
     await net.world.runner.idle()
     assert net.world.store.get_server(server.id).status is Status.ERROR
     assert net.world.store.list_ports() == [] and net.plumber.taps == {}
     assert net.dhcp.hosts(NET_A.id) == {}
     net.world.hypervisor.fail_on.clear()
-    net.create(on(NET_A, "10.213.1.77"))  # the address is free again
+    await net.create(on(NET_A, "10.213.1.77"))  # the address is free again
     await net.world.runner.idle()
 
 
 async def test_a_plumbing_failure_fails_the_build_with_its_message(net: Net):
     net.plumber.fail_on["plug"] = NetworkError("plug tap123: Operation not permitted (errno 1)")
-    server = net.create(on(NET_A))
+    server = await net.create(on(NET_A))
     await net.world.runner.idle()
     s = net.world.store.get_server(server.id)
     assert s.status is Status.ERROR and "Operation not permitted" in s.fault.message
@@ -262,8 +262,8 @@ async def test_a_plumbing_failure_fails_the_build_with_its_message(net: Net):
 # -- start-up resync ------------------------------------------------------------------------
 
 async def test_resync_replugs_taps_lost_to_a_reboot_and_restarts_dhcp(net: Net):
-    a = net.create(on(NET_A))
-    b = net.create(on(NET_B))
+    a = await net.create(on(NET_A))
+    b = await net.create(on(NET_B))
     await net.world.runner.idle()
     taps = set(net.plumber.taps)
     rules = dict(net.guard.rules)
@@ -281,14 +281,14 @@ async def test_resync_replugs_taps_lost_to_a_reboot_and_restarts_dhcp(net: Net):
 
 
 async def test_resync_removes_stray_taps_and_releases_ports_of_servers_that_are_gone(net: Net):
-    server = net.create(on(NET_A))
+    server = await net.create(on(NET_A))
     await net.world.runner.idle()
     stray = "tap0badc0de-00"
     net.plumber.taps[stray] = net.plumber.taps[net.plumbing.ports_of(server.id)[0].tap]
     net.guard.rules[stray] = ("fa:16:3e:00:00:98", "10.213.1.201")
     net.plumber.taps["vethkeep"] = net.plumber.taps[stray]  # not a tap name: never ours
     ghost = uuid.uuid4()
-    net.world.store.add_port(net.world.store.list_ports()[0].model_copy(update={
+    await net.world.store.add_port(net.world.store.list_ports()[0].model_copy(update={
         "id": uuid.uuid4(), "ip": IPv4Address("10.213.1.200"), "mac": "fa:16:3e:00:00:99",
         "device_id": str(ghost), "created_at": datetime.now(UTC)}))
     report = await net.plumbing.resync_host(net.world.hypervisor)
@@ -299,7 +299,7 @@ async def test_resync_removes_stray_taps_and_releases_ports_of_servers_that_are_
 
 
 async def test_resync_leaves_a_building_servers_ports_for_its_job(net: Net):
-    server = net.create(on(NET_A))  # committed, not run yet: no domain
+    server = await net.create(on(NET_A))  # committed, not run yet: no domain
     report = await net.plumbing.resync_host(net.world.hypervisor)
     assert report.taps_replugged == [] and report.ports_released == []
     assert len(net.plumbing.ports_of(server.id)) == 1
@@ -308,7 +308,7 @@ async def test_resync_leaves_a_building_servers_ports_for_its_job(net: Net):
 
 
 async def test_the_supervisor_restarts_a_dead_dhcp_server(net: Net):
-    net.create(on(NET_A))
+    await net.create(on(NET_A))
     await net.world.runner.idle()
     net.dhcp.servers[NET_A.id].running = False
     with pytest.raises(TimeoutError):
@@ -317,7 +317,7 @@ async def test_the_supervisor_restarts_a_dead_dhcp_server(net: Net):
 
 
 async def test_servers_built_together_all_get_their_leases(net: Net):
-    servers = [net.create(on(NET_A)) for _ in range(3)]
+    servers = [await net.create(on(NET_A)) for _ in range(3)]
     await net.world.runner.idle()
     macs = {net.plumbing.ports_of(s.id)[0].mac for s in servers}
     assert set(net.dhcp.hosts(NET_A.id)) == macs
@@ -325,11 +325,11 @@ async def test_servers_built_together_all_get_their_leases(net: Net):
 
 async def test_a_build_resumed_after_the_domain_step_plugs_again(net: Net):
     net.world.runner._closing = True  # this daemon dies before running anything itself
-    server = net.create(on(NET_A))
+    server = await net.create(on(NET_A))
     [job] = net.world.store.unfinished_jobs()
     # A daemon that died right after "domain" (taps plugged), and a host reboot since: no
     # tap left.
-    net.world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "domain", "attempts": 1})
+    await net.world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "domain", "attempts": 1})
     files = net.world.deps.files(server.id)
     files.dir.mkdir(parents=True)
     files.disk.write_text("overlay")
@@ -344,7 +344,7 @@ async def test_a_build_resumed_after_the_domain_step_plugs_again(net: Net):
 
 
 async def test_resync_goes_on_past_a_failure_and_without_libvirt(net: Net):
-    server = net.create(on(NET_A))
+    server = await net.create(on(NET_A))
     await net.world.runner.idle()
     net.plumber.reboot()
     net.plumber.fail_on["ensure_bridge"] = NetworkError("bridge brB: Operation not permitted")
@@ -360,18 +360,18 @@ async def test_a_multi_create_that_runs_out_of_addresses_makes_nothing(net: Net)
     taken = []
     while True:
         try:
-            taken.append(net.user_port(NET_B))
+            taken.append(await net.user_port(NET_B))
         except NoMoreAddresses:
             break
     for p in taken[:2]:
-        net.ports.delete_port(ALICE, str(p.id))
+        await net.ports.delete_port(ALICE, str(p.id))
     with pytest.raises(NoMoreAddresses):
-        net.world.service.create_many(ALICE, CreateServer(
+        await net.world.service.create_many(ALICE, CreateServer(
             name="web", image_ref=IMAGE_ID, flavor_ref="1", min_count=3,
             networks=(on(NET_B),)))
     assert net.world.store.list_servers() == []
     assert len(net.world.store.list_ports(network_id=NET_B.id)) == len(taken) - 2
-    made = net.world.service.create_many(ALICE, CreateServer(
+    made = await net.world.service.create_many(ALICE, CreateServer(
         name="web", image_ref=IMAGE_ID, flavor_ref="1", min_count=2, networks=(on(NET_B),)))
     await net.world.runner.idle()
     ips = {p.ip for s in made.servers for p in net.plumbing.ports_of(s.id)}
@@ -386,7 +386,7 @@ def _forget(store, server_id) -> None:
 
 
 async def test_a_quarantined_guests_tap_stays_plugged_and_is_never_given_to_a_new_port(net: Net):
-    server = net.create(on(NET_A))
+    server = await net.create(on(NET_A))
     await net.world.runner.idle()
     [old] = net.plumbing.ports_of(server.id)
     _forget(net.world.store, server.id)
@@ -398,13 +398,13 @@ async def test_a_quarantined_guests_tap_stays_plugged_and_is_never_given_to_a_ne
     assert swept.quarantined_taps == {old.tap} and report.taps_removed == []
     assert net.plumber.taps[old.tap].bridge == "brA"
     # A new port whose tap name would be the quarantined guest's: its build is refused.
-    twin = net.ports.create_port(ALICE, str(NET_A.id))
+    twin = await net.ports.create_port(ALICE, str(NET_A.id))
     clash = twin.model_copy(update={"id": uuid.UUID(str(old.id)[:11] + str(twin.id)[11:]),
                                     "ip": IPv4Address("10.213.1.77"), "mac": "fa:16:3e:00:00:77"})
-    net.world.store.delete_port(twin.id)
-    net.world.store.add_port(clash)
+    await net.world.store.delete_port(twin.id)
+    await net.world.store.add_port(clash)
     assert clash.tap == old.tap
-    victim = net.create(port(clash.id))
+    victim = await net.create(port(clash.id))
     await net.world.runner.idle()
     s = net.world.store.get_server(victim.id)
     assert s.status is Status.ERROR and "quarantined" in s.fault.message
@@ -420,9 +420,9 @@ async def test_a_multi_create_counts_every_planned_server_against_the_port_quota
     net.world.service.ports = PortService(net.world.store, net.ports.catalog,
                                           limits=Limits(max_total_ports=2))
     with pytest.raises(QuotaExceeded):
-        net.world.service.create_many(ALICE, CreateServer(
+        await net.world.service.create_many(ALICE, CreateServer(
             name="web", image_ref=IMAGE_ID, flavor_ref="1", min_count=3, networks=(on(NET_A),)))
     assert net.world.store.list_servers() == []
-    made = net.world.service.create_many(ALICE, CreateServer(
+    made = await net.world.service.create_many(ALICE, CreateServer(
         name="web", image_ref=IMAGE_ID, flavor_ref="1", min_count=2, networks=(on(NET_A),)))
     assert len(made.servers) == 2

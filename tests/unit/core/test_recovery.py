@@ -34,11 +34,11 @@ def restarted(world) -> JobRunner:
 async def test_a_create_recorded_at_its_last_step_but_still_running_is_closed_as_succeeded(world):
     """A database from before the final step and the job's end were one commit: the job
     is closed, the build not redone."""
-    server, _ = world.create()
+    server, _ = await world.create()
     [job] = world.store.unfinished_jobs()
     await world.runner.idle()
     launched = world.store.get_server(server.id).launched_at
-    world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "running"})
+    await world.store.update_job(job.id, {"status": JobStatus.RUNNING, "step": "running"})
     runner = restarted(world)
     assert runner.resume_all() == 1
     await runner.idle()
@@ -54,14 +54,14 @@ class Died(BaseException):
 async def test_a_delete_killed_right_after_its_last_step_has_already_ended(world):
     """The last step's server change and the job's end are one commit: a daemon killed
     right after it leaves nothing to resume, so the delete is never redone."""
-    server, _ = world.create()
+    server, _ = await world.create()
     await world.runner.idle()
 
     def crash(job, step):
         if step == "deleted":
             raise Died
     world.deps.on_checkpoint = crash
-    world.service.delete(ALICE, server.id)
+    await world.service.delete(ALICE, server.id)
     [job] = world.store.unfinished_jobs()
     with contextlib.suppress(Died):
         await asyncio.gather(*world.runner._active.values())
@@ -81,10 +81,10 @@ def _stray(world, server_id, instances_dir=None):
 
 
 async def test_sweep_removes_what_the_store_says_is_deleted_and_quarantines_the_unknown(world, tmp_path):
-    live, _ = world.create(name="live")
-    gone, _ = world.create(name="gone")
+    live, _ = await world.create(name="live")
+    gone, _ = await world.create(name="gone")
     await world.runner.idle()
-    world.service.delete(ALICE, gone.id)
+    await world.service.delete(ALICE, gone.id)
     await world.runner.idle()
     _stray(world, gone.id)  # a deleted server's guest came back (a lost teardown)
     unknown = uuid.uuid4()
@@ -140,7 +140,7 @@ async def test_doctor_names_each_quarantined_domain_and_folder_until_the_store_k
 async def test_a_temp_file_that_will_not_go_is_an_error_and_the_sweep_goes_on(world):
     """Through the Folders port (in memory): the stuck file is reported, the other removed,
     a file at the top of the instances folder is not a guest's folder, and nothing raises."""
-    live, _ = world.create(name="live")
+    live, _ = await world.create(name="live")
     await world.runner.idle()
     folders = FakeFolders()
     guest = folders.add(world.deps.files(live.id).dir, folder=True)

@@ -89,9 +89,9 @@ async def test_every_event_is_posted_in_order_as_json_with_its_seq_and_the_curso
     hooks.configure([WebhookTarget(A, timeout_s=3.0, headers={"Authorization": "Bearer s3cr3t"})])
     await until(lambda: A in hooks.urls)
     await asyncio.sleep(0.02)  # the task has made its cursor at the head (0)
-    server = add_server(store)
-    store.update_server(server.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
-    await until(lambda: store.webhook_cursor(A) == 2)
+    server = await add_server(store)
+    await store.update_server(server.id, {"vm_state": VmState.ACTIVE}, cause="spawned")
+    await until(lambda: store.peek_webhook_cursor(A) == 2)
     assert sender.seqs(A) == [1, 2]
     _, body, headers, timeout_s = sender.posts[1]
     assert body["server_id"] == str(server.id)
@@ -109,14 +109,14 @@ async def test_failures_are_retried_with_capped_exponential_backoff_and_the_curs
                         WebhookReply(status=302), WebhookReply(status=404), WebhookReply(status=503),
                         WebhookReply(status=200)]
     hooks = dispatcher(store, notifier, sender, sleep, rng=1.0)
-    store.advance_webhook_cursor(A, 0)  # an existing cursor: delivery starts after seq 0
-    add_server(store)
-    add_server(store)
+    await store.advance_webhook_cursor(A, 0)  # an existing cursor: delivery starts after seq 0
+    await add_server(store)
+    await add_server(store)
     hooks.configure([WebhookTarget(A)])
     await until(lambda: len(sleep.delays) == 5)  # held in the fifth backoff
-    assert store.webhook_cursor(A) == 0  # nothing acknowledged yet
+    assert store.peek_webhook_cursor(A) == 0  # nothing acknowledged yet
     sleep.gate.set()
-    await until(lambda: store.webhook_cursor(A) == 2)
+    await until(lambda: store.peek_webhook_cursor(A) == 2)
     # Event 1 six times (five failures, then a 200), then event 2 once; never 2 before 1.
     assert sender.seqs(A) == [1, 1, 1, 1, 1, 1, 2]
     assert [h["X-Compute-Agent-Delivery-Attempt"] for _, _, h, _ in sender.posts[:6]] == [
@@ -136,13 +136,13 @@ def test_jitter_keeps_a_delay_between_half_and_all_of_its_ceiling():
 async def test_a_new_webhook_starts_from_the_head_not_the_history():
     store, notifier = wired()
     for _ in range(3):
-        add_server(store)
+        await add_server(store)
     sender, sleep = FakeSender(), FakeSleep()
     hooks = dispatcher(store, notifier, sender, sleep)
     hooks.configure([WebhookTarget(A)])
-    await until(lambda: store.webhook_cursor(A) == 3)
-    add_server(store)
-    await until(lambda: store.webhook_cursor(A) == 4)
+    await until(lambda: store.peek_webhook_cursor(A) == 3)
+    await add_server(store)
+    await until(lambda: store.peek_webhook_cursor(A) == 4)
     assert sender.seqs(A) == [4]
     await hooks.close()
 
@@ -150,21 +150,21 @@ async def test_a_new_webhook_starts_from_the_head_not_the_history():
 async def test_delivery_resumes_from_the_cursor_after_a_restart():
     store, notifier = wired()
     for _ in range(2):
-        add_server(store)
-    store.advance_webhook_cursor(A, 0)
+        await add_server(store)
+    await store.advance_webhook_cursor(A, 0)
     sender, sleep = FakeSender(), FakeSleep()
     sender.dead.add(A)  # the receiver is down: nothing is acknowledged before the "crash"
     first = dispatcher(store, notifier, sender, sleep)
     first.configure([WebhookTarget(A)])
     await until(lambda: len(sender.posts) >= 2)
     await first.close()
-    assert store.webhook_cursor(A) == 0
-    add_server(store)  # an event while the agent is down
+    assert store.peek_webhook_cursor(A) == 0
+    await add_server(store)  # an event while the agent is down
     sender.dead.clear()
     sender.posts.clear()
     second = dispatcher(store, notifier, sender, sleep)
     second.configure([WebhookTarget(A)])
-    await until(lambda: store.webhook_cursor(A) == 3)
+    await until(lambda: store.peek_webhook_cursor(A) == 3)
     assert sender.seqs(A) == [1, 2, 3]
     await second.close()
 
@@ -173,15 +173,15 @@ async def test_a_dead_receiver_does_not_hold_up_the_others():
     store, notifier = wired()
     sender, sleep = FakeSender(), FakeSleep()
     sender.dead.add(A)
-    store.advance_webhook_cursor(A, 0)
-    store.advance_webhook_cursor(B, 0)
+    await store.advance_webhook_cursor(A, 0)
+    await store.advance_webhook_cursor(B, 0)
     hooks = dispatcher(store, notifier, sender, sleep)
     hooks.configure([WebhookTarget(A), WebhookTarget(B)])
     for _ in range(3):
-        add_server(store)
-    await until(lambda: store.webhook_cursor(B) == 3)
+        await add_server(store)
+    await until(lambda: store.peek_webhook_cursor(B) == 3)
     assert sender.seqs(B) == [1, 2, 3]
-    assert set(sender.seqs(A)) == {1} and store.webhook_cursor(A) == 0
+    assert set(sender.seqs(A)) == {1} and store.peek_webhook_cursor(A) == 0
     await hooks.close()
 
 
@@ -189,17 +189,17 @@ async def test_reconfiguring_stops_removed_urls_and_kept_ones_take_new_options()
     store, notifier = wired()
     sender, sleep = FakeSender(), FakeSleep()
     hooks = dispatcher(store, notifier, sender, sleep)
-    store.advance_webhook_cursor(A, 0)
-    store.advance_webhook_cursor(B, 0)
+    await store.advance_webhook_cursor(A, 0)
+    await store.advance_webhook_cursor(B, 0)
     hooks.configure([WebhookTarget(A), WebhookTarget(B)])
-    add_server(store)
-    await until(lambda: store.webhook_cursor(A) == 1 and store.webhook_cursor(B) == 1)
+    await add_server(store)
+    await until(lambda: store.peek_webhook_cursor(A) == 1 and store.peek_webhook_cursor(B) == 1)
     hooks.configure([WebhookTarget(A, timeout_s=7.0, headers={"X-Tag": "new"})])
     assert hooks.urls == [A]
-    add_server(store)
-    await until(lambda: store.webhook_cursor(A) == 2)
+    await add_server(store)
+    await until(lambda: store.peek_webhook_cursor(A) == 2)
     await asyncio.sleep(0.05)
-    assert sender.seqs(B) == [1] and store.webhook_cursor(B) == 1
+    assert sender.seqs(B) == [1] and store.peek_webhook_cursor(B) == 1
     _, _, headers, timeout_s = sender.posts[-1]
     assert headers["X-Tag"] == "new" and timeout_s == 7.0
     await hooks.close()
@@ -207,8 +207,8 @@ async def test_reconfiguring_stops_removed_urls_and_kept_ones_take_new_options()
 
 async def test_a_store_failure_pauses_delivery_and_it_carries_on_from_the_cursor():
     store, notifier = wired()
-    add_server(store)
-    store.advance_webhook_cursor(A, 0)
+    await add_server(store)
+    await store.advance_webhook_cursor(A, 0)
     real = store.events_since
     failures = [RuntimeError("database is locked")]
 
@@ -222,7 +222,7 @@ async def test_a_store_failure_pauses_delivery_and_it_carries_on_from_the_cursor
     hooks = dispatcher(store, notifier, sender, sleep)
     with capture_logs() as logs:
         hooks.configure([WebhookTarget(A)])
-        await until(lambda: store.webhook_cursor(A) == 1)
+        await until(lambda: store.peek_webhook_cursor(A) == 1)
     assert sender.seqs(A) == [1] and len(sleep.delays) == 1
     assert any(e["event"] == "webhook.loop_failed" for e in logs)
     await hooks.close()
@@ -242,12 +242,12 @@ async def test_failed_deliveries_log_no_secret_of_the_url_or_headers():
     sender, sleep = FakeSender(), FakeSleep()
     url = "http://user:pa55w0rd@hooks.example/t/TOKENPATH?key=QUERYKEY"
     sender.script[url] = [WebhookReply(status=500)]
-    store.advance_webhook_cursor(url, 0)
-    add_server(store)
+    await store.advance_webhook_cursor(url, 0)
+    await add_server(store)
     hooks = dispatcher(store, notifier, sender, sleep)
     with capture_logs() as logs:
         hooks.configure([WebhookTarget(url, headers={"Authorization": "Bearer HEADERSECRET"})])
-        await until(lambda: store.webhook_cursor(url) == 1)
+        await until(lambda: store.peek_webhook_cursor(url) == 1)
         await hooks.close()
     text = repr(logs)
     assert "webhook.delivery_failed" in text and "hooks.example" in text
@@ -261,7 +261,7 @@ async def test_delivery_tasks_end_by_themselves_once_the_notifier_is_closed():
     store, notifier = wired()
     hooks = dispatcher(store, notifier, FakeSender(), FakeSleep())
     hooks.configure([WebhookTarget(A), WebhookTarget(B)])
-    await until(lambda: store.webhook_cursor(A) == 0 and store.webhook_cursor(B) == 0)
+    await until(lambda: store.peek_webhook_cursor(A) == 0 and store.peek_webhook_cursor(B) == 0)
     tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("webhook ")]
     assert len(tasks) == 2
     notifier.close()
@@ -293,15 +293,15 @@ async def test_a_signed_webhook_verifies_as_the_standard_webhooks_spec_says_and_
     hooks = WebhookDispatcher(store, sender, notifier, backoff=Backoff(1.0, 8.0), sleep=sleep,
                               fallback_poll_s=0.01, clock=lambda: clock[0],
                               message_id_prefix="evt-hv1-")
-    store.advance_webhook_cursor(A, 0)
-    add_server(store)
+    await store.advance_webhook_cursor(A, 0)
+    await add_server(store)
     with capture_logs() as logs:
         hooks.configure([WebhookTarget(A, secret=webhook_key(SIGNING_SECRET)), WebhookTarget(B)])
-        await until(lambda: store.webhook_cursor(A) == 1 and B in hooks.urls)
+        await until(lambda: store.peek_webhook_cursor(A) == 1 and B in hooks.urls)
         await asyncio.sleep(0.02)  # B has made its cursor at the head (1)
         clock[0] += 1
-        add_server(store)
-        await until(lambda: store.webhook_cursor(A) == 2 and store.webhook_cursor(B) == 2)
+        await add_server(store)
+        await until(lambda: store.peek_webhook_cursor(A) == 2 and store.peek_webhook_cursor(B) == 2)
         await hooks.close()
     signed = [(h, body) for (url, _, h, _), body in zip(sender.posts, sender.bodies, strict=True)
               if url == A]

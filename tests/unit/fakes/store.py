@@ -5,6 +5,7 @@ the database (datetimes in UTC, payloads through JSON, copies rather than shared
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections import Counter
@@ -81,6 +82,12 @@ def _stored_job(j: Job) -> Job:
 
 
 
+async def _turn() -> None:
+    """A write is a turn of the event loop, as with SqliteStore (its writer thread commits
+    while the loop runs others): what a caller checked before a write may change meanwhile."""
+    await asyncio.sleep(0)
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -143,10 +150,11 @@ class MemoryStore:
 
     # -- servers --------------------------------------------------------------------------
 
-    def create_server(self, server: Server, job: Job, ports: Sequence[Port] = ()) -> None:
-        self.create_servers([NewServer(server, job, tuple(ports))])
+    async def create_server(self, server: Server, job: Job, ports: Sequence[Port] = ()) -> None:
+        await self.create_servers([NewServer(server, job, tuple(ports))])
 
-    def create_servers(self, batch: Sequence[NewServer]) -> None:
+    async def create_servers(self, batch: Sequence[NewServer]) -> None:
+        await _turn()
         for new in batch:
             check_new_server(new)
         rows = [(_stored_server(n.server), _stored_job(n.job)) for n in batch]
@@ -214,8 +222,9 @@ class MemoryStore:
             return dict(Counter((s.vm_state, s.task_state) for s in self._servers.values()
                                 if s.vm_state is not VmState.DELETED))
 
-    def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
+    async def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
+        await _turn()
         check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
         with self._writing():
             self._check_open()
@@ -229,8 +238,9 @@ class MemoryStore:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def add_job(self, job: Job, server_changes: dict[str, Any] | None = None, *,
+    async def add_job(self, job: Job, server_changes: dict[str, Any] | None = None, *,
                 cause: str = "", expect: ServerExpectation | None = None) -> Server:
+        await _turn()
         check_change_keys(server_changes or {}, _SERVER_FIELDS, _SERVER_FIXED, "server")
         stored_job = _stored_job(job)
         with self._writing():
@@ -252,7 +262,8 @@ class MemoryStore:
             j = self._jobs.get(job_id)
         return j.model_copy(deep=True) if j is not None else None
 
-    def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
+    async def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
+        await _turn()
         check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
         with self._writing():
             self._check_open()
@@ -356,12 +367,20 @@ class MemoryStore:
     def set_event_listener(self, listener: Callable[[], None] | None) -> None:
         self._event_listener = listener
 
-    def webhook_cursor(self, url: str) -> int:
+    async def webhook_cursor(self, url: str) -> int:
+        await _turn()
         with self._writing():
             self._check_open()
             return self._webhook_cursors.setdefault(url, self._events[-1].seq if self._events else 0)
 
-    def advance_webhook_cursor(self, url: str, seq: int) -> None:
+    def peek_webhook_cursor(self, url: str) -> int | None:
+        """A test's look at the URL's cursor (None without one), without the write that
+        webhook_cursor may make: usable in a synchronous wait condition."""
+        with self._lock:
+            return self._webhook_cursors.get(url)
+
+    async def advance_webhook_cursor(self, url: str, seq: int) -> None:
+        await _turn()
         with self._writing():
             self._check_open()
             self._webhook_cursors[url] = max(seq, self._webhook_cursors.get(url, seq))
@@ -394,7 +413,8 @@ class MemoryStore:
             "device_id": port.device_id, "device_owner": port.device_owner,
             "device_index": port.device_index})
 
-    def add_port(self, port: Port) -> None:
+    async def add_port(self, port: Port) -> None:
+        await _turn()
         with self._writing():
             self._check_open()
             self._insert_port(self._ports, port)
@@ -414,7 +434,8 @@ class MemoryStore:
                      and (project_id is None or p.project_id == project_id)]
         return sorted(found, key=lambda p: (p.device_index, p.created_at, str(p.id)))
 
-    def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
+    async def set_port_status(self, port_ids: Sequence[UUID], status: str) -> None:
+        await _turn()
         value = PortStatus(status)
         with self._writing():
             self._check_open()
@@ -422,7 +443,8 @@ class MemoryStore:
                 if i in self._ports:
                     self._ports[i] = self._ports[i].model_copy(update={"status": value})
 
-    def delete_port(self, port_id: UUID) -> Port:
+    async def delete_port(self, port_id: UUID) -> Port:
+        await _turn()
         with self._writing():
             self._check_open()
             current = self._ports.get(port_id)
@@ -434,7 +456,8 @@ class MemoryStore:
             del self._ports[port_id]
             return current
 
-    def release_ports(self, device_id: str) -> list[Port]:
+    async def release_ports(self, device_id: str) -> list[Port]:
+        await _turn()
         if not device_id:
             return []
         with self._writing():
@@ -452,7 +475,8 @@ class MemoryStore:
 
     # -- keypairs -------------------------------------------------------------------------
 
-    def add_keypair(self, keypair: Keypair) -> Keypair:
+    async def add_keypair(self, keypair: Keypair) -> Keypair:
+        await _turn()
         created = _utc(keypair.created_at)
         with self._lock:
             self._check_open()
@@ -475,7 +499,8 @@ class MemoryStore:
             found = [k for (user, _), k in self._keypairs.items() if user == user_id]
         return sorted(found, key=lambda k: (k.name, k.id))
 
-    def delete_keypair(self, user_id: str, name: str) -> Keypair:
+    async def delete_keypair(self, user_id: str, name: str) -> Keypair:
+        await _turn()
         with self._lock:
             self._check_open()
             current = self._keypairs.pop((user_id, name), None)

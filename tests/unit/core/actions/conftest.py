@@ -34,7 +34,7 @@ class ActionWorld:
 
     async def active(self, **kw) -> UUID:
         """A server built to ACTIVE."""
-        server, _ = self.w.create(**kw)
+        server, _ = await self.w.create(**kw)
         await self.w.runner.idle()
         assert self.server(server.id).status is Status.ACTIVE
         return server.id
@@ -42,9 +42,9 @@ class ActionWorld:
     async def settle(self) -> None:
         await self.w.runner.idle()
 
-    def set_state(self, server_id: UUID, vm_state: VmState, task_state: TaskState | None = None,
+    async def set_state(self, server_id: UUID, vm_state: VmState, task_state: TaskState | None = None,
                   **changes) -> Server:
-        return self.w.store.update_server(server_id, {"vm_state": vm_state,
+        return await self.w.store.update_server(server_id, {"vm_state": vm_state,
                                                       "task_state": task_state, **changes},
                                           cause="test")
 

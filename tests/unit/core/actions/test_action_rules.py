@@ -40,53 +40,53 @@ STATES = [VmState.BUILDING, VmState.ACTIVE, VmState.STOPPED, VmState.SUSPENDED, 
 @pytest.fixture
 def server_in(aw):
     """A server (not built: no job runs) put in the given state."""
-    def make(vm_state: VmState, task: TaskState | None = None) -> UUID:
-        server, _ = aw.create()
+    async def make(vm_state: VmState, task: TaskState | None = None) -> UUID:
+        server, _ = await aw.create()
         for job in aw.store.unfinished_jobs():  # the create job is not what is tested
-            aw.store.update_job(job.id, {"status": "cancelled"})
-        aw.set_state(server.id, vm_state, task)
+            await aw.store.update_job(job.id, {"status": "cancelled"})
+        await aw.set_state(server.id, vm_state, task)
         return server.id
     return make
 
 
 @pytest.mark.parametrize("action", list(CALLS))
 @pytest.mark.parametrize("vm_state", STATES)
-def test_the_table_decides(aw, server_in, action: Action, vm_state: VmState):
+async def test_the_table_decides(aw, server_in, action: Action, vm_state: VmState):
     aw.w.service.kick = lambda _id: None
     aw.actions.servers.limits = aw.actions.servers.limits.model_copy(
         update={"max_total_instances": 100})
-    sid = server_in(vm_state)
+    sid = await server_in(vm_state)
     legal = vm_state in RULES[action].from_states
     if legal:
-        CALLS[action](aw.actions, sid)
+        await CALLS[action](aw.actions, sid)
         assert aw.server(sid).task_state is RULES[action].task
         assert [j.server_id for j in aw.store.unfinished_jobs()] == [sid]
     else:
         before = aw.server(sid)
         with pytest.raises(IllegalTransition) as e:
-            CALLS[action](aw.actions, sid)
+            await CALLS[action](aw.actions, sid)
         assert f"in status {before.status.value}" in str(e.value)
         assert aw.server(sid).task_state is None and aw.store.unfinished_jobs() == []
 
 
 @pytest.mark.parametrize("action", list(CALLS))
-def test_no_action_while_another_task_is_in_flight(aw, server_in, action: Action):
+async def test_no_action_while_another_task_is_in_flight(aw, server_in, action: Action):
     aw.w.service.kick = lambda _id: None
-    sid = server_in(VmState.ACTIVE, TaskState.REBOOTING)
+    sid = await server_in(VmState.ACTIVE, TaskState.REBOOTING)
     with pytest.raises(IllegalTransition, match=r"in status REBOOT"):
-        CALLS[action](aw.actions, sid)
+        await CALLS[action](aw.actions, sid)
 
 
-def test_another_projects_server_is_not_found(aw, server_in):
+async def test_another_projects_server_is_not_found(aw, server_in):
     aw.w.service.kick = lambda _id: None
-    sid = server_in(VmState.ACTIVE)
+    sid = await server_in(VmState.ACTIVE)
     with pytest.raises(ServerNotFound):
-        aw.actions.reboot(BOB, sid, hard=True)
+        await aw.actions.reboot(BOB, sid, hard=True)
     with pytest.raises(ServerNotFound):
-        aw.actions.change_password(BOB, sid, "Passw0rd-Ok")
+        await aw.actions.change_password(BOB, sid, "Passw0rd-Ok")
     assert aw.server(sid).task_state is None
 
 
-def test_a_password_never_shows_in_a_repr(aw):
+async def test_a_password_never_shows_in_a_repr(aw):
     req = RebuildServer(image_ref=IMAGE_ID, admin_pass=SecretStr("Secret-Passw0rd"))
     assert "Secret-Passw0rd" not in repr(req)

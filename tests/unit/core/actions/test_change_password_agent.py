@@ -50,7 +50,7 @@ def guest_ops(aw: ActionWorld, sid, mark: int) -> list[str]:
 async def change_password(aw: ActionWorld, sid) -> list[dict]:
     """POST changePassword and run it; the log events it wrote."""
     with capture_logs() as logs:
-        assert aw.actions.change_password(ALICE, sid, NEW_PASSWORD).status is Status.PASSWORD
+        assert (await aw.actions.change_password(ALICE, sid, NEW_PASSWORD)).status is Status.PASSWORD
         await aw.settle()
     return logs
 
@@ -137,7 +137,7 @@ async def test_a_guest_that_is_off_is_changed_offline(qga):
     """A server in ERROR whose guest is off: no agent to ask, so the disk is written."""
     sid = await qga.active(image_ref=QGA_IMAGE_ID)
     qga.hypervisor.destroy(sid)
-    qga.set_state(sid, VmState.ERROR)
+    await qga.set_state(sid, VmState.ERROR)
     mark = len(qga.hypervisor.calls)
     logs = await change_password(qga, sid)
     assert qga.server(sid).status is Status.ACTIVE and qga.server(sid).fault is None
@@ -148,7 +148,7 @@ async def test_a_guest_that_is_off_is_changed_offline(qga):
 
 
 async def test_the_agent_clears_the_error_of_a_refused_create_password_online(qga):
-    server, _ = qga.create(image_ref=QGA_IMAGE_ID, admin_pass=SecretStr("weak"))
+    server, _ = await qga.create(image_ref=QGA_IMAGE_ID, admin_pass=SecretStr("weak"))
     await qga.settle()
     sid = server.id
     assert qga.server(sid).status is Status.ERROR  # root locked, but the guest runs

@@ -16,13 +16,13 @@ KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPWQp/A3mkPeSvRYJpbw/1lBq2h6I2KBVhd
 KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDUbwA6cbNC7pj4VXBTYdcvDtHwRqTzm1F0HbMUjbKuy b@y"
 
 
-def add_keypair(aw, name: str, public_key: str) -> None:
-    aw.store.add_keypair(Keypair(user_id=ALICE.user_id, name=name, public_key=public_key,
+async def add_keypair(aw, name: str, public_key: str) -> None:
+    await aw.store.add_keypair(Keypair(user_id=ALICE.user_id, name=name, public_key=public_key,
                                  fingerprint="00", created_at=datetime.now(UTC)))
 
 
 async def test_create_injects_the_key_with_the_password_in_one_request(aw):
-    add_keypair(aw, "a", KEY_A + "\n")
+    await add_keypair(aw, "a", KEY_A + "\n")
     sid = await aw.active(key_name="a")
     [batch] = aw.injector.calls
     [req] = batch
@@ -32,22 +32,22 @@ async def test_create_injects_the_key_with_the_password_in_one_request(aw):
 
 
 async def test_rebuild_injects_the_servers_key_or_the_new_one_into_the_fresh_disk(aw):
-    add_keypair(aw, "a", KEY_A)
-    add_keypair(aw, "b", KEY_B)
+    await add_keypair(aw, "a", KEY_A)
+    await add_keypair(aw, "b", KEY_B)
     sid = await aw.active(key_name="a")
     fresh = aw.deps.files(sid).disk.with_name("disk.rebuild.qcow2")
 
-    aw.actions.rebuild(ALICE, sid, RebuildServer(image_ref=IMAGE_ID))
+    await aw.actions.rebuild(ALICE, sid, RebuildServer(image_ref=IMAGE_ID))
     await aw.settle()
     assert aw.injector.injected[fresh].authorized_keys == (KEY_A,)
 
-    aw.actions.rebuild(ALICE, sid, RebuildServer(image_ref=IMAGE_ID, key_name="b",
+    await aw.actions.rebuild(ALICE, sid, RebuildServer(image_ref=IMAGE_ID, key_name="b",
                                                  key_name_given=True))
     await aw.settle()
     assert aw.injector.injected[fresh].authorized_keys == (KEY_B,)
     assert (aw.server(sid).key_name, aw.server(sid).key_data) == ("b", KEY_B)
 
-    aw.actions.rebuild(ALICE, sid, RebuildServer(image_ref=IMAGE_ID, key_name_given=True))
+    await aw.actions.rebuild(ALICE, sid, RebuildServer(image_ref=IMAGE_ID, key_name_given=True))
     await aw.settle()
     assert aw.injector.injected[fresh].authorized_keys == ()
     assert aw.server(sid).key_name is None

@@ -23,7 +23,7 @@ def calls_after(aw, server_id, mark: int) -> list[str]:
 async def test_soft_reboot_is_a_clean_shutdown_then_a_start(aw):
     sid = await aw.active()
     mark = len(aw.hypervisor.calls)
-    committed = aw.actions.reboot(ALICE, sid, hard=False)
+    committed = await aw.actions.reboot(ALICE, sid, hard=False)
     assert committed.status is Status.REBOOT and committed.task_state is TaskState.REBOOTING
     [job] = aw.store.unfinished_jobs()
     assert job.kind is JobKind.REBOOT and job.payload == {"hard": False}
@@ -40,7 +40,7 @@ async def test_soft_reboot_falls_back_to_hard_when_the_guest_ignores_acpi(aw):
     sid = await aw.active()
     aw.hypervisor.acpi_ignored.add(sid)
     mark = len(aw.hypervisor.calls)
-    aw.actions.reboot(ALICE, sid, hard=False)
+    await aw.actions.reboot(ALICE, sid, hard=False)
     await aw.settle()
     ops = calls_after(aw, sid, mark)
     assert ops.count("shutdown") >= 2  # pressed again while waiting
@@ -51,9 +51,9 @@ async def test_soft_reboot_falls_back_to_hard_when_the_guest_ignores_acpi(aw):
 async def test_hard_reboot_redefines_and_recovers_a_server_in_error(aw):
     sid = await aw.active()
     aw.hypervisor.states[sid] = PowerState.CRASHED
-    aw.set_state(sid, VmState.ERROR, fault=Fault(code=500, message="boom", created=aw.deps.now()))
+    await aw.set_state(sid, VmState.ERROR, fault=Fault(code=500, message="boom", created=aw.deps.now()))
     mark = len(aw.hypervisor.calls)
-    committed = aw.actions.reboot(ALICE, sid, hard=True)
+    committed = await aw.actions.reboot(ALICE, sid, hard=True)
     assert committed.task_state is TaskState.REBOOTING_HARD
     assert committed.status is Status.ERROR  # as Nova shows an ERROR server's reboot
     await aw.settle()
@@ -64,7 +64,7 @@ async def test_hard_reboot_redefines_and_recovers_a_server_in_error(aw):
 
 async def test_hard_reboot_of_an_active_server_shows_hard_reboot(aw):
     sid = await aw.active()
-    assert aw.actions.reboot(ALICE, sid, hard=True).status is Status.HARD_REBOOT
+    assert (await aw.actions.reboot(ALICE, sid, hard=True)).status is Status.HARD_REBOOT
     await aw.settle()
     assert aw.statuses(sid)[-2:] == ["HARD_REBOOT", "ACTIVE"]
 
@@ -73,7 +73,7 @@ async def test_ten_reboots_show_no_shutoff_even_with_the_monitor_looking(aw):
     sid = await aw.active()
     monitor = PowerMonitor(aw.store, aw.hypervisor, kick=aw.runner.kick)
     for i in range(10):
-        aw.actions.reboot(ALICE, sid, hard=bool(i % 2))
+        await aw.actions.reboot(ALICE, sid, hard=bool(i % 2))
         for _ in range(5):  # the guest is off for a moment: the monitor sees it
             with contextlib.suppress(StaleServer):  # (the monitor's loop looks again then)
                 await monitor.reconcile(sid)
@@ -89,7 +89,7 @@ async def test_the_monitor_records_power_but_not_status_during_a_reboot(aw):
     sid = await aw.active()
     monitor = PowerMonitor(aw.store, aw.hypervisor, kick=aw.runner.kick)
     aw.hypervisor.acpi_ignored.add(sid)  # the workflow keeps waiting for the guest to go off
-    aw.actions.reboot(ALICE, sid, hard=False)
+    await aw.actions.reboot(ALICE, sid, hard=False)
     await asyncio.sleep(0.05)
     aw.hypervisor.states[sid] = PowerState.SHUTDOWN  # off, and not started again yet
     await monitor.reconcile(sid)
@@ -102,13 +102,13 @@ async def test_the_monitor_records_power_but_not_status_during_a_reboot(aw):
 
 async def test_stop_then_start(aw):
     sid = await aw.active()
-    aw.actions.simple(ALICE, sid, "os-stop")
+    await aw.actions.simple(ALICE, sid, "os-stop")
     assert aw.server(sid).task_state is TaskState.POWERING_OFF
     await aw.settle()
     s = aw.server(sid)
     assert s.status is Status.SHUTOFF and s.power_state is PowerState.SHUTDOWN
     assert aw.hypervisor.states[sid] is PowerState.SHUTDOWN
-    aw.actions.simple(ALICE, sid, "os-start")
+    await aw.actions.simple(ALICE, sid, "os-start")
     assert aw.server(sid).task_state is TaskState.POWERING_ON
     await aw.settle()
     assert aw.server(sid).status is Status.ACTIVE
@@ -119,7 +119,7 @@ async def test_stop_pulls_the_plug_after_the_timeout(aw):
     sid = await aw.active()
     aw.hypervisor.acpi_ignored.add(sid)
     mark = len(aw.hypervisor.calls)
-    aw.actions.simple(ALICE, sid, "os-stop")
+    await aw.actions.simple(ALICE, sid, "os-stop")
     await aw.settle()
     assert "destroy" in calls_after(aw, sid, mark)
     assert aw.server(sid).status is Status.SHUTOFF
@@ -127,11 +127,11 @@ async def test_stop_pulls_the_plug_after_the_timeout(aw):
 
 async def test_suspend_saves_memory_and_resume_restores_it(aw):
     sid = await aw.active()
-    aw.actions.simple(ALICE, sid, "suspend")
+    await aw.actions.simple(ALICE, sid, "suspend")
     await aw.settle()
     assert aw.server(sid).status is Status.SUSPENDED
     assert sid in aw.hypervisor.saved
-    aw.actions.simple(ALICE, sid, "resume")
+    await aw.actions.simple(ALICE, sid, "resume")
     await aw.settle()
     assert aw.server(sid).status is Status.ACTIVE
     assert aw.hypervisor.restored == [sid] and sid not in aw.hypervisor.saved
@@ -139,7 +139,7 @@ async def test_suspend_saves_memory_and_resume_restores_it(aw):
 
 async def test_the_monitor_leaves_a_suspended_server_alone(aw):
     sid = await aw.active()
-    aw.actions.simple(ALICE, sid, "suspend")
+    await aw.actions.simple(ALICE, sid, "suspend")
     await aw.settle()
     await PowerMonitor(aw.store, aw.hypervisor, kick=aw.runner.kick).reconcile(sid)
     assert aw.server(sid).status is Status.SUSPENDED
@@ -148,7 +148,7 @@ async def test_the_monitor_leaves_a_suspended_server_alone(aw):
 async def test_a_failed_action_leaves_a_fault_and_the_real_status(aw):
     sid = await aw.active()
     aw.hypervisor.fail_on["managed_save"] = HypervisorError("managed save: disk full")
-    aw.actions.simple(ALICE, sid, "suspend")
+    await aw.actions.simple(ALICE, sid, "suspend")
     [job] = aw.store.unfinished_jobs()
     await aw.settle()
     s = aw.server(sid)
@@ -161,7 +161,7 @@ async def test_a_failed_action_leaves_a_fault_and_the_real_status(aw):
 async def test_a_reboot_that_cannot_start_the_guest_leaves_it_shutoff_with_a_fault(aw):
     sid = await aw.active()
     aw.hypervisor.fail_on["start"] = HypervisorError("start: no memory for the guest")
-    aw.actions.reboot(ALICE, sid, hard=False)
+    await aw.actions.reboot(ALICE, sid, hard=False)
     await aw.settle()
     s = aw.server(sid)
     assert s.status is Status.SHUTOFF and "no memory" in s.fault.message
@@ -170,7 +170,7 @@ async def test_a_reboot_that_cannot_start_the_guest_leaves_it_shutoff_with_a_fau
 async def test_an_action_on_a_vanished_domain_ends_in_error(aw):
     sid = await aw.active()
     aw.hypervisor.fail_on["power_state"] = DomainNotFound("gone")
-    aw.actions.simple(ALICE, sid, "os-stop")
+    await aw.actions.simple(ALICE, sid, "os-stop")
     await aw.settle()
     s = aw.server(sid)
     assert s.status is Status.ERROR and s.fault is not None
@@ -179,9 +179,9 @@ async def test_an_action_on_a_vanished_domain_ends_in_error(aw):
 async def test_a_delete_during_an_action_takes_over(aw):
     sid = await aw.active()
     aw.hypervisor.acpi_ignored.add(sid)
-    aw.actions.reboot(ALICE, sid, hard=False)
+    await aw.actions.reboot(ALICE, sid, hard=False)
     await asyncio.sleep(0.02)
-    aw.service.delete(ALICE, sid)
+    await aw.service.delete(ALICE, sid)
     await aw.settle()
     s = aw.server(sid)
     assert s.status is Status.DELETED and sid not in aw.hypervisor.domains

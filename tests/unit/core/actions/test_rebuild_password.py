@@ -33,7 +33,7 @@ async def test_rebuild_replaces_the_disk_with_new_files_and_password(aw):
     disk = aw.deps.files(sid).disk
     disk.write_text("the old disk, with the user's data")
     motd = PersonalityFile(path="/etc/motd", contents=SecretStr(base64.b64encode(b"hi\n").decode()))
-    server, password = aw.actions.rebuild(ALICE, sid, rebuild_request(
+    server, password = await aw.actions.rebuild(ALICE, sid, rebuild_request(
         name="rebuilt", metadata={"new": "2"}, personality=(motd,)))
     assert server.status is Status.REBUILD and server.task_state is TaskState.REBUILDING
     assert (server.name, server.metadata) == ("rebuilt", {"new": "2"})
@@ -54,18 +54,18 @@ async def test_rebuild_replaces_the_disk_with_new_files_and_password(aw):
 async def test_rebuild_checks_its_input_before_committing_anything(aw):
     sid = await aw.active()
     with pytest.raises(InvalidInput, match="image"):
-        aw.actions.rebuild(ALICE, sid, rebuild_request(image_ref="nope"))
+        await aw.actions.rebuild(ALICE, sid, rebuild_request(image_ref="nope"))
     with pytest.raises(InvalidInput, match="password policy"):
-        aw.actions.rebuild(ALICE, sid, rebuild_request(admin_pass=SecretStr("short")))
+        await aw.actions.rebuild(ALICE, sid, rebuild_request(admin_pass=SecretStr("short")))
     with pytest.raises(InvalidInput):
-        aw.actions.rebuild(ALICE, sid, rebuild_request(name=" padded "))
+        await aw.actions.rebuild(ALICE, sid, rebuild_request(name=" padded "))
     assert aw.store.unfinished_jobs() == [] and aw.server(sid).status is Status.ACTIVE
 
 
 async def test_change_password_sets_the_hash_offline_and_starts_again(aw):
     sid = await aw.active()
     mark = len(aw.hypervisor.calls)
-    committed = aw.actions.change_password(ALICE, sid, "New-Passw0rd!")
+    committed = await aw.actions.change_password(ALICE, sid, "New-Passw0rd!")
     assert committed.status is Status.PASSWORD
     await aw.settle()
     assert aw.server(sid).status is Status.ACTIVE
@@ -76,12 +76,12 @@ async def test_change_password_sets_the_hash_offline_and_starts_again(aw):
 
 
 async def test_change_password_clears_the_error_of_a_refused_create_password(aw):
-    server, _ = aw.create(admin_pass=SecretStr("weak"))
+    server, _ = await aw.create(admin_pass=SecretStr("weak"))
     await aw.settle()
     sid = server.id
     assert aw.server(sid).status is Status.ERROR
     assert aw.injector.injected[aw.deps.files(sid).disk].root_password_hash == LOCKED_HASH
-    committed = aw.actions.change_password(ALICE, sid, "Fixed-Passw0rd")
+    committed = await aw.actions.change_password(ALICE, sid, "Fixed-Passw0rd")
     assert committed.task_state is TaskState.UPDATING_PASSWORD and committed.status is Status.PASSWORD
     await aw.settle()
     s = aw.server(sid)
@@ -90,10 +90,10 @@ async def test_change_password_clears_the_error_of_a_refused_create_password(aw)
 
 
 async def test_a_failed_change_password_keeps_the_error_and_says_why(aw):
-    server, _ = aw.create(admin_pass=SecretStr("weak"))
+    server, _ = await aw.create(admin_pass=SecretStr("weak"))
     await aw.settle()
     aw.injector.fail_disks.add(aw.deps.files(server.id).disk)
-    aw.actions.change_password(ALICE, server.id, "Fixed-Passw0rd")
+    await aw.actions.change_password(ALICE, server.id, "Fixed-Passw0rd")
     await aw.settle()
     s = aw.server(server.id)
     assert s.status is Status.ERROR and "root filesystem" in s.fault.message
@@ -102,16 +102,16 @@ async def test_a_failed_change_password_keeps_the_error_and_says_why(aw):
 async def test_change_password_refuses_a_password_below_the_policy(aw):
     sid = await aw.active()
     with pytest.raises(InvalidInput, match="password policy") as e:
-        aw.actions.change_password(ALICE, sid, "lower-only")
+        await aw.actions.change_password(ALICE, sid, "lower-only")
     assert "lower-only" not in str(e.value)
 
 
 async def test_rebuild_pulls_the_plug_and_recovers_a_server_whose_domain_is_gone(aw):
     sid = await aw.active()
     aw.hypervisor.undefine(sid)  # lost behind the agent's back
-    aw.set_state(sid, VmState.ERROR)
+    await aw.set_state(sid, VmState.ERROR)
     mark = len(aw.hypervisor.calls)
-    aw.actions.rebuild(ALICE, sid, rebuild_request())
+    await aw.actions.rebuild(ALICE, sid, rebuild_request())
     await aw.settle()
     assert aw.server(sid).status is Status.ACTIVE and aw.server(sid).fault is None
     ops = [op for op, u in aw.hypervisor.calls[mark:] if u == sid]

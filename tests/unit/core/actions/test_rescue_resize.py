@@ -24,7 +24,7 @@ def verifies(password: str, crypt_hash: str) -> bool:
 
 async def test_rescue_boots_the_rescue_disk_with_the_servers_disk_second(aw):
     sid = await aw.active()
-    password = aw.actions.rescue(ALICE, sid)
+    password = await aw.actions.rescue(ALICE, sid)
     assert aw.server(sid).task_state is TaskState.RESCUING
     [job] = aw.store.unfinished_jobs()
     assert job.kind is JobKind.RESCUE and password not in str(job.payload)
@@ -42,19 +42,19 @@ async def test_rescue_boots_the_rescue_disk_with_the_servers_disk_second(aw):
 async def test_a_given_rescue_password_is_returned_and_must_meet_the_policy(aw):
     sid = await aw.active()
     with pytest.raises(InvalidInput, match="password policy") as e:
-        aw.actions.rescue(ALICE, sid, admin_pass="weak")
+        await aw.actions.rescue(ALICE, sid, admin_pass="weak")
     assert "weak" not in str(e.value)
     with pytest.raises(InvalidInput, match="image"):
-        aw.actions.rescue(ALICE, sid, rescue_image_ref="no-such-image")
-    assert aw.actions.rescue(ALICE, sid, admin_pass="Rescue-Passw0rd") == "Rescue-Passw0rd"
+        await aw.actions.rescue(ALICE, sid, rescue_image_ref="no-such-image")
+    assert await aw.actions.rescue(ALICE, sid, admin_pass="Rescue-Passw0rd") == "Rescue-Passw0rd"
     await aw.settle()
 
 
 async def test_unrescue_puts_the_servers_own_domain_back(aw):
     sid = await aw.active()
-    aw.actions.rescue(ALICE, sid)
+    await aw.actions.rescue(ALICE, sid)
     await aw.settle()
-    aw.actions.simple(ALICE, sid, "unrescue")
+    await aw.actions.simple(ALICE, sid, "unrescue")
     assert aw.server(sid).task_state is TaskState.UNRESCUING
     await aw.settle()
     s = aw.server(sid)
@@ -66,7 +66,7 @@ async def test_unrescue_puts_the_servers_own_domain_back(aw):
 async def test_a_failed_rescue_puts_the_server_back_on_its_own_disk(aw):
     sid = await aw.active()
     aw.injector.fail_disks.add(rescue_disk(aw.deps, sid))
-    aw.actions.rescue(ALICE, sid)
+    await aw.actions.rescue(ALICE, sid)
     await aw.settle()
     s = aw.server(sid)
     assert s.status is Status.SHUTOFF and "root filesystem" in s.fault.message
@@ -76,9 +76,9 @@ async def test_a_failed_rescue_puts_the_server_back_on_its_own_disk(aw):
 
 async def test_stop_in_rescue_leaves_the_server_on_its_own_domain(aw):
     sid = await aw.active()
-    aw.actions.rescue(ALICE, sid)
+    await aw.actions.rescue(ALICE, sid)
     await aw.settle()
-    aw.actions.simple(ALICE, sid, "os-stop")
+    await aw.actions.simple(ALICE, sid, "os-stop")
     await aw.settle()
     assert aw.server(sid).status is Status.SHUTOFF
     assert [d.target for d in aw.hypervisor.domains[sid].disks] == ["vda"]
@@ -89,7 +89,7 @@ async def test_resize_copies_the_disk_and_redefines_then_confirm_drops_the_old_d
     sid = await aw.active()
     rf = ResizeFiles(aw.deps, sid)
     original = rf.disk.read_text()
-    committed = aw.actions.resize(ALICE, sid, "3")
+    committed = await aw.actions.resize(ALICE, sid, "3")
     assert committed.status is Status.RESIZE
     await aw.settle()
     s = aw.server(sid)
@@ -99,7 +99,7 @@ async def test_resize_copies_the_disk_and_redefines_then_confirm_drops_the_old_d
     assert rf.disk.read_text() == f"copy of [{original}] size 4G"
     assert rf.orig.read_text() == original and rf.record.exists()
     assert aw.hypervisor.states[sid] is PowerState.RUNNING
-    aw.actions.simple(ALICE, sid, "confirmResize")
+    await aw.actions.simple(ALICE, sid, "confirmResize")
     await aw.settle()
     assert aw.server(sid).status is Status.ACTIVE
     assert not rf.orig.exists() and not rf.record.exists() and rf.disk.exists()
@@ -109,9 +109,9 @@ async def test_revert_resize_puts_the_old_disk_and_flavor_back(aw):
     sid = await aw.active()
     rf = ResizeFiles(aw.deps, sid)
     original = rf.disk.read_text()
-    aw.actions.resize(ALICE, sid, "2")
+    await aw.actions.resize(ALICE, sid, "2")
     await aw.settle()
-    committed = aw.actions.simple(ALICE, sid, "revertResize")
+    committed = await aw.actions.simple(ALICE, sid, "revertResize")
     assert committed.status is Status.REVERT_RESIZE
     await aw.settle()
     s = aw.server(sid)
@@ -124,14 +124,14 @@ async def test_revert_resize_puts_the_old_disk_and_flavor_back(aw):
 
 async def test_a_stopped_server_stays_off_through_resize_and_confirm(aw):
     sid = await aw.active()
-    aw.actions.simple(ALICE, sid, "os-stop")
+    await aw.actions.simple(ALICE, sid, "os-stop")
     await aw.settle()
-    aw.actions.resize(ALICE, sid, "2")
+    await aw.actions.resize(ALICE, sid, "2")
     await aw.settle()
     s = aw.server(sid)
     assert s.status is Status.VERIFY_RESIZE and s.power_state is PowerState.SHUTDOWN
     assert aw.hypervisor.states[sid] is PowerState.SHUTDOWN
-    aw.actions.simple(ALICE, sid, "confirmResize")
+    await aw.actions.simple(ALICE, sid, "confirmResize")
     await aw.settle()
     assert aw.server(sid).status is Status.SHUTOFF
 
@@ -141,7 +141,7 @@ async def test_resize_refuses_the_same_a_smaller_or_an_unknown_flavor(aw):
     for ref, match in (("2", "must change flavor"), ("1", "smaller disk"),
                        ("9", "could not be found")):
         with pytest.raises(InvalidInput, match=match):
-            aw.actions.resize(ALICE, sid, ref)
+            await aw.actions.resize(ALICE, sid, ref)
     assert aw.server(sid).task_state is None and aw.store.unfinished_jobs() == []
 
 
@@ -149,7 +149,7 @@ async def test_resize_counts_the_growth_against_the_quota(aw):
     sid = await aw.active()
     aw.actions.servers.limits = aw.actions.servers.limits.model_copy(update={"max_total_cores": 1})
     with pytest.raises(QuotaExceeded, match="cores"):
-        aw.actions.resize(ALICE, sid, "3")
+        await aw.actions.resize(ALICE, sid, "3")
 
 
 async def test_a_failed_resize_is_back_on_the_old_disk_and_flavor(aw):
@@ -157,7 +157,7 @@ async def test_a_failed_resize_is_back_on_the_old_disk_and_flavor(aw):
     rf = ResizeFiles(aw.deps, sid)
     original = rf.disk.read_text()
     aw.disks.fail_on["copy_resized"] = DiskError("qemu-img convert failed: no space left")
-    aw.actions.resize(ALICE, sid, "2")
+    await aw.actions.resize(ALICE, sid, "2")
     await aw.settle()
     s = aw.server(sid)
     assert s.status is Status.SHUTOFF and s.flavor_id == "1" and "no space" in s.fault.message
@@ -179,10 +179,10 @@ async def test_swapping_the_disks_again_after_a_restart_does_only_what_is_left(a
 
 async def test_revert_without_the_record_fails_but_keeps_verify_resize(aw):
     sid = await aw.active()
-    aw.actions.resize(ALICE, sid, "2")
+    await aw.actions.resize(ALICE, sid, "2")
     await aw.settle()
     ResizeFiles(aw.deps, sid).record.unlink()
-    aw.actions.simple(ALICE, sid, "revertResize")
+    await aw.actions.simple(ALICE, sid, "revertResize")
     await aw.settle()
     s = aw.server(sid)
     assert s.vm_state is VmState.RESIZED and s.status is Status.VERIFY_RESIZE
