@@ -23,7 +23,7 @@ from agent.model.domain import PowerState
 from agent.model.job import Job, JobKind, JobStatus
 from agent.model.server import Server
 from agent.model.states import VmState
-from agent.ports import NewServer
+from agent.protocols import NewServer
 from bench.daemon import BenchDaemon
 from bench.scratch import Scratch
 from bench.timing import poll

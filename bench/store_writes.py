@@ -79,10 +79,10 @@ async def _run(args: argparse.Namespace) -> None:
         store = SqliteStore(Path(tmp) / "agent.db")
         seed = [_server(i) for i in range(args.servers)]
         if inspect.iscoroutinefunction(store.create_servers):
-            from agent.ports import NewServer
+            from agent.protocols import NewServer
             await store.create_servers([NewServer(s, j) for s, j in seed])
         else:
-            from agent.ports import NewServer
+            from agent.protocols import NewServer
             store.create_servers([NewServer(s, j) for s, j in seed])
         store.list_servers()  # the reader's cache warm, as a daemon that has served a list
         quiet: list[float] = []

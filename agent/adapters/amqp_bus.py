@@ -144,7 +144,7 @@ Starter = Callable[[_Link], Awaitable[None]]
 
 
 class AmqpBus:
-    """JobBus, FleetPublisher and FleetListener (agent/ports.py) on one RabbitMQ link."""
+    """JobBus, FleetPublisher and FleetListener (agent/protocols/) on one RabbitMQ link."""
 
     def __init__(self, settings: AmqpSettings) -> None:
         self._s = settings

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from agent.model.job import Job, JobStatus
 from agent.model.states import TaskState
-from agent.ports import check_task, job_advanced
+from agent.protocols import check_task, job_advanced
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager

@@ -46,7 +46,7 @@ from agent.model.keypair import Keypair
 from agent.model.network import Port
 from agent.model.server import Server
 from agent.model.states import TaskState, VmState
-from agent.ports import (
+from agent.protocols import (
     NewServer,
     ServerExpectation,
     check_change_keys,

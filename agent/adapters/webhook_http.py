@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agent.ports import WebhookReply
+from agent.protocols import WebhookReply
 
 if TYPE_CHECKING:
     import httpx

@@ -12,7 +12,7 @@ from pathlib import Path
 from uuid import UUID
 
 from agent.core.guest_layout import InstanceFiles
-from agent.ports import ConsoleFiles
+from agent.protocols import ConsoleFiles
 
 # Nova's libvirt driver reads at most the last 100 KiB of the log (MAX_CONSOLE_BYTES).
 MAX_CONSOLE_BYTES = 100 * 1024

@@ -20,7 +20,7 @@ from datetime import UTC
 from typing import Any
 
 from agent.model.job import StatusEvent
-from agent.ports import Store
+from agent.protocols import Store
 
 MAX_WAIT_S = 30.0
 MAX_LIMIT = 1000

@@ -21,7 +21,7 @@ from agent.model.domain import PowerState
 from agent.model.fleet import EventMessage
 from agent.model.job import StatusEvent
 from agent.model.states import Status
-from agent.ports import FleetPublisher, Store
+from agent.protocols import FleetPublisher, Store
 
 log = structlog.get_logger("agent.fleet")
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from agent.model.fleet import Heartbeat
-from agent.ports import FleetPublisher
+from agent.protocols import FleetPublisher
 
 log = structlog.get_logger("agent.fleet")
 

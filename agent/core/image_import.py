@@ -22,7 +22,7 @@ from typing import Any
 from agent.core.validation import check_metadata_items, check_name
 from agent.errors import Conflict, InvalidInput
 from agent.model.image import Image
-from agent.ports import DiskInspector, ImageWriter
+from agent.protocols import DiskInspector, ImageWriter
 
 ACCEPTED_FORMATS = ("raw", "qcow2")
 GIB = 1024**3

@@ -8,7 +8,7 @@ from uuid import UUID
 from agent.core.image_import import delete_image
 from agent.errors import ImageNotFound
 from agent.model.image import Image
-from agent.ports import ImageWriter, Store
+from agent.protocols import ImageWriter, Store
 
 
 class ImageService:

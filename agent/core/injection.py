@@ -22,7 +22,7 @@ import structlog
 from agent.core.metrics import Metrics
 from agent.errors import InjectionError
 from agent.model.injection import InjectionRequest, InjectionResult
-from agent.ports import DiskInjector
+from agent.protocols import DiskInjector
 
 log = structlog.get_logger("agent.injection")
 

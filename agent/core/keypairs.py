@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from agent.errors import InvalidInput, KeypairExists, KeypairNotFound, QuotaExceeded
 from agent.model.keypair import Keypair, exists_message, not_found_message
 from agent.model.requests import Limits, RequestContext
-from agent.ports import SshKeys, Store
+from agent.protocols import SshKeys, Store
 
 # Nova's _validate_new_key_pair: letters, digits, '_', '-' and space.
 SAFE_NAME_CHARS = frozenset("_- " + string.digits + string.ascii_letters)

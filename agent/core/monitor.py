@@ -28,7 +28,7 @@ from agent.model.domain import PowerState
 from agent.model.job import Job, JobKind
 from agent.model.server import Fault, Server
 from agent.model.states import TaskState, VmState
-from agent.ports import Hypervisor, ServerExpectation, Store
+from agent.protocols import Hypervisor, ServerExpectation, Store
 
 log = structlog.get_logger("agent.monitor")
 

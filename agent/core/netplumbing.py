@@ -22,7 +22,7 @@ from agent.core.networks import NetworkCatalog
 from agent.errors import AgentError, NetworkError
 from agent.model.domain import InterfaceSpec
 from agent.model.network import Network, Port, PortStatus, dhcp_hosts, is_tap_name
-from agent.ports import Dhcp, Hypervisor, NetPlumber, PortGuard, Store
+from agent.protocols import Dhcp, Hypervisor, NetPlumber, PortGuard, Store
 
 log = structlog.get_logger("agent.network")
 

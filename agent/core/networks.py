@@ -39,7 +39,7 @@ from agent.model.network import (
     reserved_reason,
 )
 from agent.model.requests import Limits, RequestContext
-from agent.ports import Store
+from agent.protocols import Store
 
 MAC_ATTEMPTS = 16
 

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from agent.core.flavors import FlavorCatalog
 from agent.model.requests import Limits
-from agent.ports import Store
+from agent.protocols import Store
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from agent.core.workflows.base import WorkflowDeps
 from agent.errors import AgentError
 from agent.model.host import CheckResult
 from agent.model.states import VmState
-from agent.ports import Folders, Hypervisor
+from agent.protocols import Folders, Hypervisor
 
 log = structlog.get_logger("agent.recovery")
 

@@ -52,7 +52,7 @@ from agent.model.requests import (
 from agent.model.server import Server
 from agent.model.states import Status, TaskState
 from agent.model.transitions import Action, check_action
-from agent.ports import ImageCatalog, NewServer, ServerExpectation, Store
+from agent.protocols import ImageCatalog, NewServer, ServerExpectation, Store
 
 Clock = Callable[[], datetime]
 

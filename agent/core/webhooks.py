@@ -25,7 +25,7 @@ import structlog
 
 from agent.core.event_feed import FALLBACK_POLL_S, EventNotifier, event_view
 from agent.model.job import StatusEvent
-from agent.ports import Store, WebhookSender
+from agent.protocols import Store, WebhookSender
 
 log = structlog.get_logger("agent.webhooks")
 

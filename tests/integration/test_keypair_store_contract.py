@@ -23,7 +23,7 @@ from agent.core.keypairs import KeypairService
 from agent.errors import KeypairExists, KeypairNotFound
 from agent.model.keypair import Keypair
 from agent.model.requests import Limits, RequestContext
-from agent.ports import Store
+from agent.protocols import Store
 from tests.integration.test_store_contract import make_job, make_server
 from tests.unit.fakes.store import MemoryStore
 

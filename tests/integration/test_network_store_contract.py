@@ -18,7 +18,7 @@ import pytest
 from agent.adapters.sqlite_store import SqliteStore
 from agent.errors import IpAddressInUse, MacAddressInUse, PortInUse, PortNotFound, StoreError
 from agent.model.network import Port, PortStatus
-from agent.ports import NewServer, Store
+from agent.protocols import NewServer, Store
 from tests.integration.test_store_contract import make_job, make_server
 from tests.unit.fakes.store import MemoryStore
 

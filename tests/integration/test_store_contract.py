@@ -19,7 +19,7 @@ from agent.model.domain import PowerState
 from agent.model.job import Job, JobKind, JobStatus
 from agent.model.server import Fault, Server
 from agent.model.states import Status, TaskState, VmState
-from agent.ports import ServerExpectation, Store
+from agent.protocols import ServerExpectation, Store
 from tests.unit.fakes.store import MemoryStore
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)

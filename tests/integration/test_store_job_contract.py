@@ -13,7 +13,7 @@ from agent.errors import StoreError, TakenOver
 from agent.model.domain import PowerState
 from agent.model.job import JobStatus
 from agent.model.states import Status, TaskState, VmState
-from agent.ports import Store
+from agent.protocols import Store
 from tests.integration.test_store_contract import make_job, make_server, store  # noqa: F401
 
 SECRET = {"admin_pass_hash": "$6$salt$hash"}

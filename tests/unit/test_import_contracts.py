@@ -44,7 +44,7 @@ def test_the_clean_copy_keeps_every_contract(tmp_path: Path) -> None:
     ("agent/core/doctor.py", "import asyncio as aio\nRUN = aio.create_subprocess_exec", "start processes"),
     ("agent/api/routes_catalog.py", "from asyncio.subprocess import PIPE", "start processes"),
     ("agent/api/routes_catalog.py", "from agent.adapters import sqlite_store", "outside things"),
-    ("agent/api/app.py", "from agent.ports import Store", "never a port"),
+    ("agent/api/app.py", "from agent.protocols import Store", "never a port"),
 ])
 def test_a_layer_crossing_import_breaks_a_contract(tmp_path: Path, module: str, line: str,
                                                    broken: str) -> None:

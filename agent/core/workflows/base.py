@@ -19,7 +19,7 @@ from agent.model.host import VirtType
 from agent.model.job import Job
 from agent.model.server import Fault, Server
 from agent.model.states import TaskState, VmState
-from agent.ports import Disks, Hypervisor, ImageCatalog, Store
+from agent.protocols import Disks, Hypervisor, ImageCatalog, Store
 
 # How long a build waits for a libvirtd that went away (a restart takes a few seconds).
 LIBVIRT_PATIENCE_S = 60.0

@@ -19,7 +19,7 @@ from agent.config import webhook_key
 from agent.core.event_feed import EventNotifier
 from agent.core.webhooks import SEQ_HEADER, Backoff, WebhookDispatcher, WebhookTarget, safe_url
 from agent.model.states import VmState
-from agent.ports import WebhookReply
+from agent.protocols import WebhookReply
 from tests.unit.core.test_event_feed import add_server, wired
 from tests.unit.fakes.store import MemoryStore
 

@@ -31,7 +31,7 @@ from agent.model.keypair import Keypair, exists_message, not_found_message
 from agent.model.network import Port, PortStatus
 from agent.model.server import Server
 from agent.model.states import TaskState, VmState
-from agent.ports import (
+from agent.protocols import (
     NewServer,
     ServerExpectation,
     check_change_keys,

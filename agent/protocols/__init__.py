@@ -1,0 +1,75 @@
+"""The Protocols the core needs (the ports of "ports and adapters"; named protocols so as
+not to be confused with network ports). Adapters implement them; tests/unit has fakes.
+
+store: the durable state; host: hypervisor, disks, files, images, consoles, injection,
+SSH keys; network: bridges, taps, guards, DHCP; messaging: webhooks and the fleet's broker.
+"""
+from __future__ import annotations
+
+from agent.protocols.host import (
+    ConsoleFiles,
+    DiskInjector,
+    DiskInspector,
+    Disks,
+    Folders,
+    Hypervisor,
+    ImageCatalog,
+    ImageWriter,
+    SshKeys,
+    StagedImage,
+)
+from agent.protocols.messaging import (
+    FleetHandler,
+    FleetListener,
+    FleetPublisher,
+    JobBus,
+    JobHandler,
+    WebhookReply,
+    WebhookSender,
+)
+from agent.protocols.network import (
+    Dhcp,
+    NetPlumber,
+    PortGuard,
+)
+from agent.protocols.store import (
+    NewServer,
+    ServerExpectation,
+    Store,
+    check_change_keys,
+    check_expect,
+    check_new_server,
+    check_task,
+    job_advanced,
+)
+
+__all__ = [
+    "ConsoleFiles",
+    "Dhcp",
+    "DiskInjector",
+    "DiskInspector",
+    "Disks",
+    "FleetHandler",
+    "FleetListener",
+    "FleetPublisher",
+    "Folders",
+    "Hypervisor",
+    "ImageCatalog",
+    "ImageWriter",
+    "JobBus",
+    "JobHandler",
+    "NetPlumber",
+    "NewServer",
+    "PortGuard",
+    "ServerExpectation",
+    "SshKeys",
+    "StagedImage",
+    "Store",
+    "WebhookReply",
+    "WebhookSender",
+    "check_change_keys",
+    "check_expect",
+    "check_new_server",
+    "check_task",
+    "job_advanced",
+]
