@@ -1,7 +1,8 @@
-"""The job runner's writes on SQLite: a job's start, each step it records (with the
-server's change and its event, compare-and-set on the job's task), its end and a paused
-try. Part of SqliteStore (a mixin, for the file's size): each public method is one write
-request on the store's writer thread (sqlite_writer: its own savepoint in a group commit)."""
+"""Jobs on SQLite: reads, the generic update, and the job runner's writes (a job's start,
+each step it records with the server's change and its event, compare-and-set on the job's
+task; its end; a paused try). Part of SqliteStore (a mixin, for the file's size): each
+write is one request on the store's writer thread (sqlite_writer: its own savepoint in a
+group commit)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from agent.adapters.sqlite_rows import UPDATE_JOB, job_params, row_job
+from agent.errors import StoreError
 from agent.model.job import Job, JobStatus
 from agent.model.states import TaskState
-from agent.protocols import check_task, job_advanced
+from agent.protocols import check_change_keys, check_task, job_advanced
+
+_JOB_FIELDS = frozenset(Job.model_fields)
+_JOB_FIXED = frozenset({"id", "server_id", "kind", "created_at", "updated_at"})
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
+    from agent.adapters.sqlite_writer import GroupWriter
     from agent.model.server import Server
 
 
@@ -27,11 +34,46 @@ class JobLife:
         def _load(self, conn: sqlite3.Connection, server_id: UUID) -> Server: ...
         def _change(self, conn: sqlite3.Connection, current: Server, changes: dict[str, Any],
                     cause: str) -> Server: ...
-        def _load_job(self, conn: sqlite3.Connection, job_id: UUID) -> Job: ...
-        def _write_job(self, conn: sqlite3.Connection, new: Job) -> Job: ...
-        def _after_job_write(self, old: Job, new: Job) -> None: ...
+        _writer: GroupWriter
         def _check_server_changes(self, changes: dict[str, Any]) -> None: ...
         async def _write(self, what: str, body: Callable[..., Any], *args: Any) -> Any: ...
+
+    def get_job(self, job_id: UUID) -> Job | None:
+        with self._tx("get job", write=False) as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
+        return row_job(row) if row is not None else None
+
+    def unfinished_jobs(self) -> list[Job]:
+        with self._tx("list unfinished jobs", write=False) as conn:
+            rows = conn.execute("SELECT * FROM jobs WHERE status IN (?, ?) ORDER BY created_at, rowid",
+                                (JobStatus.QUEUED.value, JobStatus.RUNNING.value)).fetchall()
+        return [row_job(r) for r in rows]
+
+    async def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
+        check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
+        return await self._write("update job", self._update_job_sync, job_id, dict(changes))
+
+    def _update_job_sync(self, job_id: UUID, changes: dict[str, Any]) -> Job:
+        with self._tx("update job", write=True) as conn:
+            old = self._load_job(conn, job_id)
+            stored = self._write_job(conn, Job.model_validate(
+                {**old.model_dump(), **changes, "updated_at": datetime.now(UTC)}))
+        self._after_job_write(old, stored)
+        return stored
+
+    def _load_job(self, conn: sqlite3.Connection, job_id: UUID) -> Job:
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
+        if row is None:
+            raise StoreError(f"job {job_id} not found")
+        return row_job(row)
+
+    def _write_job(self, conn: sqlite3.Connection, new: Job) -> Job:
+        conn.execute(UPDATE_JOB, job_params(new))
+        return self._load_job(conn, new.id)
+
+    def _after_job_write(self, old: Job, new: Job) -> None:
+        if old.payload and not new.payload:
+            self._writer.note("scrub")  # truncate the WAL after the commit (_after_commit)
 
     async def start_job(self, job_id: UUID) -> Job:
         return await self._write("start job", self._start_job_sync, job_id)

@@ -29,11 +29,9 @@ from agent.adapters.sqlite_rows import (
     INSERT_EVENT,
     INSERT_JOB,
     INSERT_SERVER,
-    UPDATE_JOB,
     UPDATE_SERVER,
     apply_server_changes,
     job_params,
-    row_job,
     row_server,
     server_params,
     ts,
@@ -41,7 +39,7 @@ from agent.adapters.sqlite_rows import (
 )
 from agent.adapters.sqlite_writer import GroupWriter, as_store_error
 from agent.errors import InvalidInput, ServerNotFound, StoreError
-from agent.model.job import Job, JobStatus, StatusEvent
+from agent.model.job import Job, StatusEvent
 from agent.model.keypair import Keypair
 from agent.model.network import Port
 from agent.model.server import Server
@@ -58,8 +56,6 @@ __all__ = ["SqliteStore", "read_server_ids"]  # read_server_ids: doctor's look, 
 
 _SERVER_FIELDS = frozenset(Server.model_fields)
 _SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at", "reservation_id"})
-_JOB_FIELDS = frozenset(Job.model_fields)
-_JOB_FIXED = frozenset({"id", "server_id", "kind", "created_at", "updated_at"})
 
 class SqliteStore(JobLife):
     def __init__(self, path: Path) -> None:
@@ -311,52 +307,10 @@ class SqliteStore(JobLife):
                 current = self._change(conn, current, server_changes, cause)
             return current
 
-    def get_job(self, job_id: UUID) -> Job | None:
-        with self._tx("get job", write=False) as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
-        return row_job(row) if row is not None else None
-
-    async def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
-        check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
-        return await self._write("update job", self._update_job, job_id, dict(changes))
-
-    def _update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
-        with self._tx("update job", write=True) as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
-            if row is None:
-                raise StoreError(f"job {job_id} not found")
-            old = row_job(row)
-            new = Job.model_validate({**old.model_dump(), **changes, "updated_at": utcnow()})
-            conn.execute(UPDATE_JOB, job_params(new))
-            stored = row_job(conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone())
-        if old.payload and not new.payload:
-            self._writer.note("scrub")  # truncate the WAL after the commit (_after_commit)
-        return stored
-
-    # -- for the job runner's writes (sqlite_job_life.JobLife) ----------------------------
-
-    def _load_job(self, conn: sqlite3.Connection, job_id: UUID) -> Job:
-        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
-        if row is None:
-            raise StoreError(f"job {job_id} not found")
-        return row_job(row)
-
-    def _write_job(self, conn: sqlite3.Connection, new: Job) -> Job:
-        conn.execute(UPDATE_JOB, job_params(new))
-        return self._load_job(conn, new.id)
-
-    def _after_job_write(self, old: Job, new: Job) -> None:
-        if old.payload and not new.payload:
-            self._writer.note("scrub")  # truncate the WAL after the commit (_after_commit)
-
     def _check_server_changes(self, changes: dict[str, Any]) -> None:
         check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")
 
-    def unfinished_jobs(self) -> list[Job]:
-        with self._tx("list unfinished jobs", write=False) as conn:
-            rows = conn.execute("SELECT * FROM jobs WHERE status IN (?, ?) ORDER BY created_at, rowid",
-                                (JobStatus.QUEUED.value, JobStatus.RUNNING.value)).fetchall()
-        return [row_job(r) for r in rows]
+    # get_job, update_job, unfinished_jobs and the job runner's writes: sqlite_job_life
 
     # -- events ---------------------------------------------------------------------------
 
