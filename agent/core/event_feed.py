@@ -77,20 +77,17 @@ def _always() -> bool:
 class EventNotifier:
     """A generation counter that poke() moves on, and waiters on it.
 
-    poke() is safe from any thread; waiting happens in one event loop (the one running
-    when the notifier was made, or else the first to wait). A waiter passes the generation
-    it saw *before* reading the store, so a poke between its read and its wait is not lost.
+    poke() is safe from any thread (the store's writer thread calls it after a commit);
+    each waiter is woken in its own event loop, so waiters may sit in several loops. A
+    waiter passes the generation it saw *before* reading the store, so a poke between its
+    read and its wait is not lost.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # generation and waiters: poke() comes from any thread
         self._generation = 0
         self._waiters: set[asyncio.Future[None]] = set()
         self._closed = False
-        try:
-            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            self._loop = None
 
     @property
     def generation(self) -> int:
@@ -105,44 +102,43 @@ class EventNotifier:
         right after a commit, which must not look failed because of it)."""
         with self._lock:
             self._generation += 1
-        loop = self._loop
-        if loop is None:
-            return
+            waiters, self._waiters = self._waiters, set()
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is loop:
-            self._wake()
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(self._wake)
+        for future in waiters:
+            loop = future.get_loop()
+            if loop is running:
+                _release(future)
+            else:
+                with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_release, future)
 
     def close(self) -> None:
         """The daemon stops: wake every waiter, and no wait blocks from now on."""
         self._closed = True
         self.poke()
 
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, set()
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
-
     async def wait(self, seen: int, timeout: float) -> bool:
         """Until the generation is past `seen` (True), or `timeout` seconds (False)."""
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        if self._generation != seen or self._closed:
-            return self._generation != seen
-        future: asyncio.Future[None] = self._loop.create_future()
-        self._waiters.add(future)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self._generation != seen or self._closed:
+                return self._generation != seen
+            self._waiters.add(future)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(future, timeout)
         finally:
-            self._waiters.discard(future)
+            with self._lock:
+                self._waiters.discard(future)
         return self._generation != seen
+
+
+def _release(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class EventFeed:

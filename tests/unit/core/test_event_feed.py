@@ -51,6 +51,31 @@ async def test_a_poke_from_another_thread_wakes_a_waiter():
     assert await asyncio.wait_for(waiter, LONG) is True
 
 
+async def test_waiters_in_two_event_loops_are_each_woken_in_their_own():
+    """A notifier is not bound to the first loop that used it: a waiter in another loop
+    (a thread's own, as a test client's requests may run in) is woken too."""
+    notifier = EventNotifier()
+    seen = notifier.generation
+    here = asyncio.create_task(notifier.wait(seen, LONG))
+    there: list[bool] = []
+    waiting = threading.Event()
+
+    async def wait_there() -> None:
+        task = asyncio.create_task(notifier.wait(seen, LONG))
+        await asyncio.sleep(0)
+        waiting.set()
+        there.append(await task)
+
+    thread = threading.Thread(target=asyncio.run, args=(wait_there(),))
+    thread.start()
+    await asyncio.to_thread(waiting.wait, LONG)
+    await asyncio.sleep(0)
+    notifier.poke()
+    assert await asyncio.wait_for(here, LONG) is True
+    await asyncio.to_thread(thread.join, LONG)
+    assert there == [True]
+
+
 async def test_a_poke_between_reading_and_waiting_is_not_lost():
     notifier = EventNotifier()
     seen = notifier.generation  # read before the store is read...
