@@ -147,17 +147,18 @@ def test_a_vlan_uplink_is_made_on_its_parent(plumber, testnet):
     assert (vlan["kind"], vlan["master"], vlan["up"]) == ("vlan", net.bridge, True)
 
 
-async def test_the_resync_replugs_taps_removed_behind_the_agents_back(plumber, testnet):
+def test_the_resync_replugs_taps_removed_behind_the_agents_back(plumber, testnet):
+    """Sync on purpose: pyroute2's sync API must not run on a thread with a running loop."""
     net = testnet.network(0, "10.213.49.0/24")
     store = MemoryStore()
     server_id = uuid.uuid4()
     ports = [port_on(net, n).model_copy(update={"device_id": str(server_id), "device_index": n})
              for n in range(2)]
-    for p in ports:
-        await store.add_port(p)
     plumbing = NetworkPlumbing(store, NetworkCatalog([net]), plumber, FakeDhcp())
 
     async def scenario() -> None:
+        for p in ports:
+            await store.add_port(p)
         await plumbing.plug_server(server_id)
         for p in ports:  # a host reboot, or someone with `ip link del`
             await asyncio.to_thread(plumber.unplug, p.tap)  # pyroute2 never on the loop thread
