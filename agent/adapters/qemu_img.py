@@ -28,7 +28,39 @@ def _qemu_img(*args: str) -> str:
     return done.stdout
 
 
-class QemuImgDisks:
+class LocalFiles:
+    """The Disks port's small file operations (the workflows' own files: a resize's record,
+    a rebuilt disk swapped in) on the local filesystem. The unit tests' fake disks reuse
+    them as they are: they touch only the files a test made in its temp folder."""
+
+    def fingerprint(self, path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns
+
+    def exists(self, path: Path) -> bool:
+        return path.exists()
+
+    def remove_file(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def replace(self, source: Path, dest: Path) -> None:
+        source.replace(dest)
+
+    def write_record(self, path: Path, record: dict[str, Any]) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record, sort_keys=True))
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        tmp.rename(path)
+
+    def read_record(self, path: Path) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return None
+
+
+class QemuImgDisks(LocalFiles):
     def create_overlay(self, base: Path, base_format: str, dest: Path, size_gib: int) -> None:
         """A qcow2 overlay backed by `base`, grown to `size_gib` if that is larger than
         the base (0 keeps the base's size). Written to a temp name and renamed, so a
@@ -98,32 +130,6 @@ class QemuImgDisks:
         shutil.rmtree(path, ignore_errors=True)
         if path.exists():
             raise DiskError(f"could not remove {path}")
-
-    def fingerprint(self, path: Path) -> tuple[int, int]:
-        st = path.stat()
-        return st.st_size, st.st_mtime_ns
-
-    def exists(self, path: Path) -> bool:
-        return path.exists()
-
-    def remove_file(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
-
-    def replace(self, source: Path, dest: Path) -> None:
-        source.replace(dest)
-
-    def write_record(self, path: Path, record: dict[str, Any]) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(record, sort_keys=True))
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        tmp.rename(path)
-
-    def read_record(self, path: Path) -> dict[str, Any] | None:
-        try:
-            return dict(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            return None
 
 
 # qemu-img on a file someone brought runs with limits, as Nova runs it: a crafted image

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from uuid import UUID
 
+from agent.adapters.qemu_img import LocalFiles
 from agent.errors import DiskError, DomainNotFound, HypervisorError
 from agent.model.domain import DomainSpec, PowerState
 
@@ -117,7 +118,7 @@ class FakeHypervisor:
                 if spec.metadata and any(d.path.is_relative_to(instances_dir) for d in spec.disks)}
 
 
-class FakeDisks:
+class FakeDisks(LocalFiles):
     """Writes small marker files, so tests can see what exists on disk."""
 
     def __init__(self) -> None:
@@ -147,29 +148,3 @@ class FakeDisks:
         import shutil
 
         shutil.rmtree(path, ignore_errors=True)
-
-    def fingerprint(self, path: Path) -> tuple[int, int]:
-        st = path.stat()
-        return st.st_size, st.st_mtime_ns
-
-    def exists(self, path: Path) -> bool:
-        return path.exists()
-
-    def remove_file(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
-
-    def replace(self, source: Path, dest: Path) -> None:
-        source.replace(dest)
-
-    def write_record(self, path: Path, record: dict) -> None:
-        import json
-
-        path.write_text(json.dumps(record, sort_keys=True))
-
-    def read_record(self, path: Path) -> dict | None:
-        import json
-
-        try:
-            return dict(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            return None
