@@ -32,18 +32,27 @@ def overlays(tmp_path: Path):
     return make
 
 
-@pytest.fixture
-def listings(monkeypatch) -> list[int]:
-    """Counts list_filesystems calls made by the injector's appliances."""
-    calls: list[int] = []
+def _record_calls(monkeypatch, method: str, what) -> list:
+    """Each call of `method` on the injector's appliances, recorded as `what(*args)`."""
+    calls: list = []
 
     def counting_handle(virt_type):
         g = new_handle(virt_type)
-        real = g.list_filesystems
-        g.list_filesystems = lambda: calls.append(1) or real()
+        real = getattr(g, method)
+
+        def counted(*args):
+            calls.append(what(*args))
+            return real(*args)
+        setattr(g, method, counted)
         return g
     monkeypatch.setattr(guestfs_injector, "new_handle", counting_handle)
     return calls
+
+
+@pytest.fixture
+def listings(monkeypatch) -> list[int]:
+    """Counts list_filesystems calls made by the injector's appliances."""
+    return _record_calls(monkeypatch, "list_filesystems", lambda: 1)
 
 
 def read_back(virt_type, disk: Path, path: str) -> bytes:
@@ -65,15 +74,7 @@ def request(disk: Path, text: bytes, fresh_of: Path | None = None) -> InjectionR
 @pytest.fixture
 def ro_mounts(monkeypatch) -> list[str]:
     """The filesystems the injector's appliances mounted read-only (its root probes)."""
-    calls: list[str] = []
-
-    def counting_handle(virt_type):
-        g = new_handle(virt_type)
-        real = g.mount_ro
-        g.mount_ro = lambda fs, where: calls.append(fs) or real(fs, where)
-        return g
-    monkeypatch.setattr(guestfs_injector, "new_handle", counting_handle)
-    return calls
+    return _record_calls(monkeypatch, "mount_ro", lambda fs, where: fs)
 
 
 def test_a_second_disk_of_a_base_is_injected_without_listing_filesystems(
