@@ -161,3 +161,7 @@ class JobUnroutable(Unroutable):
 class BusClosed(AgentError):
     """The broker connection was closed by the agent itself (shutdown): nothing more is
     published."""
+
+
+class HostNotFound(NotFound):
+    """A hypervisor host the controller has never heard of (issue 12)."""

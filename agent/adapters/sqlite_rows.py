@@ -15,11 +15,11 @@ from agent.model.states import VmState
 INSERT_SERVER = """INSERT INTO servers (id, project_id, user_id, name, image_id, flavor_id,
     vm_state, task_state, power_state, progress, metadata, access_ipv4, access_ipv6,
     shutdown_terminate, fault, created_at, updated_at, launched_at, deleted_at, reservation_id,
-    security_groups, scheduler_hints, key_name, key_data)
+    security_groups, scheduler_hints, key_name, key_data, host)
   VALUES (:id, :project_id, :user_id, :name, :image_id, :flavor_id, :vm_state, :task_state,
     :power_state, :progress, :metadata, :access_ipv4, :access_ipv6, :shutdown_terminate,
     :fault, :created_at, :updated_at, :launched_at, :deleted_at, :reservation_id,
-    :security_groups, :scheduler_hints, :key_name, :key_data)"""
+    :security_groups, :scheduler_hints, :key_name, :key_data, :host)"""
 UPDATE_SERVER = """UPDATE servers SET user_id = :user_id, name = :name, image_id = :image_id,
     flavor_id = :flavor_id, vm_state = :vm_state, task_state = :task_state,
     power_state = :power_state, progress = :progress, metadata = :metadata,
@@ -27,7 +27,7 @@ UPDATE_SERVER = """UPDATE servers SET user_id = :user_id, name = :name, image_id
     shutdown_terminate = :shutdown_terminate, key_name = :key_name, key_data = :key_data,
     fault = :fault, updated_at = :updated_at,
     launched_at = :launched_at, deleted_at = :deleted_at,
-    security_groups = :security_groups, scheduler_hints = :scheduler_hints
+    security_groups = :security_groups, scheduler_hints = :scheduler_hints, host = :host
   WHERE id = :id"""
 INSERT_JOB = """INSERT INTO jobs (id, server_id, kind, status, step, payload, error, attempts,
     created_at, updated_at)
@@ -70,6 +70,7 @@ def server_params(s: Server) -> dict[str, Any]:
         "reservation_id": s.reservation_id,
         "security_groups": json.dumps(list(s.security_groups)),
         "scheduler_hints": json.dumps(s.scheduler_hints, sort_keys=True),
+        "host": s.host,
     }
 
 

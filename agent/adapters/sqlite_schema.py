@@ -130,8 +130,14 @@ _V5 = (
     "ALTER TABLE servers ADD COLUMN key_data TEXT",
 )
 
+# The fleet (issue 12): the host a server is placed on ('' until placed; older rows none).
+_V6 = (
+    "ALTER TABLE servers ADD COLUMN host TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX servers_host ON servers (host)",
+)
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -139,3 +139,24 @@ def host_is_down(last_heartbeat_at: datetime | None, interval_s: float, now: dat
     if last_heartbeat_at is None:
         return True
     return (now - last_heartbeat_at).total_seconds() > MISSED_HEARTBEATS_DOWN * interval_s
+
+
+# --- What the controller keeps of each host (its store; the scheduler and /os-services,
+# /os-hypervisors read it) ---
+
+class HostRecord(BaseModel):
+    """A hypervisor host as the controller knows it: made by its first heartbeat."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: HostName
+    enabled: bool = True  # disabled through /os-services: no new placement on it
+    disabled_reason: str | None = None
+    heartbeat: Heartbeat | None = None  # the last one received
+    heartbeat_at: datetime | None = None  # when the controller received it (its own clock)
+    last_event_seq: int = 0  # the last of this host's events applied (0: none yet)
+
+    def is_down(self, now: datetime) -> bool:
+        if self.heartbeat is None:
+            return True
+        return host_is_down(self.heartbeat_at, self.heartbeat.interval_s, now)

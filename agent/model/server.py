@@ -48,6 +48,9 @@ class Server(BaseModel):
     # delete of the keypair leaves the server's key alone, as in Nova.
     key_name: str | None = None
     key_data: str | None = None
+    # The hypervisor host the server is placed on ("" until placed). In single-host mode the
+    # agent's own host; in a fleet the controller's placement (issue 12), and hostId from it.
+    host: str = ""
     fault: Fault | None = None
     created_at: datetime
     updated_at: datetime

@@ -33,6 +33,7 @@ from agent.protocols.network import (
     PortGuard,
 )
 from agent.protocols.store import (
+    HostRegistry,
     NewServer,
     ServerExpectation,
     Store,
@@ -53,6 +54,7 @@ __all__ = [
     "FleetListener",
     "FleetPublisher",
     "Folders",
+    "HostRegistry",
     "Hypervisor",
     "ImageCatalog",
     "ImageWriter",

@@ -13,6 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import StaleServer, TakenOver
+from agent.model.fleet import Heartbeat, HostRecord
 from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.keypair import Keypair
 from agent.model.network import Port
@@ -243,3 +244,23 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class HostRegistry(Protocol):
+    """The controller's record of the fleet's hosts (issue 12), in its store. Each write is
+    one transaction."""
+
+    def list_hosts(self) -> list[HostRecord]:
+        """Every host ever heard of, by name."""
+        ...
+
+    def get_host(self, name: str) -> HostRecord | None: ...
+
+    async def record_heartbeat(self, heartbeat: Heartbeat, received_at: datetime) -> HostRecord:
+        """Keep the host's last heartbeat (the host is made by its first one)."""
+        ...
+
+    async def set_host_enabled(self, name: str, enabled: bool,
+                               reason: str | None = None) -> HostRecord:
+        """Enable or disable a host (/os-services); HostNotFound if never heard of."""
+        ...
