@@ -165,3 +165,12 @@ class BusClosed(AgentError):
 
 class HostNotFound(NotFound):
     """A hypervisor host the controller has never heard of (issue 12)."""
+
+
+class NoValidHost(AgentError):
+    """The scheduler found no host for a server: it ends in ERROR with Nova's fault."""
+
+    MESSAGE = "No valid host was found. "
+
+    def __init__(self, reason: str = "There are not enough hosts available.") -> None:
+        super().__init__(self.MESSAGE + reason)

@@ -18,8 +18,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from agent.model.domain import PowerState
 from agent.model.host import VirtType
-from agent.model.job import JobKind
-from agent.model.states import Status
+from agent.model.job import Job, JobKind
+from agent.model.network import Port
+from agent.model.server import Fault, Server
+from agent.model.states import Status, TaskState, VmState
 
 WIRE_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024  # a job, an event and a heartbeat are each far smaller
@@ -50,9 +52,25 @@ class JobMessage(_Wire):
     seq: Count
 
 
+class ServerSnapshot(_Wire):
+    """What the agent owns of a server, as its store holds it when the event is sent: the
+    controller copies these fields onto its own row (the API's fields stay the controller's).
+    Each event carries the whole of it, so applying the newest one is enough to be right."""
+
+    vm_state: VmState
+    task_state: TaskState | None
+    power_state: PowerState
+    progress: int = Field(ge=0, le=100)
+    fault: Fault | None = None
+    launched_at: AwareDatetime | None = None
+    deleted_at: AwareDatetime | None = None
+    updated_at: AwareDatetime
+
+
 class EventMessage(_Wire):
     """A status change of one server on one host, numbered per host from 1 without gaps,
-    in the order the agent's outbox recorded it."""
+    in the order the agent's outbox recorded it, with the server's state as it is now
+    (None: the agent no longer has the server's row at all)."""
 
     host: HostName
     seq: Annotated[int, Field(ge=1, le=2**53)]
@@ -60,6 +78,30 @@ class EventMessage(_Wire):
     status: Status
     power_state: PowerState
     at: AwareDatetime
+    server: ServerSnapshot | None = None
+
+
+class SnapshotRequest(_Wire):
+    """The controller saw a gap in a host's events: the host appends an event for each of
+    its servers (cause "snapshot") to its outbox, so the controller gets every server's
+    current state in order after the gap. Sent on the host's job queue (AMQP type
+    "snapshot"; jobs are type "job")."""
+
+    host: HostName
+    after_seq: Count  # the gap was seen after this one
+
+
+class JobTicket(BaseModel):
+    """What an agent fetches for a JobMessage from the controller (GET
+    /fleet/v1/jobs/{job_id}?host=H, header X-Fleet-Token): the job with its payload, the
+    server as the controller holds it, and its ports (the controller's addresses). Over
+    HTTP, never through the broker: the payload may hold secrets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job: Job
+    server: Server
+    ports: list[Port] = Field(default_factory=list, max_length=64)
 
 
 class Heartbeat(_Wire):

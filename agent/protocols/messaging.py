@@ -7,7 +7,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.model.fleet import EventMessage, Heartbeat, JobMessage
+from agent.model.fleet import EventMessage, Heartbeat, JobMessage, SnapshotRequest
 
 
 class WebhookReply(BaseModel):
@@ -36,7 +36,7 @@ class WebhookSender(Protocol):
 
 # --- The fleet's broker (issue 12) ---
 
-JobHandler = Callable[[JobMessage], Awaitable[None]]
+JobHandler = Callable[[JobMessage | SnapshotRequest], Awaitable[None]]
 FleetHandler = Callable[[EventMessage | Heartbeat], Awaitable[None]]
 
 
@@ -49,8 +49,12 @@ class JobBus(Protocol):
         raises agent.errors.JobUnroutable when the host has no queue."""
         ...
 
+    async def request_snapshot(self, request: SnapshotRequest) -> None:
+        """Put a snapshot request in the host's queue (type "snapshot"), as publish_job."""
+        ...
+
     async def consume_jobs(self, handler: JobHandler) -> None:
-        """Deliver this host's jobs to `handler`, one by one in order. A job is
+        """Deliver this host's jobs (and snapshot requests) to `handler`, one by one in order. A job is
         acknowledged only after the handler returns (= the agent's store holds it); a
         handler that raises gets it again later. An invalid message is dead-lettered."""
         ...
