@@ -26,6 +26,7 @@ from agent.errors import (
     ServerNotFound,
     StoreError,
 )
+from agent.model.fleet import HostRecord
 from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.keypair import Keypair, exists_message, not_found_message
 from agent.model.network import Port, PortStatus
@@ -40,6 +41,7 @@ from agent.protocols import (
     check_task,
     job_advanced,
 )
+from tests.unit.fakes.hosts import MemoryHosts
 
 _SERVER_FIELDS = frozenset(Server.model_fields)
 _SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at", "reservation_id"})
@@ -88,7 +90,7 @@ async def _turn() -> None:
     await asyncio.sleep(0)
 
 
-class MemoryStore:
+class MemoryStore(MemoryHosts):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._servers: dict[UUID, Server] = {}
@@ -101,6 +103,7 @@ class MemoryStore:
         self._keypair_seq = 0
         self._closed = False
         self._revision = 0
+        self._hosts: dict[str, HostRecord] = {}
 
     def close(self) -> None:
         self._closed = True
@@ -462,16 +465,7 @@ class MemoryStore:
             return []
         with self._writing():
             self._check_open()
-            mine = sorted((p for p in self._ports.values() if p.device_id == device_id),
-                          key=lambda p: (p.device_index, p.created_at, str(p.id)))
-            for p in mine:
-                if p.created_by_agent:
-                    del self._ports[p.id]
-                else:
-                    self._ports[p.id] = p.model_copy(update={
-                        "device_id": "", "device_owner": "", "device_index": 0,
-                        "status": PortStatus.DOWN})
-            return mine
+            return self._release(device_id)
 
     # -- keypairs -------------------------------------------------------------------------
 
