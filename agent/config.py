@@ -145,6 +145,9 @@ class AmqpConfig(BaseModel):
     reconnect_max_s: float = Field(default=30.0, gt=0, le=600)     # ... capped here
     # Publishes that may wait for a lost connection at once; more callers wait for a slot.
     max_pending_publishes: int = Field(default=1000, ge=1, le=100000)
+    # The fleet's shared secret (root-only, made by setup): agents send it to fetch job
+    # tickets from the controller (X-Fleet-Token), which compares it in constant time.
+    fleet_token_file: Path = Path("/etc/compute-agent/fleet.secret")
 
     @model_validator(mode="after")
     def _no_password_in_url(self) -> AmqpConfig:
@@ -280,6 +283,11 @@ class Config(BaseModel):
     @property
     def database_path(self) -> Path:
         return self.state_dir / "agent.db"
+
+    @property
+    def controller_database_path(self) -> Path:
+        """The controller's store (`compute-agent controller serve`, issue 12)."""
+        return self.state_dir / "controller.db"
 
     @property
     def instances_dir(self) -> Path:

@@ -24,6 +24,7 @@ from agent.api import (
     routes_catalog,
     routes_console,
     routes_events,
+    routes_fleet,
     routes_keypairs,
     routes_metadata,
     routes_metrics,
@@ -40,6 +41,7 @@ from agent.api.view_cache import DetailFragments, ListAnswers
 from agent.core.console import Consoles
 from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
+from agent.core.fleet_tickets import FleetTickets
 from agent.core.images import ImageService
 from agent.core.keypairs import KeypairService
 from agent.core.metrics import Metrics
@@ -72,6 +74,8 @@ class ApiDeps:
     fragments: DetailFragments = field(default_factory=DetailFragments, repr=False)
     # Whole list answers while the store has not changed (views.ListAnswers).
     answers: ListAnswers = field(default_factory=ListAnswers, repr=False)
+    # The controller's job tickets for its agents (/fleet/v1, issue 12); None on an agent.
+    tickets: FleetTickets | None = None
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -120,6 +124,8 @@ def create_api(deps: ApiDeps) -> FastAPI:
 
     app.include_router(versions.router)
     app.include_router(routes_metrics.router)
+    if deps.tickets is not None:
+        app.include_router(routes_fleet.router)
     app.include_router(compute, prefix="/v2.1", generate_unique_id_function=_operation_id)
     app.include_router(routes_console.router, prefix="/v2.1")  # a WebSocket, not in OpenAPI
     for router in NETWORK_ROUTERS:
