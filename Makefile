@@ -64,6 +64,8 @@ clean:
 PREFIX ?= /usr/local
 install: venv
 	install -D -m 0644 systemd/compute-agent.service /etc/systemd/system/compute-agent.service
+	install -D -m 0644 systemd/compute-agent-controller.service /etc/systemd/system/compute-agent-controller.service
+	install -D -m 0644 etc/controller.toml.example /etc/compute-agent/controller.toml.example
 	install -D -m 0644 systemd/compute-agent.tmpfiles /usr/lib/tmpfiles.d/compute-agent.conf
 	install -D -m 0644 systemd/compute-agent.sysusers /usr/lib/sysusers.d/compute-agent.conf
 	install -D -m 0644 etc/agent.toml.example /etc/compute-agent/agent.toml.example
