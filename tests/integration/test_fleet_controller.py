@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from tests.integration.test_amqp_bus import SECRET, broker_running  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 60.0  # generous: the machine is small and shared
+WAIT_S = 120.0  # generous: the machine is small and shared, and other tests restart the broker
 FLEET_SECRET = "fleet-test-secret-5f2c"
 IMAGE = "busybox-test"
 ALICE = {"X-Auth-Token": "tok-alice"}
@@ -46,8 +47,22 @@ NET = Network(id=uuid.UUID("6c1f3a52-9e0d-4b7a-8f21-3d5e7a9b1c04"), name="fleet-
               bridge="brfleettest", cidr="10.251.0.0/24", default=True)
 
 
+BROKER_BACK_S = 240  # other tests restart the broker (its restart tests): wait for it, bounded
+
+
 def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+    """Run it once the broker's app is up (waiting, bounded, through another test's restart)."""
+    deadline = time.monotonic() + BROKER_BACK_S
+    while True:
+        subprocess.run(["rabbitmqctl", "-q", "await_startup", "--timeout", "10"],
+                       capture_output=True, timeout=120, check=False)
+        done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, timeout=120,
+                              check=False)
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"rabbitmqctl {' '.join(args)}: {done.stderr.decode()[-500:]}")
+        time.sleep(1)
 
 
 @pytest.fixture
