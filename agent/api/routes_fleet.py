@@ -37,7 +37,7 @@ async def job_ticket(request: Request, job_id: UUID,
         raise ApiFault(401, f"The request needs the fleet's token ({TOKEN_HEADER}).")
     if not tickets.authorized(token):
         raise ApiFault(403, "The fleet's token is not valid.")
-    ticket = tickets.ticket(job_id, host)
+    ticket = await tickets.fetch(job_id, host)
     # The payload may hold secrets: never cached on the way.
     return Response(ticket.model_dump_json(), media_type="application/json",
                     headers={"Cache-Control": "no-store"})

@@ -43,7 +43,8 @@ from agent.protocols import JobBus, ServerExpectation, Store
 
 log = structlog.get_logger("agent.fleet")
 
-DISPATCHED_STEP = "dispatched"
+DISPATCHED_STEP = "dispatched"  # in the host's queue (the broker confirmed)
+FETCHED_STEP = "fetched"  # and its ticket fetched by the host's agent (fleet_tickets)
 RETRY_S = 5.0  # a job that could not go out (no queue for its host yet, an error): again after this
 MAX_CONCURRENT_PUBLISHES = 16
 SPAWNING = ServerExpectation(vm_state=VmState.BUILDING, task_state=TaskState.SPAWNING)
@@ -190,8 +191,12 @@ class FleetDispatcher:
             log.warning("fleet.job_unroutable", job_id=str(job.id), host=server.host, error=str(e))
             return _Outcome.LATER
         # Confirmed: in the host's queue. The payload stays for the agent's ticket fetch.
+        # Its agent may have fetched the ticket already (step "fetched"): kept. The read
+        # and the write's submission do not yield, so a fetch cannot fall between them.
+        current = self.store.get_job(job.id)
+        fetched = current is not None and current.step == FETCHED_STEP
         await self.store.update_job(job.id, {"status": JobStatus.SUCCEEDED,
-                                             "step": DISPATCHED_STEP})
+                                             "step": FETCHED_STEP if fetched else DISPATCHED_STEP})
         log.info("fleet.dispatched", job_id=str(job.id), kind=job.kind.value,
                  server_id=str(server.id), host=server.host, seq=self._seq)
         return _Outcome.DONE

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hmac
 from uuid import UUID
 
+from agent.core.fleet_dispatch import FETCHED_STEP
 from agent.errors import JobNotFound
 from agent.model.fleet import JobTicket
+from agent.model.job import JobStatus
 from agent.protocols import Store
 
 
@@ -29,13 +31,23 @@ class FleetTickets:
         """Whether `presented` is the fleet's token, compared in constant time."""
         return hmac.compare_digest(presented.encode(errors="surrogateescape"), self._secret)
 
-    def ticket(self, job_id: UUID, host: str) -> JobTicket:
+    async def fetch(self, job_id: UUID, host: str) -> JobTicket:
         """The ticket of a job whose server is placed on `host`; JobNotFound for a job the
         controller does not have, or one for another host (the same answer: a host learns
-        nothing of the others' jobs)."""
+        nothing of the others' jobs).
+
+        The ticket's job is the job to run, as the API made it (queued, no step, no try
+        yet), not the controller's record of its dispatch. The first fetch records that the
+        host has it (step "fetched", which the dispatcher's record keeps): until then the
+        controller keeps the status it gave the server for this job against the host's
+        older events (see fleet_apply)."""
         job = self.store.get_job(job_id)
         server = self.store.get_server(job.server_id) if job is not None else None
         if job is None or server is None or not server.host or server.host != host:
             raise JobNotFound(f"Job {job_id} could not be found for host {host[:200]}.")
-        return JobTicket(job=job, server=server,
+        if job.step != FETCHED_STEP:  # the agent may fetch before the dispatcher's record
+            await self.store.update_job(job.id, {"step": FETCHED_STEP})
+        to_run = job.model_copy(update={"status": JobStatus.QUEUED, "step": "", "attempts": 0,
+                                        "error": ""})
+        return JobTicket(job=to_run, server=server,
                          ports=self.store.list_ports(device_id=str(server.id)))

@@ -181,6 +181,10 @@ class Store(Protocol):
         """Jobs queued or running, oldest first."""
         ...
 
+    def jobs_of(self, server_id: UUID) -> list[Job]:
+        """Every job of the server, ended ones included, oldest first."""
+        ...
+
     def events_since(self, seq: int, project_id: str | None = None,
                      limit: int = 1000) -> list[StatusEvent]: ...
 

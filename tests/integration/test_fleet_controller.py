@@ -207,12 +207,19 @@ def host_name(tag: str) -> str:
     return f"t{uuid.uuid4().hex[:8]}-{tag}"
 
 
+def host_names(*tags: str) -> list[str]:
+    """Fresh names that sort as the tags do (first-fit placement goes by name)."""
+    prefix = uuid.uuid4().hex[:8]
+    return [f"t{prefix}-{tag}" for tag in tags]
+
+
 def host_id(project: str, host: str) -> str:
     return hashlib.sha224((project + host).encode()).hexdigest()
 
 
 async def test_a_server_is_placed_built_by_its_hosts_agent_and_deleted_through_the_controller(fleet):
-    without_image, with_image = await fleet.agent(host_name("a")), await fleet.agent(host_name("b"))
+    names = host_names("a", "b")  # the first by name lacks the image
+    without_image, with_image = await fleet.agent(names[0]), await fleet.agent(names[1])
     await without_image.heartbeat(images=("other-image",))
     await with_image.heartbeat()
     await fleet.until_known(without_image.host)
@@ -273,7 +280,8 @@ async def test_no_host_for_a_server_is_nova_no_valid_host_in_error(fleet):
 
 
 async def test_host_ids_differ_between_hosts_and_projects_and_match_on_one_host(fleet):
-    first, second = await fleet.agent(host_name("a")), await fleet.agent(host_name("b"))
+    names = host_names("a", "b")
+    first, second = await fleet.agent(names[0]), await fleet.agent(names[1])
     for agent in (first, second):
         await agent.heartbeat()
         await fleet.until_known(agent.host)

@@ -45,8 +45,22 @@ async def test_the_placed_host_gets_the_job_with_its_payload_server_and_ports():
     assert ticket.server.id == server_id and ticket.server.host == "hv1"
     assert [p.ip for p in ticket.ports] == [p.ip for p in store.list_ports(device_id=str(server_id))]
     assert len(ticket.ports) == 1
+    # The job to run, as the API made it; the controller's record says the host has it.
+    assert (ticket.job.status.value, ticket.job.step, ticket.job.attempts) == ("queued", "", 0)
     # Kept after a fetch: an agent killed before it committed the ticket fetches it again.
     assert store.get_job(job.id).payload == job.payload
+
+
+async def test_a_dispatched_jobs_first_fetch_records_that_its_host_has_it():
+    app, store, images = await controller_env()
+    async with client_for(app) as client:
+        _, job = await placed(client, store, images)
+        await store.update_job(job.id, {"status": "succeeded", "step": "dispatched"})
+        for _ in range(2):
+            r = await client.get(f"/fleet/v1/jobs/{job.id}?host=hv1", headers=FLEET)
+            assert r.status_code == 200
+            assert JobTicket.model_validate_json(r.content).job.status.value == "queued"
+    assert (store.get_job(job.id).status.value, store.get_job(job.id).step) == ("succeeded", "fetched")
 
 
 async def test_another_host_or_an_unknown_job_is_404():

@@ -13,6 +13,7 @@ from agent.core.first_fit import FirstFitPlacer
 from agent.core.flavors import FlavorCatalog
 from agent.core.fleet_apply import FleetApplier
 from agent.core.fleet_dispatch import FleetDispatcher
+from agent.core.fleet_tickets import FleetTickets
 from agent.core.networks import NetworkCatalog, PortService
 from agent.core.servers import ServerService
 from agent.model.fleet import Heartbeat
@@ -59,6 +60,7 @@ class Controller:
     service: ServerService
     dispatcher: FleetDispatcher
     applier: FleetApplier
+    tickets: FleetTickets
     created: list[Server] = field(default_factory=list)
 
     async def heartbeat(self, host: str, **kw: Any) -> None:
@@ -69,6 +71,12 @@ class Controller:
         server, _ = await self.service.create(ALICE, req)
         await self.dispatcher.dispatch_pending()
         return self.store.get_server(server.id)
+
+    async def fetch_tickets(self, host: str) -> None:
+        """The host's agent fetches the ticket of every job published to it."""
+        for to, message in self.bus.jobs:
+            if to == host:
+                await self.tickets.fetch(message.job_id, host)
 
     def published(self) -> list[tuple[str, str, uuid.UUID]]:
         """(host, kind, server id) of each job published, in order."""
@@ -87,4 +95,4 @@ def controller(store: MemoryStore | None = None, bus: RecordingBus | None = None
     service = ServerService(store, images, flavors, Limits(), PasswordPolicy(),
                             kick=dispatcher.kick, ports=ports, now=clock)
     applier = FleetApplier(store, bus, now=clock)
-    return Controller(store, bus, clock, service, dispatcher, applier)
+    return Controller(store, bus, clock, service, dispatcher, applier, FleetTickets(store, "t"))

@@ -14,7 +14,7 @@ from agent.model.domain import PowerState
 from agent.model.fleet import EventMessage, EventVerdict, ServerSnapshot, SnapshotRequest
 from agent.model.server import Fault
 from agent.model.states import Status, TaskState, VmState
-from tests.unit.core.fleet_world import T0, beat, controller
+from tests.unit.core.fleet_world import ALICE, T0, beat, controller
 
 
 def snapshot(**kw: Any) -> ServerSnapshot:
@@ -34,8 +34,11 @@ def event(server_id: uuid.UUID, seq: int, host: str = "hv1",
 
 
 async def placed(c, host: str = "hv1"):
+    """A server placed on `host`, whose agent fetched (so holds) its create."""
     await c.heartbeat(host)
-    return await c.create()
+    server = await c.create()
+    await c.fetch_tickets(host)
+    return server
 
 
 async def test_a_heartbeat_makes_and_refreshes_the_host():
@@ -135,3 +138,31 @@ async def test_a_task_state_from_the_agent_is_copied_too():
     await c.applier(event(server.id, 1, server=snapshot(task_state=TaskState.REBOOTING)))
     assert c.store.get_server(server.id).status is Status.REBOOT
 
+
+
+async def test_an_event_older_than_the_hosts_copy_of_a_job_keeps_the_controllers_status():
+    """A delete asked, its ticket not yet fetched: an event the agent sent before it got
+    the job (ACTIVE, powered off meanwhile) must not undo "being deleted"."""
+    c = controller()
+    server = await placed(c)
+    await c.applier(event(server.id, 1))
+    await c.service.delete(ALICE, server.id)
+    await c.dispatcher.dispatch_pending()
+    await c.applier(event(server.id, 2, server=snapshot(power_state=PowerState.SHUTDOWN)))
+    got = c.store.get_server(server.id)
+    assert got.task_state is TaskState.DELETING and got.power_state is PowerState.SHUTDOWN
+    await c.fetch_tickets("hv1")  # the agent holds the delete now: its events are current
+    await c.applier(event(server.id, 3, server=snapshot(task_state=TaskState.DELETING)))
+    await c.applier(event(server.id, 4, server=snapshot(
+        vm_state=VmState.DELETED, power_state=PowerState.NOSTATE, deleted_at=T0)))
+    assert c.store.get_server(server.id).status is Status.DELETED
+
+
+async def test_a_deleted_snapshot_applies_even_while_a_job_is_on_its_way():
+    c = controller()
+    server = await placed(c)
+    await c.applier(event(server.id, 1))
+    await c.service.delete(ALICE, server.id)  # queued here, not yet out
+    await c.applier(event(server.id, 2, server=snapshot(
+        vm_state=VmState.DELETED, power_state=PowerState.NOSTATE, deleted_at=T0)))
+    assert c.store.get_server(server.id).status is Status.DELETED

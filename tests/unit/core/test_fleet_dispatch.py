@@ -12,7 +12,7 @@ import pytest
 
 from agent.core.first_fit import FirstFitPlacer
 from agent.core.flavors import FlavorCatalog
-from agent.core.fleet_dispatch import DISPATCHED_STEP, FleetDispatcher, ticket_path
+from agent.core.fleet_dispatch import DISPATCHED_STEP, FETCHED_STEP, FleetDispatcher, ticket_path
 from agent.errors import NoValidHost
 from agent.model.job import JobKind, JobStatus
 from agent.model.requests import CreateServer
@@ -200,3 +200,20 @@ def test_first_fit_raises_novas_no_valid_host_without_hosts():
                     flavor_id="1", created_at=now, updated_at=now)
     with pytest.raises(NoValidHost, match=r"^No valid host was found\. "):
         FirstFitPlacer(MemoryStore(), FakeImageCatalog([IMAGE])).place(server, FlavorCatalog().get("1"))
+
+
+async def test_a_ticket_fetched_before_the_dispatchers_record_stays_fetched():
+    """The agent may fetch as soon as the broker delivers, before the confirm's record."""
+    c = controller()
+    await c.heartbeat("hv1")
+
+    class FetchingBus(RecordingBus):
+        async def publish_job(self, host, job):
+            await super().publish_job(host, job)
+            await c.tickets.fetch(job.job_id, host)  # delivered and fetched at once
+
+    c.bus = FetchingBus()
+    c.dispatcher.bus = c.bus
+    server = await c.create()
+    [job] = jobs_of(c, server.id)
+    assert (job.status, job.step) == (JobStatus.SUCCEEDED, FETCHED_STEP)

@@ -349,6 +349,13 @@ class MemoryStore(MemoryHosts):
         found.sort(key=lambda j: j.created_at)  # stable: insertion order breaks ties
         return [j.model_copy(deep=True) for j in found]
 
+    def jobs_of(self, server_id: UUID) -> list[Job]:
+        with self._lock:
+            self._check_open()
+            found = [j for j in self._jobs.values() if j.server_id == server_id]
+        found.sort(key=lambda j: j.created_at)  # stable: insertion order breaks ties
+        return [j.model_copy(deep=True) for j in found]
+
     # -- events ---------------------------------------------------------------------------
 
     def events_since(self, seq: int, project_id: str | None = None,
