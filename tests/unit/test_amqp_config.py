@@ -104,3 +104,24 @@ async def test_without_a_broker_publishes_wait_bounded_and_close_releases_them_w
     for t in tasks:
         with pytest.raises(BusClosed):
             await t
+
+
+def test_the_controller_url_and_the_fleet_token_file_are_read(tmp_path):
+    c = config(tmp_path, '[amqp]\ncontroller_url = "http://ctl.example:8780/"\n'
+                         'fleet_token_file = "/srv/fleet.secret"\n')
+    assert c.amqp is not None
+    assert c.amqp.controller_url == "http://ctl.example:8780"  # no trailing slash: paths join
+    assert c.amqp.fleet_token_file == Path("/srv/fleet.secret")
+    assert config(tmp_path, "[amqp]\n").amqp.fleet_token_file == Path("/etc/compute-agent/fleet.secret")
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("amqp://ctl:8780", "http:// or https://"),
+    ("http://", "http:// or https://"),
+    ("http://admin:SECRET@ctl", "user info"),
+    ("http://ctl/?token=SECRET", "query"),
+])
+def test_a_controller_url_that_is_not_plain_http_is_refused_without_showing_it(tmp_path, url, reason):
+    with pytest.raises(ConfigError, match=reason) as e:
+        config(tmp_path, f'[amqp]\ncontroller_url = "{url}"\n')
+    assert "SECRET" not in str(e.value)
