@@ -24,6 +24,7 @@ from agent.protocols.messaging import (
     FleetPublisher,
     JobBus,
     JobHandler,
+    JobTickets,
     WebhookReply,
     WebhookSender,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "ImageWriter",
     "JobBus",
     "JobHandler",
+    "JobTickets",
     "NetPlumber",
     "NewServer",
     "PortGuard",
