@@ -139,7 +139,9 @@ class Agent:
                                   host_id=self.config.host, tokens=self.tokens,
                                   default_context=default_context,
                                   body_timeout_s=self.config.http.body_timeout_s,
-                                  metrics=self.metrics))
+                                  metrics=self.metrics,
+                                  fleet_controller=(self.config.amqp.controller_url
+                                                    if self.config.amqp else None)))
 
     def reload(self, reread: Callable[[], Config]) -> None:
         """SIGHUP: what can change live (log level and format, tokens, webhooks). A bad file keeps
