@@ -7,7 +7,8 @@ never runs twice, never makes a second domain). Otherwise the job's ticket is fe
 from the controller and adopted into the store in one transaction, then the JobRunner is
 kicked; the bus acks once this returns, so the job is durable here before the broker
 forgets it. An unreachable controller raises: the bus gives the job back and it comes
-again later. A job the controller no longer has (404) is acknowledged and dropped.
+again later, as does a job for a server not here yet (its create went back to the queue
+behind it). A job the controller no longer has (404) is acknowledged and dropped.
 
 A SnapshotRequest (the controller saw a gap in this host's events) appends one event per
 server to the outbox; the relay sends them, each with the server's current state.
@@ -70,9 +71,12 @@ class FleetJobIntake:
             return
         try:
             adopted = await self._store.adopt_job(fresh_job(ticket))
-        except ServerNotFound:  # a job for a server this host never had: it cannot run here
-            log.error("fleet.job_for_unknown_server", **ids)
-            return
+        except ServerNotFound:
+            # Its create may still be coming: a create the controller could not answer for
+            # goes back to the queue, behind jobs already delivered. Taken again later (a
+            # server that never comes: dead-lettered after the queue's delivery limit).
+            log.warning("fleet.job_before_its_server", **ids)
+            raise
         if adopted:
             log.info("fleet.job_adopted", **ids)
             self._kick(message.server_id)

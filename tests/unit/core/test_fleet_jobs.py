@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.core.fleet_jobs import FleetJobIntake
-from agent.errors import ControllerUnavailable
+from agent.errors import ControllerUnavailable, ServerNotFound
 from agent.model.fleet import JobMessage, JobTicket, SnapshotRequest
 from agent.model.job import Job, JobKind, JobStatus
 from agent.model.server import Server
@@ -121,14 +121,22 @@ async def test_an_action_takes_the_controllers_task_and_runs_on_the_agents_serve
     assert kicked == [here.id]
 
 
-async def test_a_job_for_a_server_this_host_never_had_is_dropped_and_logged(parts):
+async def test_a_job_before_its_servers_create_raises_so_it_comes_again_after_it(parts):
+    """A create whose ticket failed goes back to the queue behind jobs already delivered:
+    its delete must not be dropped meanwhile."""
     store, controller, kicked, intake = parts
-    ticket = ticket_for(JobKind.DELETE)
-    controller.tickets[ticket.job.id] = ticket
-    with capture_logs() as logs:
-        await intake(message(ticket))
-    assert store.get_job(ticket.job.id) is None and kicked == []
-    assert [e["event"] for e in logs] == ["fleet.job_for_unknown_server"]
+    create = ticket_for()
+    delete = ticket_for(JobKind.DELETE, create.server.model_copy(
+        update={"task_state": TaskState.DELETING}))
+    controller.tickets.update({create.job.id: create, delete.job.id: delete})
+    with capture_logs() as logs, pytest.raises(ServerNotFound):
+        await intake(message(delete))
+    assert store.get_job(delete.job.id) is None and kicked == []
+    assert [e["event"] for e in logs] == ["fleet.job_before_its_server"]
+    await intake(message(create))
+    await intake(message(delete))  # delivered again
+    assert store.get_server(create.server.id).task_state is TaskState.DELETING
+    assert kicked == [create.server.id, create.server.id]
 
 
 async def test_no_log_line_carries_the_payload(parts):
