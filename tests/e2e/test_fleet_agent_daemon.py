@@ -37,11 +37,11 @@ pytestmark = pytest.mark.e2e
 BUILD_S = 300.0  # a TCG build on a loaded 2-CPU host: generous, bounded
 
 
-def create_ticket(host: str) -> JobTicket:
+def create_ticket(host: str, image_id: str = IMAGE_ID) -> JobTicket:
     """A create as the controller would hand it out: the server placed on `host`."""
     now = datetime.now(UTC)
     server = Server(id=uuid.uuid4(), project_id=TOKENS["alice"][1], user_id="alice",
-                    name="fleet-e2e", image_id=uuid.UUID(IMAGE_ID), flavor_id="1", host=host,
+                    name="fleet-e2e", image_id=uuid.UUID(image_id), flavor_id="1", host=host,
                     created_at=now, updated_at=now)
     job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE, created_at=now,
               updated_at=now)
@@ -117,6 +117,21 @@ async def test_a_fleet_agent_builds_a_job_from_the_broker_once_and_reports_it_ac
         assert list(agent_domains(daemon.state_dir)) == [str(ticket.server.id)]
         assert controller.fetched == [str(ticket.job.id)]
         await until(lambda: any(isinstance(m, Heartbeat) and m.running_servers == 1 for m in seen))
+
+        # A job this host cannot build (its image is not here): ERROR, and the fault is in
+        # the event the controller gets.
+        unbuildable = create_ticket(host, image_id=str(uuid.uuid4()))
+        controller.serve(unbuildable, host)
+        await listener.publish_job(host, job_message(unbuildable, 2))
+
+        def error() -> EventMessage | None:
+            return next((m for m in seen if isinstance(m, EventMessage)
+                         and m.server_id == unbuildable.server.id and m.status == "ERROR"), None)
+
+        await until(lambda: error() is not None, BUILD_S)
+        fault = error().server.fault
+        assert fault is not None and fault.code >= 400 and fault.message
+        assert list(agent_domains(daemon.state_dir)) == [str(ticket.server.id)]
 
         # Its own API: reads answer, a write is refused naming the controller.
         with daemon.client() as api:
