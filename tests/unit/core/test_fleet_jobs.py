@@ -44,22 +44,45 @@ class FakeController:
     def __init__(self) -> None:
         self.tickets: dict[uuid.UUID, JobTicket] = {}
         self.down = False
+        self.down_for = 0  # this many fetches fail first
         self.fetched: list[uuid.UUID] = []
 
     async def fetch(self, job_id: uuid.UUID) -> JobTicket | None:
         self.fetched.append(job_id)
-        if self.down:
+        if self.down or self.down_for > 0:
+            self.down_for -= 1
             raise ControllerUnavailable("controller unreachable (test)")
         return self.tickets.get(job_id)
+
+
+class Clock:
+    """Fake time: sleeping moves it on at once."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
     async def aclose(self) -> None:
         pass
 
 
 @pytest.fixture
-def parts() -> tuple[MemoryStore, FakeController, list[uuid.UUID], FleetJobIntake]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def parts(clock) -> tuple[MemoryStore, FakeController, list[uuid.UUID], FleetJobIntake]:
     store, controller, kicked = MemoryStore(), FakeController(), []
-    return store, controller, kicked, FleetJobIntake(store, controller, kicked.append, HOST)
+    return store, controller, kicked, FleetJobIntake(store, controller, kicked.append, HOST,
+                                                     patience_s=60, sleep=clock.sleep, clock=clock)
 
 
 async def test_a_create_job_is_adopted_queued_and_kicked_once_however_often_it_is_delivered(parts):
@@ -76,13 +99,26 @@ async def test_a_create_job_is_adopted_queued_and_kicked_once_however_often_it_i
     assert store.get_server(ticket.server.id).vm_state is VmState.BUILDING
 
 
-async def test_an_unreachable_controller_raises_so_the_bus_delivers_the_job_again(parts):
+async def test_a_controller_away_for_a_while_is_asked_again_with_backoff_holding_the_job(
+        parts, clock):
+    _store, controller, kicked, intake = parts
+    ticket = ticket_for()
+    controller.tickets[ticket.job.id] = ticket
+    controller.down_for = 4
+    await intake(message(ticket))  # returns once adopted: one delivery, no return to the bus
+    assert kicked == [ticket.server.id] and len(controller.fetched) == 5
+    assert clock.slept == [0.5, 1.0, 2.0, 4.0]
+
+
+async def test_a_controller_away_past_the_patience_raises_so_the_bus_delivers_the_job_again(
+        parts, clock):
     store, controller, kicked, intake = parts
     ticket = ticket_for()
     controller.tickets[ticket.job.id] = ticket
     controller.down = True
     with pytest.raises(ControllerUnavailable):
         await intake(message(ticket))
+    assert clock.now <= 60 and sum(clock.slept) > 30  # kept asking within its window
     assert store.get_job(ticket.job.id) is None and kicked == []
     controller.down = False
     await intake(message(ticket))
