@@ -14,12 +14,23 @@ from agent.adapters import sqlite_ports
 from agent.adapters.sqlite_rows import INSERT_JOB, INSERT_SERVER, job_params, server_params, utcnow
 from agent.model.fleet import JobTicket
 from agent.model.job import JobKind
+from agent.model.network import Port
 from agent.protocols import adopted_server_changes, check_ticket
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from agent.model.server import Server
+
+
+def _drop_free_leftovers(conn: sqlite3.Connection, port: Port) -> None:
+    """In fleet mode the controller owns ports: a free port still in this store (a user's
+    port detached when its server was deleted here) is a leftover. One that has the new
+    port's id, address or MAC goes, so the controller's allocation is taken as it is; a
+    bound one stays and the insert refuses (IpAddressInUse, ...)."""
+    conn.execute("DELETE FROM ports WHERE device_id = '' AND (id = ? OR mac = ?"
+                 " OR (network_id = ? AND ip = ?))",
+                 (str(port.id), port.mac, str(port.network_id), str(port.ip)))
 
 
 class FleetAdoption:
@@ -48,6 +59,7 @@ class FleetAdoption:
                 conn.execute(INSERT_SERVER, server_row)
                 conn.execute(INSERT_JOB, job_row)
                 for port in ticket.ports:  # allocated and bound by the controller: as given
+                    _drop_free_leftovers(conn, port)
                     sqlite_ports.insert(conn, port)
                 self._append_event(conn, ticket.server, None, "create", utcnow())
                 return True

@@ -57,6 +57,27 @@ async def test_a_create_whose_port_address_is_taken_adopts_nothing(store):  # no
     assert store.get_server(clash.server.id) is None and store.get_job(clash.job.id) is None
 
 
+async def test_a_free_leftover_port_with_the_new_ports_id_or_address_gives_way(store):  # noqa: F811
+    """A user's port detached here when its server was deleted stays in this store free;
+    the controller may later give that port (or its address) to a server placed here."""
+    first = create_ticket()
+    await store.adopt_job(first)
+    await store.release_ports(str(first.server.id))  # its port made by the agent: gone
+    leftover = port(first.server.id, ip="10.0.0.7", mac="fa:16:3e:00:00:07").model_copy(
+        update={"device_id": "", "device_owner": "", "created_by_agent": False})
+    await store.add_port(leftover)  # a user's free port, as a detach leaves it
+    second = create_ticket()
+    reused = leftover.model_copy(update={"device_id": str(second.server.id),
+                                         "device_owner": "compute:nova"})
+    assert await store.adopt_job(second.model_copy(update={"ports": [reused]})) is True
+    assert [(p.id, p.device_id) for p in store.list_ports(network_id=NET)] == [
+        (leftover.id, str(second.server.id))]
+    third = create_ticket()
+    taken = port(third.server.id, ip="10.0.0.7", mac="fa:16:3e:00:00:08")  # a bound address
+    with pytest.raises(IpAddressInUse):
+        await store.adopt_job(third.model_copy(update={"ports": [taken]}))
+
+
 async def test_another_kind_inserts_the_job_and_takes_the_controllers_fields_not_the_agents(
         store):  # noqa: F811
     here = await active(store, host="hv1")

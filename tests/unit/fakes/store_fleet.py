@@ -28,7 +28,11 @@ class FleetAdoptionMixin:
             if ticket.job.kind is JobKind.CREATE and ticket.server.id not in self._servers:
                 # The server, its job and its ports as given (already bound): all or none.
                 new_ports = dict(self._ports)
-                for port in ticket.ports:
+                for port in ticket.ports:  # free leftovers clashing with it go (sqlite_fleet)
+                    for old in list(new_ports.values()):
+                        if not old.bound and (old.id == port.id or old.mac == port.mac or (
+                                old.network_id == port.network_id and old.ip == port.ip)):
+                            del new_ports[old.id]
                     self._insert_port(new_ports, port)
                 server = _stored_server(ticket.server)
                 events.append(self._event(server, None, "create", _now(), events))
