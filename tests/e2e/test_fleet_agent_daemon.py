@@ -2,7 +2,8 @@
 fetches its ticket from the controller (played by the test: a ticket server and a bus in
 a vhost of the test's own), builds a real guest, and its events reach the controller's
 listener up to ACTIVE, with the server's state in them. The same job delivered again
-makes no second domain. Its own API refuses writes with a 409 naming the controller."""
+makes no second domain; a create it cannot build ends in ERROR with its fault reported.
+Its own API refuses writes with a 409 naming the controller; SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
@@ -141,6 +142,10 @@ async def test_a_fleet_agent_builds_a_job_from_the_broker_once_and_reports_it_ac
         assert refused.status_code == 409 and controller.url in refused.json()[
             "conflictingRequest"]["message"]
         assert TOKEN not in daemon.log()
+
+        # SIGTERM: the bus, the relay and the heartbeats stop with the daemon, cleanly.
+        assert await asyncio.to_thread(daemon.stop) == 0
+        assert log_events(daemon, "agent.stopped")
     finally:
         daemon.kill()
         destroy_domains(daemon.state_dir)
