@@ -145,6 +145,31 @@ class AmqpConfig(BaseModel):
     reconnect_max_s: float = Field(default=30.0, gt=0, le=600)     # ... capped here
     # Publishes that may wait for a lost connection at once; more callers wait for a slot.
     max_pending_publishes: int = Field(default=1000, ge=1, le=100000)
+    # The agent fetches each job's ticket (its inputs) from the controller here:
+    # http(s)://HOST[:PORT][/prefix]; an agent in fleet mode needs it, the controller not.
+    controller_url: str | None = Field(default=None, max_length=2048)
+    # The secret shared by the controller and its agents (header X-Fleet-Token), one line
+    # in a root-only file that setup makes; read at start, never logged.
+    fleet_token_file: Path = Path("/etc/compute-agent/fleet.secret")
+
+    @field_validator("controller_url")
+    @classmethod
+    def _controller_http(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        try:
+            parts = urlsplit(url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("amqp: controller_url must be http:// or https:// with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("amqp: controller_url must not hold user info; the agent "
+                             "authenticates with fleet_token_file")
+        if parts.query or parts.fragment:
+            raise ValueError("amqp: controller_url must not have a query or fragment")
+        return url.rstrip("/")
 
     @model_validator(mode="after")
     def _no_password_in_url(self) -> AmqpConfig:

@@ -38,7 +38,17 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryErr
 
 from agent.config import AmqpConfig
 from agent.errors import BusClosed, ConfigError, JobUnroutable, Unroutable
-from agent.model.fleet import EventMessage, Heartbeat, InvalidMessage, JobMessage, _Wire, decode, encode
+from agent.model.fleet import (
+    EventMessage,
+    Heartbeat,
+    InvalidMessage,
+    JobMessage,
+    SnapshotRequest,
+    _Wire,
+    decode,
+    encode,
+)
+from agent.protocols.messaging import JobHandler
 
 log = structlog.get_logger("agent.amqp")
 
@@ -67,6 +77,11 @@ LINK_ERRORS = (AMQPError, aiormq.exceptions.AMQPError, ChannelInvalidStateError,
                OSError, asyncio.TimeoutError)
 
 M = TypeVar("M", bound=_Wire)
+
+# The AMQP message type of what travels on a host's job queue: the body is decoded by it.
+JOB_TYPE = "job"
+SNAPSHOT_TYPE = "snapshot"
+JOB_QUEUE_KINDS: dict[str, type[_Wire]] = {JOB_TYPE: JobMessage, SNAPSHOT_TYPE: SnapshotRequest}
 
 
 def job_queue(host: str) -> str:
@@ -263,7 +278,7 @@ class AmqpBus:
     # --- publishing ---
 
     async def _publish(self, message: _Wire, routing_key: str, *, fleet: bool, persistent: bool,
-                       mandatory: bool, message_id: str) -> None:
+                       mandatory: bool, message_id: str, kind: str | None = None) -> None:
         body = encode(message)
         pause = RETRY_PAUSE_S[0]
         async with self._slots:
@@ -273,7 +288,7 @@ class AmqpBus:
                 try:
                     await exchange.publish(
                         aio_pika.Message(body, content_type="application/json", message_id=message_id,
-                                         type=type(message).__name__,
+                                         type=kind or type(message).__name__,
                                          delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent
                                          else aio_pika.DeliveryMode.NOT_PERSISTENT),
                         routing_key, mandatory=mandatory, timeout=PUBLISH_TIMEOUT_S)
@@ -295,9 +310,18 @@ class AmqpBus:
     async def publish_job(self, host: str, job: JobMessage) -> None:
         try:
             await self._publish(job, job_queue(host), fleet=False, persistent=True, mandatory=True,
-                                message_id=str(job.job_id))
+                                message_id=str(job.job_id), kind=JOB_TYPE)
         except Unroutable:
             raise JobUnroutable(f"host {host} has no job queue ({job_queue(host)})") from None
+
+    async def request_snapshot(self, request: SnapshotRequest) -> None:
+        try:
+            await self._publish(request, job_queue(request.host), fleet=False, persistent=True,
+                                mandatory=True, message_id=f"snapshot:{request.host}:{request.after_seq}",
+                                kind=SNAPSHOT_TYPE)
+        except Unroutable:
+            raise JobUnroutable(f"host {request.host} has no job queue "
+                                f"({job_queue(request.host)})") from None
 
     async def publish_event(self, event: EventMessage) -> None:
         await self._publish(event, f"event.{event.host}", fleet=True, persistent=True,
@@ -309,22 +333,26 @@ class AmqpBus:
 
     # --- consuming ---
 
-    async def consume_jobs(self, handler: Callable[[JobMessage], Awaitable[None]]) -> None:
-        await self._consume(job_queue(self._s.host), JOB_QUEUE_ARGS, lambda _key: JobMessage, handler)
+    async def consume_jobs(self, handler: JobHandler) -> None:
+        """Jobs and snapshot requests, each decoded by its AMQP type (JOB_QUEUE_KINDS); a
+        message of another type (or none) is dead-lettered as an invalid one."""
+        await self._consume(job_queue(self._s.host), JOB_QUEUE_ARGS,
+                            lambda message: JOB_QUEUE_KINDS.get(message.type or ""), handler)
 
     async def consume_fleet(self, handler: Callable[[EventMessage | Heartbeat], Awaitable[None]]) -> None:
-        await self._consume(EVENTS_QUEUE, EVENTS_QUEUE_ARGS, lambda _key: EventMessage, handler)
-        await self._consume(HEARTBEATS_QUEUE, HEARTBEATS_QUEUE_ARGS, lambda _key: Heartbeat, handler)
+        await self._consume(EVENTS_QUEUE, EVENTS_QUEUE_ARGS, lambda _message: EventMessage, handler)
+        await self._consume(HEARTBEATS_QUEUE, HEARTBEATS_QUEUE_ARGS, lambda _message: Heartbeat, handler)
 
     async def _consume(self, queue_name: str, arguments: dict[str, Any],
-                       kind_of: Callable[[str], type[M]], handler: Callable[[M], Awaitable[None]]) -> None:
+                       kind_of: Callable[[AbstractIncomingMessage], type[M] | None],
+                       handler: Callable[[M], Awaitable[None]]) -> None:
         """Consume `queue_name` now if connected, and again after every reconnect.
         Deliveries are handled one at a time, in order (prefetch only fills the pipe)."""
         in_order = asyncio.Lock()
 
         async def deliver(message: AbstractIncomingMessage) -> None:
             async with in_order:
-                await self._deliver(queue_name, message, kind_of(message.routing_key or ""), handler)
+                await self._deliver(queue_name, message, kind_of(message), handler)
 
         async def start(link: _Link) -> None:
             queue = await link.channel.declare_queue(queue_name, durable=True, arguments=arguments)
@@ -335,9 +363,11 @@ class AmqpBus:
             if self._link is not None and self._link.usable:
                 await start(self._link)
 
-    async def _deliver(self, queue: str, message: AbstractIncomingMessage, kind: type[M],
+    async def _deliver(self, queue: str, message: AbstractIncomingMessage, kind: type[M] | None,
                        handler: Callable[[M], Awaitable[None]]) -> None:
         try:
+            if kind is None:  # the sender's text, cut short: a type name, not content
+                raise InvalidMessage(f"unknown message type {(message.type or '')[:32]!r}")
             decoded = decode(kind, message.body)
         except InvalidMessage as e:
             # The reason names fields, never their content (a job may carry secrets).
@@ -348,7 +378,7 @@ class AmqpBus:
         try:
             await handler(decoded)
         except Exception as e:
-            log.warning("amqp.handler_failed_requeued", queue=queue, kind=kind.__name__,
+            log.warning("amqp.handler_failed_requeued", queue=queue, kind=type(decoded).__name__,
                         job_id=str(getattr(decoded, "job_id", "")) or None,
                         seq=getattr(decoded, "seq", None), error=type(e).__name__)
             await asyncio.sleep(HANDLER_RETRY_DELAY_S)

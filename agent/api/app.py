@@ -72,6 +72,8 @@ class ApiDeps:
     fragments: DetailFragments = field(default_factory=DetailFragments, repr=False)
     # Whole list answers while the store has not changed (views.ListAnswers).
     answers: ListAnswers = field(default_factory=ListAnswers, repr=False)
+    # Fleet mode (issue 12): the controller's URL; writes are refused with a 409 naming it.
+    fleet_controller: str | None = None
 
 
 def _operation_id(route: APIRoute) -> str:

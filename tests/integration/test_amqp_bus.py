@@ -28,7 +28,7 @@ from agent.config import AmqpConfig
 from agent.core.event_feed import EventNotifier
 from agent.core.fleet_events import CURSOR, FleetEventRelay
 from agent.errors import JobUnroutable
-from agent.model.fleet import EventMessage, Heartbeat, JobMessage
+from agent.model.fleet import EventMessage, Heartbeat, JobMessage, SnapshotRequest
 from agent.model.job import JobKind
 from agent.model.states import VmState
 from tests.unit.core.test_event_feed import add_server
@@ -192,13 +192,18 @@ async def test_invalid_messages_are_dead_lettered_and_logged_without_content_and
         "unknown-field": job().model_dump_json()[:-1].encode() + f', "password": "{secret}"}}'.encode(),
         "future-version": job().model_dump_json().replace('"v":1', '"v":2').encode(),
         "not-a-job": b'{"v": 1, "hello": "' + secret.encode() + b'"}',
+        "a-snapshot-typed-job": job().model_dump_json().encode(),  # decoded by its type: invalid
+        "unknown-type": job().model_dump_json().encode(),
+        "no-type": job().model_dump_json().encode(),
     }
+    types = {"a-snapshot-typed-job": "snapshot", "unknown-type": "launch", "no-type": None}
     with capture_logs() as logs:
         await (await buses(agent_settings)).consume_jobs(got)
         async with raw_channel() as channel:
             for name, body in bad.items():
                 await channel.default_exchange.publish(
-                    aio_pika.Message(body, message_id=f"{agent_settings.host}-{name}"),
+                    aio_pika.Message(body, message_id=f"{agent_settings.host}-{name}",
+                                     type=types.get(name, "job")),
                     job_queue(agent_settings.host))
         good = job()
         await (await buses()).publish_job(agent_settings.host, good)
@@ -221,6 +226,36 @@ async def test_invalid_messages_are_dead_lettered_and_logged_without_content_and
                 if (message.message_id or "").startswith(agent_settings.host + "-"):
                     found.add(message.message_id.removeprefix(agent_settings.host + "-"))
     assert found == set(bad)
+
+
+async def test_a_snapshot_request_reaches_the_hosts_consumer_in_order_with_its_jobs(buses):
+    agent_settings = settings()
+    got: list[JobMessage | SnapshotRequest] = []
+    arrived = asyncio.Event()
+
+    async def handler(message: JobMessage | SnapshotRequest) -> None:
+        got.append(message)
+        arrived.set()
+
+    await (await buses(agent_settings)).consume_jobs(handler)
+    controller = await buses()
+    first, last = job(1), job(2)
+    request = SnapshotRequest(host=agent_settings.host, after_seq=41)
+    await controller.publish_job(agent_settings.host, first)
+    await controller.request_snapshot(request)
+    await controller.publish_job(agent_settings.host, last)
+    async with asyncio.timeout(WAIT_S):
+        while len(got) < 3:
+            arrived.clear()
+            await arrived.wait()
+    assert got == [first, request, last]
+
+
+async def test_a_snapshot_request_for_a_host_without_a_queue_is_refused(buses):
+    controller = await buses()
+    with pytest.raises(JobUnroutable):
+        await controller.request_snapshot(SnapshotRequest(host=f"nohost-{uuid.uuid4().hex[:8]}",
+                                                          after_seq=0))
 
 
 async def test_a_job_for_a_host_without_a_queue_is_refused_not_lost(buses):

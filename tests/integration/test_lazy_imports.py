@@ -2,7 +2,8 @@
 what the daemon's start imports (`python -m agent ... serve` goes through agent.cli, then
 agent.app and a listener's uvicorn config) leaves out the libraries of features used
 later or never: the console's WebSockets, keypairs' cryptography, port_security's
-nftables, networks' pyroute2, injection's libguestfs, webhooks' httpx. Each check runs in
+nftables, networks' pyroute2, injection's libguestfs, webhooks' httpx,
+the fleet's aio-pika (single-host mode never loads it). Each check runs in
 a fresh interpreter (a subprocess: this one has imported them all)."""
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
-LOADED_LATER = ("websockets", "cryptography", "nftables", "pyroute2", "guestfs", "httpx")
+# aio_pika/aiormq: the fleet's broker (issue 12), loaded only when [amqp] is configured.
+LOADED_LATER = ("websockets", "cryptography", "nftables", "pyroute2", "guestfs", "httpx",
+                "aio_pika", "aiormq")
 
 _DAEMON_START = """
 import json, sys

@@ -40,6 +40,7 @@ from agent.protocols import (
     check_task,
     job_advanced,
 )
+from tests.unit.fakes.store_fleet import FleetAdoptionMixin
 
 _SERVER_FIELDS = frozenset(Server.model_fields)
 _SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at", "reservation_id"})
@@ -88,7 +89,7 @@ async def _turn() -> None:
     await asyncio.sleep(0)
 
 
-class MemoryStore:
+class MemoryStore(FleetAdoptionMixin):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._servers: dict[UUID, Server] = {}
