@@ -163,6 +163,10 @@ class BusClosed(AgentError):
     published."""
 
 
+class ServerGroupNotFound(NotFound):
+    """A server group that does not exist (or is another project's) (-> 404)."""
+
+
 class HostNotFound(NotFound):
     """A hypervisor host the controller has never heard of (issue 12)."""
 
