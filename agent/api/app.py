@@ -29,6 +29,7 @@ from agent.api import (
     routes_metrics,
     routes_network,
     routes_quotas,
+    routes_server_groups,
     routes_server_info,
     routes_servers,
     versions,
@@ -84,7 +85,7 @@ def _operation_id_with_project(route: APIRoute) -> str:
 
 COMPUTE_ROUTERS = (routes_servers.router, routes_actions.router, routes_metadata.router,
                    routes_server_info.router, routes_catalog.router, routes_events.router,
-                   routes_keypairs.router, routes_quotas.router)
+                   routes_keypairs.router, routes_quotas.router, routes_server_groups.router)
 NETWORK_ROUTERS = (routes_network.router, routes_quotas.network_router)
 NETWORK_PREFIX = "/v2.0"  # Neutron's API, beside the compute API (no project id in its paths)
 
