@@ -38,6 +38,7 @@ class HostUsage:
     ram_mb: int = 0
     disk_gb: int = 0
     servers: int = 0
+    busy: int = 0  # servers with a task under way (Nova's current_workload)
 
 
 def usage_by_host(servers: Iterable[Server], flavors: FlavorCatalog) -> dict[str, HostUsage]:
@@ -48,13 +49,14 @@ def usage_by_host(servers: Iterable[Server], flavors: FlavorCatalog) -> dict[str
     for server in servers:
         if not server.host or server.deleted_at is not None:
             continue
-        t = totals.setdefault(server.host, [0, 0, 0, 0])
+        t = totals.setdefault(server.host, [0, 0, 0, 0, 0])
         flavor = by_id.get(server.flavor_id)
         if flavor is not None:
             t[0] += flavor.vcpus
             t[1] += flavor.ram
             t[2] += flavor.disk
         t[3] += 1
+        t[4] += server.task_state is not None
     return {host: HostUsage(*t) for host, t in totals.items()}
 
 
