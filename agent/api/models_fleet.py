@@ -55,6 +55,19 @@ class HypervisorSummary(_Out):
     status: str
 
 
+class HypervisorServer(_Out):
+    name: str
+    uuid: str
+
+
+class HypervisorWithServers(HypervisorSummary):
+    servers: list[HypervisorServer] | None = None
+
+
+class HypervisorServersIndex(_Out):
+    hypervisors: list[HypervisorWithServers]
+
+
 class HypervisorService(_Out):
     id: int
     host: str

@@ -136,6 +136,39 @@ async def hypervisor_statistics(request: Request, ctx: Ctx) -> JSONResponse:
     return JSONResponse({"hypervisor_statistics": totals})
 
 
+def _matching(admin: HostAdmin, pattern: str) -> list[HostView]:
+    found = admin.matching(pattern)
+    if not found:
+        raise ApiFault(404, f"No hypervisor matching '{pattern[:64]}' could be found.")
+    return found
+
+
+@router.get("/os-hypervisors/{hypervisor_hostname_pattern}/search",
+            response_model=models_fleet.HypervisorIndex, responses=models.READ_ERRORS,
+            summary="The hypervisors whose name contains the pattern")
+async def search_hypervisors(request: Request, ctx: Ctx,
+                             hypervisor_hostname_pattern: str) -> JSONResponse:
+    admin = admin_of(request, ctx, "os-hypervisors:search")
+    return JSONResponse({"hypervisors": [
+        hypervisor_summary(h) for h in _matching(admin, hypervisor_hostname_pattern)]})
+
+
+@router.get("/os-hypervisors/{hypervisor_hostname_pattern}/servers",
+            response_model=models_fleet.HypervisorServersIndex, responses=models.READ_ERRORS,
+            summary="The servers on the hypervisors whose name contains the pattern")
+async def hypervisor_servers(request: Request, ctx: Ctx,
+                             hypervisor_hostname_pattern: str) -> JSONResponse:
+    admin = admin_of(request, ctx, "os-hypervisors:servers")
+    out = []
+    for host in _matching(admin, hypervisor_hostname_pattern):
+        view = hypervisor_summary(host)
+        servers = admin.servers_on(host.name)
+        if servers:  # as Nova's view: the key only when there are some
+            view["servers"] = [{"name": s.name, "uuid": str(s.id)} for s in servers]
+        out.append(view)
+    return JSONResponse({"hypervisors": out})
+
+
 @router.get("/os-hypervisors/{hypervisor_id}", response_model=models_fleet.HypervisorShow,
             responses=models.READ_ERRORS, summary="Show a hypervisor")
 async def show_hypervisor(request: Request, ctx: Ctx, hypervisor_id: str) -> JSONResponse:

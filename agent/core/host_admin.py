@@ -14,6 +14,7 @@ from agent.core.flavors import FlavorCatalog
 from agent.core.placement import HostUsage, usage_by_host
 from agent.errors import HostNotFound, InvalidInput
 from agent.model.fleet import HostRecord
+from agent.model.server import Server
 from agent.protocols import HostRegistry, Store
 
 COMPUTE_BINARY = "nova-compute"  # what every host of the fleet is, in Nova's words
@@ -67,6 +68,15 @@ class HostAdmin:
             if view.id == host_id:
                 return view
         raise HostNotFound(f"Hypervisor with ID '{host_id}' could not be found.")
+
+    def matching(self, pattern: str) -> list[HostView]:
+        """Hosts whose name contains `pattern` (Nova's hypervisor search: LIKE %pattern%)."""
+        return [h for h in self.hosts() if pattern in h.name]
+
+    def servers_on(self, host: str) -> list[Server]:
+        """The controller's servers (not deleted) placed on the host, oldest first."""
+        return sorted((s for s in self.store.list_servers() if s.host == host),
+                      key=lambda s: (s.created_at, str(s.id)))
 
     async def set_enabled(self, host: str, binary: str, enabled: bool,
                           reason: str | None = None) -> HostRecord:

@@ -194,3 +194,20 @@ async def test_the_controllers_document_has_the_routes_with_and_without_project_
     assert {"/v2.1/os-services", "/v2.1/{project_id}/os-services/{action}",
             "/v2.1/os-hypervisors/statistics", "/v2.1/{project_id}/os-hypervisors/{hypervisor_id}",
             } <= set(paths)
+
+
+async def test_search_and_servers_match_host_names_as_nova_does(fleet: Env):
+    sid = (await fleet.create(name="web"))["id"]
+    await fleet.store.update_server(fleet.server(sid).id, {"host": "hv2"}, cause="placed")
+    found = await fleet.client.get("/v2.1/os-hypervisors/hv/search", headers=ADMIN)
+    models_fleet.HypervisorIndex.model_validate(found.json())
+    assert [h["hypervisor_hostname"] for h in found.json()["hypervisors"]] == ["hv1", "hv2"]
+    servers = await fleet.client.get("/v2.1/os-hypervisors/hv/servers", headers=ADMIN)
+    models_fleet.HypervisorServersIndex.model_validate(servers.json())
+    assert [h.get("servers") for h in servers.json()["hypervisors"]] == [
+        None, [{"name": "web", "uuid": sid}]]
+    for what in ("search", "servers"):
+        assert fault(await fleet.client.get(f"/v2.1/os-hypervisors/xyz/{what}", headers=ADMIN),
+                     404, "itemNotFound") == "No hypervisor matching 'xyz' could be found."
+        assert "os-hypervisors:" + what in fault(await fleet.client.get(
+            f"/v2.1/os-hypervisors/hv/{what}", headers=ALICE), 403, "forbidden")
