@@ -19,6 +19,7 @@ from agent.model.job import Job, JobKind
 from agent.model.scheduling import GroupPolicy, SchedulerSettings, ServerGroup
 from agent.model.server import Server
 from agent.model.states import VmState
+from agent.protocols import Store
 from tests.unit.fakes.hosts import MemoryHostRegistry
 from tests.unit.fakes.images import FakeImageCatalog, make_image
 from tests.unit.fakes.store import MemoryStore
@@ -38,8 +39,8 @@ def beat(name: str, *, images: tuple[str, ...] = (str(IMAGE.uuid),), **kw: Any) 
 
 
 class Fleet:
-    def __init__(self) -> None:
-        self.store = MemoryStore()
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store if store is not None else MemoryStore()
         self.hosts = MemoryHostRegistry()
         self.placer = Placer(self.hosts, self.store, FLAVORS, SchedulerSettings(),
                              images=FakeImageCatalog([IMAGE]), now=lambda: NOW)
