@@ -191,9 +191,16 @@ async def test_a_single_agent_has_no_host_admin_routes(env: Env):
 
 async def test_the_controllers_document_has_the_routes_with_and_without_project_id(fleet: Env):
     paths = (await fleet.client.get("/openapi.json")).json()["paths"]
+    fleet_paths = {p: ops for p, ops in paths.items() if re.search("os-(services|hypervisors)", p)}
+    assert len(fleet_paths) == 2 * 8
     assert {"/v2.1/os-services", "/v2.1/{project_id}/os-services/{action}",
             "/v2.1/os-hypervisors/statistics", "/v2.1/{project_id}/os-hypervisors/{hypervisor_id}",
-            } <= set(paths)
+            } <= set(fleet_paths)
+    for path, ops in fleet_paths.items():
+        for op in ops.values():
+            assert op["security"] == [{"KeystoneToken": []}], path
+            assert {"400", "401", "403", "404", "default"} <= set(op["responses"]), path
+            assert "422" not in op["responses"], path
 
 
 async def test_search_and_servers_match_host_names_as_nova_does(fleet: Env):
