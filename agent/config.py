@@ -31,6 +31,7 @@ from agent.model.fleet import HostName
 from agent.model.network import Network
 from agent.model.passwords import PasswordPolicy
 from agent.model.requests import DEFAULT_NAME_TEMPLATE, Limits, check_name_template
+from agent.model.scheduling import SchedulerSettings
 
 DEFAULT_CONFIG_FILE = Path("/etc/compute-agent/agent.toml")
 ENV_PREFIX = "COMPUTE_AGENT_"
@@ -241,6 +242,8 @@ class Config(BaseModel):
     webhook_backoff_initial_s: float = Field(default=1.0, gt=0)
     webhook_backoff_max_s: float = Field(default=60.0, gt=0)
     amqp: AmqpConfig | None = None  # the fleet's broker; None: single-host mode
+    # [scheduler]: the controller's allocation ratios (Nova's defaults).
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
 
     @model_validator(mode="after")
     def _distinct_networks(self) -> Config:

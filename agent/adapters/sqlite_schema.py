@@ -136,8 +136,24 @@ _V6 = (
     "CREATE INDEX servers_host ON servers (host)",
 )
 
+# Server groups (Nova's /os-server-groups): one policy each. Their members are not a table:
+# they are the servers created with the hint {"group": id} (kept in scheduler_hints), so a
+# member is recorded in its server's own create transaction; the index finds them.
+_V_SERVER_GROUPS = (
+    """CREATE TABLE server_groups (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX server_groups_project ON server_groups (project_id, created_at)",
+    "CREATE INDEX servers_group ON servers (json_extract(scheduler_hints, '$.group'))",
+)
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V_SERVER_GROUPS)
 LATEST_VERSION = len(MIGRATIONS)
 
 

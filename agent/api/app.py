@@ -24,11 +24,13 @@ from agent.api import (
     routes_catalog,
     routes_console,
     routes_events,
+    routes_host_admin,
     routes_keypairs,
     routes_metadata,
     routes_metrics,
     routes_network,
     routes_quotas,
+    routes_server_groups,
     routes_server_info,
     routes_servers,
     versions,
@@ -40,6 +42,7 @@ from agent.api.view_cache import DetailFragments, ListAnswers
 from agent.core.console import Consoles
 from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
+from agent.core.host_admin import HostAdmin
 from agent.core.images import ImageService
 from agent.core.keypairs import KeypairService
 from agent.core.metrics import Metrics
@@ -74,6 +77,9 @@ class ApiDeps:
     answers: ListAnswers = field(default_factory=ListAnswers, repr=False)
     # Fleet mode (issue 12): the controller's URL; writes are refused with a 409 naming it.
     fleet_controller: str | None = None
+    # The fleet's hosts (/os-services, /os-hypervisors): the controller's; None on a single
+    # agent, which then has no such routes.
+    hosts: HostAdmin | None = None
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -86,18 +92,23 @@ def _operation_id_with_project(route: APIRoute) -> str:
 
 COMPUTE_ROUTERS = (routes_servers.router, routes_actions.router, routes_metadata.router,
                    routes_server_info.router, routes_catalog.router, routes_events.router,
-                   routes_keypairs.router, routes_quotas.router)
+                   routes_keypairs.router, routes_quotas.router, routes_server_groups.router)
+HOST_ADMIN_ROUTERS = (routes_host_admin.router,)  # only with ApiDeps.hosts (the controller)
 NETWORK_ROUTERS = (routes_network.router, routes_quotas.network_router)
 NETWORK_PREFIX = "/v2.0"  # Neutron's API, beside the compute API (no project id in its paths)
 
 
-def _route_methods() -> list[tuple[re.Pattern[str], frozenset[str]]]:
+def _compute_routers(deps: ApiDeps) -> tuple[APIRouter, ...]:
+    return COMPUTE_ROUTERS + (HOST_ADMIN_ROUTERS if deps.hosts is not None else ())
+
+
+def _route_methods(compute_routers: tuple[APIRouter, ...]) -> list[tuple[re.Pattern[str], frozenset[str]]]:
     """(path regex, methods) of every route, for the Allow header of a 405."""
     out = [(compile_path(r.path)[0], frozenset(r.methods))
            for r in (*versions.router.routes, *routes_metrics.router.routes) if isinstance(r, APIRoute)]
     for prefix in ("/v2.1", "/v2.1/{project_id}"):
         out += [(compile_path(prefix + r.path)[0], frozenset(r.methods))
-                for router in COMPUTE_ROUTERS for r in router.routes if isinstance(r, APIRoute)]
+                for router in compute_routers for r in router.routes if isinstance(r, APIRoute)]
     out += [(compile_path(NETWORK_PREFIX + r.path)[0], frozenset(r.methods))
             for router in NETWORK_ROUTERS for r in router.routes if isinstance(r, APIRoute)]
     return out
@@ -117,7 +128,8 @@ def create_api(deps: ApiDeps) -> FastAPI:
     install_error_handlers(app)
 
     compute = APIRouter()
-    for router in COMPUTE_ROUTERS:
+    compute_routers = _compute_routers(deps)
+    for router in compute_routers:
         compute.include_router(router)
 
     app.include_router(versions.router)
@@ -126,7 +138,7 @@ def create_api(deps: ApiDeps) -> FastAPI:
     app.include_router(routes_console.router, prefix="/v2.1")  # a WebSocket, not in OpenAPI
     for router in NETWORK_ROUTERS:
         app.include_router(router, prefix=NETWORK_PREFIX, generate_unique_id_function=_operation_id)
-    app.state.route_methods = _route_methods()
+    app.state.route_methods = _route_methods(compute_routers)
     app.include_router(compute, prefix="/v2.1/{project_id}",
                        dependencies=[Depends(check_project_in_path)],
                        generate_unique_id_function=_operation_id_with_project)

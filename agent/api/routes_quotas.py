@@ -22,7 +22,7 @@ router = APIRouter(tags=["quotas"])
 network_router = APIRouter(tags=["networks"])
 
 INJECTED_FILE_PATH_BYTES = 255  # Nova's default; personality paths are checked on their own
-KEY_PAIRS, SERVER_GROUPS, SERVER_GROUP_MEMBERS = 100, 10, 10  # as /limits shows them
+KEY_PAIRS = 100  # as /limits shows it
 UNLIMITED = -1
 
 
@@ -51,8 +51,9 @@ def _usage(deps: ApiDeps, project_id: str) -> dict[str, tuple[int, int]]:
         "key_pairs": (KEY_PAIRS, 0),
         "security_groups": (UNLIMITED, 0),
         "security_group_rules": (UNLIMITED, 0),
-        "server_groups": (SERVER_GROUPS, 0),
-        "server_group_members": (SERVER_GROUP_MEMBERS, 0),
+        "server_groups": (limits.max_server_groups, usage.server_groups),
+        # per group: no one figure of a project's use
+        "server_group_members": (limits.max_server_group_members, 0),
     }
 
 

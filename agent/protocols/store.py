@@ -17,6 +17,7 @@ from agent.model.fleet import Heartbeat, HostRecord, JobTicket
 from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.keypair import Keypair
 from agent.model.network import Port
+from agent.model.scheduling import ServerGroup
 from agent.model.server import Server
 from agent.model.states import TaskState, VmState
 
@@ -279,6 +280,23 @@ class Store(Protocol):
 
     async def delete_keypair(self, user_id: str, name: str) -> Keypair:
         """Delete the user's keypair of that name (KeypairNotFound); as it was."""
+        ...
+
+    # -- server groups (Nova's /os-server-groups). A group's members are the servers, not
+    # deleted, whose scheduler_hints["group"] is its id (str of the UUID): recorded by the
+    # server's own create, gone with its delete; read with the group, oldest first.
+    async def add_server_group(self, group: ServerGroup) -> ServerGroup:
+        """Insert a group (its members are ignored); the group as stored."""
+        ...
+
+    def get_server_group(self, group_id: UUID) -> ServerGroup | None: ...
+
+    def list_server_groups(self, project_id: str | None = None) -> list[ServerGroup]:
+        """The project's groups (None: every project's), oldest first."""
+        ...
+
+    async def delete_server_group(self, group_id: UUID) -> ServerGroup:
+        """Delete the group (ServerGroupNotFound); as it was. Its members' hints stay."""
         ...
 
     def close(self) -> None: ...

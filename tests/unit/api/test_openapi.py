@@ -47,8 +47,9 @@ async def test_every_route_is_documented_with_and_without_project_id(env: Env):
     network = {(f"{NETWORK_PREFIX}{r.path}", m.lower()) for router in NETWORK_ROUTERS
                for r in router.routes for m in r.methods}
     assert documented == expected | network
-    # new since 2.1's core: /ips, /os-server-password, /os-keypairs, /os-quota-sets, DELETE /images
-    assert len(expected) == 3 + 2 * 32
+    # new since 2.1's core: /ips, /os-server-password, /os-keypairs, /os-quota-sets, DELETE /images,
+    # /os-server-groups (4)
+    assert len(expected) == 3 + 2 * 36
     assert len(network) == 12
 
 
