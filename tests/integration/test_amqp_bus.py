@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import uuid
@@ -31,6 +30,7 @@ from agent.errors import JobUnroutable
 from agent.model.fleet import EventMessage, Heartbeat, JobMessage
 from agent.model.job import JobKind
 from agent.model.states import VmState
+from tests.support.broker import beam_pid, killed_broker, start_broker, wait_until_queue_survives_a_crash
 from tests.unit.core.test_event_feed import add_server
 
 pytestmark = pytest.mark.integration
@@ -229,25 +229,6 @@ async def test_a_job_for_a_host_without_a_queue_is_refused_not_lost(buses):
         await controller.publish_job(f"nohost-{uuid.uuid4().hex[:8]}", job())
 
 
-def _beam_pid() -> int:
-    status = subprocess.run(["rabbitmqctl", "status"], capture_output=True, text=True, timeout=60)
-    found = re.search(r"OS PID: (\d+)", status.stdout)
-    assert found, "rabbitmqctl status printed no OS PID"
-    return int(found.group(1))
-
-
-def _start_broker() -> None:
-    if subprocess.run(["rabbitmq-diagnostics", "-q", "ping"], capture_output=True).returncode == 0:
-        return
-    subprocess.run(["rabbitmq-server", "-detached"], check=True, capture_output=True, cwd="/")
-    for _ in range(120):
-        if subprocess.run(["rabbitmqctl", "-q", "await_startup", "--timeout", "5"],
-                          capture_output=True).returncode == 0:
-            return
-        subprocess.run(["sleep", "1"])
-    pytest.fail("RabbitMQ did not come back after the test restarted it")
-
-
 async def consuming_agent_and_controller(buses):
     """A host's agent consuming its queue into a Recorder, and a controller to publish."""
     agent_settings = settings()
@@ -257,15 +238,13 @@ async def consuming_agent_and_controller(buses):
     return agent_settings, agent, got, await buses()
 
 
-@pytest.mark.skip(reason="found at merge (2026-12-01): on RabbitMQ 3.10.8 (one node) the broker "
-                  "restarted after a SIGKILL often does not restart the test queue's quorum (Ra) "
-                  "member: declares and publishes time out ('not enough nodes online to reach a "
-                  "quorum'), also on a fresh mnesia dir. The publisher waits, as it must; the "
-                  "broker's recovery is the open question (issue 12)")
 async def test_jobs_published_while_the_broker_is_killed_and_restarted_all_arrive(buses):
+    """SIGKILL mid-stream: the publisher pauses and resends what was not confirmed, both
+    sides reconnect, and every job (confirmed before, during or after) reaches the agent."""
     agent_settings, agent, got, controller = await consuming_agent_and_controller(buses)
+    await asyncio.to_thread(wait_until_queue_survives_a_crash, agent_settings.vhost,
+                            job_queue(agent_settings.host))
     sent = [job(i) for i in range(1, 201)]
-    beam = await asyncio.to_thread(_beam_pid)
     confirmed: list[uuid.UUID] = []
 
     async def publish_all() -> None:
@@ -279,14 +258,13 @@ async def test_jobs_published_while_the_broker_is_killed_and_restarted_all_arriv
         async with asyncio.timeout(WAIT_S):
             while len(confirmed) < 10:
                 await asyncio.sleep(0.05)
-        os.kill(beam, 9)
-        assert len(confirmed) < len(sent), "the broker died only after every publish (test too slow)"
-        await asyncio.to_thread(_start_broker)
+        async with killed_broker():
+            assert len(confirmed) < len(sent), "the broker died only after every publish (test too slow)"
         async with asyncio.timeout(WAIT_S * 2):
             await publishing
     finally:
         publishing.cancel()
-        await asyncio.to_thread(_start_broker)  # never leave the broker down for others
+        await asyncio.to_thread(start_broker)  # never leave the broker down for others
     await got.until(lambda: {j.job_id for j in sent} <= {g.job_id for g in got.got})
     assert controller.connects >= 2 and agent.connects >= 2  # both noticed and came back
 
@@ -294,7 +272,7 @@ async def test_jobs_published_while_the_broker_is_killed_and_restarted_all_arriv
 async def test_a_silent_broker_is_noticed_by_amqp_heartbeats_and_a_publish_waits_for_its_return(buses):
     """SIGSTOP: the TCP connection stays open but nothing answers; only heartbeats tell."""
     agent_settings, agent, got, controller = await consuming_agent_and_controller(buses)
-    beam = await asyncio.to_thread(_beam_pid)
+    beam = await asyncio.to_thread(beam_pid)
     sent = job()
     os.kill(beam, signal.SIGSTOP)
     try:
