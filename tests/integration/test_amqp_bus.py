@@ -26,11 +26,12 @@ from agent.adapters.sqlite_store import SqliteStore
 from agent.config import AmqpConfig
 from agent.core.event_feed import EventNotifier
 from agent.core.fleet_events import CURSOR, FleetEventRelay
+from agent.core.fleet_heartbeats import send_heartbeats
 from agent.errors import JobUnroutable
 from agent.model.fleet import EventMessage, Heartbeat, JobMessage
 from agent.model.job import JobKind
 from agent.model.states import VmState
-from tests.support.broker import beam_pid, killed_broker, start_broker, wait_until_queue_survives_a_crash
+from tests.support.broker import beam_pid, killed_broker, queue_survives_a_crash, ra_names_file, start_broker
 from tests.unit.core.test_event_feed import add_server
 
 pytestmark = pytest.mark.integration
@@ -241,9 +242,14 @@ async def consuming_agent_and_controller(buses):
 async def test_jobs_published_while_the_broker_is_killed_and_restarted_all_arrive(buses):
     """SIGKILL mid-stream: the publisher pauses and resends what was not confirmed, both
     sides reconnect, and every job (confirmed before, during or after) reaches the agent."""
-    agent_settings, agent, got, controller = await consuming_agent_and_controller(buses)
-    await asyncio.to_thread(wait_until_queue_survives_a_crash, agent_settings.vhost,
-                            job_queue(agent_settings.host))
+    names = await asyncio.to_thread(ra_names_file)
+    agent_settings, got = settings(), Recorder()
+    agent = await buses(agent_settings)
+    await agent.consume_jobs(got)
+    # The agent created its queue just now: consume_jobs returned only once the broker had
+    # it on disk (a queue killed earlier would come back leaderless and empty).
+    assert queue_survives_a_crash(agent_settings.vhost, job_queue(agent_settings.host), names)
+    controller = await buses()
     sent = [job(i) for i in range(1, 201)]
     confirmed: list[uuid.UUID] = []
 
@@ -267,6 +273,40 @@ async def test_jobs_published_while_the_broker_is_killed_and_restarted_all_arriv
         await asyncio.to_thread(start_broker)  # never leave the broker down for others
     await got.until(lambda: {j.job_id for j in sent} <= {g.job_id for g in got.got})
     assert controller.connects >= 2 and agent.connects >= 2  # both noticed and came back
+
+
+async def test_a_heartbeat_loop_resumes_after_the_broker_is_killed_and_restarted(buses):
+    """The agent's send_heartbeats loop over the bus: after a crash of the broker, fresh
+    heartbeats (read after it is back) reach the controller's listener again."""
+    host = f"test-{uuid.uuid4().hex[:10]}"
+    seen: list[Heartbeat] = []
+
+    async def listen(message: EventMessage | Heartbeat) -> None:
+        if isinstance(message, Heartbeat) and message.host == host:
+            seen.append(message)
+
+    async def read() -> Heartbeat:
+        return Heartbeat(host=host, vcpus=2, ram_mb=24000, disk_total_gb=100, disk_used_gb=7,
+                         running_servers=0, virt_type="qemu", images=[], sent_at=datetime.now(UTC),
+                         interval_s=1)
+
+    controller = await buses()
+    await controller.consume_fleet(listen)
+    agent = await buses(settings(host))
+    beating = asyncio.create_task(send_heartbeats(agent, read, interval_s=1))
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while not seen:
+                await asyncio.sleep(0.1)
+        async with killed_broker():
+            pass
+        back = datetime.now(UTC)
+        async with asyncio.timeout(WAIT_S):
+            while not any(beat.sent_at >= back for beat in seen):
+                await asyncio.sleep(0.1)
+    finally:
+        beating.cancel()
+    assert agent.connects >= 2 and controller.connects >= 2
 
 
 async def test_a_silent_broker_is_noticed_by_amqp_heartbeats_and_a_publish_waits_for_its_return(buses):

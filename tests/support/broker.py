@@ -88,9 +88,10 @@ def ra_server_name(vhost: str, queue: str) -> str:
     return f"{vhost.replace('/', '%2F')}_{queue}"
 
 
-def _ra_data_dir() -> Path:
+def ra_names_file() -> Path:
+    """Where the broker keeps its quorum queues' Ra member names (asked once: ~1 s)."""
     out = _run("rabbitmqctl", "eval", "maps:get(data_dir, ra_system:fetch(quorum_queues)).").stdout
-    return Path(out.strip().strip('"'))
+    return Path(out.strip().strip('"')) / "names.dets"
 
 
 def wait_until_queue_survives_a_crash(vhost: str, queue: str, timeout: float = 60) -> None:
@@ -102,12 +103,18 @@ def wait_until_queue_survives_a_crash(vhost: str, queue: str, timeout: float = 6
     empty member that waits for an election nobody triggers: the queue stays leaderless
     and what it held is orphaned. A host's job queue lives for days, so a test that kills
     the broker waits for this first, as any real queue would have."""
-    names = _ra_data_dir() / "names.dets"
-    wanted = ra_server_name(vhost, queue).encode()
+    names = ra_names_file()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if wanted in names.read_bytes():
-                return
+    while not queue_survives_a_crash(vhost, queue, names):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{queue}: its Ra member is not on disk after {timeout:.0f} s")
         time.sleep(0.1)
-    raise RuntimeError(f"{queue}: its Ra member is not on disk after {timeout:.0f} s ({names})")
+
+
+def queue_survives_a_crash(vhost: str, queue: str, names: Path) -> bool:
+    """Whether the broker has written the quorum queue's Ra member name to disk yet
+    (`names`: ra_names_file())."""
+    try:
+        return ra_server_name(vhost, queue).encode() in names.read_bytes()
+    except OSError:
+        return False
