@@ -84,7 +84,7 @@ def test_only_the_amqp_adapter_imports_the_amqp_client():
             if any(n.split(".")[0] in ("aio_pika", "aiormq") or n == "agent.adapters.amqp_bus"
                    for n in names):
                 importers.add(path.relative_to(AGENT).as_posix())
-    assert importers == {"adapters/amqp_bus.py"}
+    assert importers == {"adapters/amqp_bus.py", "adapters/amqp_probe.py"}  # the bus; doctor's probe
 
 
 async def test_without_a_broker_publishes_wait_bounded_and_close_releases_them_with_bus_closed(tmp_path):
