@@ -378,7 +378,7 @@ class AmqpBus:
         async def start(link: _Link) -> None:
             created: list[str] = []
             queue = await self._declare_queue(link.connection, link.channel, queue_name, arguments, created)
-            await self._settle_new_queues(created)  # no job is routed to it before
+            await self._settle_new_queues(created)  # consume_jobs returns once it is safe
             await queue.consume(deliver, no_ack=False)
 
         async with self._starters_lock:
