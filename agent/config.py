@@ -143,7 +143,9 @@ class AmqpConfig(BaseModel):
     host: HostName | None = None
     prefetch: int = Field(default=8, ge=1, le=1000)  # jobs delivered but not yet acked
     reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)  # backoff with jitter ...
-    reconnect_max_s: float = Field(default=30.0, gt=0, le=600)     # ... capped here
+    # ... capped here: the longest a host stays away from a broker that is back. A refused
+    # connect every few seconds costs a booting broker nothing (it listens only once booted).
+    reconnect_max_s: float = Field(default=5.0, gt=0, le=600)
     # Publishes that may wait for a lost connection at once; more callers wait for a slot.
     max_pending_publishes: int = Field(default=1000, ge=1, le=100000)
     # The agent fetches each job's ticket (its inputs) from the controller here:
