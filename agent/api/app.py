@@ -13,7 +13,10 @@ both; a project id in the URL must be the token's, as in Nova, even for an admin
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
@@ -36,6 +39,7 @@ from agent.api import (
     versions,
 )
 from agent.api.auth import TokenInfo, check_project_in_path
+from agent.api.doc_router import DocRouter
 from agent.api.errors import install_error_handlers
 from agent.api.middleware import ApiMiddleware
 from agent.api.view_cache import DetailFragments, ListAnswers
@@ -114,34 +118,54 @@ def _route_methods(compute_routers: tuple[APIRouter, ...]) -> list[tuple[re.Patt
     return out
 
 
-def create_api(deps: ApiDeps) -> FastAPI:
-    app = FastAPI(
-        title="compute-agent Compute API",
-        version=versions.MICROVERSION,
-        description="OpenStack Compute API v2.1 (no microversions) for the servers of one host.",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url="/openapi.json",
-        redirect_slashes=False,
-    )
-    app.state.deps = deps
-    install_error_handlers(app)
+_APP_INFO: dict[str, Any] = {
+    "title": "compute-agent Compute API",
+    "version": versions.MICROVERSION,
+    "description": "OpenStack Compute API v2.1 (no microversions) for the servers of one host.",
+}
 
+
+def _include_routers(app: FastAPI, compute_routers: tuple[APIRouter, ...],
+                     router: Callable[[APIRouter], APIRouter]) -> None:
+    """Every route, each router passed through `router` (the documented twins for the
+    OpenAPI document, the routers themselves for serving)."""
     compute = APIRouter()
-    compute_routers = _compute_routers(deps)
-    for router in compute_routers:
-        compute.include_router(router)
-
-    app.include_router(versions.router)
-    app.include_router(routes_metrics.router)
+    for r in compute_routers:
+        compute.include_router(router(r))
+    app.include_router(router(versions.router))
+    app.include_router(router(routes_metrics.router))
     app.include_router(compute, prefix="/v2.1", generate_unique_id_function=_operation_id)
     app.include_router(routes_console.router, prefix="/v2.1")  # a WebSocket, not in OpenAPI
-    for router in NETWORK_ROUTERS:
-        app.include_router(router, prefix=NETWORK_PREFIX, generate_unique_id_function=_operation_id)
-    app.state.route_methods = _route_methods(compute_routers)
+    for r in NETWORK_ROUTERS:
+        app.include_router(router(r), prefix=NETWORK_PREFIX, generate_unique_id_function=_operation_id)
     app.include_router(compute, prefix="/v2.1/{project_id}",
                        dependencies=[Depends(check_project_in_path)],
                        generate_unique_id_function=_operation_id_with_project)
+
+
+def _documented(r: APIRouter) -> APIRouter:
+    return r.documented() if isinstance(r, DocRouter) else r
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The document, built once on first request from a twin of the app whose routes are
+    declared with their response models and fault responses (agent/api/doc_router.py)."""
+    if app.openapi_schema is None:
+        twin = FastAPI(**_APP_INFO)
+        _include_routers(twin, _compute_routers(app.state.deps), _documented)
+        app.openapi_schema = twin.openapi()
+    return app.openapi_schema
+
+
+def create_api(deps: ApiDeps) -> FastAPI:
+    app = FastAPI(**_APP_INFO, docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+                  redirect_slashes=False)
+    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
+    app.state.deps = deps
+    install_error_handlers(app)
+    compute_routers = _compute_routers(deps)
+    _include_routers(app, compute_routers, lambda r: r)
+    app.state.route_methods = _route_methods(compute_routers)
     app.add_middleware(routes_metrics.RequestMetrics, metrics=deps.metrics)  # inside ApiMiddleware
     app.add_middleware(ApiMiddleware, deps=deps)
     return app

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from agent.api import models, models_catalog
 from agent.api.auth import Ctx, deps_of
+from agent.api.doc_router import DocRouter
 from agent.api.errors import ApiFault
 from agent.model.requests import RequestContext
 
 if TYPE_CHECKING:
     from agent.api.app import ApiDeps
 
-router = APIRouter(tags=["quotas"])
-network_router = APIRouter(tags=["networks"])
+router = DocRouter(tags=["quotas"])
+network_router = DocRouter(tags=["networks"])
 
 INJECTED_FILE_PATH_BYTES = 255  # Nova's default; personality paths are checked on their own
 KEY_PAIRS = 100  # as /limits shows it

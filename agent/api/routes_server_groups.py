@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from agent.api import models, models_fleet
 from agent.api.auth import Ctx, deps_of
+from agent.api.doc_router import DocRouter
 from agent.api.schemas_fleet import ServerGroupCreateBody
 from agent.core.server_groups import ServerGroupService
 from agent.model.scheduling import ServerGroup
 
-router = APIRouter(tags=["server groups"])
+router = DocRouter(tags=["server groups"])
 
 
 def groups_of(request: Request) -> ServerGroupService:

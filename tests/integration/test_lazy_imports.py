@@ -59,3 +59,25 @@ print(json.dumps([before, type(proto).__module__, "websockets" in sys.modules]))
     assert json.loads(out.strip().splitlines()[-1]) == [
         False, "uvicorn.protocols.websockets.websockets_impl", True]
 
+
+
+def test_the_daemons_entry_point_leaves_rich_out_though_installed(tmp_path: Path):
+    """structlog imports rich whenever it is installed (the test extra brings it): the
+    `serve` command marks it absent before structlog loads, on the path that both
+    `python -m agent` and the `compute-agent` script of the systemd unit take (it used to
+    be done in agent/__main__.py only, so the unit's daemon loaded rich: +3.5 MiB)."""
+    bad = tmp_path / "agent.toml"
+    bad.write_text("this is not = = toml\n")
+    code = f"""
+import importlib.util, json, sys
+from agent.cli import main
+installed = importlib.util.find_spec("rich") is not None
+code = main(["--config", {str(bad)!r}, "serve"])
+print(json.dumps([installed, code, "structlog" in sys.modules, sys.modules.get("rich") is not None]))
+"""
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=REPO, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    installed, status, structlog_loaded, rich_loaded = json.loads(out.strip().splitlines()[-1])
+    if not installed:
+        pytest.skip("rich is not installed here: nothing to leave out")
+    assert (status, structlog_loaded, rich_loaded) == (2, True, False)
