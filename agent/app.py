@@ -38,7 +38,13 @@ from agent.log import configure_logging
 from agent.model.host import CheckResult
 from agent.model.image import Image
 from agent.model.requests import RequestContext
-from agent.wiring import build_agent, configure_webhooks, report_quarantine, warm_for_images
+from agent.wiring import (
+    build_agent,
+    configure_webhooks,
+    fleet_link,
+    report_quarantine,
+    warm_for_images,
+)
 
 log = structlog.get_logger("agent.app")
 
@@ -206,6 +212,7 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     loop = asyncio.get_running_loop()
     install_event_loop(loop)  # before any libvirt connection is opened
     agent = build_agent(config)
+    fleet = fleet_link(agent)  # a fleet mode without its controller URL or token stops here
     # Before the API listens and any job resumes: nothing may create a guest meanwhile.
     stale = kill_stale_appliances(config.instances_dir)
     if stale:
@@ -220,6 +227,8 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners]
     resumed = agent.runner.resume_all()
     agent.configure_webhooks(config)  # delivery tasks: each resumes from its durable cursor
+    if fleet is not None:  # jobs from the broker once the runner can take them
+        await fleet.start()
     events = LibvirtEventSource(config.libvirt_uri)
     background = [asyncio.create_task(agent.monitor.run()), asyncio.create_task(
         events.run(agent.monitor.notify, agent.monitor.connection_changed)),
@@ -235,6 +244,7 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     gc.collect()
     gc.freeze()
     log.info("agent.ready", socket=str(config.socket_path), tcp=config.api_listen,
+             fleet_host=fleet.host if fleet else None,
              jobs_resumed=resumed, orphans_removed=len(swept.domains_removed) + len(swept.dirs_removed),
              quarantined=len(swept.quarantined),
              reconcile_s=round(loop.time() - reconcile_started, 3))
@@ -248,6 +258,8 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     for server, _ in listeners:
         server.should_exit = True
     agent.notifier.close()  # ends event streams and long polls, so the listeners can stop
+    if fleet is not None:  # no job comes in while the runner stops (unacked ones come again)
+        await fleet.close()
     await agent.runner.stop(timeout=STOP_TIMEOUT_S)
     # A job paused mid-injection leaves its appliance working in a thread that the exit
     # waits for (minutes for a big batch): end it; the job redoes that disk on restart.

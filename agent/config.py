@@ -31,6 +31,7 @@ from agent.model.fleet import HostName
 from agent.model.network import Network
 from agent.model.passwords import PasswordPolicy
 from agent.model.requests import DEFAULT_NAME_TEMPLATE, Limits, check_name_template
+from agent.model.scheduling import SchedulerSettings
 
 DEFAULT_CONFIG_FILE = Path("/etc/compute-agent/agent.toml")
 ENV_PREFIX = "COMPUTE_AGENT_"
@@ -142,12 +143,36 @@ class AmqpConfig(BaseModel):
     host: HostName | None = None
     prefetch: int = Field(default=8, ge=1, le=1000)  # jobs delivered but not yet acked
     reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)  # backoff with jitter ...
-    reconnect_max_s: float = Field(default=30.0, gt=0, le=600)     # ... capped here
+    # ... capped here: the longest a host stays away from a broker that is back. A refused
+    # connect every few seconds costs a booting broker nothing (it listens only once booted).
+    reconnect_max_s: float = Field(default=5.0, gt=0, le=600)
     # Publishes that may wait for a lost connection at once; more callers wait for a slot.
     max_pending_publishes: int = Field(default=1000, ge=1, le=100000)
-    # The fleet's shared secret (root-only, made by setup): agents send it to fetch job
-    # tickets from the controller (X-Fleet-Token), which compares it in constant time.
+    # The agent fetches each job's ticket (its inputs) from the controller here:
+    # http(s)://HOST[:PORT][/prefix]; an agent in fleet mode needs it, the controller not.
+    controller_url: str | None = Field(default=None, max_length=2048)
+    # The secret shared by the controller and its agents (header X-Fleet-Token), one line
+    # in a root-only file that setup makes; read at start, never logged.
     fleet_token_file: Path = Path("/etc/compute-agent/fleet.secret")
+
+    @field_validator("controller_url")
+    @classmethod
+    def _controller_http(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        try:
+            parts = urlsplit(url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("amqp: controller_url must be http:// or https:// with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("amqp: controller_url must not hold user info; the agent "
+                             "authenticates with fleet_token_file")
+        if parts.query or parts.fragment:
+            raise ValueError("amqp: controller_url must not have a query or fragment")
+        return url.rstrip("/")
 
     @model_validator(mode="after")
     def _no_password_in_url(self) -> AmqpConfig:
@@ -219,6 +244,8 @@ class Config(BaseModel):
     webhook_backoff_initial_s: float = Field(default=1.0, gt=0)
     webhook_backoff_max_s: float = Field(default=60.0, gt=0)
     amqp: AmqpConfig | None = None  # the fleet's broker; None: single-host mode
+    # [scheduler]: the controller's allocation ratios (Nova's defaults).
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
 
     @model_validator(mode="after")
     def _distinct_networks(self) -> Config:

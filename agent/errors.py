@@ -163,6 +163,15 @@ class BusClosed(AgentError):
     published."""
 
 
+class ControllerUnavailable(AgentError):
+    """The fleet's controller could not give a job's ticket now (unreachable, timed out,
+    refused our token, a 5xx, an invalid answer): the job is taken again later."""
+
+
+class ServerGroupNotFound(NotFound):
+    """A server group that does not exist (or is another project's) (-> 404)."""
+
+
 class HostNotFound(NotFound):
     """A hypervisor host the controller has never heard of (issue 12)."""
 

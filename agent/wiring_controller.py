@@ -14,11 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.adapters.amqp_bus import AmqpBus, AmqpSettings
 from agent.adapters.console_files import LocalConsoleFiles
 from agent.adapters.image_catalog import WritableImageCatalog
 from agent.adapters.sqlite_store import SqliteStore
@@ -29,21 +28,25 @@ from agent.api.auth import TokenInfo
 from agent.config import Config
 from agent.core.console import Consoles, console_log, console_socket
 from agent.core.event_feed import EventFeed, EventNotifier, StreamSlots
-from agent.core.first_fit import FirstFitPlacer
 from agent.core.flavors import FlavorCatalog
 from agent.core.fleet_apply import FleetApplier
 from agent.core.fleet_dispatch import FleetDispatcher, Placer
 from agent.core.fleet_tickets import FleetTickets
+from agent.core.host_admin import HostAdmin
 from agent.core.images import ImageService
 from agent.core.keypairs import KeypairService
 from agent.core.metrics import Metrics
 from agent.core.networks import NetworkCatalog, PortService
+from agent.core.placement import Placer as SchedulerPlacer
 from agent.core.servers import ServerService
 from agent.core.webhooks import WebhookDispatcher
 from agent.errors import ConfigError
 from agent.log import configure_logging
 from agent.model.requests import RequestContext
 from agent.wiring import ApiServices, configure_webhooks, load_tokens
+
+if TYPE_CHECKING:
+    from agent.adapters.amqp_bus import AmqpBus
 
 log = structlog.get_logger("agent.controller")
 
@@ -76,6 +79,7 @@ class Controller:
     webhooks: WebhookDispatcher
     metrics: Metrics
     api_services: ApiServices
+    hosts: HostAdmin
     tokens: dict[str, TokenInfo] = field(default_factory=dict)
 
     def api(self, default_context: RequestContext | None) -> Any:
@@ -88,7 +92,7 @@ class Controller:
                                   host_id=self.config.fleet_host, tokens=self.tokens,
                                   default_context=default_context,
                                   body_timeout_s=self.config.http.body_timeout_s,
-                                  metrics=self.metrics, tickets=self.tickets))
+                                  metrics=self.metrics, tickets=self.tickets, hosts=self.hosts))
 
     def reload(self, reread: Callable[[], Config]) -> None:
         """SIGHUP: log level and format, tokens, webhooks (as the agent's)."""
@@ -109,20 +113,23 @@ class Controller:
 
 def build_controller(config: Config, placer: Placer | None = None,
                      bus: AmqpBus | None = None) -> Controller:
-    """`placer`: FirstFitPlacer over the controller's hosts unless given (the scheduler
-    replaces it); `bus`: the broker from `[amqp]` unless given (tests)."""
+    """`placer`: the scheduler (agent/core/placement.py) with the `[scheduler]` ratios
+    unless given; `bus`: the broker from `[amqp]` unless given (tests)."""
     if config.amqp is None:
         raise ConfigError("controller: the config has no [amqp] section (the fleet's broker)")
     config.state_dir.mkdir(parents=True, exist_ok=True)
     tickets_secret = read_fleet_token(config.amqp.fleet_token_file)
     store = SqliteStore(config.controller_database_path)
     if bus is None:
+        from agent.adapters.amqp_bus import AmqpBus, AmqpSettings  # aio-pika: a controller's
+
         bus = AmqpBus(AmqpSettings.from_config(config.amqp, config.fleet_host))
     # The catalog of images the fleet knows: the controller's image_dirs, the same images
     # the agents hold (each heartbeat names the ones a host has; placement checks it).
     images = WritableImageCatalog(*config.image_dirs)
     flavors = FlavorCatalog(config.flavors)
-    dispatcher = FleetDispatcher(store, bus, placer or FirstFitPlacer(store, images), flavors)
+    placer = placer or SchedulerPlacer(store, store, flavors, config.scheduler, images=images)
+    dispatcher = FleetDispatcher(store, bus, placer, flavors)
     service = ServerService(store, images, flavors, config.limits, config.password_policy,
                             kick=dispatcher.kick,
                             ports=PortService(store, NetworkCatalog(config.networks),
@@ -145,4 +152,4 @@ def build_controller(config: Config, placer: Placer | None = None,
         keypairs=KeypairService(store, CryptographySshKeys(), config.limits), consoles=consoles)
     return Controller(config, store, bus, service, dispatcher, FleetApplier(store, bus),
                       FleetTickets(store, tickets_secret), flavors, notifier, webhooks, metrics,
-                      api_services)
+                      api_services, HostAdmin(store, store, flavors))

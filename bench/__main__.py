@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import abuse, api_latency, debian_boot, injection, memory, provisioning, shutoff
+from bench import abuse, api_latency, broker_restart, debian_boot, injection, memory, provisioning, shutoff
 from bench.context import Context, load_average, make_context
 from bench.report import Figure, progress, write
 from bench.scratch import Scratch, sigterm_as_interrupt
@@ -34,6 +34,7 @@ def _command(name: str, args: argparse.Namespace) -> str:
                 f"--load-reference-seconds {args.load_reference_seconds:g}",
         "abuse": f"--abuse-seconds {args.abuse_seconds:g}",
         "debian": "",
+        "broker": "",
     }[name]
     return f"{PY} {name} {opts}".rstrip()
 
@@ -78,6 +79,10 @@ def _debian(ctx: Context, args: argparse.Namespace) -> list[Figure]:
     return debian_boot.debian_boot(ctx, _command("debian", args))
 
 
+def _broker(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return broker_restart.broker_restart(ctx, _command("broker", args))
+
+
 FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
     "injection": _injection,
     "batch": _batch,
@@ -88,6 +93,7 @@ FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
     "load": _load,
     "abuse": _abuse,
     "debian": _debian,
+    "broker": _broker,
 }
 
 

@@ -1,12 +1,18 @@
-"""The real daemon (`python -m agent serve`) on a state dir under the bench's scratch
-folder, answering on loopback TCP with a token made for this run, and the API calls
-the figures make: create servers, watch them to ACTIVE, delete them and wait until gone."""
+"""The real daemon on a state dir under the bench's scratch folder, answering on loopback
+TCP with a token made for this run, and the API calls the figures make: create servers,
+watch them to ACTIVE, delete them and wait until gone.
+
+The daemon runs as the systemd unit runs it: the `compute-agent` script (not `python -m
+agent`) with the unit's `Environment=` settings (MALLOC_ARENA_MAX), on this checkout's
+code (PYTHONPATH: the venv's editable install may point at another checkout)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -28,6 +34,30 @@ START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 POLL_S = 0.1
 CHECKPOINTS = (40, 60, 80, 100)  # progress values of the create workflow's steps
+
+
+UNIT_FILE = REPO / "systemd" / "compute-agent.service"
+
+
+def unit_environment(unit: Path = UNIT_FILE) -> dict[str, str]:
+    """The `Environment=` assignments of the systemd unit."""
+    env: dict[str, str] = {}
+    for line in unit.read_text().splitlines():
+        if line.startswith("Environment="):
+            for assignment in shlex.split(line.removeprefix("Environment=")):
+                key, _, value = assignment.partition("=")
+                env[key] = value
+    return env
+
+
+def daemon_command() -> list[str]:
+    """The console script the unit's ExecStart runs (installed beside this interpreter)."""
+    return [str(Path(sys.executable).with_name("compute-agent"))]
+
+
+def daemon_environment() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, **unit_environment(), "PYTHONPATH": path}
 
 
 def _free_port() -> int:
@@ -62,8 +92,9 @@ class BenchDaemon:
         with self.log.open("ab") as log:
             # Own session: a Ctrl-C reaches the bench, which then stops the daemon itself.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent", "--config", str(self.config), "serve"],
-                cwd=REPO, stdout=log, stderr=log, start_new_session=True)
+                [*daemon_command(), "--config", str(self.config), "serve"],
+                cwd=REPO, env=daemon_environment(), stdout=log, stderr=log,
+                start_new_session=True)
         try:
             poll(self._answers, START_TIMEOUT_S, what="daemon answering")
         except BaseException:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -32,19 +33,28 @@ from bench.timing import median
 SERVERS = 1000
 READS = 5
 START_RUNS = 3
-_FLOOR = ("import agent.app\n"
-          "for line in open('/proc/self/status'):\n"
-          "    if line.startswith('VmRSS:'): print(int(line.split()[1]) / 1024)\n")
+# What the daemon imports before its own code runs: rich marked absent as `serve` does
+# (agent/cli), then the composition root; and the same libraries without any agent code.
+_FLOOR = "import sys\nsys.modules.setdefault('rich', None)\nimport agent.app\n"
+_LIBRARIES = ("import sys\nsys.modules.setdefault('rich', None)\n"
+              "import asyncio, sqlite3, tomllib, structlog, pydantic, fastapi, uvicorn, re2\n"
+              "import uvicorn.protocols.http.httptools_impl, prometheus_client, libvirt, libvirtaio\n")
+_REPORT = ("\nfor line in open('/proc/self/status'):\n"
+           "    if line.startswith(('VmRSS:', 'RssAnon:')): print(int(line.split()[1]) / 1024)\n")
 
 
-def floor_rss() -> float:
-    out = subprocess.run([sys.executable, "-c", _FLOOR], cwd=REPO, capture_output=True,
-                         text=True, check=True, timeout=120).stdout
-    return float(out.strip())
+def floor_rss(code: str = _FLOOR) -> tuple[float, float]:
+    """(VmRSS, RssAnon) in MiB of a bare Python process that runs `code` and nothing else."""
+    out = subprocess.run([sys.executable, "-c", code + _REPORT], cwd=REPO, capture_output=True,
+                         text=True, check=True, timeout=120).stdout.split()
+    return float(out[0]), float(out[1])
 
 
-def daemon_rss(ctx: Context, name: str, servers: int) -> tuple[float, float]:
+def daemon_rss(ctx: Context, name: str, servers: int, images: bool = True) -> tuple[float, float]:
     daemon, _ = seeded_daemon(ctx.scratch, name, servers, ctx.image.uuid)
+    if not images:  # no image: no appliance warmed at start, libguestfs never loaded
+        config = daemon.config.read_text()
+        daemon.config.write_text(re.sub(r"(?m)^image_dirs = .*$", "image_dirs = []", config))
     with daemon, daemon.client() as api:
         wait_ready(daemon)
         for _ in range(READS if servers else 0):
@@ -96,8 +106,12 @@ def start_to_ready(scratch: Scratch, ctx: Context, name: str, servers: int) -> t
 
 
 def memory(ctx: Context, domains: int, command: str) -> list[Figure]:
-    floor = median([floor_rss() for _ in range(3)])
+    floors = [floor_rss() for _ in range(3)]
+    floor, floor_anon = median([f[0] for f in floors]), median([f[1] for f in floors])
+    libs = [floor_rss(_LIBRARIES) for _ in range(3)]
+    libs_rss, libs_anon = median([f[0] for f in libs]), median([f[1] for f in libs])
     idle, idle_anon = daemon_rss(ctx, "mem-idle", 0)
+    cold, cold_anon = daemon_rss(ctx, "mem-idle-no-image", 0, images=False)
     full, _ = daemon_rss(ctx, "mem-full", SERVERS)
     progress(f"memory: floor {floor:.1f} MiB, idle {idle:.1f} MiB, {SERVERS} servers {full:.1f} MiB")
     empty_t, full_t, empty_r, full_r = [], [], [], []
@@ -111,20 +125,28 @@ def memory(ctx: Context, domains: int, command: str) -> list[Figure]:
         progress(f"memory: start to ready {empty_t[-1]:.2f} s (0) vs {full_t[-1]:.2f} s "
                  f"({domains}); reconcile {empty_r[-1]:.3f} s vs {full_r[-1]:.3f} s")
     floor_label = "bare python importing agent.app (floor)"
+    libraries = (f"the libraries alone (asyncio, sqlite3, structlog, pydantic, FastAPI, uvicorn, "
+                 f"prometheus_client, libvirt, re2; no agent code): {libs_rss:.1f} MiB, RssAnon "
+                 f"{libs_anon:.1f}; importing agent.app: {floor:.1f}, RssAnon {floor_anon:.1f}; "
+                 f"the daemon idle with no image (so no appliance warmed at start): {cold:.1f}, "
+                 f"RssAnon {cold_anon:.1f}")
     return [
         Figure(key="memory-idle", title="6. Daemon resident memory, idle (no server)",
                agent_s=idle, reference_s=floor, reference_label=floor_label, target_max=64,
                target_on_agent=True, command=command, unit="MiB",
                notes=["VmRSS of the daemon process after `agent.ready` and a 2 s pause; the "
+                      "daemon runs as the systemd unit runs it (the compute-agent script, the "
+                      "unit's Environment=: MALLOC_ARENA_MAX=2); the "
                       "floor imports agent.app (FastAPI, uvicorn, pydantic, libvirt, structlog; "
                       "pyroute2, libguestfs, httpx, nftables, cryptography and websockets load on "
                       "first use) and does nothing. "
                       "The daemon has the test image, so it warms an appliance at start "
-                      "(libguestfs loaded)"]),
+                      "(libguestfs loaded)", libraries]),
         Figure(key="memory-idle-anon", title="6. Daemon anonymous memory (RssAnon), idle",
-               agent_s=idle_anon, reference_s=floor, reference_label=floor_label + " (VmRSS)",
+               agent_s=idle_anon, reference_s=floor_anon, reference_label=floor_label + " (RssAnon)",
                target_max=40, target_on_agent=True, command=command, unit="MiB",
-               notes=["RssAnon: the process's own memory, without mapped files and libraries"]),
+               notes=["RssAnon: the process's own memory, without mapped files and libraries",
+                      libraries]),
         Figure(key="memory-1000", title=f"6. Daemon resident memory, {SERVERS} servers in the store",
                agent_s=full, reference_s=floor, reference_label=floor_label, target_max=None,
                command=command, unit="MiB",

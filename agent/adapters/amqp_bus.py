@@ -33,12 +33,34 @@ from urllib.parse import unquote, urlsplit
 import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    DeliveryError,
+    PublishError,
+)
 
 from agent.config import AmqpConfig
 from agent.errors import BusClosed, ConfigError, JobUnroutable, Unroutable
-from agent.model.fleet import EventMessage, Heartbeat, InvalidMessage, JobMessage, _Wire, decode, encode
+from agent.model.fleet import (
+    EventMessage,
+    Heartbeat,
+    InvalidMessage,
+    JobMessage,
+    SnapshotRequest,
+    _Wire,
+    decode,
+    encode,
+)
+from agent.protocols.messaging import JobHandler
 
 log = structlog.get_logger("agent.amqp")
 
@@ -53,6 +75,12 @@ HEARTBEAT_TTL_MS = 60_000  # a heartbeat nobody read within a minute says nothin
 HEARTBEATS_MAX = 10_000
 PUBLISH_TIMEOUT_S = 30.0  # a confirm that never comes: treat as lost and send again
 RETRY_PAUSE_S = (0.05, 2.0)  # between publish attempts on a dying link: first, cap
+# RabbitMQ 3.10 (Ra 2.2) writes a new quorum queue's member name to disk (names.dets)
+# about a second after the declare (its dets write cache: 3 s at most). Killed before
+# that, the broker comes back with the member unknown, starts it as a new empty one that
+# waits for an election nobody triggers: the queue stays leaderless, what it held is
+# orphaned. So a queue this link created is used only after this long.
+NEW_QUEUE_SETTLE_S = 4.0
 
 QUORUM = {"x-queue-type": "quorum"}
 DEAD_LETTERED = {**QUORUM, "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
@@ -67,6 +95,11 @@ LINK_ERRORS = (AMQPError, aiormq.exceptions.AMQPError, ChannelInvalidStateError,
                OSError, asyncio.TimeoutError)
 
 M = TypeVar("M", bound=_Wire)
+
+# The AMQP message type of what travels on a host's job queue: the body is decoded by it.
+JOB_TYPE = "job"
+SNAPSHOT_TYPE = "snapshot"
+JOB_QUEUE_KINDS: dict[str, type[_Wire]] = {JOB_TYPE: JobMessage, SNAPSHOT_TYPE: SnapshotRequest}
 
 
 def job_queue(host: str) -> str:
@@ -107,7 +140,7 @@ class AmqpSettings:
     heartbeat_s: int = 10
     prefetch: int = 8
     reconnect_initial_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    reconnect_max_s: float = 5.0
     max_pending_publishes: int = 1000
 
     @classmethod
@@ -132,6 +165,7 @@ class AmqpSettings:
 class _Link:
     """One live connection's channel and exchanges; replaced as a whole on reconnect."""
 
+    connection: AbstractConnection
     channel: AbstractChannel
     fleet: AbstractExchange
 
@@ -214,7 +248,7 @@ class AmqpBus:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             channel.close_callbacks.add(lambda *_: lost.set())
             await channel.set_qos(prefetch_count=self._s.prefetch)
-            link = _Link(channel, await self._declare(channel))
+            link = _Link(connection, channel, await self._declare(connection, channel))
             async with self._starters_lock:
                 for start in self._starters:
                     await start(link)
@@ -236,18 +270,48 @@ class AmqpBus:
         """An error's type and text without the password (some errors quote the URL)."""
         return f"{type(e).__name__}: {e}".replace(self._s.password, "***")[:300]
 
-    async def _declare(self, channel: AbstractChannel) -> AbstractExchange:
+    async def _declare(self, connection: AbstractConnection, channel: AbstractChannel) -> AbstractExchange:
         kinds = aio_pika.ExchangeType
+        created: list[str] = []
         dlx = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, kinds.FANOUT, durable=True)
-        dead = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True, arguments=QUORUM)
+        dead = await self._declare_queue(connection, channel, DEAD_LETTER_QUEUE, QUORUM, created)
         await dead.bind(dlx)
         fleet = await channel.declare_exchange(FLEET_EXCHANGE, kinds.TOPIC, durable=True)
-        events = await channel.declare_queue(EVENTS_QUEUE, durable=True, arguments=EVENTS_QUEUE_ARGS)
+        events = await self._declare_queue(connection, channel, EVENTS_QUEUE, EVENTS_QUEUE_ARGS, created)
         await events.bind(fleet, "event.*")
-        beats = await channel.declare_queue(HEARTBEATS_QUEUE, durable=True,
-                                            arguments=HEARTBEATS_QUEUE_ARGS)
+        beats = await self._declare_queue(connection, channel, HEARTBEATS_QUEUE, HEARTBEATS_QUEUE_ARGS,
+                                          created)
         await beats.bind(fleet, "heartbeat.*")
+        await self._settle_new_queues(created)
         return fleet
+
+    async def _declare_queue(self, connection: AbstractConnection, channel: AbstractChannel, name: str,
+                             arguments: dict[str, Any], created: list[str]) -> AbstractQueue:
+        """Declare a durable queue; append its name to `created` if it did not exist."""
+        if not await self._queue_exists(connection, name):
+            created.append(name)
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+
+    @staticmethod
+    async def _queue_exists(connection: AbstractConnection, name: str) -> bool:
+        """A passive declare, on a channel of its own: a missing queue closes the channel
+        it was asked on, and the link's channel must stay open."""
+        probe = await connection.channel(publisher_confirms=False)
+        try:
+            await probe.declare_queue(name, passive=True)
+            return True
+        except ChannelNotFoundEntity:
+            return False
+        finally:
+            with contextlib.suppress(*LINK_ERRORS):
+                await probe.close()
+
+    async def _settle_new_queues(self, created: list[str]) -> None:
+        """Give queues this link created the time the broker needs to make them survive a
+        crash (NEW_QUEUE_SETTLE_S) before anyone is told the link is up."""
+        if created:
+            log.info("amqp.queues_created", queues=created, settle_s=NEW_QUEUE_SETTLE_S)
+            await asyncio.sleep(NEW_QUEUE_SETTLE_S)
 
     async def _usable_link(self) -> _Link:
         while True:
@@ -263,7 +327,7 @@ class AmqpBus:
     # --- publishing ---
 
     async def _publish(self, message: _Wire, routing_key: str, *, fleet: bool, persistent: bool,
-                       mandatory: bool, message_id: str) -> None:
+                       mandatory: bool, message_id: str, kind: str | None = None) -> None:
         body = encode(message)
         pause = RETRY_PAUSE_S[0]
         async with self._slots:
@@ -273,7 +337,7 @@ class AmqpBus:
                 try:
                     await exchange.publish(
                         aio_pika.Message(body, content_type="application/json", message_id=message_id,
-                                         type=type(message).__name__,
+                                         type=kind or type(message).__name__,
                                          delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent
                                          else aio_pika.DeliveryMode.NOT_PERSISTENT),
                         routing_key, mandatory=mandatory, timeout=PUBLISH_TIMEOUT_S)
@@ -295,9 +359,18 @@ class AmqpBus:
     async def publish_job(self, host: str, job: JobMessage) -> None:
         try:
             await self._publish(job, job_queue(host), fleet=False, persistent=True, mandatory=True,
-                                message_id=str(job.job_id))
+                                message_id=str(job.job_id), kind=JOB_TYPE)
         except Unroutable:
             raise JobUnroutable(f"host {host} has no job queue ({job_queue(host)})") from None
+
+    async def request_snapshot(self, request: SnapshotRequest) -> None:
+        try:
+            await self._publish(request, job_queue(request.host), fleet=False, persistent=True,
+                                mandatory=True, message_id=f"snapshot:{request.host}:{request.after_seq}",
+                                kind=SNAPSHOT_TYPE)
+        except Unroutable:
+            raise JobUnroutable(f"host {request.host} has no job queue "
+                                f"({job_queue(request.host)})") from None
 
     async def publish_event(self, event: EventMessage) -> None:
         await self._publish(event, f"event.{event.host}", fleet=True, persistent=True,
@@ -309,25 +382,31 @@ class AmqpBus:
 
     # --- consuming ---
 
-    async def consume_jobs(self, handler: Callable[[JobMessage], Awaitable[None]]) -> None:
-        await self._consume(job_queue(self._s.host), JOB_QUEUE_ARGS, lambda _key: JobMessage, handler)
+    async def consume_jobs(self, handler: JobHandler) -> None:
+        """Jobs and snapshot requests, each decoded by its AMQP type (JOB_QUEUE_KINDS); a
+        message of another type (or none) is dead-lettered as an invalid one."""
+        await self._consume(job_queue(self._s.host), JOB_QUEUE_ARGS,
+                            lambda message: JOB_QUEUE_KINDS.get(message.type or ""), handler)
 
     async def consume_fleet(self, handler: Callable[[EventMessage | Heartbeat], Awaitable[None]]) -> None:
-        await self._consume(EVENTS_QUEUE, EVENTS_QUEUE_ARGS, lambda _key: EventMessage, handler)
-        await self._consume(HEARTBEATS_QUEUE, HEARTBEATS_QUEUE_ARGS, lambda _key: Heartbeat, handler)
+        await self._consume(EVENTS_QUEUE, EVENTS_QUEUE_ARGS, lambda _message: EventMessage, handler)
+        await self._consume(HEARTBEATS_QUEUE, HEARTBEATS_QUEUE_ARGS, lambda _message: Heartbeat, handler)
 
     async def _consume(self, queue_name: str, arguments: dict[str, Any],
-                       kind_of: Callable[[str], type[M]], handler: Callable[[M], Awaitable[None]]) -> None:
+                       kind_of: Callable[[AbstractIncomingMessage], type[M] | None],
+                       handler: Callable[[M], Awaitable[None]]) -> None:
         """Consume `queue_name` now if connected, and again after every reconnect.
         Deliveries are handled one at a time, in order (prefetch only fills the pipe)."""
         in_order = asyncio.Lock()
 
         async def deliver(message: AbstractIncomingMessage) -> None:
             async with in_order:
-                await self._deliver(queue_name, message, kind_of(message.routing_key or ""), handler)
+                await self._deliver(queue_name, message, kind_of(message), handler)
 
         async def start(link: _Link) -> None:
-            queue = await link.channel.declare_queue(queue_name, durable=True, arguments=arguments)
+            created: list[str] = []
+            queue = await self._declare_queue(link.connection, link.channel, queue_name, arguments, created)
+            await self._settle_new_queues(created)  # consume_jobs returns once it is safe
             await queue.consume(deliver, no_ack=False)
 
         async with self._starters_lock:
@@ -335,9 +414,11 @@ class AmqpBus:
             if self._link is not None and self._link.usable:
                 await start(self._link)
 
-    async def _deliver(self, queue: str, message: AbstractIncomingMessage, kind: type[M],
+    async def _deliver(self, queue: str, message: AbstractIncomingMessage, kind: type[M] | None,
                        handler: Callable[[M], Awaitable[None]]) -> None:
         try:
+            if kind is None:  # the sender's text, cut short: a type name, not content
+                raise InvalidMessage(f"unknown message type {(message.type or '')[:32]!r}")
             decoded = decode(kind, message.body)
         except InvalidMessage as e:
             # The reason names fields, never their content (a job may carry secrets).
@@ -348,7 +429,7 @@ class AmqpBus:
         try:
             await handler(decoded)
         except Exception as e:
-            log.warning("amqp.handler_failed_requeued", queue=queue, kind=kind.__name__,
+            log.warning("amqp.handler_failed_requeued", queue=queue, kind=type(decoded).__name__,
                         job_id=str(getattr(decoded, "job_id", "")) or None,
                         seq=getattr(decoded, "seq", None), error=type(e).__name__)
             await asyncio.sleep(HANDLER_RETRY_DELAY_S)

@@ -182,5 +182,12 @@ def host_checks(config: Config, *, guestfs: bool = True) -> list[tuple[str, Call
         ("libguestfs", check_guestfs), ("qemu-img", check_qemu_img), ("nftables", check_nftables),
         ("dnsmasq", check_dnsmasq), ("CAP_NET_ADMIN", check_net_admin), ("images", check_images),
     ]
-    return start_checks(config) + [(name, lambda c=check: c(config)) for name, check in checks
-                                   if guestfs or name != "libguestfs"]
+    found = start_checks(config) + [(name, lambda c=check: c(config)) for name, check in checks
+                                    if guestfs or name != "libguestfs"]
+    if config.amqp is not None:  # fleet mode: no broker, no jobs
+        # Imported here: single-host mode never loads the AMQP client.
+        from agent.adapters.amqp_probe import check_broker
+
+        amqp = config.amqp
+        found.append(("broker", lambda: check_broker(amqp, config.fleet_host)))
+    return found

@@ -6,7 +6,9 @@ import contextlib
 import os
 from pathlib import Path
 
-from agent.model.host import HostFacts
+from agent.model.host import HostCapacity, HostFacts
+
+GIB = 1 << 30
 
 
 def read_host_facts(proc: Path = Path("/proc"), sys_module: Path = Path("/sys/module"),
@@ -30,3 +32,21 @@ def read_host_facts(proc: Path = Path("/proc"), sys_module: Path = Path("/sys/mo
         usable = False
     return HostFacts(kvm_device_usable=usable, cpu_virt_flags=frozenset(flags),
                      kvm_modules=frozenset(modules))
+
+
+def read_host_capacity(instances_dir: Path, proc: Path = Path("/proc")) -> HostCapacity:
+    """CPUs, RAM (MemTotal) and the instances folder's filesystem, in the units Nova's
+    hypervisor view uses (MiB, GiB rounded down). A fact that cannot be read is 0."""
+    ram_kb = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in (proc / "meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_kb = int(line.split()[1])
+                break
+    total = used = 0
+    with contextlib.suppress(OSError):
+        fs = os.statvfs(instances_dir)
+        total = fs.f_blocks * fs.f_frsize
+        used = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+    return HostCapacity(vcpus=os.cpu_count() or 0, ram_mb=ram_kb // 1024,
+                        disk_total_gb=total // GIB, disk_used_gb=used // GIB)

@@ -136,9 +136,25 @@ _V6 = (
     "CREATE INDEX servers_host ON servers (host)",
 )
 
+# Server groups (Nova's /os-server-groups): one policy each. Their members are not a table:
+# they are the servers created with the hint {"group": id} (kept in scheduler_hints), so a
+# member is recorded in its server's own create transaction; the index finds them.
+_V_SERVER_GROUPS = (
+    """CREATE TABLE server_groups (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX server_groups_project ON server_groups (project_id, created_at)",
+    "CREATE INDEX servers_group ON servers (json_extract(scheduler_hints, '$.group'))",
+)
+
 # The controller's hosts (issue 12): made by a host's first heartbeat (kept as JSON),
 # enabled or not (/os-services), and the last of its events applied (per-host seq).
-_V7 = (
+_V_HOSTS = (
     """CREATE TABLE hosts (
         name TEXT PRIMARY KEY,
         enabled INTEGER NOT NULL DEFAULT 1,
@@ -150,7 +166,8 @@ _V7 = (
 )
 
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V_SERVER_GROUPS,
+                                          _V_HOSTS)
 LATEST_VERSION = len(MIGRATIONS)
 
 

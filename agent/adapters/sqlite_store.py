@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from agent.adapters import sqlite_keypairs, sqlite_ports
+from agent.adapters import sqlite_keypairs, sqlite_ports, sqlite_server_groups
+from agent.adapters.sqlite_fleet import FleetAdoption
 from agent.adapters.sqlite_hosts import HostRows
 from agent.adapters.sqlite_job_life import JobLife
 from agent.adapters.sqlite_open import connect, open_writer, read_server_ids, truncate_wal
@@ -43,6 +44,7 @@ from agent.errors import InvalidInput, ServerNotFound, StoreError
 from agent.model.job import Job, StatusEvent
 from agent.model.keypair import Keypair
 from agent.model.network import Port
+from agent.model.scheduling import ServerGroup
 from agent.model.server import Server
 from agent.model.states import TaskState, VmState
 from agent.protocols import (
@@ -58,7 +60,7 @@ __all__ = ["SqliteStore", "read_server_ids"]  # read_server_ids: doctor's look, 
 _SERVER_FIELDS = frozenset(Server.model_fields)
 _SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at", "reservation_id"})
 
-class SqliteStore(JobLife, HostRows):
+class SqliteStore(JobLife, FleetAdoption, HostRows):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._read_lock = threading.Lock()
@@ -395,3 +397,19 @@ class SqliteStore(JobLife, HostRows):
 
     async def delete_keypair(self, user_id: str, name: str) -> Keypair:
         return await self._write_op("delete keypair", sqlite_keypairs.delete, user_id, name)
+
+    # -- server groups --------------------------------------------------------------------
+
+    async def add_server_group(self, group: ServerGroup) -> ServerGroup:
+        return await self._write_op("add server group", sqlite_server_groups.insert, group)
+
+    def get_server_group(self, group_id: UUID) -> ServerGroup | None:
+        with self._tx("get server group", write=False) as conn:
+            return sqlite_server_groups.get(conn, group_id)
+
+    def list_server_groups(self, project_id: str | None = None) -> list[ServerGroup]:
+        with self._tx("list server groups", write=False) as conn:
+            return sqlite_server_groups.select(conn, project_id)
+
+    async def delete_server_group(self, group_id: UUID) -> ServerGroup:
+        return await self._write_op("delete server group", sqlite_server_groups.delete, group_id)

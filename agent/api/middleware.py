@@ -6,7 +6,8 @@
    never waited for);
 3. authentication (401), except for version discovery and the OpenAPI document, and, on
    the controller, its agents' /fleet/ routes (they check the fleet's own token);
-4. the microversion check (406, or 400 for a malformed version);
+4. the microversion check (406, or 400 for a malformed version); in fleet mode, a write
+   (any method but GET/HEAD/OPTIONS) is refused (409, naming the controller);
 5. the body is read, counting, and refused (413) as soon as it is too large, or (408)
    when it is not all in within body_timeout_s (a client trickling a body); a body is
    JSON whatever its Content-Type says (Nova reads it as JSON too), and JSON whose strings
@@ -48,6 +49,12 @@ log = structlog.get_logger("agent.api")
 PUBLIC_PATHS = frozenset({"/", "/v2.1", "/v2.1/", "/openapi.json"})
 CLOSE = {"Connection": "close"}  # the unread rest of a body must not be waited for
 BODY_TIMEOUT = "The request body did not arrive in time."
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def fleet_write_refused(controller_url: str) -> str:
+    return (f"This host is part of a fleet: its API answers reads only. Send this request "
+            f"to the fleet's controller at {controller_url}.")
 
 
 class _BodyTooLarge(Exception):
@@ -156,6 +163,12 @@ class ApiMiddleware:
             refused = microversion_error(headers)
             if refused is not None:
                 await fault_response(*refused)(scope, receive, send)
+                return
+            # Fleet mode: the controller owns every change (an agent's own write would
+            # fork its store from the controller's); reads stay for debugging.
+            if self.deps.fleet_controller and scope["method"] not in READ_METHODS:
+                await fault_response(409, fleet_write_refused(self.deps.fleet_controller),
+                                     CLOSE)(scope, receive, send)
                 return
 
         try:

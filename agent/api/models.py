@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 
 class _Out(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    # Built on first use (the OpenAPI document, tests): an idle daemon never validates these.
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", defer_build=True)
 
 
 class Link(_Out):

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import Body, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from agent.api.auth import Ctx, deps_of
+from agent.api.doc_router import DocRouter
 from agent.api.errors import MALFORMED_BODY, ApiFault
 from agent.api.models_actions import ACTION_RESPONSES
 from agent.api.routes_servers import parse_server_id, server_view
@@ -32,7 +33,7 @@ from agent.api.schemas_actions import (
 )
 from agent.core.actions import SIMPLE, ServerActions
 
-router = APIRouter(tags=["server actions"])
+router = DocRouter(tags=["server actions"])
 
 
 async def named_action(request: Request) -> str:

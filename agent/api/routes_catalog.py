@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from agent.api import models, models_catalog, views
 from agent.api.auth import Ctx, deps_of
+from agent.api.doc_router import DocRouter
 from agent.errors import PolicyForbidden
 from agent.model.flavor import Flavor
 
-router = APIRouter()
+router = DocRouter()
 
 MinRam = Annotated[int | None, Query(alias="minRam", ge=0, description="At least this RAM (MiB)")]
 MinDisk = Annotated[int | None, Query(alias="minDisk", ge=0, description="At least this disk (GiB)")]

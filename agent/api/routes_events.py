@@ -12,16 +12,17 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from agent.api import models_events
 from agent.api.auth import TOKEN_HEADER, Ctx, deps_of
+from agent.api.doc_router import DocRouter
 from agent.api.errors import fault_response
 from agent.core.event_feed import MAX_LIMIT, MAX_WAIT_S, EventFeed, StreamSlots, event_view
 
-router = APIRouter(tags=["events"])
+router = DocRouter(tags=["events"])
 
 MAX_SEQ = 2**63 - 1  # SQLite's largest integer
 DEFAULT_LIMIT = 100

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from agent.api import models
 from agent.api.auth import Ctx, deps_of
+from agent.api.doc_router import DocRouter
 from agent.api.routes_servers import parse_server_id
 from agent.api.schemas import MetadataBody, MetaItemBody
 from agent.errors import InvalidInput, MetadataItemNotFound
 
-router = APIRouter(tags=["server metadata"])
+router = DocRouter(tags=["server metadata"])
 
 Key = Annotated[str, Path(description="A metadata key")]
 

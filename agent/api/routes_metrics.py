@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.api.auth import TOKEN_HEADER, Ctx, deps_of
+from agent.api.doc_router import DocRouter
 from agent.api.errors import ApiFault
 from agent.core.metrics import Metrics
 
-router = APIRouter()
+router = DocRouter()
 
 # Any other method a client makes up is "other": a label value per made-up method would
 # let one client grow the series without bound.

@@ -7,22 +7,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from agent.api import models, models_catalog
 from agent.api.auth import Ctx, deps_of
+from agent.api.doc_router import DocRouter
 from agent.api.errors import ApiFault
 from agent.model.requests import RequestContext
 
 if TYPE_CHECKING:
     from agent.api.app import ApiDeps
 
-router = APIRouter(tags=["quotas"])
-network_router = APIRouter(tags=["networks"])
+router = DocRouter(tags=["quotas"])
+network_router = DocRouter(tags=["networks"])
 
 INJECTED_FILE_PATH_BYTES = 255  # Nova's default; personality paths are checked on their own
-KEY_PAIRS, SERVER_GROUPS, SERVER_GROUP_MEMBERS = 100, 10, 10  # as /limits shows them
+KEY_PAIRS = 100  # as /limits shows it
 UNLIMITED = -1
 
 
@@ -51,8 +52,9 @@ def _usage(deps: ApiDeps, project_id: str) -> dict[str, tuple[int, int]]:
         "key_pairs": (KEY_PAIRS, 0),
         "security_groups": (UNLIMITED, 0),
         "security_group_rules": (UNLIMITED, 0),
-        "server_groups": (SERVER_GROUPS, 0),
-        "server_group_members": (SERVER_GROUP_MEMBERS, 0),
+        "server_groups": (limits.max_server_groups, usage.server_groups),
+        # per group: no one figure of a project's use
+        "server_group_members": (limits.max_server_group_members, 0),
     }
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from agent.api import models
 from agent.api.auth import Ctx, deps_of
+from agent.api.doc_router import DocRouter
 from agent.api.routes_servers import addresses, parse_server_id
 from agent.errors import NotFound
 from agent.model.requests import RequestContext
 
-router = APIRouter(tags=["server addresses and password"])
+router = DocRouter(tags=["server addresses and password"])
 
 NetworkLabel = Annotated[str, Path(description="A network's name, as `addresses` keys it")]
 

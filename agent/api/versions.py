@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 
+from agent.api.doc_router import DocRouter
 from agent.api.models import PUBLIC_ERRORS, VersionList, VersionShow
 
 MICROVERSION = "2.1"
@@ -87,7 +88,7 @@ def microversion_error(headers: Headers) -> tuple[int, str] | None:
     return None
 
 
-router = APIRouter(tags=["versions"])
+router = DocRouter(tags=["versions"])
 
 
 @router.get("/", response_model=VersionList, responses=PUBLIC_ERRORS,

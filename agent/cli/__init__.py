@@ -44,8 +44,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _without_rich() -> None:
+    """structlog's dev renderer imports rich whenever it is installed (the test extra
+    brings it: import-linter, schemathesis), ~50 modules and 3.5 MiB the daemon never
+    uses: its log lines and tracebacks are plain text. Marked absent for the daemon's
+    process before structlog is first imported, on the path both entry points take
+    (`python -m agent` and the `compute-agent` script the systemd unit runs)."""
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        _without_rich()
     from agent import app  # the composition root: imported late so --help stays fast
 
     overrides = {"state_dir": args.state_dir, "image_dirs": args.image_dirs,

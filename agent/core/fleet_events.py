@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC
+from datetime import UTC, datetime
 
 import structlog
 
 from agent.core.event_feed import FALLBACK_POLL_S, EventNotifier
 from agent.model.domain import PowerState
-from agent.model.fleet import EventMessage
+from agent.model.fleet import EventMessage, ServerSnapshot
 from agent.model.job import StatusEvent
+from agent.model.server import Server
 from agent.model.states import Status
 from agent.protocols import FleetPublisher, Store
 
@@ -29,11 +30,27 @@ CURSOR = "amqp://fleet/events"  # its key among the outbox cursors (a URL, as we
 RETRY_S = 5.0  # after an unexpected error (the store unavailable, say)
 
 
-def event_message(host: str, event: StatusEvent) -> EventMessage:
-    at = event.at if event.at.tzinfo is not None else event.at.replace(tzinfo=UTC)
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def server_snapshot(server: Server) -> ServerSnapshot:
+    """What the agent owns of the server, as its row is now (the controller copies it)."""
+    return ServerSnapshot(
+        vm_state=server.vm_state, task_state=server.task_state, power_state=server.power_state,
+        progress=server.progress, fault=server.fault,
+        launched_at=_aware(server.launched_at) if server.launched_at else None,
+        deleted_at=_aware(server.deleted_at) if server.deleted_at else None,
+        updated_at=_aware(server.updated_at))
+
+
+def event_message(host: str, event: StatusEvent, server: Server | None = None) -> EventMessage:
+    """The event as the fleet gets it, with the server's current state (None: its row is
+    gone)."""
     return EventMessage(host=host, seq=event.seq, server_id=event.server_id,
                         status=Status(event.new_status), power_state=PowerState(event.power_state),
-                        at=at)
+                        at=_aware(event.at),
+                        server=server_snapshot(server) if server is not None else None)
 
 
 class FleetEventRelay:
@@ -71,6 +88,8 @@ class FleetEventRelay:
                 await self._notifier.wait(seen, self._fallback_poll_s)
                 continue
             for event in events:
-                await self._publisher.publish_event(event_message(self._host, event))
+                # Read as late as possible: the newest state is what the controller should hold.
+                server = self._store.get_server(event.server_id)
+                await self._publisher.publish_event(event_message(self._host, event, server))
                 await self._store.advance_webhook_cursor(CURSOR, event.seq)
                 cursor = event.seq

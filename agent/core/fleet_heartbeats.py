@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import structlog
 
 from agent.model.fleet import Heartbeat
-from agent.protocols import FleetPublisher
+from agent.model.host import HostCapacity, VirtType
+from agent.protocols import FleetPublisher, ImageCatalog, Store
 
 log = structlog.get_logger("agent.fleet")
 
@@ -34,3 +36,22 @@ async def send_heartbeats(publisher: FleetPublisher, read: Callable[[], Awaitabl
         except Exception as e:  # one missed beat; the next interval tries again
             log.warning("fleet.heartbeat_failed", error=type(e).__name__)
         await sleep(max(0.0, interval_s - (loop.time() - started)))
+
+
+def heartbeat_reader(host: str, store: Store, images: ImageCatalog,
+                     capacity: Callable[[], HostCapacity], virt_type: VirtType,
+                     interval_s: float) -> Callable[[], Awaitable[Heartbeat]]:
+    """What send_heartbeats reads each beat: the machine's capacity (read off the loop:
+    it touches the filesystem), the servers this host holds (not deleted: what Nova's
+    running_vms counts) and the images present."""
+
+    async def read() -> Heartbeat:
+        have = await asyncio.to_thread(capacity)
+        image_ids = await asyncio.to_thread(lambda: sorted(str(i.uuid) for i in images.list()))
+        return Heartbeat(host=host, vcpus=have.vcpus, ram_mb=have.ram_mb,
+                         disk_total_gb=have.disk_total_gb, disk_used_gb=have.disk_used_gb,
+                         running_servers=sum(store.server_state_counts().values()),
+                         virt_type=virt_type, images=image_ids, sent_at=datetime.now(UTC),
+                         interval_s=interval_s)
+
+    return read

@@ -16,6 +16,7 @@ class Usage:
     instances: int
     cores: int
     ram: int  # MiB
+    server_groups: int = 0
 
 
 class Quotas:
@@ -33,4 +34,5 @@ class Quotas:
         live = [s for s in self.store.list_servers(project_id) if s.id != without]
         sized = [by_id[s.flavor_id] for s in live if s.flavor_id in by_id]
         return Usage(instances=len(live), cores=sum(f.vcpus for f in sized),
-                     ram=sum(f.ram for f in sized))
+                     ram=sum(f.ram for f in sized),
+                     server_groups=len(self.store.list_server_groups(project_id)))

@@ -18,6 +18,7 @@ from agent.core.keypairs import authorized_key_line
 from agent.core.networks import PortService
 from agent.core.personality import check_personality
 from agent.core.quotas import Quotas
+from agent.core.server_groups import ServerGroupService
 from agent.core.sha512_crypt import sha512_crypt
 from agent.core.validation import (
     check_access_ip,
@@ -112,6 +113,7 @@ class ServerService:
         self.ports = ports  # a host without networks has an empty catalog: no NICs
         self.name_template = name_template  # names of a multi-create's servers
         self.quotas = Quotas(store, flavors, limits)
+        self.groups = ServerGroupService(store, limits, now)  # /os-server-groups, the hint
         # Quota and addresses are checked by reading, then committed by an awaited write:
         # creates (and port creates) take turns from the check to the commit, so two of
         # them never both fit the last free slot or pick the same address.
@@ -228,7 +230,9 @@ class ServerService:
         ipv4 = check_access_ip(req.access_ipv4, 4)
         ipv6 = check_access_ip(req.access_ipv6, 6)
         groups = tuple(check_name(g, "security_groups") for g in req.security_groups)
+        hints, server_group = self.groups.check_hints(ctx, req.scheduler_hints)
         count = self._fit_quota(ctx, flavor, req.min_count, max_count)
+        self.groups.check_members_quota(server_group, count)
         reservation_id = new_reservation_id()
         ids = [uuid.uuid4() for _ in range(count)]
         names = [name] if count == 1 else [
@@ -265,7 +269,7 @@ class ServerService:
                             metadata=dict(req.metadata), access_ipv4=ipv4, access_ipv6=ipv6,
                             shutdown_terminate=req.shutdown_terminate,
                             reservation_id=reservation_id, key_name=req.key_name, key_data=key_data,
-                            security_groups=groups, scheduler_hints=req.scheduler_hints,
+                            security_groups=groups, scheduler_hints=hints,
                             created_at=now, updated_at=now)
             job = Job(id=uuid.uuid4(), server_id=server.id, kind=JobKind.CREATE,
                       payload=payload, created_at=now, updated_at=now)

@@ -27,6 +27,17 @@ class HostFacts(BaseModel):
     kvm_modules: frozenset[str]  # loaded kvm* kernel modules, e.g. {"kvm", "kvm_intel"}
 
 
+class HostCapacity(BaseModel):
+    """What the machine has for guests (the fleet's heartbeats carry it, issue 12)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    vcpus: int
+    ram_mb: int
+    disk_total_gb: int  # the filesystem of the instances folder
+    disk_used_gb: int
+
+
 class VirtDecision(BaseModel):
     model_config = ConfigDict(frozen=True)
 

@@ -106,3 +106,6 @@ class Limits(BaseModel):
     # Neutron's port quota (its default is 500; a host's networks are small: a /24 has
     # 253 addresses, so one project must not be able to take them all).
     max_total_ports: int = Field(default=50, ge=0, description="ports per project")
+    # Nova's server group quotas: groups per project, servers per group.
+    max_server_groups: int = Field(default=10, ge=0)
+    max_server_group_members: int = Field(default=10, ge=0)

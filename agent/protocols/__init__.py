@@ -24,6 +24,7 @@ from agent.protocols.messaging import (
     FleetPublisher,
     JobBus,
     JobHandler,
+    JobTickets,
     WebhookReply,
     WebhookSender,
 )
@@ -33,18 +34,22 @@ from agent.protocols.network import (
     PortGuard,
 )
 from agent.protocols.store import (
+    AGENT_OWNED_SERVER_FIELDS,
     HostRegistry,
     NewServer,
     ServerExpectation,
     Store,
+    adopted_server_changes,
     check_change_keys,
     check_expect,
     check_new_server,
     check_task,
+    check_ticket,
     job_advanced,
 )
 
 __all__ = [
+    "AGENT_OWNED_SERVER_FIELDS",
     "ConsoleFiles",
     "Dhcp",
     "DiskInjector",
@@ -60,6 +65,7 @@ __all__ = [
     "ImageWriter",
     "JobBus",
     "JobHandler",
+    "JobTickets",
     "NetPlumber",
     "NewServer",
     "PortGuard",
@@ -69,9 +75,11 @@ __all__ = [
     "Store",
     "WebhookReply",
     "WebhookSender",
+    "adopted_server_changes",
     "check_change_keys",
     "check_expect",
     "check_new_server",
     "check_task",
+    "check_ticket",
     "job_advanced",
 ]

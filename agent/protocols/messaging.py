@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.model.fleet import EventMessage, Heartbeat, JobMessage, SnapshotRequest
+from agent.model.fleet import EventMessage, Heartbeat, JobMessage, JobTicket, SnapshotRequest
 
 
 class WebhookReply(BaseModel):
@@ -77,3 +78,16 @@ class FleetListener(Protocol):
         """Deliver events and heartbeats to `handler`; each is acknowledged after the
         handler returns (= committed). Invalid messages are dead-lettered."""
         ...
+
+
+class JobTickets(Protocol):
+    """The agent's side of the job ticket (issue 12): a job's inputs, fetched from the
+    controller (over HTTP, with the fleet token; never through the broker)."""
+
+    async def fetch(self, job_id: UUID) -> JobTicket | None:
+        """The ticket of this host's job; None when the controller does not have it for
+        this host (404: the job is gone, or placed elsewhere). Raises
+        agent.errors.ControllerUnavailable for anything else (the job is taken again later)."""
+        ...
+
+    async def aclose(self) -> None: ...

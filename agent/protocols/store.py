@@ -13,10 +13,11 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import StaleServer, TakenOver
-from agent.model.fleet import Heartbeat, HostRecord
+from agent.model.fleet import Heartbeat, HostRecord, JobTicket
 from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.keypair import Keypair
 from agent.model.network import Port
+from agent.model.scheduling import ServerGroup
 from agent.model.server import Server
 from agent.model.states import TaskState, VmState
 
@@ -82,6 +83,28 @@ def check_new_server(new: NewServer) -> None:
     if new.job.server_id != new.server.id:
         raise ValueError(f"job {new.job.id} is for server {new.job.server_id}, not {new.server.id}")
 
+
+# Fleet mode (issue 12): what of a server the agent owns (it reports them back in each
+# event's ServerSnapshot), and what the controller owns (adopted from its job tickets).
+AGENT_OWNED_SERVER_FIELDS = frozenset({"vm_state", "power_state", "progress", "fault",
+                                       "launched_at", "deleted_at"})
+_NEVER_ADOPTED = AGENT_OWNED_SERVER_FIELDS | {"id", "project_id", "created_at", "updated_at",
+                                              "reservation_id"}
+
+
+def adopted_server_changes(current: Server, controller: Server) -> dict[str, Any]:
+    """The controller's fields of a server (its task for the job, name, metadata, ...) that
+    differ from the agent's row: what a non-create job's ticket changes."""
+    return {name: getattr(controller, name) for name in Server.model_fields
+            if name not in _NEVER_ADOPTED and getattr(controller, name) != getattr(current, name)}
+
+
+def check_ticket(ticket: JobTicket) -> None:
+    """ValueError unless the ticket's job, server and ports belong together."""
+    check_new_server(NewServer(ticket.server, ticket.job))
+    for port in ticket.ports:
+        if port.device_id != str(ticket.server.id):
+            raise ValueError(f"port {port.id} is not bound to server {ticket.server.id}")
 
 
 class Store(Protocol):
@@ -193,6 +216,22 @@ class Store(Protocol):
         thread, so it must only schedule work, e.g. wake the event feed)."""
         ...
 
+    # -- fleet mode (issue 12): jobs come from the controller -----------------------------
+    async def adopt_job(self, ticket: JobTicket) -> bool:
+        """Take in the controller's job, in one transaction; False (nothing written) when
+        a job of that id is held already (a redelivery). A create inserts the server, its
+        job, its ports (each as given: the controller allocated and bound them) and the
+        first event, as create_server does; another kind inserts the job and applies the
+        ticket's server fields the controller owns (adopted_server_changes), with their
+        event. ServerNotFound when a non-create's server is not here."""
+        ...
+
+    async def append_snapshot_events(self, after_seq: int, cause: str = "snapshot") -> int:
+        """One event per server not deleted, and per server with an event after
+        `after_seq` (so a delete after it is said too), each with its current status as
+        both old and new status, in one transaction; how many were appended."""
+        ...
+
     # -- webhook delivery cursors: the events table is the outbox; a cursor is the seq of
     # the last event a webhook URL acknowledged (2xx).
     async def webhook_cursor(self, url: str) -> int:
@@ -245,6 +284,23 @@ class Store(Protocol):
 
     async def delete_keypair(self, user_id: str, name: str) -> Keypair:
         """Delete the user's keypair of that name (KeypairNotFound); as it was."""
+        ...
+
+    # -- server groups (Nova's /os-server-groups). A group's members are the servers, not
+    # deleted, whose scheduler_hints["group"] is its id (str of the UUID): recorded by the
+    # server's own create, gone with its delete; read with the group, oldest first.
+    async def add_server_group(self, group: ServerGroup) -> ServerGroup:
+        """Insert a group (its members are ignored); the group as stored."""
+        ...
+
+    def get_server_group(self, group_id: UUID) -> ServerGroup | None: ...
+
+    def list_server_groups(self, project_id: str | None = None) -> list[ServerGroup]:
+        """The project's groups (None: every project's), oldest first."""
+        ...
+
+    async def delete_server_group(self, group_id: UUID) -> ServerGroup:
+        """Delete the group (ServerGroupNotFound); as it was. Its members' hints stay."""
         ...
 
     def close(self) -> None: ...

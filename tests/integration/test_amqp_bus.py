@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import uuid
@@ -27,10 +26,12 @@ from agent.adapters.sqlite_store import SqliteStore
 from agent.config import AmqpConfig
 from agent.core.event_feed import EventNotifier
 from agent.core.fleet_events import CURSOR, FleetEventRelay
+from agent.core.fleet_heartbeats import send_heartbeats
 from agent.errors import JobUnroutable
-from agent.model.fleet import EventMessage, Heartbeat, JobMessage
+from agent.model.fleet import EventMessage, Heartbeat, JobMessage, SnapshotRequest
 from agent.model.job import JobKind
 from agent.model.states import VmState
+from tests.support.broker import beam_pid, killed_broker, queue_survives_a_crash, ra_names_file, start_broker
 from tests.unit.core.test_event_feed import add_server
 
 pytestmark = pytest.mark.integration
@@ -192,13 +193,18 @@ async def test_invalid_messages_are_dead_lettered_and_logged_without_content_and
         "unknown-field": job().model_dump_json()[:-1].encode() + f', "password": "{secret}"}}'.encode(),
         "future-version": job().model_dump_json().replace('"v":1', '"v":2').encode(),
         "not-a-job": b'{"v": 1, "hello": "' + secret.encode() + b'"}',
+        "a-snapshot-typed-job": job().model_dump_json().encode(),  # decoded by its type: invalid
+        "unknown-type": job().model_dump_json().encode(),
+        "no-type": job().model_dump_json().encode(),
     }
+    types = {"a-snapshot-typed-job": "snapshot", "unknown-type": "launch", "no-type": None}
     with capture_logs() as logs:
         await (await buses(agent_settings)).consume_jobs(got)
         async with raw_channel() as channel:
             for name, body in bad.items():
                 await channel.default_exchange.publish(
-                    aio_pika.Message(body, message_id=f"{agent_settings.host}-{name}"),
+                    aio_pika.Message(body, message_id=f"{agent_settings.host}-{name}",
+                                     type=types.get(name, "job")),
                     job_queue(agent_settings.host))
         good = job()
         await (await buses()).publish_job(agent_settings.host, good)
@@ -223,29 +229,40 @@ async def test_invalid_messages_are_dead_lettered_and_logged_without_content_and
     assert found == set(bad)
 
 
+async def test_a_snapshot_request_reaches_the_hosts_consumer_in_order_with_its_jobs(buses):
+    agent_settings = settings()
+    got: list[JobMessage | SnapshotRequest] = []
+    arrived = asyncio.Event()
+
+    async def handler(message: JobMessage | SnapshotRequest) -> None:
+        got.append(message)
+        arrived.set()
+
+    await (await buses(agent_settings)).consume_jobs(handler)
+    controller = await buses()
+    first, last = job(1), job(2)
+    request = SnapshotRequest(host=agent_settings.host, after_seq=41)
+    await controller.publish_job(agent_settings.host, first)
+    await controller.request_snapshot(request)
+    await controller.publish_job(agent_settings.host, last)
+    async with asyncio.timeout(WAIT_S):
+        while len(got) < 3:
+            arrived.clear()
+            await arrived.wait()
+    assert got == [first, request, last]
+
+
+async def test_a_snapshot_request_for_a_host_without_a_queue_is_refused(buses):
+    controller = await buses()
+    with pytest.raises(JobUnroutable):
+        await controller.request_snapshot(SnapshotRequest(host=f"nohost-{uuid.uuid4().hex[:8]}",
+                                                          after_seq=0))
+
+
 async def test_a_job_for_a_host_without_a_queue_is_refused_not_lost(buses):
     controller = await buses()
     with pytest.raises(JobUnroutable):
         await controller.publish_job(f"nohost-{uuid.uuid4().hex[:8]}", job())
-
-
-def _beam_pid() -> int:
-    status = subprocess.run(["rabbitmqctl", "status"], capture_output=True, text=True, timeout=60)
-    found = re.search(r"OS PID: (\d+)", status.stdout)
-    assert found, "rabbitmqctl status printed no OS PID"
-    return int(found.group(1))
-
-
-def _start_broker() -> None:
-    if subprocess.run(["rabbitmq-diagnostics", "-q", "ping"], capture_output=True).returncode == 0:
-        return
-    subprocess.run(["rabbitmq-server", "-detached"], check=True, capture_output=True, cwd="/")
-    for _ in range(120):
-        if subprocess.run(["rabbitmqctl", "-q", "await_startup", "--timeout", "5"],
-                          capture_output=True).returncode == 0:
-            return
-        subprocess.run(["sleep", "1"])
-    pytest.fail("RabbitMQ did not come back after the test restarted it")
 
 
 async def consuming_agent_and_controller(buses):
@@ -257,15 +274,18 @@ async def consuming_agent_and_controller(buses):
     return agent_settings, agent, got, await buses()
 
 
-@pytest.mark.skip(reason="found at merge (2026-12-01): on RabbitMQ 3.10.8 (one node) the broker "
-                  "restarted after a SIGKILL often does not restart the test queue's quorum (Ra) "
-                  "member: declares and publishes time out ('not enough nodes online to reach a "
-                  "quorum'), also on a fresh mnesia dir. The publisher waits, as it must; the "
-                  "broker's recovery is the open question (issue 12)")
 async def test_jobs_published_while_the_broker_is_killed_and_restarted_all_arrive(buses):
-    agent_settings, agent, got, controller = await consuming_agent_and_controller(buses)
+    """SIGKILL mid-stream: the publisher pauses and resends what was not confirmed, both
+    sides reconnect, and every job (confirmed before, during or after) reaches the agent."""
+    names = await asyncio.to_thread(ra_names_file)
+    agent_settings, got = settings(), Recorder()
+    agent = await buses(agent_settings)
+    await agent.consume_jobs(got)
+    # The agent created its queue just now: consume_jobs returned only once the broker had
+    # it on disk (a queue killed earlier would come back leaderless and empty).
+    assert queue_survives_a_crash(agent_settings.vhost, job_queue(agent_settings.host), names)
+    controller = await buses()
     sent = [job(i) for i in range(1, 201)]
-    beam = await asyncio.to_thread(_beam_pid)
     confirmed: list[uuid.UUID] = []
 
     async def publish_all() -> None:
@@ -279,22 +299,55 @@ async def test_jobs_published_while_the_broker_is_killed_and_restarted_all_arriv
         async with asyncio.timeout(WAIT_S):
             while len(confirmed) < 10:
                 await asyncio.sleep(0.05)
-        os.kill(beam, 9)
-        assert len(confirmed) < len(sent), "the broker died only after every publish (test too slow)"
-        await asyncio.to_thread(_start_broker)
+        async with killed_broker():
+            assert len(confirmed) < len(sent), "the broker died only after every publish (test too slow)"
         async with asyncio.timeout(WAIT_S * 2):
             await publishing
     finally:
         publishing.cancel()
-        await asyncio.to_thread(_start_broker)  # never leave the broker down for others
+        await asyncio.to_thread(start_broker)  # never leave the broker down for others
     await got.until(lambda: {j.job_id for j in sent} <= {g.job_id for g in got.got})
     assert controller.connects >= 2 and agent.connects >= 2  # both noticed and came back
+
+
+async def test_a_heartbeat_loop_resumes_after_the_broker_is_killed_and_restarted(buses):
+    """The agent's send_heartbeats loop over the bus: after a crash of the broker, fresh
+    heartbeats (read after it is back) reach the controller's listener again."""
+    host = f"test-{uuid.uuid4().hex[:10]}"
+    seen: list[Heartbeat] = []
+
+    async def listen(message: EventMessage | Heartbeat) -> None:
+        if isinstance(message, Heartbeat) and message.host == host:
+            seen.append(message)
+
+    async def read() -> Heartbeat:
+        return Heartbeat(host=host, vcpus=2, ram_mb=24000, disk_total_gb=100, disk_used_gb=7,
+                         running_servers=0, virt_type="qemu", images=[], sent_at=datetime.now(UTC),
+                         interval_s=1)
+
+    controller = await buses()
+    await controller.consume_fleet(listen)
+    agent = await buses(settings(host))
+    beating = asyncio.create_task(send_heartbeats(agent, read, interval_s=1))
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while not seen:
+                await asyncio.sleep(0.1)
+        async with killed_broker():
+            pass
+        back = datetime.now(UTC)
+        async with asyncio.timeout(WAIT_S):
+            while not any(beat.sent_at >= back for beat in seen):
+                await asyncio.sleep(0.1)
+    finally:
+        beating.cancel()
+    assert agent.connects >= 2 and controller.connects >= 2
 
 
 async def test_a_silent_broker_is_noticed_by_amqp_heartbeats_and_a_publish_waits_for_its_return(buses):
     """SIGSTOP: the TCP connection stays open but nothing answers; only heartbeats tell."""
     agent_settings, agent, got, controller = await consuming_agent_and_controller(buses)
-    beam = await asyncio.to_thread(_beam_pid)
+    beam = await asyncio.to_thread(beam_pid)
     sent = job()
     os.kill(beam, signal.SIGSTOP)
     try:

@@ -32,8 +32,10 @@ def free_port() -> int:
 
 
 class Daemon:
-    def __init__(self, state_dir: Path, extra_config: str = "", env: dict[str, str] | None = None):
+    def __init__(self, state_dir: Path, extra_config: str = "", env: dict[str, str] | None = None,
+                 command: tuple[str, ...] = ("serve",)):
         self.state_dir = state_dir
+        self.command = command  # ("controller", "serve") for the fleet's controller
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_file = state_dir.parent / f"{state_dir.name}.toml"
@@ -56,7 +58,7 @@ class Daemon:
     def start(self, env: dict[str, str] | None = None, timeout: float = 30) -> Daemon:
         log = self.log_file.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--config", str(self.config_file), "serve"],
+            [sys.executable, "-m", "agent", "--config", str(self.config_file), *self.command],
             cwd=REPO, stdout=log, stderr=log, env={**os.environ, **self.env, **(env or {})})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -74,18 +74,30 @@ def test_amqp_heartbeats_notice_a_silent_broker_within_the_heartbeat_interval(in
     assert h >= 1 and detection_window_s(h) <= interval_s
 
 
+def _amqp_imports(nodes) -> bool:  # type: ignore[no-untyped-def]
+    for node in nodes:
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        if any(n.split(".")[0] in ("aio_pika", "aiormq") or n == "agent.adapters.amqp_bus"
+               for n in names):
+            return True
+    return False
+
+
 def test_only_the_amqp_adapter_imports_the_amqp_client():
-    """Single-host mode must not need aio-pika: nothing else imports it or the adapter but
-    the controller's composition root (which app.py imports only to serve a controller)."""
-    importers = set()
+    """Single-host mode must not need aio-pika: nothing else imports it or the adapter at
+    module level; the composition root does, inside the function that wires fleet mode
+    (tests/integration/test_lazy_imports.py proves a daemon's start loads none of it)."""
+    top_level, lazily = set(), set()
     for path in AGENT.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if any(n.split(".")[0] in ("aio_pika", "aiormq") or n == "agent.adapters.amqp_bus"
-                   for n in names):
-                importers.add(path.relative_to(AGENT).as_posix())
-    assert importers == {"adapters/amqp_bus.py", "wiring_controller.py"}
+        tree = ast.parse(path.read_text())
+        name = path.relative_to(AGENT).as_posix()
+        if _amqp_imports(tree.body):
+            top_level.add(name)
+        elif _amqp_imports(ast.walk(tree)):
+            lazily.add(name)
+    assert top_level == {"adapters/amqp_bus.py", "adapters/amqp_probe.py"}  # the bus; doctor's probe
+    assert lazily <= {"wiring.py", "wiring_controller.py", "controller.py"}
 
 
 async def test_without_a_broker_publishes_wait_bounded_and_close_releases_them_with_bus_closed(tmp_path):
@@ -105,3 +117,24 @@ async def test_without_a_broker_publishes_wait_bounded_and_close_releases_them_w
     for t in tasks:
         with pytest.raises(BusClosed):
             await t
+
+
+def test_the_controller_url_and_the_fleet_token_file_are_read(tmp_path):
+    c = config(tmp_path, '[amqp]\ncontroller_url = "http://ctl.example:8780/"\n'
+                         'fleet_token_file = "/srv/fleet.secret"\n')
+    assert c.amqp is not None
+    assert c.amqp.controller_url == "http://ctl.example:8780"  # no trailing slash: paths join
+    assert c.amqp.fleet_token_file == Path("/srv/fleet.secret")
+    assert config(tmp_path, "[amqp]\n").amqp.fleet_token_file == Path("/etc/compute-agent/fleet.secret")
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("amqp://ctl:8780", "http:// or https://"),
+    ("http://", "http:// or https://"),
+    ("http://admin:SECRET@ctl", "user info"),
+    ("http://ctl/?token=SECRET", "query"),
+])
+def test_a_controller_url_that_is_not_plain_http_is_refused_without_showing_it(tmp_path, url, reason):
+    with pytest.raises(ConfigError, match=reason) as e:
+        config(tmp_path, f'[amqp]\ncontroller_url = "{url}"\n')
+    assert "SECRET" not in str(e.value)

@@ -94,3 +94,17 @@ def test_a_token_given_twice_is_refused_naming_the_entries_not_the_token(tmp_pat
 def test_distinct_tokens_load(tmp_path):
     c = load_config(tokens_file(tmp_path, "a-token", "b-token"), environ={})
     assert [t.project_id for t in c.tokens] == ["p0", "p1"]
+
+
+def test_the_scheduler_section_defaults_to_novas_ratios_and_refuses_nonsense(tmp_path):
+    assert load_config(None, environ={}).scheduler.model_dump() == {
+        "cpu_allocation_ratio": 16.0, "ram_allocation_ratio": 1.5, "disk_allocation_ratio": 1.0}
+    f = tmp_path / "agent.toml"
+    f.write_text("[scheduler]\nram_allocation_ratio = 1.0\n")
+    assert load_config(f, environ={}).scheduler.ram_allocation_ratio == 1.0
+    f.write_text("[scheduler]\ncpu_allocation_ratio = 0\n")
+    with pytest.raises(ConfigError, match="cpu_allocation_ratio"):
+        load_config(f, environ={})
+    f.write_text("[scheduler]\nweighers = 1\n")
+    with pytest.raises(ConfigError, match="weighers"):
+        load_config(f, environ={})

@@ -53,7 +53,9 @@ async def test_resize_takes_an_integer_flavor_ref_too(env: Env):
 
 
 async def test_scheduler_hints_are_accepted_and_stored_with_the_server(env: Env):
-    hints = {"group": "3c1f6b1e-8a4e-4a51-9a0e-6a3f7f1b2c3d", "same_host": ["a", "b"],
+    group = await env.client.post("/v2.1/os-server-groups", headers=ALICE, json={
+        "server_group": {"name": "g", "policies": ["anti-affinity"]}})
+    hints = {"group": group.json()["server_group"]["id"], "same_host": ["a", "b"],
              "query": '["=", "$free_ram_mb", 1024]', "custom_hint": {"nested": [1, 2]}}
     r = await post(env, {**body_of(env), "os:scheduler_hints": hints})
     assert r.status_code == 202, r.text

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from agent.api import models, models_catalog
@@ -47,8 +48,9 @@ async def test_every_route_is_documented_with_and_without_project_id(env: Env):
     network = {(f"{NETWORK_PREFIX}{r.path}", m.lower()) for router in NETWORK_ROUTERS
                for r in router.routes for m in r.methods}
     assert documented == expected | network
-    # new since 2.1's core: /ips, /os-server-password, /os-keypairs, /os-quota-sets, DELETE /images
-    assert len(expected) == 3 + 2 * 32
+    # new since 2.1's core: /ips, /os-server-password, /os-keypairs, /os-quota-sets, DELETE /images,
+    # /os-server-groups (4)
+    assert len(expected) == 3 + 2 * 36
     assert len(network) == 12
 
 
@@ -66,6 +68,26 @@ async def test_operations_have_unique_ids_declared_path_parameters_and_no_422(en
                 assert op["security"] == [{"KeystoneToken": []}], (path, method)
                 assert {"400", "401", "404", "default"} <= set(op["responses"]), (path, method)
     assert len(ids) == len(set(ids))
+
+
+async def test_fault_responses_and_response_models_are_documented_but_not_built_for_serving(
+        env: Env):
+    """They serve the document only (every handler returns its own Response): the served
+    routes are declared without them, so an idle daemon holds no serialiser for them
+    (issue 15: its memory), and the document, built on first request, still has them."""
+    served = [r for r in env.app.routes if isinstance(r, APIRoute)]
+    served += [r for router in (*COMPUTE_ROUTERS, *NETWORK_ROUTERS) for r in router.routes
+               if isinstance(r, APIRoute)]
+    assert len(served) > 40
+    assert all(r.response_field is None and r.response_fields == {} for r in served)
+    assert not models.ServerDetailIndex.__pydantic_complete__
+    doc = await openapi(env)
+    show = doc["paths"]["/v2.1/servers/{server_id}"]["get"]["responses"]
+    assert show["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ServerShow"}
+    assert show["404"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ItemNotFound"}
+    assert await openapi(env) == doc
 
 
 async def test_secrets_are_documented_as_write_only(env: Env):

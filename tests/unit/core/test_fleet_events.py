@@ -61,3 +61,35 @@ async def test_a_relay_without_a_cursor_starts_from_the_newest_event():
     await until(lambda: len(publisher.events) == 1)
     assert publisher.events[0].seq == 2
     relay.cancel()
+
+
+async def test_each_event_carries_the_servers_current_state_from_the_store():
+    store, notifier = wired()
+    await store.webhook_cursor(CURSOR)
+    publisher = Publisher()
+    server = await add_server(store)
+    await store.update_server(server.id, {"vm_state": VmState.ACTIVE, "task_state": None,
+                                          "power_state": 1, "progress": 100}, cause="spawned")
+    relay = asyncio.create_task(FleetEventRelay(store, publisher, notifier, "hv1").run())
+    await until(lambda: store.peek_webhook_cursor(CURSOR) == 2)
+    relay.cancel()
+    now = store.get_server(server.id)
+    # Both events carry the row as it is now (the newest is what the controller must hold).
+    for event in publisher.events:
+        snap = event.server
+        assert snap is not None
+        assert (snap.vm_state, snap.task_state, snap.power_state, snap.progress) == (
+            VmState.ACTIVE, None, 1, 100)
+        assert snap.updated_at == now.updated_at
+
+
+async def test_an_event_whose_server_row_is_gone_carries_no_snapshot(monkeypatch):
+    store, notifier = wired()
+    await store.webhook_cursor(CURSOR)
+    publisher = Publisher()
+    await add_server(store)
+    monkeypatch.setattr(store, "get_server", lambda *_a, **_k: None)  # no Store call removes a row
+    relay = asyncio.create_task(FleetEventRelay(store, publisher, notifier, "hv1").run())
+    await until(lambda: store.peek_webhook_cursor(CURSOR) == 1)
+    relay.cancel()
+    assert [e.server for e in publisher.events] == [None]

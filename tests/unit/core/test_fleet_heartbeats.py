@@ -67,3 +67,27 @@ def test_a_host_is_down_after_three_missed_heartbeats_not_before():
     assert host_is_down(None, 10, NOW)
     assert not host_is_down(NOW - timedelta(seconds=30), 10, NOW)
     assert host_is_down(NOW - timedelta(seconds=30.5), 10, NOW)
+
+
+async def test_a_heartbeat_reads_capacity_servers_held_and_images_present():
+    from agent.core.fleet_heartbeats import heartbeat_reader
+    from agent.model.host import HostCapacity, VirtType
+    from agent.model.states import VmState
+    from tests.unit.core.test_event_feed import add_server
+    from tests.unit.fakes.images import FakeImageCatalog, make_image
+    from tests.unit.fakes.store import MemoryStore
+
+    store = MemoryStore()
+    gone = await add_server(store)
+    await store.update_server(gone.id, {"vm_state": VmState.DELETED, "task_state": None}, cause="t")
+    await add_server(store)
+    await add_server(store)
+    images = FakeImageCatalog([make_image("busybox"), make_image("debian")])
+    read = heartbeat_reader("hv1", store, images, lambda: HostCapacity(
+        vcpus=2, ram_mb=24000, disk_total_gb=100, disk_used_gb=7), VirtType.QEMU, 10)
+    beat = await read()
+    assert (beat.host, beat.vcpus, beat.ram_mb, beat.disk_total_gb, beat.disk_used_gb) == (
+        "hv1", 2, 24000, 100, 7)
+    assert beat.running_servers == 2  # the deleted one is not held
+    assert beat.images == sorted(str(i.uuid) for i in images.list())
+    assert (beat.virt_type, beat.interval_s) == (VirtType.QEMU, 10)

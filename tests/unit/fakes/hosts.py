@@ -1,9 +1,13 @@
 """MemoryStore's hosts (HostRegistry, issue 12), as agent/adapters/sqlite_hosts.py keeps
-them: the contract suite tests/integration/test_host_registry_contract.py runs on both."""
+them: the contract suite tests/integration/test_host_registry_contract.py runs on both.
+MemoryHostRegistry: the same hosts alone, for the scheduler's and the host API's tests."""
 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -15,7 +19,6 @@ from agent.model.server import Server
 from agent.protocols import check_change_keys
 
 if TYPE_CHECKING:
-    import threading
     from contextlib import AbstractContextManager
 
     from agent.model.job import StatusEvent
@@ -108,3 +111,20 @@ class MemoryHosts:
                     "status": PortStatus.DOWN})
         return mine
 
+
+class MemoryHostRegistry(MemoryHosts):
+    """The HostRegistry alone: hosts, no servers (an event's server is never found)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._hosts = {}
+        self._servers = {}
+        self._ports = {}
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    def _check_open(self) -> None:
+        pass

@@ -23,6 +23,7 @@ from agent.errors import (
     MacAddressInUse,
     PortInUse,
     PortNotFound,
+    ServerGroupNotFound,
     ServerNotFound,
     StoreError,
 )
@@ -30,6 +31,7 @@ from agent.model.fleet import HostRecord
 from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.keypair import Keypair, exists_message, not_found_message
 from agent.model.network import Port, PortStatus
+from agent.model.scheduling import ServerGroup, group_not_found_message
 from agent.model.server import Server
 from agent.model.states import TaskState, VmState
 from agent.protocols import (
@@ -42,6 +44,7 @@ from agent.protocols import (
     job_advanced,
 )
 from tests.unit.fakes.hosts import MemoryHosts
+from tests.unit.fakes.store_fleet import FleetAdoptionMixin
 
 _SERVER_FIELDS = frozenset(Server.model_fields)
 _SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at", "reservation_id"})
@@ -90,7 +93,7 @@ async def _turn() -> None:
     await asyncio.sleep(0)
 
 
-class MemoryStore(MemoryHosts):
+class MemoryStore(FleetAdoptionMixin, MemoryHosts):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._servers: dict[UUID, Server] = {}
@@ -101,6 +104,7 @@ class MemoryStore(MemoryHosts):
         self._webhook_cursors: dict[str, int] = {}
         self._keypairs: dict[tuple[str, str], Keypair] = {}  # (user_id, name)
         self._keypair_seq = 0
+        self._server_groups: dict[UUID, ServerGroup] = {}
         self._closed = False
         self._revision = 0
         self._hosts: dict[str, HostRecord] = {}
@@ -508,3 +512,44 @@ class MemoryStore(MemoryHosts):
         if current is None:
             raise KeypairNotFound(not_found_message(user_id, name))
         return current
+
+    # -- server groups: members derived from the servers' hints, as SqliteStore does ------
+
+    def _with_members(self, group: ServerGroup) -> ServerGroup:
+        key = str(group.id)
+        members = sorted((s for s in self._servers.values()
+                          if s.scheduler_hints.get("group") == key and s.vm_state is not VmState.DELETED),
+                         key=lambda s: (s.created_at, str(s.id)))
+        return group.model_copy(update={"members": tuple(s.id for s in members)})
+
+    async def add_server_group(self, group: ServerGroup) -> ServerGroup:
+        await _turn()
+        stored = group.model_copy(update={"created_at": _utc(group.created_at), "members": ()})
+        with self._writing():
+            self._check_open()
+            if group.id in self._server_groups:
+                raise StoreError("add server group: UNIQUE constraint failed: server_groups.id")
+            self._server_groups[group.id] = stored
+            return self._with_members(stored)
+
+    def get_server_group(self, group_id: UUID) -> ServerGroup | None:
+        with self._lock:
+            self._check_open()
+            found = self._server_groups.get(group_id)
+            return self._with_members(found) if found is not None else None
+
+    def list_server_groups(self, project_id: str | None = None) -> list[ServerGroup]:
+        with self._lock:
+            self._check_open()
+            found = [self._with_members(g) for g in self._server_groups.values()
+                     if project_id is None or g.project_id == project_id]
+        return sorted(found, key=lambda g: (g.created_at, str(g.id)))
+
+    async def delete_server_group(self, group_id: UUID) -> ServerGroup:
+        await _turn()
+        with self._writing():
+            self._check_open()
+            current = self._server_groups.pop(group_id, None)
+            if current is None:
+                raise ServerGroupNotFound(group_not_found_message(group_id))
+            return self._with_members(current)

@@ -1,0 +1,126 @@
+"""A fleet on one machine for the fleet e2e tests (issue 12): a controller and N agents,
+each agent with its own host name, state dir (so its own store, instances folder and API
+socket) and bridges named after it, all on the machine's broker and libvirtd; started and
+stopped as daemons (tests/support/daemon.py).
+
+Config names as FLEET.md gives them: the agents' `[amqp] controller_url` is the
+controller's API URL, and everyone reads one `[amqp] fleet_token_file` (0600, made here).
+Host names and bridges carry a random run id, so two fleets (or another helper's tests)
+on the machine never share a job queue (`compute.<host>`) or a bridge. Keep `base` short:
+guests' console sockets live under each state dir (107 bytes at most).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from agent.config import UNIX_PATH_MAX
+from tests.support.daemon import Daemon
+
+AMQP_URL = "amqp://compute-agent@127.0.0.1:5672"
+AMQP_PASSWORD_FILE = Path("/etc/compute-agent/amqp.secret")
+BRIDGE_PREFIX = "catest"  # the test bridges' prefix (cleanup and other helpers know it)
+
+
+@dataclass(frozen=True)
+class FleetNetwork:
+    """A network that spans the fleet: one id and subnet (the controller's IPAM), a bridge
+    of its own on each agent."""
+
+    name: str
+    cidr: IPv4Network
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def toml(self, bridge: str) -> str:
+        return (f'[[networks]]\nid = "{self.id}"\nname = "{self.name}"\nbridge = "{bridge}"\n'
+                f'cidr = "{self.cidr}"\n')
+
+
+def bridge_name(run: str, host_index: int, network_index: int) -> str:
+    """catest<run>h<host>n<network>: 15 bytes at most (IFNAMSIZ) for run ids of 4."""
+    name = f"{BRIDGE_PREFIX}{run}h{host_index}n{network_index}"
+    if len(name) > 15:
+        raise ValueError(f"bridge name {name} is longer than 15 bytes: fewer hosts or networks")
+    return name
+
+
+class Fleet:
+    """`with Fleet(base, agents=3) as fleet:` starts the controller, then the agents; on exit
+    stops the agents, then the controller (SIGTERM, SIGKILL if one does not exit)."""
+
+    def __init__(self, base: Path, agents: int = 3, networks: tuple[FleetNetwork, ...] = (),
+                 *, vhost: str = "compute", amqp_url: str = AMQP_URL,
+                 amqp_password_file: Path = AMQP_PASSWORD_FILE, heartbeat_s: int = 10,
+                 controller_extra: str = "", agent_extra: str = "") -> None:
+        if not 1 <= agents <= 9:
+            raise ValueError("agents: 1..9")
+        longest = base / "h9" / "instances" / ("0" * 36) / "console.sock"
+        if len(str(longest).encode()) > UNIX_PATH_MAX:
+            raise ValueError(f"{base} is too long for guests' console sockets: use guest_dir")
+        base.mkdir(parents=True, exist_ok=True)
+        self.base = base
+        self.run = secrets.token_hex(2)
+        self.networks = networks
+        self.token_file = base / "fleet.secret"
+        self.token_file.touch(mode=0o600)
+        self.token_file.chmod(0o600)
+        self.token_file.write_text(secrets.token_urlsafe(32) + "\n")
+
+        def amqp(extra: str) -> str:
+            return (f'[amqp]\nurl = "{amqp_url}"\nvhost = "{vhost}"\n'
+                    f'password_file = "{amqp_password_file}"\nheartbeat_s = {heartbeat_s}\n'
+                    f'fleet_token_file = "{self.token_file}"\n{extra}')
+
+        controller_dir = base / "ctl"
+        self.controller = Daemon(controller_dir, (
+            f'host = "ctl-{self.run}"\napi_socket = "{controller_dir / "api.sock"}"\n{controller_extra}\n'
+            + "".join(n.toml(bridge_name(self.run, 0, j)) for j, n in enumerate(networks))
+            + amqp("")), command=("controller", "serve"))
+        self.hosts = [f"hv{i}-{self.run}" for i in range(1, agents + 1)]
+        self.agents: dict[str, Daemon] = {}
+        for i, host in enumerate(self.hosts, start=1):
+            state_dir = base / f"h{i}"  # short: console socket paths are bounded
+            self.agents[host] = Daemon(state_dir, (
+                f'host = "{host}"\napi_socket = "{state_dir / "api.sock"}"\n{agent_extra}\n'
+                + "".join(n.toml(bridge_name(self.run, i, j)) for j, n in enumerate(networks))
+                + amqp(f'controller_url = "{self.controller.url}"\n')))
+
+    @property
+    def daemons(self) -> list[Daemon]:
+        return [self.controller, *self.agents.values()]
+
+    def bridges(self, host: str) -> list[str]:
+        """The bridges an agent's config names (one per network, in order)."""
+        i = self.hosts.index(host) + 1
+        return [bridge_name(self.run, i, j) for j in range(len(self.networks))]
+
+    def start(self, timeout: float = 60) -> Fleet:
+        self.controller.start(timeout=timeout)
+        for agent in self.agents.values():
+            agent.start(timeout=timeout)
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        """Agents first (they talk to the controller), then the controller; a daemon that
+        does not stop is killed, and the others still get stopped."""
+        for daemon in [*self.agents.values(), self.controller]:
+            if daemon.proc is None or daemon.proc.poll() is not None:
+                continue
+            try:
+                daemon.stop(timeout)
+            except Exception:  # did not exit in time: no daemon outlives the fleet
+                daemon.kill()
+
+    def __enter__(self) -> Fleet:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
