@@ -56,7 +56,7 @@ def ticket_path(job_id: UUID) -> str:
 
 
 class Placer(Protocol):
-    """Chooses the host of a new server (the scheduler; FirstFitPlacer until it merges)."""
+    """Chooses the host of a new server (agent/core/placement.py's, the scheduler)."""
 
     def place(self, server: Server, flavor: Flavor) -> str:
         """The host's name; agent.errors.NoValidHost when none fits."""

@@ -280,23 +280,28 @@ async def test_no_host_for_a_server_is_nova_no_valid_host_in_error(fleet):
 
 
 async def test_host_ids_differ_between_hosts_and_projects_and_match_on_one_host(fleet):
-    names = host_names("a", "b")
-    first, second = await fleet.agent(names[0]), await fleet.agent(names[1])
-    for agent in (first, second):
+    agents = {a.host: a for a in [await fleet.agent(n) for n in host_names("a", "b")]}
+    for agent in agents.values():
         await agent.heartbeat()
         await fleet.until_known(agent.host)
-    a1 = await fleet.create()
-    b1 = await fleet.create(BOB)
-    await first.job("create", a1)
-    await first.job("create", b1)
-    # The first host disabled (as /os-services will): the next server goes to the second.
-    await fleet.controller.store.set_host_enabled(first.host, False, "test")
-    a2 = await fleet.create()
-    await second.job("create", a2)
-    ids = {s: (await fleet.show(s, BOB if s == b1 else ALICE))["hostId"] for s in (a1, a2, b1)}
-    assert ids[a1] == host_id("p-alice", first.host)
-    assert ids[a2] == host_id("p-alice", second.host) != ids[a1]
-    assert ids[b1] == host_id("p-bob", first.host) != ids[a1]
+    store = fleet.controller.store
+
+    async def create_on(host: str, headers: dict[str, str] = ALICE) -> str:
+        """A server placed on `host`: the other host disabled meanwhile (as /os-services)."""
+        other = next(h for h in agents if h != host)
+        await store.set_host_enabled(other, False, "test")
+        server_id = await fleet.create(headers)
+        await agents[host].job("create", server_id)  # its agent got it
+        await store.set_host_enabled(other, True)
+        return server_id
+
+    first, second = sorted(agents)
+    a1, a2 = await create_on(first), await create_on(second)
+    b1, a3 = await create_on(first, BOB), await create_on(first)
+    ids = {s: (await fleet.show(s, BOB if s == b1 else ALICE))["hostId"] for s in (a1, a2, a3, b1)}
+    assert ids[a1] == host_id("p-alice", first) == ids[a3]  # one host, one project: the same
+    assert ids[a2] == host_id("p-alice", second) != ids[a1]  # two hosts: different
+    assert ids[b1] == host_id("p-bob", first) != ids[a1]  # another project: different
 
 
 async def test_a_redelivered_event_and_a_heartbeat_are_applied_once(fleet):

@@ -1,5 +1,5 @@
 """A controller's core wired to in-memory fakes (issue 12): its ServerService (quotas,
-IPAM on one default network) kicking a FleetDispatcher that places with FirstFitPlacer
+IPAM on one default network) kicking a FleetDispatcher that places with the scheduler
 and publishes to a RecordingBus, and the FleetApplier over the same store."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agent.core.first_fit import FirstFitPlacer
 from agent.core.flavors import FlavorCatalog
 from agent.core.fleet_apply import FleetApplier
 from agent.core.fleet_dispatch import FleetDispatcher
 from agent.core.fleet_tickets import FleetTickets
 from agent.core.networks import NetworkCatalog, PortService
+from agent.core.placement import Placer
 from agent.core.servers import ServerService
 from agent.model.fleet import Heartbeat
 from agent.model.network import Network
@@ -89,7 +89,8 @@ def controller(store: MemoryStore | None = None, bus: RecordingBus | None = None
     bus = bus or RecordingBus()
     clock = clock or Clock()
     images, flavors = FakeImageCatalog([IMAGE]), FlavorCatalog()
-    dispatcher = FleetDispatcher(store, bus, FirstFitPlacer(store, images, now=clock), flavors,
+    dispatcher = FleetDispatcher(store, bus, Placer(store, store, flavors, images=images, now=clock),
+                                 flavors,
                                  now=clock, retry_s=0.01)
     ports = PortService(store, NetworkCatalog([NET]), limits=Limits())
     service = ServerService(store, images, flavors, Limits(), PasswordPolicy(),

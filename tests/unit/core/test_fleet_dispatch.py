@@ -10,9 +10,9 @@ from uuid import uuid4
 
 import pytest
 
-from agent.core.first_fit import FirstFitPlacer
 from agent.core.flavors import FlavorCatalog
 from agent.core.fleet_dispatch import DISPATCHED_STEP, FETCHED_STEP, FleetDispatcher, ticket_path
+from agent.core.placement import Placer
 from agent.errors import NoValidHost
 from agent.model.job import JobKind, JobStatus
 from agent.model.requests import CreateServer
@@ -177,7 +177,11 @@ async def test_a_burst_of_creates_is_placed_one_after_another_each_seeing_the_la
     for h in ("hv1", "hv2", "hv3"):
         await c.heartbeat(h)
 
-    class Spread(FirstFitPlacer):
+    class Spread:
+        """Fewest servers first, counted from the controller's store alone."""
+
+        hosts = c.store
+
         def place(self, server, flavor):
             counts = {h.name: 0 for h in self.hosts.list_hosts()}
             for s in c.store.list_servers():
@@ -185,8 +189,7 @@ async def test_a_burst_of_creates_is_placed_one_after_another_each_seeing_the_la
                     counts[s.host] += 1
             return min(sorted(counts), key=counts.__getitem__)
 
-    c.dispatcher = FleetDispatcher(c.store, c.bus, Spread(c.store, FakeImageCatalog([IMAGE])),
-                                   FlavorCatalog())
+    c.dispatcher = FleetDispatcher(c.store, c.bus, Spread(), FlavorCatalog())
     for _ in range(6):
         await c.service.create(ALICE, _req())
     await c.dispatcher.dispatch_pending()
@@ -194,12 +197,14 @@ async def test_a_burst_of_creates_is_placed_one_after_another_each_seeing_the_la
     assert hosts == ["hv1", "hv1", "hv2", "hv2", "hv3", "hv3"]
 
 
-def test_first_fit_raises_novas_no_valid_host_without_hosts():
+def test_the_scheduler_raises_novas_no_valid_host_without_hosts():
     now = datetime.now(UTC)
     server = Server(id=uuid4(), project_id="p", user_id="u", name="x", image_id=IMAGE.uuid,
                     flavor_id="1", created_at=now, updated_at=now)
     with pytest.raises(NoValidHost, match=r"^No valid host was found\. "):
-        FirstFitPlacer(MemoryStore(), FakeImageCatalog([IMAGE])).place(server, FlavorCatalog().get("1"))
+        store = MemoryStore()
+        Placer(store, store, FlavorCatalog(), images=FakeImageCatalog([IMAGE])).place(
+            server, FlavorCatalog().get("1"))
 
 
 async def test_a_ticket_fetched_before_the_dispatchers_record_stays_fetched():
