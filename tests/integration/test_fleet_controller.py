@@ -28,7 +28,14 @@ import pytest
 from agent.adapters.amqp_bus import AmqpBus, AmqpSettings
 from agent.config import AmqpConfig, Config, TokenConfig
 from agent.model.domain import PowerState
-from agent.model.fleet import EventMessage, Heartbeat, JobMessage, JobTicket, ServerSnapshot
+from agent.model.fleet import (
+    EventMessage,
+    Heartbeat,
+    JobMessage,
+    JobTicket,
+    ServerSnapshot,
+    SnapshotRequest,
+)
 from agent.model.network import Network
 from agent.model.states import Status, TaskState, VmState
 from agent.wiring_controller import Controller, build_controller
@@ -103,8 +110,13 @@ class PlayedAgent:
     tickets: dict[uuid.UUID, JobTicket] = field(default_factory=dict)
     seq: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    snapshot_requests: list[SnapshotRequest] = field(default_factory=list)
 
-    async def on_job(self, message: JobMessage) -> None:
+    async def on_job(self, message: JobMessage | SnapshotRequest) -> None:
+        if isinstance(message, SnapshotRequest):
+            self.snapshot_requests.append(message)
+            self.arrived.set()
+            return
         self.deliveries.append(message)
         if message.job_id not in self.tickets:  # the job id: the agent's idempotency key
             r = await self.api.get(f"{message.payload_ref}?host={self.host}",
@@ -327,3 +339,20 @@ async def test_a_redelivered_event_and_a_heartbeat_are_applied_once(fleet):
     await fleet.until(marker, "ERROR")
     assert (await fleet.show(server_id))["status"] == "SHUTOFF"
     assert fleet.controller.store.get_host(agent.host).last_event_seq == 3
+
+
+async def test_a_gap_in_a_hosts_events_asks_that_host_for_a_snapshot_over_the_broker(fleet):
+    agent = await fleet.agent(host_name("a"))
+    await agent.heartbeat()
+    await fleet.until_known(agent.host)
+    server_id = await fleet.create()
+    await agent.job("create", server_id)
+    agent.seq = 4  # events 1..4 lost: the controller has applied none of them
+    await agent.event(server_id, Status.ACTIVE, vm_state=VmState.ACTIVE, task_state=None,
+                      power_state=PowerState.RUNNING, progress=100)
+    await fleet.until(server_id, "ACTIVE")  # applied all the same: a snapshot is whole
+    async with asyncio.timeout(WAIT_S):
+        while not agent.snapshot_requests:
+            agent.arrived.clear()
+            await agent.arrived.wait()
+    assert agent.snapshot_requests == [SnapshotRequest(host=agent.host, after_seq=0)]
