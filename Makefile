@@ -7,7 +7,7 @@ STAMPS := .stamps
 IMAGES := vm-images/build/busybox-test/manifest.json
 PYTEST_ARGS ?=
 
-.PHONY: setup host venv images test lint unit integration e2e demo doctor clean install bench
+.PHONY: setup host venv images test lint unit integration e2e demo demo-fleet doctor clean install bench
 
 setup: host venv images
 
@@ -48,6 +48,11 @@ test: setup lint
 
 demo: setup
 	$(VENV)/bin/python scripts/demo.py
+
+# The fleet on one machine: the broker (setup starts it), a controller and three agents;
+# six servers of one project spread 2/2/2, then deleted, nothing left on any host.
+demo-fleet: setup
+	$(VENV)/bin/python scripts/demo_fleet.py
 
 # Checks the host as `make demo` uses it: the images setup built and the demo's state dir.
 doctor: setup
