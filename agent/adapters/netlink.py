@@ -104,18 +104,18 @@ class NetlinkPlumber:
                 # its ports and changes as taps come and go, staling the guests' ARP caches.
                 ipr.link("set", index=bridge["index"], address=bridge.get("IFLA_ADDRESS"))
             self._set(ipr, bridge, mtu=network.mtu, state="up")
-            self._ensure_gateway(ipr, bridge["index"], network)
+            self._ensure_bridge_address(ipr, bridge["index"], network)
             if network.uplink is not None:
                 self._ensure_uplink(ipr, bridge["index"], network)
 
     @staticmethod
-    def _ensure_gateway(ipr: IPRoute, index: int, network: Network) -> None:
-        gateway = str(network.gateway_ip)
+    def _ensure_bridge_address(ipr: IPRoute, index: int, network: Network) -> None:
+        address, prefixlen = network.bridge_address
         have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=2)}
-        if (gateway, network.cidr.prefixlen) in have:
+        if (str(address), prefixlen) in have:
             return
         try:
-            ipr.addr("add", index=index, address=gateway, prefixlen=network.cidr.prefixlen)
+            ipr.addr("add", index=index, address=str(address), prefixlen=prefixlen)
         except NetlinkError as e:
             if e.code != errno.EEXIST:
                 raise
