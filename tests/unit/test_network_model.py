@@ -190,3 +190,16 @@ def test_ipam_never_gives_the_gateway_the_hosts_address_or_a_reserved_one():
 def test_host_and_reserved_addresses_outside_the_subnets_hosts_are_refused(field, value, reason):
     with pytest.raises(ValidationError, match=reason):
         Network(id=uuid.uuid4(), name="s", bridge="br-s", cidr="10.213.9.0/24", **{field: value})
+
+
+def test_a_subnets_allocation_pools_leave_out_the_gateway_host_and_reserved_addresses():
+    from agent.api.views_network import subnet_view
+
+    assert subnet_view(SPANNING)["allocation_pools"] == [
+        {"start": "10.213.9.5", "end": "10.213.9.254"}]  # .1 gateway, .2-.4 hosts'
+    middle = SPANNING.model_copy(update={"gateway": IPv4Address("10.213.9.100"),
+                                         "reserved_addresses": (IPv4Address("10.213.9.254"),)})
+    assert subnet_view(middle)["allocation_pools"] == [
+        {"start": "10.213.9.1", "end": "10.213.9.2"}, {"start": "10.213.9.4", "end": "10.213.9.99"},
+        {"start": "10.213.9.101", "end": "10.213.9.253"}]
+    assert subnet_view(NET)["allocation_pools"] == [{"start": "10.213.7.2", "end": "10.213.7.254"}]
