@@ -269,6 +269,17 @@ def reserved_reason(network: Network, ip: IPv4Address, *, gateway_check: bool = 
     return None
 
 
+def bridge_clash(network: Network, ip: IPv4Address) -> str | None:
+    """Why a port with address `ip` (allocated elsewhere: a controller's IPAM) cannot be
+    plugged on this host: it is the gateway's or this host's own address on the segment."""
+    if ip == network.gateway:
+        return "it is the network's gateway address"
+    if ip == network.host_address:
+        return ("it is this host's host_address (a network spanning hosts: list every "
+                "host's host_address in the controller's reserved_addresses)")
+    return None
+
+
 def first_free_ip(network: Network, used: Iterable[IPv4Address]) -> IPv4Address | None:
     """The lowest address of the subnet that is neither reserved nor used."""
     taken = set(used) | network.unallocatable
