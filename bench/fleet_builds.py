@@ -65,14 +65,14 @@ def fleet_builds(ctx: Context, command: str) -> list[Figure]:
     return [Figure(
         key="fleet-builds", agent_s=three_s, reference_s=one_s,
         title=f"11. Fleet: {BUILDS} servers POSTed at once to the controller to all ACTIVE, "
-              f"3 agents (spread {spread})",
+              f"3 agents",
         reference_label=f"the same {BUILDS} on a fleet of 1 agent",
         target_max=0.45, command=command,
         details={"three_agents_s": round(three_s, 2), "one_agent_s": round(one_s, 2),
                  "spread_three": three_spread, "spread_one": one_spread},
-        notes=["flavor 1, test image, no network, one warm appliance per agent (ready before "
-               "the POSTs); the one-agent run goes through the same controller, so only the "
-               "number of hosts differs",
+        notes=[f"placed {spread} over the 3 hosts; flavor 1, test image, no network, one "
+               "warm appliance per agent (ready before the POSTs); the one-agent run goes "
+               "through the same controller, so only the number of hosts differs",
                "all agents, their appliances and the 12 guests they boot share this machine's "
                "2 CPUs under TCG: the three hosts are three processes here, not three "
                "machines, so the ratio measures the fleet's concurrency (placement, three "
