@@ -1,12 +1,16 @@
 """Figure 13 (issue 12, "broker restart -> every host up again and every queued job done"),
 on a whole fleet: a controller and three agents (real daemons) on the machine's broker.
 
-The broker's VM is SIGKILLed (tests/support/broker.py), six servers are POSTed to the
-controller while it is down (their create jobs wait in the controller's store: nothing can
-be published), and the broker is started again. Agent: from the kill until every host is
-`up` in the controller's /os-services with a heartbeat sent after the kill (`updated_at`)
-and all six servers are ACTIVE in the controller's API. Reference: from the kill until the
-broker itself answers again (`rabbitmqctl await_startup`), the floor no client can beat.
+Each agent keeps one warm appliance (as figure 11), so the builds after the restart are
+not cold appliance launches. The broker's VM is SIGKILLed (tests/support/broker.py), six
+servers are POSTed to the controller while it is down (their create jobs wait in the
+controller's store: nothing can be published), and the broker is started again.
+Agent: from the kill until every host is `up` in the controller's /os-services with a
+heartbeat sent after the kill (`updated_at`) and all six servers are ACTIVE in the
+controller's API. Reference: from the kill until the broker itself answers again
+(`rabbitmqctl await_startup`), the floor no client can beat. The note adds when the last
+of the six jobs reached its agent's store (its log's `fleet.job_adopted`): what is after
+that is the builds themselves.
 
 Other helpers' tests on this machine may restart the broker too: if it is not answering
 before the kill, or its VM after the run is not the one this figure started, the attempt
