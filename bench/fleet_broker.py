@@ -87,15 +87,19 @@ def _attempt(fleet: BenchFleet, image_id: str) -> Restart:
     if not broker_answers() or beam_pid() != ours:
         raise _BrokerRestartedElsewhere("the broker was restarted by someone else meanwhile")
     return Restart(broker_back_s=back, hosts_up_s=hosts_up, jobs_done_s=jobs_done,
-                   adopted_s=_last_adopted(fleet, killed_wall) - killed_wall)
+                   adopted_s=_last_adopted(fleet, set(ids)) - killed_wall)
 
 
-def _last_adopted(fleet: BenchFleet, after: float) -> float:
-    """Wall time of the last job an agent adopted after `after` (from the agents' logs)."""
+def _last_adopted(fleet: BenchFleet, server_ids: set[str]) -> float:
+    """Wall time at which the last of these servers' create jobs was adopted by its agent
+    (from the agents' logs; not their deletes)."""
     times = [datetime.fromisoformat(e["timestamp"]).timestamp()
              for agent in fleet.fleet.agents.values() for e in _log_events(agent.log())
-             if e.get("event") == "fleet.job_adopted"]
-    return max((t for t in times if t >= after), default=float("nan"))
+             if e.get("event") == "fleet.job_adopted" and e.get("kind") == "create"
+             and e.get("server_id") in server_ids]
+    if len(times) != len(server_ids):
+        raise RuntimeError(f"{len(times)} of {len(server_ids)} creates adopted in the logs")
+    return max(times)
 
 
 def _log_events(text: str) -> list[dict[str, Any]]:
