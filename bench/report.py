@@ -148,6 +148,13 @@ def _earlier_rows(path: Path) -> list[dict[str, Any]]:
     return [r for r in rows if isinstance(r, dict) and "key" in r and "title" in r]
 
 
+def _figure_name(command: str) -> str:
+    """The figure a row's command runs (`... -m bench NAME --opts`): a run of it makes all
+    of that figure's rows, whatever their titles say now."""
+    words = command.split()
+    return words[words.index("bench") + 1] if "bench" in words[:-1] else command
+
+
 def _readme_rows(text: str) -> list[dict[str, Any]]:
     """The rows of the table in bench/README.md, kept as written (line and notes): what a
     checkout without bench/results (ignored by git) knows of earlier runs."""
@@ -160,7 +167,7 @@ def _readme_rows(text: str) -> list[dict[str, Any]]:
         if line.startswith("| ") and len(cells) >= 8 and not line.startswith("| Figure |"):
             title = cells[0].removeprefix("| ")
             rows.setdefault(title, {"key": f"readme:{title}", "title": title, "raw_line": line,
-                                    "raw_notes": []})
+                                    "command": cells[-1].strip(" |`"), "raw_notes": []})
         elif line.startswith("- *") and "*: " in line:
             title, note = line.removeprefix("- *").split("*: ", 1)
             if title in rows:
@@ -176,8 +183,10 @@ def write(run: dict[str, Any], figures: list[Figure], errors: list[str], *,
     fresh_keys = {r["key"] for r in fresh}
     earlier = _earlier_rows(latest)
     known = {r["title"] for r in earlier + fresh}
+    measured = {_figure_name(r.get("command", "")) for r in earlier + fresh}
     if readme and README.exists():  # rows only the README still has (no latest.json here)
-        earlier += [r for r in _readme_rows(README.read_text()) if r["title"] not in known]
+        earlier += [r for r in _readme_rows(README.read_text()) if r["title"] not in known
+                    and _figure_name(r["command"]) not in measured]
     kept = [r for r in earlier if r["key"] not in fresh_keys]
     rows = sorted(kept + fresh, key=_order)
     data = {**run, "figures": rows, "errors": errors}

@@ -65,3 +65,14 @@ def test_without_readme_writing_the_readme_rows_are_not_taken(bench_dir: Path) -
     report.write(_run(), [_figure()], [], readme=False)
     kept = json.loads((bench_dir / "results" / "latest.json").read_text())["figures"]
     assert [r["key"] for r in kept] == ["fleet-api-median"]
+
+
+def test_a_figure_run_again_replaces_its_readme_rows_whatever_their_titles(bench_dir: Path) -> None:
+    """A title that carries a measured detail changes between runs: the figure's old row
+    (same command) must not stay beside the new one."""
+    report.write(_run(), [Figure(key="shutoff-api-median", title="4. SHUTOFF, renamed",
+                                 agent_s=0.1, reference_s=15, reference_label="Nova",
+                                 target_max=None, command="python -m bench shutoff")],
+                 [], readme=True)
+    text = (bench_dir / "README.md").read_text()
+    assert OLD_ROW not in text and "| 4. SHUTOFF, renamed |" in text
