@@ -1,4 +1,4 @@
-"""`python -m bench [injection|batch|provisioning|shutoff|api|memory|load|abuse ...]`: run the
+"""`python -m bench [injection|batch|provisioning|shutoff|api|memory|load|abuse|fleet-builds ...]`: run the
 figures (all by default), merge them into bench/results/latest.json and latest.md (rows of
 figures not run are kept from earlier runs) and the table in bench/README.md.
 Exits 1 only when a figure could not run, never for a slow number."""
@@ -12,7 +12,19 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import abuse, api_latency, broker_restart, debian_boot, injection, memory, provisioning, shutoff
+from bench import (
+    abuse,
+    api_latency,
+    broker_restart,
+    debian_boot,
+    fleet_api,
+    fleet_broker,
+    fleet_builds,
+    injection,
+    memory,
+    provisioning,
+    shutoff,
+)
 from bench.context import Context, load_average, make_context
 from bench.report import Figure, progress, write
 from bench.scratch import Scratch, sigterm_as_interrupt
@@ -35,6 +47,10 @@ def _command(name: str, args: argparse.Namespace) -> str:
         "abuse": f"--abuse-seconds {args.abuse_seconds:g}",
         "debian": "",
         "broker": "",
+        "fleet-builds": "",
+        "fleet-shutoff": f"--shutoff-runs {args.shutoff_runs}",
+        "fleet-broker": "",
+        "fleet-api": f"--api-requests {args.api_requests}",
     }[name]
     return f"{PY} {name} {opts}".rstrip()
 
@@ -83,6 +99,22 @@ def _broker(ctx: Context, args: argparse.Namespace) -> list[Figure]:
     return broker_restart.broker_restart(ctx, _command("broker", args))
 
 
+def _fleet_builds(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return fleet_builds.fleet_builds(ctx, _command("fleet-builds", args))
+
+
+def _fleet_shutoff(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return fleet_builds.fleet_shutoff(ctx, args.shutoff_runs, _command("fleet-shutoff", args))
+
+
+def _fleet_broker(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return fleet_broker.fleet_broker(ctx, _command("fleet-broker", args))
+
+
+def _fleet_api(ctx: Context, args: argparse.Namespace) -> list[Figure]:
+    return fleet_api.fleet_api(ctx, args.api_requests, _command("fleet-api", args))
+
+
 FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
     "injection": _injection,
     "batch": _batch,
@@ -94,6 +126,10 @@ FIGURES: dict[str, Callable[[Context, argparse.Namespace], list[Figure]]] = {
     "abuse": _abuse,
     "debian": _debian,
     "broker": _broker,
+    "fleet-builds": _fleet_builds,
+    "fleet-shutoff": _fleet_shutoff,
+    "fleet-broker": _fleet_broker,
+    "fleet-api": _fleet_api,
 }
 
 
@@ -109,9 +145,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--server-runs", type=int, default=3,
                    help="runs of the single server that figure 3b compares with")
     p.add_argument("--shutoff-runs", type=int, default=10,
-                   help="guest power-offs timed in figure 4")
+                   help="guest power-offs timed in figures 4 and 12")
     p.add_argument("--api-requests", type=int, default=100,
-                   help="GET /servers/detail timed in figure 5 (each, agent and reference)")
+                   help="GET /servers/detail timed in figures 5 and 14 (each, agent and reference)")
     p.add_argument("--rps-seconds", type=float, default=15,
                    help="seconds of 20 clients in figure 5 (each, agent and reference)")
     p.add_argument("--reconcile-domains", type=int, default=200,

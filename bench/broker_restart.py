@@ -96,12 +96,12 @@ async def _measure(host: str) -> dict[str, float | int]:
         await asyncio.to_thread(start_broker)
         for bus in (agent, controller, listener):
             await bus.close()
-    await _delete_queue(cfg, host)
+    await delete_queue(cfg, host)
     return {"broker_back_s": broker_back, "all_done_s": all_done,
             "first_heartbeat_s": beats_after_kill[0], "jobs": JOBS}
 
 
-async def _delete_queue(cfg: AmqpConfig, host: str) -> None:
+async def delete_queue(cfg: AmqpConfig, host: str) -> None:
     import aio_pika  # the bench's own cleanup; the agent's code never deletes a job queue
 
     s = AmqpSettings.from_config(cfg, host)

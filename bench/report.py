@@ -116,6 +116,9 @@ def markdown(run: dict[str, Any], rows: list[dict[str, Any]], errors: list[str])
         "|---|---|---|---|---|---|---|---|",
     ]
     for f in rows:
+        if "raw_line" in f:  # kept as the README had it
+            lines.append(f["raw_line"])
+            continue
         unit = f.get("unit", "s")
         load = f.get("load_average") or (0.0, 0.0)
         when = str(f.get("run_started_at", run["started_at"]))[5:16].replace("T", " ")
@@ -123,7 +126,7 @@ def markdown(run: dict[str, Any], rows: list[dict[str, Any]], errors: list[str])
                      f"| {_value(f['reference_s'], unit)} ({f['reference_label']}) "
                      f"| {f['ratio']:.2f} | {_verdict(f)} "
                      f"| {load[0]:.1f} → {load[1]:.1f} | {when} | `{f['command']}` |")
-    notes = [(f["title"], n) for f in rows for n in f.get("notes", [])]
+    notes = [(f["title"], n) for f in rows for n in f.get("notes", f.get("raw_notes", []))]
     if notes:
         lines += ["", "Notes:", ""]
         lines += [f"- *{title}*: {note}" for title, note in notes]
@@ -145,13 +148,46 @@ def _earlier_rows(path: Path) -> list[dict[str, Any]]:
     return [r for r in rows if isinstance(r, dict) and "key" in r and "title" in r]
 
 
+def _figure_name(command: str) -> str:
+    """The figure a row's command runs (`... -m bench NAME --opts`): a run of it makes all
+    of that figure's rows, whatever their titles say now."""
+    words = command.split()
+    return words[words.index("bench") + 1] if "bench" in words[:-1] else command
+
+
+def _readme_rows(text: str) -> list[dict[str, Any]]:
+    """The rows of the table in bench/README.md, kept as written (line and notes): what a
+    checkout without bench/results (ignored by git) knows of earlier runs."""
+    if START_MARK not in text or END_MARK not in text:
+        return []
+    table = text.split(START_MARK, 1)[1].split(END_MARK, 1)[0]
+    rows: dict[str, dict[str, Any]] = {}
+    for line in table.splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| ") and len(cells) >= 8 and not line.startswith("| Figure |"):
+            title = cells[0].removeprefix("| ")
+            rows.setdefault(title, {"key": f"readme:{title}", "title": title, "raw_line": line,
+                                    "command": cells[-1].strip(" |`"), "raw_notes": []})
+        elif line.startswith("- *") and "*: " in line:
+            title, note = line.removeprefix("- *").split("*: ", 1)
+            if title in rows:
+                rows[title]["raw_notes"].append(note)
+    return list(rows.values())
+
+
 def write(run: dict[str, Any], figures: list[Figure], errors: list[str], *,
           readme: bool) -> Path:
     RESULTS_DIR.mkdir(exist_ok=True)
     latest = RESULTS_DIR / "latest.json"
     fresh = [{**f.as_json(), "run_started_at": run["started_at"]} for f in figures]
     fresh_keys = {r["key"] for r in fresh}
-    kept = [r for r in _earlier_rows(latest) if r["key"] not in fresh_keys]
+    earlier = _earlier_rows(latest)
+    known = {r["title"] for r in earlier + fresh}
+    measured = {_figure_name(r.get("command", "")) for r in earlier + fresh}
+    if readme and README.exists():  # rows only the README still has (no latest.json here)
+        earlier += [r for r in _readme_rows(README.read_text()) if r["title"] not in known
+                    and _figure_name(r["command"]) not in measured]
+    kept = [r for r in earlier if r["key"] not in fresh_keys]
     rows = sorted(kept + fresh, key=_order)
     data = {**run, "figures": rows, "errors": errors}
     latest.write_text(json.dumps(data, indent=2) + "\n")

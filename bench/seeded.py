@@ -32,15 +32,18 @@ PROJECT = "bench"  # the bench token's project (bench/daemon.py)
 READY_TIMEOUT_S = 120
 
 
-def seed_servers(db: Path, count: int, image_id: uuid.UUID, flavor: str = "1") -> list[uuid.UUID]:
-    """`count` ACTIVE servers of the bench project in the store at `db`; their ids."""
+def seed_servers(db: Path, count: int, image_id: uuid.UUID, flavor: str = "1", *,
+                 project: str = PROJECT, hosts: tuple[str, ...] = ()) -> list[uuid.UUID]:
+    """`count` ACTIVE servers of `project` in the store at `db`; their ids. With `hosts`
+    (a controller's store), server i is placed on hosts[i % len(hosts)]."""
     store = SqliteStore(db)
     ids, batch = [], []
     try:
         for i in range(count):
             now = datetime.now(UTC)
             sid = uuid.uuid4()
-            server = Server(id=sid, project_id=PROJECT, user_id="bench", name=f"seeded-{i:04d}",
+            server = Server(id=sid, project_id=project, user_id="bench", name=f"seeded-{i:04d}",
+                            host=hosts[i % len(hosts)] if hosts else "",
                             image_id=image_id, flavor_id=flavor, vm_state=VmState.ACTIVE,
                             task_state=None, power_state=PowerState.RUNNING, progress=100,
                             metadata={"role": "bench", "index": str(i)}, created_at=now,
