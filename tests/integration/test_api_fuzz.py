@@ -24,7 +24,6 @@ from urllib.parse import unquote
 
 import pytest
 import schemathesis
-from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, CheckContext, GenerationMode, Response
@@ -35,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from starlette.applications import Starlette
 
 from agent.api.app import create_api
 from agent.model.requests import CreateServer, RequestContext
@@ -154,7 +154,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @dataclass
 class World:
-    app: FastAPI
+    app: Starlette
     alice_server: str  # ACTIVE, metadata {"k": "v"}
     bob_server: str  # another project's
     image: str
