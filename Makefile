@@ -7,7 +7,7 @@ STAMPS := .stamps
 IMAGES := vm-images/build/busybox-test/manifest.json
 PYTEST_ARGS ?=
 
-.PHONY: setup host venv images test lint unit integration e2e demo doctor clean install bench
+.PHONY: setup host venv images test lint unit integration e2e demo demo-fleet doctor clean install bench
 
 setup: host venv images
 
@@ -49,6 +49,11 @@ test: setup lint
 demo: setup
 	$(VENV)/bin/python scripts/demo.py
 
+# The fleet on one machine: the broker (setup starts it), a controller and three agents;
+# six servers of one project spread 2/2/2, then deleted, nothing left on any host.
+demo-fleet: setup
+	$(VENV)/bin/python scripts/demo_fleet.py
+
 # Checks the host as `make demo` uses it: the images setup built and the demo's state dir.
 doctor: setup
 	$(VENV)/bin/compute-agent --image-dir vm-images/build --state-dir /var/tmp/compute-agent-demo/state doctor
@@ -64,6 +69,8 @@ clean:
 PREFIX ?= /usr/local
 install: venv
 	install -D -m 0644 systemd/compute-agent.service /etc/systemd/system/compute-agent.service
+	install -D -m 0644 systemd/compute-agent-controller.service /etc/systemd/system/compute-agent-controller.service
+	install -D -m 0644 etc/controller.toml.example /etc/compute-agent/controller.toml.example
 	install -D -m 0644 systemd/compute-agent.tmpfiles /usr/lib/tmpfiles.d/compute-agent.conf
 	install -D -m 0644 systemd/compute-agent.sysusers /usr/lib/sysusers.d/compute-agent.conf
 	install -D -m 0644 etc/agent.toml.example /etc/compute-agent/agent.toml.example

@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import gc
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,13 @@ from agent.log import configure_logging
 from agent.model.host import CheckResult
 from agent.model.image import Image
 from agent.model.requests import RequestContext
-from agent.wiring import build_agent, fleet_link, report_quarantine, warm_for_images
+from agent.wiring import (
+    build_agent,
+    configure_webhooks,
+    fleet_link,
+    report_quarantine,
+    warm_for_images,
+)
 
 log = structlog.get_logger("agent.app")
 
@@ -102,14 +109,101 @@ async def _watchdog(interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+def _api_listeners(config: Config, make_api: Callable[[RequestContext | None], Any],
+                   ) -> list[tuple[_Listener, Any]]:
+    """The unix socket's listener (with the config's default context, if any) and the TCP
+    one (api_listen), each with its share of the connection bound."""
+    unix_ctx = (RequestContext(project_id=config.unix_socket_project, user_id="local")
+                if config.unix_socket_project else None)
+    limits = config.http.model_copy(update={"max_connections": connections_per_listener(
+        config.http.max_connections, 2 if config.api_listen else 1)})
+    listeners = [(_listener(make_api(unix_ctx), limits),
+                  unix_listener(config.socket_path, config.api_socket_mode, config.api_socket_group))]
+    if config.api_listen:
+        listeners.append((_listener(make_api(None), limits), tcp_listener(config.api_listen)))
+    return listeners
+
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, reload: Callable[[Callable[[], Config]], None],
+                     reread: Callable[[], Config]) -> asyncio.Event:
+    """SIGTERM/SIGINT set the returned event; SIGHUP reloads."""
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload, reread)
+    return stop
+
+
+async def _listening(listeners: list[tuple[_Listener, Any]], tasks: list[asyncio.Task[None]]) -> None:
+    while not all(server.started for server, _ in listeners):
+        if any(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.01)
+
+
 async def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
+    return await _locked(config, partial(_serve_locked, config, reread))
+
+
+async def serve_controller(config: Config, reread: Callable[[], Config] | None = None) -> int:
+    """`compute-agent controller serve` (issue 12): the fleet's Compute API and its
+    dispatcher and applier, with the agent's daemon life (lock, listeners, signals,
+    sd_notify, watchdog). Its state dir is its own (the lock is the state dir's)."""
+    return await _locked(config, partial(_serve_controller_locked, config, reread))
+
+
+async def _serve_controller_locked(config: Config, reread: Callable[[], Config] | None) -> int:
+    from agent.wiring_controller import build_controller  # aio-pika: loaded by a controller only
+
+    loop = asyncio.get_running_loop()
+    controller = build_controller(config)
+    listeners = _api_listeners(config, controller.api)
+    stop = _stop_on_signals(loop, controller.reload, reread or (lambda: config))
+    tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners]
+    # The broker connects (and reconnects) in the background: the API serves meanwhile,
+    # and the dispatcher's publishes wait for it. Unfinished jobs go out first thing.
+    await controller.bus.start()
+    await controller.bus.consume_fleet(controller.applier)
+    configure_webhooks(controller.webhooks, config)  # each resumes from its durable cursor
+    background = [asyncio.create_task(controller.dispatcher.run(), name="fleet-dispatcher")]
+    await _listening(listeners, tasks)
+    gc.collect()
+    gc.freeze()
+    log.info("controller.ready", socket=str(config.socket_path), tcp=config.api_listen,
+             jobs_waiting=len(controller.store.unfinished_jobs()))
+    sd_notify("READY=1", "STATUS=serving")
+    interval = watchdog_interval()
+    watchdog = asyncio.create_task(_watchdog(interval)) if interval else None
+
+    await stop.wait()
+    log.info("controller.stopping")
+    sd_notify("STOPPING=1")
+    for server, _ in listeners:
+        server.should_exit = True
+    controller.notifier.close()
+    for task in background:
+        task.cancel()
+    await asyncio.wait(background, timeout=STOP_TIMEOUT_S)
+    await controller.webhooks.close()
+    await controller.bus.close()
+    await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+    if watchdog:
+        watchdog.cancel()
+    controller.close()
+    with contextlib.suppress(FileNotFoundError):
+        config.socket_path.unlink()
+    log.info("controller.stopped")
+    return 0
+
+
+async def _locked(config: Config, body: Callable[[], Awaitable[int]]) -> int:
     # First of all: a second daemon on this state dir would sweep, kill the appliances and
     # run the jobs of the first. Held until the process ends (the kernel drops it then).
     config.state_dir.mkdir(parents=True, exist_ok=True)
     state_lock = StateDirLock(config.state_dir)
     state_lock.acquire()
     try:
-        return await _serve_locked(config, reread)
+        return await body()
     finally:
         state_lock.release()
 
@@ -128,21 +222,8 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     warm_for_images(agent)  # after the stale appliances went, before any build resumes
     # Bridges, taps lost to a host reboot, dnsmasq: as the store says.
     await agent.network.resync_host(agent.hypervisor)
-    listeners: list[tuple[_Listener, Any]] = []
-    unix_ctx = (RequestContext(project_id=config.unix_socket_project, user_id="local")
-                if config.unix_socket_project else None)
-    limits = config.http.model_copy(update={"max_connections": connections_per_listener(
-        config.http.max_connections, 2 if config.api_listen else 1)})
-    listeners.append((_listener(agent.api(unix_ctx), limits),
-                      unix_listener(config.socket_path, config.api_socket_mode,
-                                    config.api_socket_group)))
-    if config.api_listen:
-        listeners.append((_listener(agent.api(None), limits), tcp_listener(config.api_listen)))
-
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, agent.reload, reread or (lambda: config))
+    listeners = _api_listeners(config, agent.api)
+    stop = _stop_on_signals(loop, agent.reload, reread or (lambda: config))
     tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners]
     resumed = agent.runner.resume_all()
     agent.configure_webhooks(config)  # delivery tasks: each resumes from its durable cursor
@@ -156,10 +237,7 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     agent.monitor.resync()  # the start-up reconcile: every server against libvirt
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(agent.monitor.idle(), STARTUP_RECONCILE_TIMEOUT_S)
-    while not all(server.started for server, _ in listeners):
-        if any(t.done() for t in tasks):
-            break
-        await asyncio.sleep(0.01)
+    await _listening(listeners, tasks)
     # Start-up made ~100k long-lived objects (modules, routes, models): moved out of the
     # collector's generations, so full collections no longer walk them (a full pass over
     # them took tens of ms, and the API's requests paid it).

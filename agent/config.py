@@ -312,6 +312,11 @@ class Config(BaseModel):
         return self.state_dir / "agent.db"
 
     @property
+    def controller_database_path(self) -> Path:
+        """The controller's store (`compute-agent controller serve`, issue 12)."""
+        return self.state_dir / "controller.db"
+
+    @property
     def instances_dir(self) -> Path:
         return self.state_dir / "instances"
 

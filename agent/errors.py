@@ -176,6 +176,10 @@ class HostNotFound(NotFound):
     """A hypervisor host the controller has never heard of (issue 12)."""
 
 
+class JobNotFound(NotFound):
+    """A job ticket the controller does not have for that host (issue 12)."""
+
+
 class NoValidHost(AgentError):
     """The scheduler found no host for a server: it ends in ERROR with Nova's fault."""
 

@@ -98,6 +98,22 @@ def _crash_hook(env: str = CRASH_AT_ENV) -> CheckpointHook:
     return hook
 
 
+def load_tokens(tokens: dict[str, TokenInfo], config: Config) -> None:
+    """The config's API tokens into `tokens`, in place (every listener shares the dict)."""
+    fresh = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
+                                                   is_admin=t.admin) for t in config.tokens}
+    tokens.clear()
+    tokens.update(fresh)
+
+
+def configure_webhooks(webhooks: WebhookDispatcher, config: Config) -> None:
+    webhooks.configure(
+        [WebhookTarget(w.url, w.timeout_s, {k: v.get_secret_value() for k, v in w.headers.items()},
+                       secret=webhook_key(w.secret.get_secret_value()) if w.secret else None)
+         for w in config.webhooks],
+        Backoff(config.webhook_backoff_initial_s, config.webhook_backoff_max_s))
+
+
 @dataclass(frozen=True)
 class ApiServices:
     """The core services only the API uses (the others are the Agent's own)."""
@@ -132,10 +148,7 @@ class Agent:
     tokens: dict[str, TokenInfo] = field(default_factory=dict)
 
     def load_tokens(self, config: Config) -> None:
-        fresh = {t.token.get_secret_value(): TokenInfo(project_id=t.project_id, user_id=t.user_id,
-                                                       is_admin=t.admin) for t in config.tokens}
-        self.tokens.clear()
-        self.tokens.update(fresh)
+        load_tokens(self.tokens, config)
 
     def api(self, default_context: RequestContext | None) -> Any:
         if not self.tokens:
@@ -166,11 +179,7 @@ class Agent:
         log.info("config.reloaded", tokens=len(self.tokens), log_level=config.log_level)
 
     def configure_webhooks(self, config: Config) -> None:
-        self.webhooks.configure(
-            [WebhookTarget(w.url, w.timeout_s, {k: v.get_secret_value() for k, v in w.headers.items()},
-                           secret=webhook_key(w.secret.get_secret_value()) if w.secret else None)
-             for w in config.webhooks],
-            Backoff(config.webhook_backoff_initial_s, config.webhook_backoff_max_s))
+        configure_webhooks(self.webhooks, config)
 
     def close(self) -> None:
         self.disk_injector.close()  # its warm appliance would outlive the daemon

@@ -94,8 +94,20 @@ def ours(client: AgentClient) -> list[dict]:
     return [s for s in client.list_servers() if s["name"].startswith("fleet-demo")]
 
 
+def agent_views() -> dict[str, list[str]]:
+    """Each agent's own answer (its local API, its own store): the servers it holds."""
+    views = {}
+    for host in HOSTS:
+        local = AgentClient(str(STATE / host / "api.sock"))
+        try:
+            views[host] = sorted(s["name"] for s in local.list_servers())
+        finally:
+            local.close()
+    return views
+
+
 def leftovers(ids: set[str]) -> dict[str, list[str]]:
-    """What any host still has of the demo's servers: domains, instance folders."""
+    """What any host still has of the demo's servers: domains, instance folders, rows."""
     domains = subprocess.run(["virsh", "-q", "list", "--all", "--name"], capture_output=True,
                              text=True, check=False).stdout.split()
     left = {"libvirt domains": [d for d in domains if d.removeprefix("instance-") in ids]}
@@ -104,6 +116,8 @@ def leftovers(ids: set[str]) -> dict[str, list[str]]:
         left[f"{host} instance folders"] = ([p.name for p in instances.iterdir()
                                              if not p.name.startswith("_")]
                                             if instances.exists() else [])
+    for host, names in agent_views().items():
+        left[f"{host} servers in its store"] = names
     return left
 
 
@@ -138,6 +152,8 @@ def main() -> int:
         spread = Counter(s["OS-EXT-SRV-ATTR:host"] for s in servers)
         print("servers per host:", dict(sorted(spread.items())),
               "| distinct hostIds:", len({s["hostId"] for s in servers}))
+        for host, names in agent_views().items():
+            print(f"{host}'s own API lists: {', '.join(names)}")
         if any(s["status"] != "ACTIVE" for s in servers):
             return 1
 

@@ -88,6 +88,16 @@ amqp_user_ready() {
     && rabbitmqctl -q list_permissions -p "$AMQP_VHOST" --no-table-headers 2>/dev/null \
          | grep -q "^$AMQP_USER"$'\t'
 }
+# The fleet's shared secret ([amqp] fleet_token_file): agents send it to fetch job tickets
+# from the controller (X-Fleet-Token). Root-only; made once.
+FLEET_SECRET=/etc/compute-agent/fleet.secret
+if [ ! -s "$FLEET_SECRET" ]; then
+  log "generating the fleet token into $FLEET_SECRET"
+  install -d -m 0755 /etc/compute-agent
+  (umask 077; head -c 32 /dev/urandom | base64 | tr -d '/+=' > "$FLEET_SECRET.tmp")
+  mv "$FLEET_SECRET.tmp" "$FLEET_SECRET"
+fi
+chmod 0600 "$FLEET_SECRET"
 if amqp_user_ready; then
   log "vhost $AMQP_VHOST and user $AMQP_USER ready"
   exit 0

@@ -49,6 +49,12 @@ class JobLife:
                                 (JobStatus.QUEUED.value, JobStatus.RUNNING.value)).fetchall()
         return [row_job(r) for r in rows]
 
+    def jobs_of(self, server_id: UUID) -> list[Job]:
+        with self._tx("list a server's jobs", write=False) as conn:
+            rows = conn.execute("SELECT * FROM jobs WHERE server_id = ? ORDER BY created_at, rowid",
+                                (str(server_id),)).fetchall()
+        return [row_job(r) for r in rows]
+
     async def update_job(self, job_id: UUID, changes: dict[str, Any]) -> Job:
         check_change_keys(changes, _JOB_FIELDS, _JOB_FIXED, "job")
         return await self._write("update job", self._update_job_sync, job_id, dict(changes))

@@ -152,8 +152,22 @@ _V_SERVER_GROUPS = (
     "CREATE INDEX servers_group ON servers (json_extract(scheduler_hints, '$.group'))",
 )
 
+# The controller's hosts (issue 12): made by a host's first heartbeat (kept as JSON),
+# enabled or not (/os-services), and the last of its events applied (per-host seq).
+_V_HOSTS = (
+    """CREATE TABLE hosts (
+        name TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        disabled_reason TEXT,
+        heartbeat TEXT,
+        heartbeat_at TEXT,
+        last_event_seq INTEGER NOT NULL DEFAULT 0
+    )""",
+)
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V_SERVER_GROUPS)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V_SERVER_GROUPS,
+                                          _V_HOSTS)
 LATEST_VERSION = len(MIGRATIONS)
 
 

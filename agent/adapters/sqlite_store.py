@@ -24,6 +24,7 @@ from uuid import UUID
 
 from agent.adapters import sqlite_keypairs, sqlite_ports, sqlite_server_groups
 from agent.adapters.sqlite_fleet import FleetAdoption
+from agent.adapters.sqlite_hosts import HostRows
 from agent.adapters.sqlite_job_life import JobLife
 from agent.adapters.sqlite_open import connect, open_writer, read_server_ids, truncate_wal
 from agent.adapters.sqlite_rows import (
@@ -59,7 +60,7 @@ __all__ = ["SqliteStore", "read_server_ids"]  # read_server_ids: doctor's look, 
 _SERVER_FIELDS = frozenset(Server.model_fields)
 _SERVER_FIXED = frozenset({"id", "project_id", "created_at", "updated_at", "reservation_id"})
 
-class SqliteStore(JobLife, FleetAdoption):
+class SqliteStore(JobLife, FleetAdoption, HostRows):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._read_lock = threading.Lock()

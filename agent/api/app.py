@@ -27,6 +27,7 @@ from agent.api import (
     routes_catalog,
     routes_console,
     routes_events,
+    routes_fleet,
     routes_host_admin,
     routes_keypairs,
     routes_metadata,
@@ -46,6 +47,7 @@ from agent.api.view_cache import DetailFragments, ListAnswers
 from agent.core.console import Consoles
 from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
+from agent.core.fleet_tickets import FleetTickets
 from agent.core.host_admin import HostAdmin
 from agent.core.images import ImageService
 from agent.core.keypairs import KeypairService
@@ -84,6 +86,8 @@ class ApiDeps:
     # The fleet's hosts (/os-services, /os-hypervisors): the controller's; None on a single
     # agent, which then has no such routes.
     hosts: HostAdmin | None = None
+    # The controller's job tickets for its agents (/fleet/v1, issue 12); None on an agent.
+    tickets: FleetTickets | None = None
 
 
 COMPUTE_ROUTERS = (routes_servers.router, routes_actions.router, routes_metadata.router,
@@ -103,7 +107,9 @@ def _mounts(deps: ApiDeps) -> tuple[Mount, ...]:
             Mount("/v2.1", compute, operation_id_suffix="", grouped=True),
             *(Mount(NETWORK_PREFIX, (r,), operation_id_suffix="") for r in NETWORK_ROUTERS),
             Mount("/v2.1/{project_id}", compute, operation_id_suffix="_in_project",
-                  dependencies=(check_project_in_path,), grouped=True))
+                  dependencies=(check_project_in_path,), grouped=True),
+            # The controller's agents' route (not in the document: include_in_schema=False).
+            *((Mount("", (routes_fleet.router,)),) if deps.tickets is not None else ()))
 
 
 def _routes(mounts: tuple[Mount, ...]) -> list[BaseRoute]:

@@ -4,7 +4,8 @@
 2. a declared body larger than max_body_bytes is refused (413) before anything is read;
    (answers given before the whole body was read close the connection, so its rest is
    never waited for);
-3. authentication (401), except for version discovery and the OpenAPI document;
+3. authentication (401), except for version discovery and the OpenAPI document, and, on
+   the controller, its agents' /fleet/ routes (they check the fleet's own token);
 4. the microversion check (406, or 400 for a malformed version); in fleet mode, a write
    (any method but GET/HEAD/OPTIONS) is refused (409, naming the controller);
 5. the body is read, counting, and refused (413) as soon as it is too large, or (408)
@@ -37,6 +38,7 @@ from agent.api.errors import (
     internal_error_message,
     unauthorized_response,
 )
+from agent.api.routes_fleet import FLEET_PREFIX
 from agent.api.versions import VARY, VERSION_HEADERS, microversion_error
 
 if TYPE_CHECKING:
@@ -149,7 +151,8 @@ class ApiMiddleware:
 
         root = scope.get("root_path", "")
         path = scope["path"][len(root):] if root and scope["path"].startswith(root) else scope["path"]
-        public = path in PUBLIC_PATHS
+        public = path in PUBLIC_PATHS or (self.deps.tickets is not None
+                                          and path.startswith(FLEET_PREFIX))
         if not public:
             ctx = authenticate(self.deps.tokens, self.deps.default_context,
                                headers.get(TOKEN_HEADER), scope["state"]["request_id"])

@@ -49,9 +49,13 @@ def host_id(project_id: str, host: str) -> str:
 
 
 def host_of(server: Server, host: str) -> str:
-    """The server's host, or "" while it has none: as Nova's instance.host is unset until
-    the compute host takes the build, a server is on this host once its build reached its
-    first checkpoint (or it was ever launched). A build that failed before has no host."""
+    """The server's host, or "" while it has none. In a fleet, the host it is placed on
+    (Server.host: the controller's placement, which the agent adopts). On a single host,
+    this host (`host`) once the build reached its first checkpoint (or the server was ever
+    launched), as Nova's instance.host is unset until the compute host takes the build: a
+    build that failed before has no host."""
+    if server.host:
+        return server.host
     return host if server.launched_at is not None or server.progress > 0 else ""
 
 

@@ -32,9 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check that this host can provision servers")
     d.add_argument("--no-guestfs", action="store_true",
                    help="skip the libguestfs appliance launch (slow under TCG)")
-    sv = sub.add_parser("serve", help="run the daemon in the foreground")
-    sv.add_argument("--listen", dest="api_listen", help="also serve the API on HOST:PORT")
-    sv.add_argument("--socket", dest="api_socket", type=Path, help="the API's unix socket")
+    for parent in (sub, sub.add_parser(
+            "controller", help="the fleet's controller (one Compute API for many hosts)"
+            ).add_subparsers(dest="action", required=True)):
+        sv = parent.add_parser("serve", help="run the daemon in the foreground")
+        sv.add_argument("--listen", dest="api_listen", help="also serve the API on HOST:PORT")
+        sv.add_argument("--socket", dest="api_socket", type=Path, help="the API's unix socket")
     servers.add_parser(sub)
     keypairs.add_parser(sub)
     images.add_parser(sub)
@@ -70,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         report = app.doctor(config, guestfs=not args.no_guestfs)
         print("\n".join(report.lines()))
         return 0 if report.can_provision else 1
-    if args.command == "serve":
+    if args.command == "serve" or (args.command == "controller" and args.action == "serve"):
+        serve = app.serve if args.command == "serve" else app.serve_controller
         try:
-            return asyncio.run(app.serve(config, lambda: app.make_config(args.config, overrides)))
+            return asyncio.run(serve(config, lambda: app.make_config(args.config, overrides)))
         except ConfigError as e:
             print(f"compute-agent: {e}", file=sys.stderr)
             return 2

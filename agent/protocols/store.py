@@ -204,6 +204,10 @@ class Store(Protocol):
         """Jobs queued or running, oldest first."""
         ...
 
+    def jobs_of(self, server_id: UUID) -> list[Job]:
+        """Every job of the server, ended ones included, oldest first."""
+        ...
+
     def events_since(self, seq: int, project_id: str | None = None,
                      limit: int = 1000) -> list[StatusEvent]: ...
 
@@ -319,4 +323,14 @@ class HostRegistry(Protocol):
     async def set_host_enabled(self, name: str, enabled: bool,
                                reason: str | None = None) -> HostRecord:
         """Enable or disable a host (/os-services); HostNotFound if never heard of."""
+        ...
+
+    async def apply_host_event(self, host: str, seq: int, server_id: UUID,
+                               changes: dict[str, Any] | None, *, cause: str,
+                               release_ports: bool = False) -> Server | None:
+        """One of a host's events, in one transaction: the host's last_event_seq becomes
+        `seq` (the host is made if unknown), `changes` (Server fields) are applied to the
+        server if the store has it and it is placed on that host (else skipped), with their
+        status event; with `release_ports`, the server's ports are released as
+        release_ports does. The server as it is then (None if not applied)."""
         ...

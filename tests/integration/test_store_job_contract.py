@@ -6,15 +6,16 @@ transaction, and a step is recorded only while the server still carries the job'
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 
 from agent.errors import StoreError, TakenOver
 from agent.model.domain import PowerState
-from agent.model.job import JobStatus
+from agent.model.job import JobKind, JobStatus
 from agent.model.states import Status, TaskState, VmState
 from agent.protocols import Store
-from tests.integration.test_store_contract import make_job, make_server, store  # noqa: F401
+from tests.integration.test_store_contract import T0, make_job, make_server, store  # noqa: F401
 
 SECRET = {"admin_pass_hash": "$6$salt$hash"}
 
@@ -136,3 +137,16 @@ async def test_pause_job_gives_the_try_back_never_below_zero(store: Store) -> No
     assert (paused.status, paused.attempts) == (JobStatus.RUNNING, 0)
     assert (await store.pause_job(job.id)).attempts == 0
     assert await store.pause_job(uuid.uuid4()) is None
+
+
+async def test_jobs_of_lists_a_servers_jobs_ended_ones_too_oldest_first(store: Store) -> None:
+    server, create = await building(store)
+    other, _ = await building(store)
+    delete = make_job(server.id, kind=JobKind.DELETE, created_at=T0 + timedelta(seconds=1),
+                      updated_at=T0 + timedelta(seconds=1))
+    await store.add_job(delete)
+    await store.end_job(create.id, JobStatus.SUCCEEDED)
+    assert [j.id for j in store.jobs_of(server.id)] == [create.id, delete.id]
+    assert store.jobs_of(server.id)[0].status is JobStatus.SUCCEEDED
+    assert store.jobs_of(uuid.uuid4()) == []
+    assert len(store.jobs_of(other.id)) == 1

@@ -56,3 +56,32 @@ def test_example_config_loads_and_matches_the_defaults():
     assert config.state_dir == Path("/var/lib/compute-agent")
     assert config.limits.max_personality_size == 10240
     assert config.api_socket_group == "compute-agent"
+
+
+CONTROLLER_UNIT = REPO / "systemd" / "compute-agent-controller.service"
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze missing")
+def test_the_controllers_unit_verifies_and_is_hardened_further_without_any_capability(tmp_path):
+    binary = Path(sys.executable).parent / "compute-agent"
+    copy = tmp_path / "compute-agent-controller.service"
+    copy.write_text(CONTROLLER_UNIT.read_text().replace("/usr/local/bin/compute-agent", str(binary)))
+    done = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
+    done = subprocess.run(["systemd-analyze", "security", "--offline=true", str(copy)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    score = re.search(r"Overall exposure level for \S+: ([\d.]+)", done.stdout)
+    assert score, done.stdout[-500:]
+    assert float(score.group(1)) <= 2.5  # it owns no guest: no capability at all
+    text = CONTROLLER_UNIT.read_text()
+    assert "controller serve" in text and "Type=notify" in text and "WatchdogSec=" in text
+    assert "CapabilityBoundingSet=\n" in text
+
+
+def test_the_controllers_example_config_loads_with_its_broker_and_own_state():
+    config = load_config(REPO / "etc" / "controller.toml.example", environ={})
+    assert config.amqp is not None
+    assert config.amqp.fleet_token_file == Path("/etc/compute-agent/fleet.secret")
+    assert config.controller_database_path == Path("/var/lib/compute-agent-controller/controller.db")
+    assert config.socket_path == Path("/run/compute-agent-controller/api.sock")

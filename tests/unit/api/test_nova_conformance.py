@@ -11,6 +11,7 @@ import base64
 import hashlib
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -253,3 +254,19 @@ async def test_another_project_s_or_a_deleted_server_s_ips_and_password_are_not_
     fault(await env.client.get(f"/v2.1/servers/{sid}{path}", headers=BOB), 404, "itemNotFound")
     await env.set_state(sid, VmState.DELETED)
     fault(await env.client.get(f"/v2.1/servers/{sid}{path}", headers=ALICE), 404, "itemNotFound")
+
+
+async def test_host_id_is_the_placed_hosts_hashed_per_project_as_in_a_fleet(env: Env):
+    """Issue 12: a server placed by the controller shows its placed host's hostId at once;
+    two hosts differ, one host is the same for one project, another project's differs."""
+    a1, a2 = (await env.create())["id"], (await env.create())["id"]
+    b1 = (await env.create(BOB))["id"]
+    for sid, host in ((a1, "hv1"), (a2, "hv2"), (b1, "hv1")):
+        await env.store.update_server(UUID(sid), {"host": host}, cause="placed")
+    ids = {sid: (await show(env, sid, BOB if sid == b1 else ALICE))["hostId"] for sid in (a1, a2, b1)}
+    assert ids[a1] == hashlib.sha224(b"p-alicehv1").hexdigest()
+    assert ids[a1] != ids[a2] and ids[a1] != ids[b1]
+    assert (await show(env, a2, ADMIN))["OS-EXT-SRV-ATTR:host"] == "hv2"
+    a3 = (await env.create_active())  # (the quota of 3 allows one more for alice)
+    await env.store.update_server(UUID(a3), {"host": "hv1"}, cause="placed")
+    assert (await show(env, a3))["hostId"] == ids[a1]

@@ -27,6 +27,7 @@ from agent.errors import (
     ServerNotFound,
     StoreError,
 )
+from agent.model.fleet import HostRecord
 from agent.model.job import Job, JobStatus, StatusEvent
 from agent.model.keypair import Keypair, exists_message, not_found_message
 from agent.model.network import Port, PortStatus
@@ -42,6 +43,7 @@ from agent.protocols import (
     check_task,
     job_advanced,
 )
+from tests.unit.fakes.hosts import MemoryHosts
 from tests.unit.fakes.store_fleet import FleetAdoptionMixin
 
 _SERVER_FIELDS = frozenset(Server.model_fields)
@@ -91,7 +93,7 @@ async def _turn() -> None:
     await asyncio.sleep(0)
 
 
-class MemoryStore(FleetAdoptionMixin):
+class MemoryStore(FleetAdoptionMixin, MemoryHosts):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._servers: dict[UUID, Server] = {}
@@ -105,6 +107,7 @@ class MemoryStore(FleetAdoptionMixin):
         self._server_groups: dict[UUID, ServerGroup] = {}
         self._closed = False
         self._revision = 0
+        self._hosts: dict[str, HostRecord] = {}
 
     def close(self) -> None:
         self._closed = True
@@ -350,6 +353,13 @@ class MemoryStore(FleetAdoptionMixin):
         found.sort(key=lambda j: j.created_at)  # stable: insertion order breaks ties
         return [j.model_copy(deep=True) for j in found]
 
+    def jobs_of(self, server_id: UUID) -> list[Job]:
+        with self._lock:
+            self._check_open()
+            found = [j for j in self._jobs.values() if j.server_id == server_id]
+        found.sort(key=lambda j: j.created_at)  # stable: insertion order breaks ties
+        return [j.model_copy(deep=True) for j in found]
+
     # -- events ---------------------------------------------------------------------------
 
     def events_since(self, seq: int, project_id: str | None = None,
@@ -466,16 +476,7 @@ class MemoryStore(FleetAdoptionMixin):
             return []
         with self._writing():
             self._check_open()
-            mine = sorted((p for p in self._ports.values() if p.device_id == device_id),
-                          key=lambda p: (p.device_index, p.created_at, str(p.id)))
-            for p in mine:
-                if p.created_by_agent:
-                    del self._ports[p.id]
-                else:
-                    self._ports[p.id] = p.model_copy(update={
-                        "device_id": "", "device_owner": "", "device_index": 0,
-                        "status": PortStatus.DOWN})
-            return mine
+            return self._release(device_id)
 
     # -- keypairs -------------------------------------------------------------------------
 
