@@ -91,6 +91,9 @@ class DnsmasqDhcp:
             f"--dhcp-range={cidr.network_address},static,{cidr.netmask},{self.lease_time}",
             f"--dhcp-option=option:router,{network.gateway_ip}",
             "--dhcp-authoritative",
+            # Silent to MACs with no lease here: on a network spanning hosts every host's
+            # dnsmasq hears every guest, and must neither offer nor NAK another host's.
+            "--dhcp-ignore=tag:!known",
         ]
         if network.mtu != 1500:
             cmd.append(f"--dhcp-option=option:mtu,{network.mtu}")

@@ -161,13 +161,15 @@ def check_subnets(config: Config,
                            fix="run as root (netlink), or on a host with IPv4 routing")
     clashes = [f"network {n.name} ({n.cidr}) overlaps the host route {r.destination}"
                f"{' on ' + r.interface if r.interface else ''}"
-               for n in config.networks for r in overlapping_routes(n.cidr, n.bridge, found)]
+               for n in config.networks if n.routes_subnet
+               for r in overlapping_routes(n.cidr, n.bridge, found)]
     if clashes:
         return CheckResult(name=name, ok=False,
                            detail="; ".join(clashes) + ": its guests could not be reached",
                            fix="give the network a subnet no host route covers")
-    return CheckResult(name=name, ok=True, detail=f"{len(config.networks)} network(s), none "
-                       "overlaps a host route")
+    routed = sum(n.routes_subnet for n in config.networks)
+    return CheckResult(name=name, ok=True, detail=f"{routed} routed network(s), none overlaps "
+                       f"a host route; {len(config.networks) - routed} L2-only (host_address)")
 
 
 def start_checks(config: Config) -> list[tuple[str, Callable[[], CheckResult]]]:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import NetworkError
@@ -104,18 +104,24 @@ class NetlinkPlumber:
                 # its ports and changes as taps come and go, staling the guests' ARP caches.
                 ipr.link("set", index=bridge["index"], address=bridge.get("IFLA_ADDRESS"))
             self._set(ipr, bridge, mtu=network.mtu, state="up")
-            self._ensure_gateway(ipr, bridge["index"], network)
+            self._ensure_bridge_address(ipr, bridge["index"], network)
             if network.uplink is not None:
                 self._ensure_uplink(ipr, bridge["index"], network)
 
     @staticmethod
-    def _ensure_gateway(ipr: IPRoute, index: int, network: Network) -> None:
-        gateway = str(network.gateway_ip)
+    def _ensure_bridge_address(ipr: IPRoute, index: int, network: Network) -> None:
+        address, prefixlen = network.bridge_address
         have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=2)}
-        if (gateway, network.cidr.prefixlen) in have:
+        for other, other_len in have - {(str(address), prefixlen)}:
+            # An address of the subnet we no longer want: e.g. the gateway of a host whose
+            # config now says host_address (two gateways on a segment would fight).
+            # Addresses outside the subnet are the operator's: left alone.
+            if IPv4Address(other) in network.cidr:
+                ipr.addr("del", index=index, address=other, prefixlen=other_len)
+        if (str(address), prefixlen) in have:
             return
         try:
-            ipr.addr("add", index=index, address=gateway, prefixlen=network.cidr.prefixlen)
+            ipr.addr("add", index=index, address=str(address), prefixlen=prefixlen)
         except NetlinkError as e:
             if e.code != errno.EEXIST:
                 raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC
+from ipaddress import IPv4Address
 from typing import Any
 
 from agent.model.network import Network, Port
@@ -34,12 +35,23 @@ def network_view(network: Network) -> dict[str, Any]:
     }
 
 
+def allocation_pools(first: IPv4Address, last: IPv4Address,
+                     holes: list[IPv4Address]) -> list[dict[str, str]]:
+    """The ranges first..last without the (sorted) holes: the gateway, the host's address
+    and the reserved ones are no port's."""
+    pools, start = [], first
+    for hole in [*holes, last + 1]:
+        if start <= hole - 1 and hole - 1 <= last:
+            pools.append({"start": str(start), "end": str(min(hole - 1, last))})
+        start = max(start, hole + 1)
+    return pools
+
+
 def subnet_view(network: Network) -> dict[str, Any]:
     cidr = network.cidr
     gateway = network.gateway_ip
-    first, last = cidr.network_address + 1, cidr.broadcast_address - 1
-    ranges = [(first, gateway - 1), (gateway + 1, last)]  # the hosts but the gateway
-    pools = [{"start": str(a), "end": str(b)} for a, b in ranges if a <= b]
+    pools = allocation_pools(cidr.network_address + 1, cidr.broadcast_address - 1,
+                             sorted(network.unallocatable))
     return {
         "id": str(network.subnet_id),
         "name": network.name,

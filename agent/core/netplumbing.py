@@ -21,7 +21,14 @@ import structlog
 from agent.core.networks import NetworkCatalog
 from agent.errors import AgentError, NetworkError
 from agent.model.domain import InterfaceSpec
-from agent.model.network import Network, Port, PortStatus, dhcp_hosts, is_tap_name
+from agent.model.network import (
+    Network,
+    Port,
+    PortStatus,
+    bridge_clash,
+    dhcp_hosts,
+    is_tap_name,
+)
 from agent.protocols import Dhcp, Hypervisor, NetPlumber, PortGuard, Store
 
 log = structlog.get_logger("agent.network")
@@ -95,6 +102,10 @@ class NetworkPlumbing:
             raise NetworkError(f"tap {', '.join(taken)} belongs to a quarantined guest the store "
                                "does not know; its port cannot be plugged")
         networks = {p.network_id: self._network(p) for p in ports}
+        clashes = [f"port {p.id} address {p.ip}: {why}" for p in ports
+                   if (why := bridge_clash(networks[p.network_id], p.ip))]
+        if clashes:  # two hosts answering ARP for one address: refused before any tap
+            raise NetworkError("; ".join(clashes))
         for network in networks.values():
             await self._run(self.plumber.ensure_bridge, network)
         for port in ports:

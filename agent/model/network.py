@@ -93,6 +93,12 @@ class Network(BaseModel):
     cidr: IPv4Network
     gateway: IPv4Address | None = Field(
         default=None, description="Address of the bridge, and the guests' router; default: first host")
+    host_address: IPv4Address | None = Field(
+        default=None, description="A network spanning hosts: this host's own address on the "
+        "bridge (a /32, for its dnsmasq), when the gateway is another host's or a router's")
+    reserved_addresses: tuple[IPv4Address, ...] = Field(
+        default=(), description="Addresses IPAM never gives a port (e.g. the other hosts' "
+                                "host_address on a network spanning hosts)")
     mtu: int = Field(default=1500, ge=576, le=9000)
     dhcp: bool = True
     port_security: bool = Field(
@@ -127,6 +133,11 @@ class Network(BaseModel):
         if self.gateway is not None and (reason := reserved_reason(self, self.gateway,
                                                                    gateway_check=False)):
             raise ValueError(f"gateway {self.gateway}: {reason}")
+        for name, ip in (("host_address", self.host_address),
+                         *(("reserved_addresses", r) for r in self.reserved_addresses)):
+            if ip is not None and (reason := reserved_reason(self, ip, gateway_check=False,
+                                                             host_check=False)):
+                raise ValueError(f"{name} {ip}: {reason}")
         if self.vlan is not None and self.physical_interface is None:
             raise ValueError("vlan needs physical_interface")
         if self.vlan_interface is not None and len(self.vlan_interface) > 15:
@@ -139,6 +150,29 @@ class Network(BaseModel):
     def gateway_ip(self) -> IPv4Address:
         assert self.gateway is not None  # set by the validator
         return self.gateway
+
+    @property
+    def routes_subnet(self) -> bool:
+        """Whether this host is the guests' router: its bridge holds the gateway with the
+        subnet's prefix (a host route to the subnet). Not when a host_address is set apart
+        from the gateway: then the bridge holds only that /32, the host is plain L2 for the
+        subnet, and another host or router on the segment is the gateway."""
+        return self.host_address is None or self.host_address == self.gateway
+
+    @property
+    def bridge_address(self) -> tuple[IPv4Address, int]:
+        """The address (and prefix length) the bridge carries on this host."""
+        if self.routes_subnet:
+            return self.gateway_ip, self.cidr.prefixlen
+        assert self.host_address is not None
+        return self.host_address, 32
+
+    @property
+    def unallocatable(self) -> frozenset[IPv4Address]:
+        """Addresses of the subnet that are no port's: the gateway, this host's address,
+        the reserved ones."""
+        return frozenset(ip for ip in (self.gateway, self.host_address, *self.reserved_addresses)
+                         if ip is not None)
 
     @property
     def vlan_interface(self) -> str | None:
@@ -217,7 +251,8 @@ class NetworkRequest(BaseModel):
     fixed_ip: str | None = None
 
 
-def reserved_reason(network: Network, ip: IPv4Address, *, gateway_check: bool = True) -> str | None:
+def reserved_reason(network: Network, ip: IPv4Address, *, gateway_check: bool = True,
+                    host_check: bool = True) -> str | None:
     """Why `ip` cannot be a port's address on `network`, or None if it can."""
     if ip not in network.cidr:
         return f"it is not in the network's subnet {network.cidr}"
@@ -227,14 +262,29 @@ def reserved_reason(network: Network, ip: IPv4Address, *, gateway_check: bool = 
         return "it is the subnet's broadcast address"
     if gateway_check and ip == network.gateway:
         return "it is the subnet's gateway address"
+    if host_check and ip == network.host_address:
+        return "it is this host's address on the network's bridge"
+    if host_check and ip in network.reserved_addresses:
+        return "it is one of the network's reserved addresses"
+    return None
+
+
+def bridge_clash(network: Network, ip: IPv4Address) -> str | None:
+    """Why a port with address `ip` (allocated elsewhere: a controller's IPAM) cannot be
+    plugged on this host: it is the gateway's or this host's own address on the segment."""
+    if ip == network.gateway:
+        return "it is the network's gateway address"
+    if ip == network.host_address:
+        return ("it is this host's host_address (a network spanning hosts: list every "
+                "host's host_address in the controller's reserved_addresses)")
     return None
 
 
 def first_free_ip(network: Network, used: Iterable[IPv4Address]) -> IPv4Address | None:
     """The lowest address of the subnet that is neither reserved nor used."""
-    taken = set(used)
+    taken = set(used) | network.unallocatable
     for ip in network.cidr.hosts():
-        if ip != network.gateway and ip not in taken:
+        if ip not in taken:
             return ip
     return None
 

@@ -14,7 +14,7 @@ class NetPlumber(Protocol):
     what is missing, repairs what differs, and leaves what is right alone."""
 
     def ensure_bridge(self, network: Network) -> None:
-        """The bridge exists and is up with the network's MTU and gateway address, joined
+        """The bridge exists and is up with the network's MTU and bridge_address, joined
         to its uplink (VLAN sub-interface or physical interface) if it has one."""
         ...
 

@@ -14,6 +14,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from pyroute2 import IPRoute
 
 from agent.adapters.dnsmasq import DnsmasqDhcp
 from agent.adapters.netlink import NetlinkPlumber
@@ -167,3 +168,42 @@ def test_it_serves_under_the_services_umask(guest_dir, net, testnet):
         assert ask(testnet, ns, MAC1) == "10.213.60.11"
     finally:
         d.stop_all()
+
+
+def test_two_hosts_dnsmasq_on_one_segment_each_answer_only_their_own_ports(guest_dir, testnet):
+    """A network spanning two hosts (emulated: two bridges joined through a test switch):
+    the gateway host's bridge holds the gateway, the other host's only its host_address
+    (/32). Each dnsmasq leases its own port; the other one ignores that MAC entirely (no
+    offer, no NAK), so two dnsmasq on one segment never fight over a guest."""
+    uplinks = testnet.switch(0, 2)
+    cidr = "10.213.61.0/24"
+    gw_net = testnet.network(0, cidr, physical_interface=uplinks[0])
+    l2_net = testnet.network(1, cidr, physical_interface=uplinks[1], host_address="10.213.61.3")
+    l2_net = l2_net.model_copy(update={"id": gw_net.id})  # one network, two hosts
+    for network in (gw_net, l2_net):
+        NetlinkPlumber().ensure_bridge(network)
+    first, second = DnsmasqDhcp(guest_dir / "h1"), DnsmasqDhcp(guest_dir / "h2")
+    for folder in (guest_dir / "h1", guest_dir / "h2"):
+        folder.mkdir(mode=0o755)
+    try:
+        first.sync(gw_net, [host(MAC1, "10.213.61.11")])
+        second.sync(l2_net, [host(MAC2, "10.213.61.12")])
+        ns, _ = testnet.namespace_on(testnet.network(2, cidr).model_copy(
+            update={"bridge": testnet.name("swn0")}))  # a client on the switch itself
+        assert ask(testnet, ns, MAC1) == "10.213.61.11"
+        assert ask(testnet, ns, MAC2) == "10.213.61.12"
+        assert ask(testnet, ns, STRANGER, tries=2) is None
+        for dhcp, own, other in ((first, MAC1, MAC2), (second, MAC2, MAC1)):
+            log = (dhcp.dir(gw_net.id) / "dnsmasq.log").read_text()
+            assert re.search(rf"DHCPACK\(\S+\) \S+ {own}", log), log
+            assert re.search(rf"{other} ignored", log), log  # heard, and left alone
+            assert not re.search(rf"DHCP(OFFER|ACK|NAK)\(\S+\) (\S+ )?{other}", log), log
+        with IPRoute() as ipr:  # the second host routes nothing into the subnet
+            index = ipr.link_lookup(ifname=l2_net.bridge)[0]
+            assert [(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in
+                    ipr.get_addr(index=index, family=2)] == [("10.213.61.3", 32)]
+            assert not ipr.get_routes(family=2, table=254, oif=index)
+    finally:
+        for dhcp in (first, second):
+            dhcp.stop_all()
+        kill_dnsmasq_under(guest_dir)

@@ -73,6 +73,22 @@ def test_a_bridge_is_repaired_when_changed_behind_our_back(plumber, testnet):
     assert (fixed["up"], fixed["mtu"], fixed["addrs"]) == (True, 1500, {("10.213.41.1", 24)})
 
 
+def test_a_host_that_stops_being_the_gateway_keeps_only_its_host_address(plumber, testnet):
+    """The config moves the gateway to another host (host_address set): the old gateway
+    leaves this bridge (two gateways on one segment would fight), its /32 comes, the
+    subnet's route goes; an address outside the subnet is the operator's and stays."""
+    net = testnet.network(0, "10.213.42.0/24")
+    plumber.ensure_bridge(net)
+    with IPRoute() as ipr:
+        ipr.addr("add", index=ipr.link_lookup(ifname=net.bridge)[0], address="192.0.2.7",
+                 prefixlen=32)  # a /32: no route that another test's subnet could meet
+    plumber.ensure_bridge(net.model_copy(update={"host_address": net.cidr[3]}))
+    assert link(net.bridge)["addrs"] == {("10.213.42.3", 32), ("192.0.2.7", 32)}
+    assert not any(r.destination == net.cidr for r in host_routes())
+    plumber.ensure_bridge(net)  # and back: the gateway host again
+    assert link(net.bridge)["addrs"] == {("10.213.42.1", 24), ("192.0.2.7", 32)}
+
+
 def test_plug_and_unplug_are_idempotent(plumber, testnet):
     net = testnet.network(0, "10.213.42.0/24", mtu=1450)
     plumber.ensure_bridge(net)

@@ -19,7 +19,8 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 from agent.config import UNIX_PATH_MAX
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, destroy_domains
+from tests.support.netns import TestNet, kill_dnsmasq_under
 
 AMQP_URL = "amqp://compute-agent@127.0.0.1:5672"
 AMQP_PASSWORD_FILE = Path("/etc/compute-agent/amqp.secret")
@@ -29,15 +30,32 @@ BRIDGE_PREFIX = "catest"  # the test bridges' prefix (cleanup and other helpers 
 @dataclass(frozen=True)
 class FleetNetwork:
     """A network that spans the fleet: one id and subnet (the controller's IPAM), a bridge
-    of its own on each agent."""
+    of its own on each agent. With `segment`, the agents' bridges form one L2 segment as on
+    real hosts: each bridge's uplink (`physical_interface`) is a veth into a test switch;
+    agent 1 is the gateway host, agent i > 1 has `host_address` = the subnet's i-th address,
+    and every config reserves those."""
 
     name: str
     cidr: IPv4Network
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+    segment: bool = False
 
-    def toml(self, bridge: str) -> str:
-        return (f'[[networks]]\nid = "{self.id}"\nname = "{self.name}"\nbridge = "{bridge}"\n'
+    def host_address(self, host_index: int) -> str | None:
+        """Agent `host_index`'s own address (None: it is the gateway host, or no segment)."""
+        return str(self.cidr[host_index]) if self.segment and host_index > 1 else None
+
+    def toml(self, bridge: str, agents: int = 0, host_index: int = 0,
+             uplink: str | None = None) -> str:
+        text = (f'[[networks]]\nid = "{self.id}"\nname = "{self.name}"\nbridge = "{bridge}"\n'
                 f'cidr = "{self.cidr}"\n')
+        if self.segment:
+            reserved = ", ".join(f'"{self.host_address(i)}"' for i in range(2, agents + 1))
+            text += f"reserved_addresses = [{reserved}]\n"
+            if uplink is not None:
+                text += f'physical_interface = "{uplink}"\n'
+            if (own := self.host_address(host_index)) is not None:
+                text += f'host_address = "{own}"\n'
+        return text
 
 
 def bridge_name(run: str, host_index: int, network_index: int) -> str:
@@ -78,15 +96,21 @@ class Fleet:
         controller_dir = base / "ctl"
         self.controller = Daemon(controller_dir, (
             f'host = "ctl-{self.run}"\napi_socket = "{controller_dir / "api.sock"}"\n{controller_extra}\n'
-            + "".join(n.toml(bridge_name(self.run, 0, j)) for j, n in enumerate(networks))
+            + "".join(n.toml(bridge_name(self.run, 0, j), agents) for j, n in enumerate(networks))
             + amqp("")), command=("controller", "serve"))
         self.hosts = [f"hv{i}-{self.run}" for i in range(1, agents + 1)]
         self.agents: dict[str, Daemon] = {}
+        # The test links (switches, uplinks, the agents' bridges) carry the run id: cleaned
+        # up by it, whatever the test did.
+        self.net = TestNet(tag=self.run)
         for i, host in enumerate(self.hosts, start=1):
             state_dir = base / f"h{i}"  # short: console socket paths are bounded
+            self.net.bridges.extend(bridge_name(self.run, i, j) for j in range(len(networks)))
             self.agents[host] = Daemon(state_dir, (
                 f'host = "{host}"\napi_socket = "{state_dir / "api.sock"}"\n{agent_extra}\n'
-                + "".join(n.toml(bridge_name(self.run, i, j)) for j, n in enumerate(networks))
+                + "".join(n.toml(bridge_name(self.run, i, j), agents, i,
+                                 self.net.name(f"u{i - 1}n{j}") if n.segment else None)
+                          for j, n in enumerate(networks))
                 + amqp(f'controller_url = "{self.controller.url}"\n')))
 
     @property
@@ -99,6 +123,9 @@ class Fleet:
         return [bridge_name(self.run, i, j) for j in range(len(self.networks))]
 
     def start(self, timeout: float = 60) -> Fleet:
+        for j, network in enumerate(self.networks):
+            if network.segment:
+                self.net.switch(j, len(self.hosts))
         self.controller.start(timeout=timeout)
         for agent in self.agents.values():
             agent.start(timeout=timeout)
@@ -114,6 +141,11 @@ class Fleet:
                 daemon.stop(timeout)
             except Exception:  # did not exit in time: no daemon outlives the fleet
                 daemon.kill()
+        if self.networks:  # what a failed test may leave: guests, dnsmasq, taps, links
+            for agent in self.agents.values():
+                destroy_domains(agent.state_dir)
+                kill_dnsmasq_under(agent.state_dir)
+            self.net.cleanup()
 
     def __enter__(self) -> Fleet:
         try:

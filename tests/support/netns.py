@@ -31,8 +31,8 @@ PING = ["busybox", "ping", "-c", "3", "-W", "5", "-w", "20"]
 class TestNet:
     __test__ = False  # not a test class, whatever pytest thinks of its name
 
-    def __init__(self) -> None:
-        self.tag = os.urandom(2).hex()
+    def __init__(self, tag: str | None = None) -> None:
+        self.tag = tag or os.urandom(2).hex()
         self.namespaces: list[str] = []
         self.bridges: list[str] = []
 
@@ -68,6 +68,25 @@ class TestNet:
             nsr.link("set", index=index, state="up")
             nsr.link("set", index=nsr.link_lookup(ifname="lo")[0], state="up")
         return ns, address
+
+    def switch(self, n: int, ports: int) -> list[str]:
+        """A test "switch": bridge catest<tag>sw<n> with `ports` veth pairs
+        (catest<tag>s<i>n<n> in the switch, catest<tag>u<i>n<n> left free): the free ends,
+        each the `physical_interface` (uplink) of one host's bridge, so those bridges form
+        one L2 segment as hosts on one physical network would. No address, no forwarding."""
+        switch = self.name(f"swn{n}")
+        self.bridges.append(switch)
+        uplinks = []
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=switch, kind="bridge", br_stp_state=0, br_forward_delay=0)
+            ipr.link("set", index=ipr.link_lookup(ifname=switch)[0], state="up")
+            for i in range(ports):
+                inner, uplink = self.name(f"s{i}n{n}"), self.name(f"u{i}n{n}")
+                ipr.link("add", ifname=inner, kind="veth", peer={"ifname": uplink})
+                ipr.link("set", index=ipr.link_lookup(ifname=inner)[0],
+                         master=ipr.link_lookup(ifname=switch)[0], state="up")
+                uplinks.append(uplink)
+        return uplinks
 
     def set_mac(self, ns: str, mac: str) -> str:
         """Give the namespace's veth end this MAC (to ask DHCP as a port would); its name."""

@@ -69,3 +69,16 @@ def test_two_fleets_on_one_machine_share_no_host_name_or_bridge(guest_dir):
 def test_a_base_folder_too_long_for_console_sockets_is_refused_before_any_daemon(tmp_path):
     with pytest.raises(ValueError, match="too long"):
         Fleet(tmp_path / ("x" * 60))
+
+
+def test_a_segment_network_gives_each_agent_an_uplink_and_all_but_the_first_a_host_address(guest_dir):
+    net = FleetNetwork("seg", IPv4Network("10.77.3.0/24"), segment=True)
+    fleet = Fleet(guest_dir, agents=3, networks=(net,))
+    [ctl_net] = valid(read(fleet.controller)).networks
+    assert [str(a) for a in ctl_net.reserved_addresses] == ["10.77.3.2", "10.77.3.3"]
+    agents = [valid(read(d)).networks[0] for d in fleet.agents.values()]
+    assert [n.routes_subnet for n in agents] == [True, False, False]
+    assert [str(n.host_address) for n in agents[1:]] == ["10.77.3.2", "10.77.3.3"]
+    uplinks = [n.physical_interface for n in agents]
+    assert len(set(uplinks)) == 3 and all(u and u.startswith(f"catest{fleet.run}") for u in uplinks)
+    assert all(n.reserved_addresses == ctl_net.reserved_addresses for n in agents)

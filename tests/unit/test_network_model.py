@@ -161,3 +161,45 @@ cidr = "10.213.20.0/24"
 id = "{uuid.uuid4()}"
 {second}
 """)
+
+
+SPANNING = Network(id=uuid.uuid4(), name="s", bridge="br-s", cidr="10.213.9.0/24",
+                   host_address="10.213.9.3", reserved_addresses=["10.213.9.2", "10.213.9.4"])
+
+
+def test_a_host_that_is_not_the_gateway_holds_only_its_own_32_and_does_not_route_the_subnet():
+    assert NET.routes_subnet and NET.bridge_address == (IPv4Address("10.213.7.1"), 24)
+    assert not SPANNING.routes_subnet
+    assert SPANNING.bridge_address == (IPv4Address("10.213.9.3"), 32)
+    same = NET.model_copy(update={"host_address": NET.gateway})
+    assert same.routes_subnet and same.bridge_address == (IPv4Address("10.213.7.1"), 24)
+
+
+def test_ipam_never_gives_the_gateway_the_hosts_address_or_a_reserved_one():
+    assert first_free_ip(SPANNING, []) == IPv4Address("10.213.9.5")
+    assert "this host's address" in (reserved_reason(SPANNING, IPv4Address("10.213.9.3")) or "")
+    assert "reserved" in (reserved_reason(SPANNING, IPv4Address("10.213.9.4")) or "")
+    assert reserved_reason(SPANNING, IPv4Address("10.213.9.5")) is None
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("host_address", "10.213.10.3", "host_address 10.213.10.3: it is not in the network's subnet"),
+    ("host_address", "10.213.9.255", "broadcast address"),
+    ("reserved_addresses", ["10.213.9.0"], "reserved_addresses 10.213.9.0: it is the subnet's network"),
+])
+def test_host_and_reserved_addresses_outside_the_subnets_hosts_are_refused(field, value, reason):
+    with pytest.raises(ValidationError, match=reason):
+        Network(id=uuid.uuid4(), name="s", bridge="br-s", cidr="10.213.9.0/24", **{field: value})
+
+
+def test_a_subnets_allocation_pools_leave_out_the_gateway_host_and_reserved_addresses():
+    from agent.api.views_network import subnet_view
+
+    assert subnet_view(SPANNING)["allocation_pools"] == [
+        {"start": "10.213.9.5", "end": "10.213.9.254"}]  # .1 gateway, .2-.4 hosts'
+    middle = SPANNING.model_copy(update={"gateway": IPv4Address("10.213.9.100"),
+                                         "reserved_addresses": (IPv4Address("10.213.9.254"),)})
+    assert subnet_view(middle)["allocation_pools"] == [
+        {"start": "10.213.9.1", "end": "10.213.9.2"}, {"start": "10.213.9.4", "end": "10.213.9.99"},
+        {"start": "10.213.9.101", "end": "10.213.9.253"}]
+    assert subnet_view(NET)["allocation_pools"] == [{"start": "10.213.7.2", "end": "10.213.7.254"}]

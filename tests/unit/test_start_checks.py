@@ -94,3 +94,14 @@ def test_a_bridge_name_over_15_bytes_is_refused_by_the_config():
     with pytest.raises(ConfigError, match="not a valid interface name"):
         load_config(None, {"networks": [{"id": str(NET.id), "name": "n", "bridge": "b" * 16,
                                          "cidr": "10.213.9.0/24"}]}, environ={})
+
+
+def test_a_network_this_host_only_bridges_is_not_held_against_a_route_to_its_subnet():
+    """host_address apart from the gateway: the bridge holds a /32, the host routes nothing
+    into the subnet, so another interface's route to it (e.g. the gateway host's bridge on
+    the same machine) is no clash; a routed network on the same subnet still is."""
+    routes = [HostRoute(destination=IPv4Network("10.213.7.0/24"), interface="brother")]
+    l2_only = NET.model_copy(update={"host_address": NET.cidr[3]})
+    result = check_subnets(config(networks=[l2_only]), lambda: routes)
+    assert result.ok and "1 L2-only" in result.detail
+    assert not check_subnets(config(networks=[NET]), lambda: routes).ok

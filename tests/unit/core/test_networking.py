@@ -259,6 +259,20 @@ async def test_a_plumbing_failure_fails_the_build_with_its_message(net: Net):
     assert net.world.store.list_ports() == []
 
 
+
+async def test_a_port_given_this_hosts_own_address_is_refused_before_any_tap(net: Net):
+    """A controller whose config does not reserve a host's host_address may give it to a
+    port: that host refuses to plug it (two would answer ARP for it) and says how to fix."""
+    here = NET_A.model_copy(update={"host_address": NET_A.cidr[2]})  # IPAM's first pick
+    net.plumbing.catalog = NetworkCatalog([here, NET_B, NET_NODHCP])
+    server = await net.create(on(NET_A))
+    await net.world.runner.idle()
+    s = net.world.store.get_server(server.id)
+    assert s.status is Status.ERROR
+    assert "address 10.213.1.2: it is this host's host_address" in s.fault.message
+    assert "reserved_addresses" in s.fault.message
+    assert net.plumber.taps == {} and net.world.store.list_ports() == []
+
 # -- start-up resync ------------------------------------------------------------------------
 
 async def test_resync_replugs_taps_lost_to_a_reboot_and_restarts_dhcp(net: Net):
