@@ -2,8 +2,9 @@
 
 - Resident memory (VmRSS from /proc/<pid>/status) of the real daemon idle (no server)
   and with 1,000 servers in its store (after 5 GET /servers/detail of all of them),
-  against a bare Python process that imports the same modules (`agent.app`: FastAPI,
-  uvicorn, libvirt, guestfs, pydantic, structlog) and does nothing: the floor.
+  against a bare Python process that imports the same modules (`agent.app`: Starlette,
+  uvicorn, libvirt, pydantic, structlog; FastAPI only writes /openapi.json, on its first
+  request) and does nothing: the floor.
 - The start-up reconcile with N servers whose domains exist: libvirt's test driver
   stands in for QEMU (`libvirt_uri = "test:///<node.xml>"`, a node file with N running
   domains carrying the agent's metadata and uuids of N servers seeded in the store).
@@ -37,7 +38,7 @@ START_RUNS = 3
 # (agent/cli), then the composition root; and the same libraries without any agent code.
 _FLOOR = "import sys\nsys.modules.setdefault('rich', None)\nimport agent.app\n"
 _LIBRARIES = ("import sys\nsys.modules.setdefault('rich', None)\n"
-              "import asyncio, sqlite3, tomllib, structlog, pydantic, fastapi, uvicorn, re2\n"
+              "import asyncio, sqlite3, tomllib, structlog, pydantic, starlette.applications, uvicorn, re2\n"
               "import uvicorn.protocols.http.httptools_impl, prometheus_client, libvirt, libvirtaio\n")
 _REPORT = ("\nfor line in open('/proc/self/status'):\n"
            "    if line.startswith(('VmRSS:', 'RssAnon:')): print(int(line.split()[1]) / 1024)\n")
@@ -125,7 +126,7 @@ def memory(ctx: Context, domains: int, command: str) -> list[Figure]:
         progress(f"memory: start to ready {empty_t[-1]:.2f} s (0) vs {full_t[-1]:.2f} s "
                  f"({domains}); reconcile {empty_r[-1]:.3f} s vs {full_r[-1]:.3f} s")
     floor_label = "bare python importing agent.app (floor)"
-    libraries = (f"the libraries alone (asyncio, sqlite3, structlog, pydantic, FastAPI, uvicorn, "
+    libraries = (f"the libraries alone (asyncio, sqlite3, structlog, pydantic, Starlette, uvicorn, "
                  f"prometheus_client, libvirt, re2; no agent code): {libs_rss:.1f} MiB, RssAnon "
                  f"{libs_anon:.1f}; importing agent.app: {floor:.1f}, RssAnon {floor_anon:.1f}; "
                  f"the daemon idle with no image (so no appliance warmed at start): {cold:.1f}, "
@@ -137,7 +138,7 @@ def memory(ctx: Context, domains: int, command: str) -> list[Figure]:
                notes=["VmRSS of the daemon process after `agent.ready` and a 2 s pause; the "
                       "daemon runs as the systemd unit runs it (the compute-agent script, the "
                       "unit's Environment=: MALLOC_ARENA_MAX=2); the "
-                      "floor imports agent.app (FastAPI, uvicorn, pydantic, libvirt, structlog; "
+                      "floor imports agent.app (Starlette, uvicorn, pydantic, libvirt, structlog; "
                       "pyroute2, libguestfs, httpx, nftables, cryptography and websockets load on "
                       "first use) and does nothing. "
                       "The daemon has the test image, so it warms an appliance at start "

@@ -1,4 +1,5 @@
-"""The HTTP surface's factory: an OpenStack Compute API v2.1-compatible FastAPI app.
+"""The HTTP surface's factory: an OpenStack Compute API v2.1-compatible Starlette app
+(served by agent/api/routing.py; FastAPI writes /openapi.json only, agent/api/openapi_doc.py).
 
     app = create_api(ApiDeps(servers=..., flavors=..., images=..., quotas=..., ports=...,
                              events=..., keypairs=..., consoles=...,
@@ -13,14 +14,13 @@ both; a project id in the URL must be the token's, as in Nova, even for an admin
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
-from fastapi.routing import APIRoute
-from starlette.routing import compile_path
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from agent.api import (
     routes_actions,
@@ -40,9 +40,9 @@ from agent.api import (
     versions,
 )
 from agent.api.auth import TokenInfo, check_project_in_path
-from agent.api.doc_router import DocRouter
 from agent.api.errors import install_error_handlers
 from agent.api.middleware import ApiMiddleware
+from agent.api.routing import ApiRoute, Mount
 from agent.api.view_cache import DetailFragments, ListAnswers
 from agent.core.console import Consoles
 from agent.core.event_feed import EventFeed
@@ -90,36 +90,41 @@ class ApiDeps:
     tickets: FleetTickets | None = None
 
 
-def _operation_id(route: APIRoute) -> str:
-    return route.name
-
-
-def _operation_id_with_project(route: APIRoute) -> str:
-    return f"{route.name}_in_project"
-
-
 COMPUTE_ROUTERS = (routes_servers.router, routes_actions.router, routes_metadata.router,
                    routes_server_info.router, routes_catalog.router, routes_events.router,
                    routes_keypairs.router, routes_quotas.router, routes_server_groups.router)
 HOST_ADMIN_ROUTERS = (routes_host_admin.router,)  # only with ApiDeps.hosts (the controller)
 NETWORK_ROUTERS = (routes_network.router, routes_quotas.network_router)
 NETWORK_PREFIX = "/v2.0"  # Neutron's API, beside the compute API (no project id in its paths)
+CONSOLE_PATH = "/v2.1/servers/{server_id}/console"  # a WebSocket, not in OpenAPI
 
 
-def _compute_routers(deps: ApiDeps) -> tuple[APIRouter, ...]:
-    return COMPUTE_ROUTERS + (HOST_ADMIN_ROUTERS if deps.hosts is not None else ())
+def _mounts(deps: ApiDeps) -> tuple[Mount, ...]:
+    """Every router and the prefix it is served under, in the order requests are matched
+    (and the document lists them); the serial console's WebSocket follows the /v2.1 mount."""
+    compute = COMPUTE_ROUTERS + (HOST_ADMIN_ROUTERS if deps.hosts is not None else ())
+    return (Mount("", (versions.router,)), Mount("", (routes_metrics.router,)),
+            Mount("/v2.1", compute, operation_id_suffix="", grouped=True),
+            *(Mount(NETWORK_PREFIX, (r,), operation_id_suffix="") for r in NETWORK_ROUTERS),
+            Mount("/v2.1/{project_id}", compute, operation_id_suffix="_in_project",
+                  dependencies=(check_project_in_path,), grouped=True),
+            # The controller's agents' route (not in the document: include_in_schema=False).
+            *((Mount("", (routes_fleet.router,)),) if deps.tickets is not None else ()))
 
 
-def _route_methods(compute_routers: tuple[APIRouter, ...]) -> list[tuple[re.Pattern[str], frozenset[str]]]:
-    """(path regex, methods) of every route, for the Allow header of a 405."""
-    out = [(compile_path(r.path)[0], frozenset(r.methods))
-           for r in (*versions.router.routes, *routes_metrics.router.routes) if isinstance(r, APIRoute)]
-    for prefix in ("/v2.1", "/v2.1/{project_id}"):
-        out += [(compile_path(prefix + r.path)[0], frozenset(r.methods))
-                for router in compute_routers for r in router.routes if isinstance(r, APIRoute)]
-    out += [(compile_path(NETWORK_PREFIX + r.path)[0], frozenset(r.methods))
-            for router in NETWORK_ROUTERS for r in router.routes if isinstance(r, APIRoute)]
-    return out
+def _routes(mounts: tuple[Mount, ...]) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [Route("/openapi.json", _openapi)]  # first, as FastAPI had it
+    for mount in mounts:
+        routes += [ApiRoute(mount.prefix + spec.path, spec, mount.dependencies)
+                   for router in mount.routers for spec in router.routes]
+        if mount.prefix == "/v2.1":
+            routes.append(WebSocketRoute(CONSOLE_PATH, routes_console.serial_console))
+    return routes
+
+
+def _route_methods(routes: list[BaseRoute]) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """(path regex, methods) of every declared route, for the Allow header of a 405."""
+    return [(r.path_regex, frozenset(r.methods)) for r in routes if isinstance(r, ApiRoute)]
 
 
 _APP_INFO: dict[str, Any] = {
@@ -129,49 +134,27 @@ _APP_INFO: dict[str, Any] = {
 }
 
 
-def _include_routers(app: FastAPI, compute_routers: tuple[APIRouter, ...],
-                     router: Callable[[APIRouter], APIRouter]) -> None:
-    """Every route, each router passed through `router` (the documented twins for the
-    OpenAPI document, the routers themselves for serving)."""
-    compute = APIRouter()
-    for r in compute_routers:
-        compute.include_router(router(r))
-    app.include_router(router(versions.router))
-    app.include_router(router(routes_metrics.router))
-    app.include_router(compute, prefix="/v2.1", generate_unique_id_function=_operation_id)
-    app.include_router(routes_console.router, prefix="/v2.1")  # a WebSocket, not in OpenAPI
-    for r in NETWORK_ROUTERS:
-        app.include_router(router(r), prefix=NETWORK_PREFIX, generate_unique_id_function=_operation_id)
-    app.include_router(compute, prefix="/v2.1/{project_id}",
-                       dependencies=[Depends(check_project_in_path)],
-                       generate_unique_id_function=_operation_id_with_project)
+async def _openapi(request: Request) -> JSONResponse:
+    """The document, written on first request by FastAPI, imported only then
+    (agent/api/openapi_doc.py), and kept."""
+    state = request.app.state
+    if state.openapi_document is None:
+        from agent.api.openapi_doc import document
+
+        state.openapi_document = document(state.mounts, _APP_INFO)
+    return JSONResponse(state.openapi_document)
 
 
-def _documented(r: APIRouter) -> APIRouter:
-    return r.documented() if isinstance(r, DocRouter) else r
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The document, built once on first request from a twin of the app whose routes are
-    declared with their response models and fault responses (agent/api/doc_router.py)."""
-    if app.openapi_schema is None:
-        twin = FastAPI(**_APP_INFO)
-        _include_routers(twin, _compute_routers(app.state.deps), _documented)
-        app.openapi_schema = twin.openapi()
-    return app.openapi_schema
-
-
-def create_api(deps: ApiDeps) -> FastAPI:
-    app = FastAPI(**_APP_INFO, docs_url=None, redoc_url=None, openapi_url="/openapi.json",
-                  redirect_slashes=False)
-    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
+def create_api(deps: ApiDeps) -> Starlette:
+    mounts = _mounts(deps)
+    routes = _routes(mounts)
+    app = Starlette(routes=routes)
+    app.router.redirect_slashes = False
     app.state.deps = deps
+    app.state.mounts = mounts
+    app.state.openapi_document = None
+    app.state.route_methods = _route_methods(routes)
     install_error_handlers(app)
-    compute_routers = _compute_routers(deps)
-    _include_routers(app, compute_routers, lambda r: r)
-    if deps.tickets is not None:  # the controller's agents' route: not in the document
-        app.include_router(routes_fleet.router)
-    app.state.route_methods = _route_methods(compute_routers)
     app.add_middleware(routes_metrics.RequestMetrics, metrics=deps.metrics)  # inside ApiMiddleware
     app.add_middleware(ApiMiddleware, deps=deps)
     return app

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Path, Request, Security
-from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
 
 from agent.api.errors import UNAUTHORIZED_MESSAGE, ApiFault
+from agent.api.routing import ApiKeyHeader, Depends, Path, Security
 from agent.model.requests import RequestContext
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def deps_of(request: Request) -> ApiDeps:
 
 
 # Documents the header in the OpenAPI document; the middleware does the real check.
-_token = APIKeyHeader(name=TOKEN_HEADER, auto_error=False, scheme_name="KeystoneToken",
+_token = ApiKeyHeader(name=TOKEN_HEADER, scheme_name="KeystoneToken",
                       description="A token of this host's configured tokens")
 
 

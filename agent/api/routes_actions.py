@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import Body, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from agent.api.auth import Ctx, deps_of
-from agent.api.doc_router import DocRouter
 from agent.api.errors import MALFORMED_BODY, ApiFault
 from agent.api.models_actions import ACTION_RESPONSES
 from agent.api.routes_servers import parse_server_id, server_view
+from agent.api.routing import Body, Depends, Router
 from agent.api.schemas_actions import (
     ACTIONS,
     ActionBody,
@@ -33,7 +33,7 @@ from agent.api.schemas_actions import (
 )
 from agent.core.actions import SIMPLE, ServerActions
 
-router = DocRouter(tags=["server actions"])
+router = Router(tags=["server actions"])
 
 
 async def named_action(request: Request) -> str:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query, Request, Response
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from agent.api import models, models_catalog, views
 from agent.api.auth import Ctx, deps_of
-from agent.api.doc_router import DocRouter
+from agent.api.routing import Query, Router
 from agent.errors import PolicyForbidden
 from agent.model.flavor import Flavor
 
-router = DocRouter()
+router = Router()
 
 MinRam = Annotated[int | None, Query(alias="minRam", ge=0, description="At least this RAM (MiB)")]
 MinDisk = Annotated[int | None, Query(alias="minDisk", ge=0, description="At least this disk (GiB)")]

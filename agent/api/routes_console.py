@@ -18,12 +18,11 @@ import uuid
 from uuid import UUID
 
 import structlog
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agent.api.auth import TOKEN_HEADER, authenticate
 from agent.errors import NotFound
 
-router = APIRouter()
 log = structlog.get_logger("agent.api.console")
 
 CLOSE_UNAUTHORIZED = 4401
@@ -53,8 +52,9 @@ async def _refuse(ws: WebSocket, code: int, reason: str) -> None:
     await ws.close(code, reason[:120])
 
 
-@router.websocket("/servers/{server_id}/console")
-async def serial_console(ws: WebSocket, server_id: str) -> None:
+async def serial_console(ws: WebSocket) -> None:
+    """Served at /v2.1/servers/{server_id}/console (agent/api/app.py)."""
+    server_id: str = ws.path_params["server_id"]
     deps = ws.app.state.deps
     ctx = authenticate(deps.tokens, deps.default_context, ws.headers.get(TOKEN_HEADER),
                        f"req-{uuid.uuid4()}")

@@ -12,17 +12,17 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-from fastapi import Header, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from agent.api import models_events
 from agent.api.auth import TOKEN_HEADER, Ctx, deps_of
-from agent.api.doc_router import DocRouter
 from agent.api.errors import fault_response
+from agent.api.routing import Header, Query, Router
 from agent.core.event_feed import MAX_LIMIT, MAX_WAIT_S, EventFeed, StreamSlots, event_view
 
-router = DocRouter(tags=["events"])
+router = Router(tags=["events"])
 
 MAX_SEQ = 2**63 - 1  # SQLite's largest integer
 DEFAULT_LIMIT = 100

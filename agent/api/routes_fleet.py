@@ -9,16 +9,18 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from agent.api.auth import deps_of
 from agent.api.errors import ApiFault
+from agent.api.routing import Header, Query, Router
 from agent.core.fleet_tickets import FleetTickets
 
 FLEET_PREFIX = "/fleet/"
 TOKEN_HEADER = "X-Fleet-Token"  # noqa: S105 - a header name
 
-router = APIRouter()
+router = Router()
 
 
 def _tickets(request: Request) -> FleetTickets:

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query, Request
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from agent.api import models, models_fleet, views
 from agent.api.auth import Ctx, deps_of
-from agent.api.doc_router import DocRouter
 from agent.api.errors import ApiFault
+from agent.api.routing import Query, Router
 from agent.api.schemas_fleet import ServiceUpdateBody
 from agent.core.host_admin import COMPUTE_BINARY, HostAdmin, HostView
 from agent.errors import HostNotFound, InvalidInput, PolicyForbidden
 from agent.model.requests import RequestContext
 
-router = DocRouter(tags=["hosts"])
+router = Router(tags=["hosts"])
 
 HYPERVISOR_TYPE = "QEMU"  # what libvirt's getType() names both KVM and TCG hosts
 

@@ -4,16 +4,16 @@ Every call acts on the caller's own keypairs (the token's user)."""
 
 from __future__ import annotations
 
-from fastapi import Request, Response
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from agent.api import models, views
 from agent.api.auth import Ctx, deps_of
-from agent.api.doc_router import DocRouter
+from agent.api.routing import Router
 from agent.api.schemas import KeypairCreateBody
 from agent.core.keypairs import KeypairService
 
-router = DocRouter(tags=["keypairs"])
+router = Router(tags=["keypairs"])
 
 
 def keypairs_of(request: Request) -> KeypairService:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Request, Response
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from agent.api import models
 from agent.api.auth import Ctx, deps_of
-from agent.api.doc_router import DocRouter
 from agent.api.routes_servers import parse_server_id
+from agent.api.routing import Path, Router
 from agent.api.schemas import MetadataBody, MetaItemBody
 from agent.errors import InvalidInput, MetadataItemNotFound
 
-router = DocRouter(tags=["server metadata"])
+router = Router(tags=["server metadata"])
 
 Key = Annotated[str, Path(description="A metadata key")]
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import time
 
-from fastapi import Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.api.auth import TOKEN_HEADER, Ctx, deps_of
-from agent.api.doc_router import DocRouter
 from agent.api.errors import ApiFault
+from agent.api.routing import Router
 from agent.core.metrics import Metrics
 
-router = DocRouter()
+router = Router()
 
 # Any other method a client makes up is "other": a label value per made-up method would
 # let one client grow the series without bound.
@@ -40,20 +41,12 @@ async def metrics(request: Request, ctx: Ctx) -> Response:
 
 def route_template(scope: Scope) -> str:
     """The template of the route that served this request ("/v2.1/{project_id}/servers/
-    {server_id}"), or "unmatched". The route names its own part of the path; the segments
-    before it are the prefix it was included under, whose parameters (the project id) are
-    put back by name. Only matched segments and parameter names can appear, so the label
-    values are bounded whatever paths clients send."""
-    own = getattr(scope.get("route"), "path", None)
-    if not isinstance(own, str):
-        return "unmatched"
-    own_segments = own.split("/")[1:]
-    segments = scope["path"].split("/")[1:]
-    if len(segments) < len(own_segments):
-        return "unmatched"
-    named = {str(value): f"{{{name}}}" for name, value in scope.get("path_params", {}).items()}
-    prefix = [named.get(s, s) for s in segments[: len(segments) - len(own_segments)]]
-    return "/" + "/".join([*prefix, *own_segments])
+    {server_id}"), or "unmatched": every route is served at its whole template
+    (agent/api/routing.py's ApiRoute; it used to be rebuilt from the path, which took a
+    prefix segment for any parameter of the same value). Only templates can appear, so
+    the label values are bounded whatever paths clients send."""
+    template = getattr(scope.get("route"), "path", None)
+    return template if isinstance(template, str) else "unmatched"
 
 
 class RequestMetrics:

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query, Request, Response
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from agent.api import models, models_network, views_network
 from agent.api.auth import Ctx, deps_of
-from agent.api.doc_router import DocRouter
 from agent.api.errors import ApiFault
+from agent.api.routing import Query, Router
 from agent.core.networks import NetworkCatalog, PortService
 from agent.errors import InvalidInput, NetworkNotFound
 from agent.model.network import Network
 
-router = DocRouter(tags=["networks"])
+router = Router(tags=["networks"])
 
 QueryStr = Annotated[str | None, Query()]
 

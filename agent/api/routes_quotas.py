@@ -7,20 +7,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from agent.api import models, models_catalog
 from agent.api.auth import Ctx, deps_of
-from agent.api.doc_router import DocRouter
 from agent.api.errors import ApiFault
+from agent.api.routing import Router
 from agent.model.requests import RequestContext
 
 if TYPE_CHECKING:
     from agent.api.app import ApiDeps
 
-router = DocRouter(tags=["quotas"])
-network_router = DocRouter(tags=["networks"])
+router = Router(tags=["quotas"])
+network_router = Router(tags=["networks"])
 
 INJECTED_FILE_PATH_BYTES = 255  # Nova's default; personality paths are checked on their own
 KEY_PAIRS = 100  # as /limits shows it

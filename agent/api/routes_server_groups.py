@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query, Request, Response
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from agent.api import models, models_fleet
 from agent.api.auth import Ctx, deps_of
-from agent.api.doc_router import DocRouter
+from agent.api.routing import Query, Router
 from agent.api.schemas_fleet import ServerGroupCreateBody
 from agent.core.server_groups import ServerGroupService
 from agent.model.scheduling import ServerGroup
 
-router = DocRouter(tags=["server groups"])
+router = Router(tags=["server groups"])
 
 
 def groups_of(request: Request) -> ServerGroupService:

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Path, Request, Response
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from agent.api import models
 from agent.api.auth import Ctx, deps_of
-from agent.api.doc_router import DocRouter
 from agent.api.routes_servers import addresses, parse_server_id
+from agent.api.routing import Path, Router
 from agent.errors import NotFound
 from agent.model.requests import RequestContext
 
-router = DocRouter(tags=["server addresses and password"])
+router = Router(tags=["server addresses and password"])
 
 NetworkLabel = Annotated[str, Path(description="A network's name, as `addresses` keys it")]
 

@@ -10,19 +10,19 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from agent.api import models, views, views_network
 from agent.api.auth import Ctx, deps_of
-from agent.api.doc_router import DocRouter
+from agent.api.routing import Depends, Query, Router
 from agent.api.schemas import CreateServerBody, UpdateServerBody
 from agent.errors import InvalidInput, ServerNotFound
 from agent.model.requests import RequestContext, ServerQuery
 from agent.model.server import Server
 from agent.model.states import Status
 
-router = DocRouter(tags=["servers"])
+router = Router(tags=["servers"])
 
 
 def parse_server_id(server_id: str) -> UUID:

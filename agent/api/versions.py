@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
-from agent.api.doc_router import DocRouter
 from agent.api.models import PUBLIC_ERRORS, VersionList, VersionShow
+from agent.api.routing import Router
 
 MICROVERSION = "2.1"
 UPDATED = "2013-07-23T11:33:21Z"
@@ -88,7 +88,7 @@ def microversion_error(headers: Headers) -> tuple[int, str] | None:
     return None
 
 
-router = DocRouter(tags=["versions"])
+router = Router(tags=["versions"])
 
 
 @router.get("/", response_model=VersionList, responses=PUBLIC_ERRORS,

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 from uuid import UUID
 
-from fastapi import Request
+from starlette.requests import Request
 
 from agent.core.guest_layout import domain_name
 from agent.core.quotas import Usage

@@ -24,7 +24,6 @@ from urllib.parse import unquote
 
 import pytest
 import schemathesis
-from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, CheckContext, GenerationMode, Response
@@ -35,8 +34,10 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from starlette.applications import Starlette
 
 from agent.api.app import create_api
+from agent.core.event_feed import MAX_WAIT_S
 from agent.model.requests import CreateServer, RequestContext
 from agent.model.states import VmState
 from tests.unit.api.conftest import ALICE, BOB, TEST_NET, build_env
@@ -50,6 +51,10 @@ MAX_EXAMPLES = {"valid": 20, "none": 4, "wrong": 4}
 PUBLIC = frozenset({"GET /", "GET /v2.1", "GET /v2.1/"})
 SECRET = "Fuzz-Adm1n-Secret-7c41"  # swapped in as adminPass now and then
 MIN_SECRET_LEN = 8  # a shorter generated value may match ordinary text by chance
+# A bound on one call, past the longest long poll the document allows (`wait` <= 30 s):
+# schemathesis' default (10 s) cancelled longer polls, which FastAPI's routes swallowed
+# (the poll went on to its end) and ours let through (a ReadTimeout failing the test).
+CALL_TIMEOUT_S = MAX_WAIT_S + 30
 
 
 def _load_schema() -> schemathesis.BaseSchema:
@@ -154,7 +159,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @dataclass
 class World:
-    app: FastAPI
+    app: Starlette
     alice_server: str  # ACTIVE, metadata {"k": "v"}
     bob_server: str  # another project's
     image: str
@@ -256,7 +261,7 @@ def test_fuzz(label: str, auth: str) -> None:
         if token is not None:
             headers["X-Auth-Token"] = token
         case.headers = headers
-        response = case.call(app=world.app)
+        response = case.call(app=world.app, timeout=CALL_TIMEOUT_S)
         case.validate_response(response, checks=CHECKS)
         statuses.append(response.status_code)
         if token == TOKEN or label in PUBLIC:

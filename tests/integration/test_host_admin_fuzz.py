@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 import pytest
 import schemathesis
-from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
+from starlette.applications import Starlette
 
 from agent.api.app import create_api
 from agent.core.host_admin import HostAdmin, host_number
@@ -29,7 +29,7 @@ MAX_EXAMPLES = 25
 FLEET_PATHS = ("/os-services", "/os-hypervisors", "/os-server-groups")
 
 
-async def _app() -> FastAPI:
+async def _app() -> Starlette:
     deps, store, _images, _ = build_env()
     registry = MemoryHostRegistry()
     for name in ("hv1", "hv2"):

@@ -3,17 +3,25 @@ what the daemon's start imports (`python -m agent ... serve` goes through agent.
 agent.app and a listener's uvicorn config) leaves out the libraries of features used
 later or never: the console's WebSockets, keypairs' cryptography, port_security's
 nftables, networks' pyroute2, injection's libguestfs, webhooks' httpx,
-the fleet's aio-pika (single-host mode never loads it). Each check runs in
-a fresh interpreter (a subprocess: this one has imported them all)."""
+the fleet's aio-pika (single-host mode never loads it), and FastAPI, which only writes
+/openapi.json on its first request (agent/api/openapi_doc.py). Each check runs in a fresh
+interpreter (a subprocess: this one has imported them all)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.conftest import GUEST_SCRATCH
+from tests.support.daemon import TOKENS, Daemon
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # aio_pika/aiormq: the fleet's broker (issue 12), loaded only when [amqp] is configured.
 LOADED_LATER = ("websockets", "cryptography", "nftables", "pyroute2", "guestfs", "httpx",
-                "aio_pika", "aiormq")
+                "aio_pika", "aiormq", "fastapi")
 
 _DAEMON_START = """
 import json, sys
@@ -81,3 +89,50 @@ print(json.dumps([installed, code, "structlog" in sys.modules, sys.modules.get("
     if not installed:
         pytest.skip("rich is not installed here: nothing to leave out")
     assert (status, structlog_loaded, rich_loaded) == (2, True, False)
+
+
+# Imported first by every interpreter started with its folder on PYTHONPATH: writes where
+# FastAPI got imported from to $FASTAPI_IMPORT_MARK, the first time it is.
+_WATCH_FASTAPI = """
+import os, sys, traceback
+
+class _WatchFastapi:
+    def find_spec(self, name, path=None, target=None):
+        if name == "fastapi":
+            with open(os.environ["FASTAPI_IMPORT_MARK"], "w") as out:
+                out.write("".join(traceback.format_stack()))
+            sys.meta_path.remove(self)
+        return None
+
+sys.meta_path.insert(0, _WatchFastapi())
+"""
+
+
+def test_a_serving_daemon_imports_fastapi_only_for_its_first_openapi_document(tmp_path: Path):
+    """The real daemon (`python -m agent serve`) answers requests, validation failures
+    included, without FastAPI; the first GET /openapi.json imports it (and the same
+    watcher sees that, so it would see an earlier import too)."""
+    (tmp_path / "sitecustomize.py").write_text(_WATCH_FASTAPI)
+    mark = tmp_path / "fastapi-imported"
+    GUEST_SCRATCH.mkdir(mode=0o755, exist_ok=True)
+    root = GUEST_SCRATCH / uuid.uuid4().hex[:12]
+    (root / "state").mkdir(parents=True)
+    daemon = Daemon(root / "state", env={
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "FASTAPI_IMPORT_MARK": str(mark)})
+    try:
+        daemon.start()
+        with httpx.Client(base_url=daemon.url, timeout=30,
+                          headers={"X-Auth-Token": TOKENS["alice"][0]}) as api:
+            assert api.get("/v2.1/servers").status_code == 200
+            assert api.get("/v2.1/servers/detail", params={"limit": "x"}).status_code == 400
+            assert api.post("/v2.1/servers", json={"server": {}}).status_code == 400
+            assert api.post("/v2.1/servers", content=b"{").status_code == 400
+            assert api.get("/v2.0/networks").status_code == 200
+            assert not mark.exists(), mark.read_text()
+            document = api.get("/openapi.json")
+            assert document.status_code == 200
+            assert "/v2.1/servers" in document.json()["paths"]
+        assert mark.exists()
+    finally:
+        daemon.kill()
+        shutil.rmtree(root, ignore_errors=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from starlette.applications import Starlette
 from structlog.testing import capture_logs
 
 from agent.api.app import create_api
@@ -25,7 +25,7 @@ from tests.unit.api.test_keypairs import ED_PUB, FINGERPRINT_ED
 class InProcess:
     """What AgentClient needs of an httpx.Client, served by the app in this process."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: Starlette) -> None:
         self.app = app
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from agent.adapters.ssh_keys import CryptographySshKeys
 from agent.api.app import ApiDeps, create_api
@@ -50,7 +50,7 @@ LIMITS = Limits(max_total_instances=3, max_total_cores=20, max_total_ram=51200, 
 @dataclass
 class Env:
     client: httpx.AsyncClient
-    app: FastAPI
+    app: Starlette
     deps: ApiDeps
     store: MemoryStore
     images: FakeImageCatalog
@@ -103,7 +103,7 @@ def build_env(*, default_context: RequestContext | None = None, max_body_bytes: 
     return deps, store, images, kicked
 
 
-def client_for(app: FastAPI) -> httpx.AsyncClient:
+def client_for(app: Starlette) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 

@@ -117,3 +117,13 @@ async def test_the_ticket_route_is_not_in_the_openapi_document():
     async with client_for(app) as client:
         paths = (await client.get("/openapi.json")).json()["paths"]
     assert not [p for p in paths if p.startswith("/fleet")]
+
+
+async def test_another_method_on_the_ticket_route_is_405_allowing_get():
+    """The Allow header names GET (it used to be empty: the route was left out of the
+    methods the 405 handler looks up)."""
+    app, _store, _images = await controller_env()
+    async with client_for(app) as client:
+        r = await client.post(f"/fleet/v1/jobs/{uuid.uuid4()}?host=hv1", headers=FLEET)
+    fault(r, 405, "badMethod")
+    assert r.headers["Allow"] == "GET"

@@ -73,6 +73,15 @@ async def test_requests_are_timed_by_route_template_and_status_class(env: Env):
     assert server_id not in r.text and "p-alice" not in r.text
 
 
+async def test_a_project_id_equal_to_another_parameter_is_labelled_by_its_own_name(env: Env):
+    """/v2.1/x/servers/x: the prefix's project id is {project_id}, not the server id's name."""
+    assert (await env.client.get("/v2.1/x/servers/x", headers=ALICE)).status_code == 400
+    r = await env.client.get("/metrics", headers=ADMIN)
+    routes = {s[1]["route"] for s in families(r)["compute_agent_api_request_duration_seconds"]}
+    assert "/v2.1/{project_id}/servers/{server_id}" in routes
+    assert "/v2.1/{server_id}/servers/{server_id}" not in routes
+
+
 async def test_the_unix_socket_default_context_may_read_without_a_token():
     deps, *_ = build_env(default_context=LOCAL)
     async with client_for(create_api(deps)) as client:
