@@ -118,7 +118,9 @@ def service(admin: httpx.Client, host: str) -> dict[str, Any]:
 
 
 def host_of(admin: httpx.Client, server_id: str) -> str:
-    return admin.get(f"/servers/{server_id}").json()["server"]["OS-EXT-SRV-ATTR:host"]
+    """The host the controller placed the server on (placement follows the create's 202)."""
+    return until(f"{server_id} placed", lambda: admin.get(f"/servers/{server_id}").json()[
+        "server"]["OS-EXT-SRV-ATTR:host"], 120, every=0.2)
 
 
 def create(api: httpx.Client, count: int = 1, **extra: Any) -> list[str]:
