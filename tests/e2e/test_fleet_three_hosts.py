@@ -359,7 +359,7 @@ async def test_the_broker_killed_during_six_builds_loses_nothing_and_hosts_come_
             await asyncio.sleep(3)  # builds and their events go on without the broker
         back = time.monotonic()
         await asyncio.to_thread(until, "every host up after the broker is back",
-                                lambda: up_hosts(admin) == set(fleet.hosts), 60, 0.2)
+                                lambda: up_hosts(admin) == set(fleet.hosts), 30, 0.2)
         print(f"every host up {time.monotonic() - back:.1f} s after the broker was back")
         servers = await asyncio.to_thread(settle, fleet, ids)
         assert {s["status"] for s in servers} == {"ACTIVE"}, [s["status"] for s in servers]
