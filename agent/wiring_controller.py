@@ -151,5 +151,5 @@ def build_controller(config: Config, placer: Placer | None = None,
                                                             config.event_streams_per_token)),
         keypairs=KeypairService(store, CryptographySshKeys(), config.limits), consoles=consoles)
     return Controller(config, store, bus, service, dispatcher, FleetApplier(store, bus),
-                      FleetTickets(store, tickets_secret), flavors, notifier, webhooks, metrics,
-                      api_services, HostAdmin(store, store, flavors))
+                      FleetTickets(store, tickets_secret, dispatcher.step_lock), flavors, notifier,
+                      webhooks, metrics, api_services, HostAdmin(store, store, flavors))

@@ -81,6 +81,10 @@ class FleetDispatcher:
         self.retry_s = retry_s
         self._wake = asyncio.Event()
         self._placing = asyncio.Lock()
+        # Held across a read of a job's step and its committed write, here and by the ticket
+        # fetch (FleetTickets shares it): a fetch's "fetched" still on its way to the store
+        # must not be overwritten by the confirm's "dispatched" read before it landed.
+        self.step_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max_concurrent)
         self._seq = 0  # jobs this process published (JobMessage.seq: bookkeeping and logs)
 
@@ -191,12 +195,12 @@ class FleetDispatcher:
             log.warning("fleet.job_unroutable", job_id=str(job.id), host=server.host, error=str(e))
             return _Outcome.LATER
         # Confirmed: in the host's queue. The payload stays for the agent's ticket fetch.
-        # Its agent may have fetched the ticket already (step "fetched"): kept. The read
-        # and the write's submission do not yield, so a fetch cannot fall between them.
-        current = self.store.get_job(job.id)
-        fetched = current is not None and current.step == FETCHED_STEP
-        await self.store.update_job(job.id, {"status": JobStatus.SUCCEEDED,
-                                             "step": FETCHED_STEP if fetched else DISPATCHED_STEP})
+        # Its agent may have fetched the ticket already (step "fetched"): kept.
+        async with self.step_lock:
+            current = self.store.get_job(job.id)
+            fetched = current is not None and current.step == FETCHED_STEP
+            await self.store.update_job(job.id, {
+                "status": JobStatus.SUCCEEDED, "step": FETCHED_STEP if fetched else DISPATCHED_STEP})
         log.info("fleet.dispatched", job_id=str(job.id), kind=job.kind.value,
                  server_id=str(server.id), host=server.host, seq=self._seq)
         return _Outcome.DONE

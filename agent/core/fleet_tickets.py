@@ -10,6 +10,7 @@ again after the redelivery, and must find the same inputs (the controller's data
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from uuid import UUID
 
@@ -21,11 +22,12 @@ from agent.protocols import Store
 
 
 class FleetTickets:
-    def __init__(self, store: Store, secret: str) -> None:
+    def __init__(self, store: Store, secret: str, step_lock: asyncio.Lock | None = None) -> None:
         if not secret:
             raise ValueError("the fleet token must not be empty")
         self.store = store
         self._secret = secret.encode()
+        self._step_lock = step_lock or asyncio.Lock()  # the dispatcher's (FleetDispatcher.step_lock)
 
     def authorized(self, presented: str) -> bool:
         """Whether `presented` is the fleet's token, compared in constant time."""
@@ -45,8 +47,10 @@ class FleetTickets:
         server = self.store.get_server(job.server_id) if job is not None else None
         if job is None or server is None or not server.host or server.host != host:
             raise JobNotFound(f"Job {job_id} could not be found for host {host[:200]}.")
-        if job.step != FETCHED_STEP:  # the agent may fetch before the dispatcher's record
-            await self.store.update_job(job.id, {"step": FETCHED_STEP})
+        async with self._step_lock:  # the agent may fetch before the dispatcher's record
+            current = self.store.get_job(job_id)
+            if current is not None and current.step != FETCHED_STEP:
+                await self.store.update_job(job.id, {"step": FETCHED_STEP})
         to_run = job.model_copy(update={"status": JobStatus.QUEUED, "step": "", "attempts": 0,
                                         "error": ""})
         return JobTicket(job=to_run, server=server,

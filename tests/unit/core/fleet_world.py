@@ -96,4 +96,5 @@ def controller(store: MemoryStore | None = None, bus: RecordingBus | None = None
     service = ServerService(store, images, flavors, Limits(), PasswordPolicy(),
                             kick=dispatcher.kick, ports=ports, now=clock)
     applier = FleetApplier(store, bus, now=clock)
-    return Controller(store, bus, clock, service, dispatcher, applier, FleetTickets(store, "t"))
+    return Controller(store, bus, clock, service, dispatcher, applier,
+                      FleetTickets(store, "t", dispatcher.step_lock))

@@ -222,3 +222,32 @@ async def test_a_ticket_fetched_before_the_dispatchers_record_stays_fetched():
     server = await c.create()
     [job] = jobs_of(c, server.id)
     assert (job.status, job.step) == (JobStatus.SUCCEEDED, FETCHED_STEP)
+
+
+async def test_a_ticket_fetch_whose_write_is_still_on_its_way_stays_fetched():
+    """Found by the three-host e2e test: the agent fetched while the broker's confirm was on
+    its way, its "fetched" write not yet committed (SQLite writes go through one writer),
+    and the confirm's record read the old step and wrote "dispatched" after it: the
+    controller then kept BUILD against every later event of that server."""
+
+    class QueuedWrites(MemoryStore):
+        async def update_job(self, job_id, changes):
+            await asyncio.sleep(0)  # submitted; committed when the writer gets to it
+            return await super().update_job(job_id, changes)
+
+    c = controller(store=QueuedWrites())
+    await c.heartbeat("hv1")
+    fetches = []
+
+    class FetchingBus(RecordingBus):
+        async def publish_job(self, host, job):
+            await super().publish_job(host, job)
+            fetches.append(asyncio.create_task(c.tickets.fetch(job.job_id, host)))
+            await asyncio.sleep(0)  # the fetch runs until its write is submitted
+
+    c.bus = FetchingBus()
+    c.dispatcher.bus = c.bus
+    server = await c.create()
+    await asyncio.gather(*fetches)
+    [job] = jobs_of(c, server.id)
+    assert (job.status, job.step) == (JobStatus.SUCCEEDED, FETCHED_STEP)
