@@ -141,6 +141,28 @@ async def _listening(listeners: list[tuple[_Listener, Any]], tasks: list[asyncio
         await asyncio.sleep(0.01)
 
 
+async def _ready_until_stopped(name: str, config: Config, listeners: list[tuple[_Listener, Any]],
+                               stop: asyncio.Event, **ready: Any) -> asyncio.Task[None] | None:
+    """Say ready (log, sd_notify, the watchdog's pings) and serve until SIGTERM/SIGINT;
+    then say stopping and tell the listeners to finish. Returns the watchdog's task, to
+    cancel once the rest has stopped."""
+    # Start-up made ~100k long-lived objects (modules, routes, models): moved out of the
+    # collector's generations, so full collections no longer walk them (a full pass over
+    # them took tens of ms, and the API's requests paid it).
+    gc.collect()
+    gc.freeze()
+    log.info(f"{name}.ready", socket=str(config.socket_path), tcp=config.api_listen, **ready)
+    sd_notify("READY=1", "STATUS=serving")
+    interval = watchdog_interval()
+    watchdog = asyncio.create_task(_watchdog(interval)) if interval else None
+    await stop.wait()
+    log.info(f"{name}.stopping")
+    sd_notify("STOPPING=1")
+    for server, _ in listeners:
+        server.should_exit = True
+    return watchdog
+
+
 async def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
     return await _locked(config, partial(_serve_locked, config, reread))
 
@@ -167,19 +189,8 @@ async def _serve_controller_locked(config: Config, reread: Callable[[], Config] 
     configure_webhooks(controller.webhooks, config)  # each resumes from its durable cursor
     background = [asyncio.create_task(controller.dispatcher.run(), name="fleet-dispatcher")]
     await _listening(listeners, tasks)
-    gc.collect()
-    gc.freeze()
-    log.info("controller.ready", socket=str(config.socket_path), tcp=config.api_listen,
-             jobs_waiting=len(controller.store.unfinished_jobs()))
-    sd_notify("READY=1", "STATUS=serving")
-    interval = watchdog_interval()
-    watchdog = asyncio.create_task(_watchdog(interval)) if interval else None
-
-    await stop.wait()
-    log.info("controller.stopping")
-    sd_notify("STOPPING=1")
-    for server, _ in listeners:
-        server.should_exit = True
+    watchdog = await _ready_until_stopped("controller", config, listeners, stop,
+                                          jobs_waiting=len(controller.store.unfinished_jobs()))
     controller.notifier.close()
     for task in background:
         task.cancel()
@@ -238,25 +249,10 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(agent.monitor.idle(), STARTUP_RECONCILE_TIMEOUT_S)
     await _listening(listeners, tasks)
-    # Start-up made ~100k long-lived objects (modules, routes, models): moved out of the
-    # collector's generations, so full collections no longer walk them (a full pass over
-    # them took tens of ms, and the API's requests paid it).
-    gc.collect()
-    gc.freeze()
-    log.info("agent.ready", socket=str(config.socket_path), tcp=config.api_listen,
-             fleet_host=fleet.host if fleet else None,
-             jobs_resumed=resumed, orphans_removed=len(swept.domains_removed) + len(swept.dirs_removed),
-             quarantined=len(swept.quarantined),
-             reconcile_s=round(loop.time() - reconcile_started, 3))
-    sd_notify("READY=1", "STATUS=serving")
-    interval = watchdog_interval()
-    watchdog = asyncio.create_task(_watchdog(interval)) if interval else None
-
-    await stop.wait()
-    log.info("agent.stopping")
-    sd_notify("STOPPING=1")
-    for server, _ in listeners:
-        server.should_exit = True
+    watchdog = await _ready_until_stopped(
+        "agent", config, listeners, stop, fleet_host=fleet.host if fleet else None,
+        jobs_resumed=resumed, orphans_removed=len(swept.domains_removed) + len(swept.dirs_removed),
+        quarantined=len(swept.quarantined), reconcile_s=round(loop.time() - reconcile_started, 3))
     agent.notifier.close()  # ends event streams and long polls, so the listeners can stop
     if fleet is not None:  # no job comes in while the runner stops (unacked ones come again)
         await fleet.close()

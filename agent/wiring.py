@@ -124,8 +124,52 @@ class ApiServices:
     consoles: Consoles
 
 
+class ServesApi:
+    """The API and the SIGHUP reload, as the agent and the controller both have them (each a
+    dataclass with these fields)."""
+
+    config: Config
+    service: ServerService
+    flavors: FlavorCatalog
+    notifier: EventNotifier
+    webhooks: WebhookDispatcher
+    metrics: Metrics
+    api_services: ApiServices
+    tokens: dict[str, TokenInfo]
+
+    def api_extra(self) -> dict[str, Any]:
+        """What this daemon's API has beyond the common services (ApiDeps fields)."""
+        return {}
+
+    def api(self, default_context: RequestContext | None) -> Any:
+        if not self.tokens:
+            load_tokens(self.tokens, self.config)
+        s = self.api_services
+        return create_api(ApiDeps(servers=self.service, flavors=self.flavors, images=s.images,
+                                  quotas=self.service.quotas, ports=self.service.ports,
+                                  events=s.events, keypairs=s.keypairs, consoles=s.consoles,
+                                  host_id=self.config.fleet_host, tokens=self.tokens,
+                                  default_context=default_context,
+                                  body_timeout_s=self.config.http.body_timeout_s,
+                                  metrics=self.metrics, **self.api_extra()))
+
+    def reload(self, reread: Callable[[], Config]) -> None:
+        """SIGHUP: what can change live (log level and format, tokens, webhooks). A bad file keeps
+        the running configuration and says why."""
+        try:
+            config = reread()
+        except ConfigError as e:
+            log.error("config.reload_failed", error=str(e))
+            return
+        configure_logging(config.log_level, config.log_format)
+        load_tokens(self.tokens, config)
+        self.notifier.poke()  # streams and long polls re-check their tokens now
+        configure_webhooks(self.webhooks, config)
+        log.info("config.reloaded", tokens=len(self.tokens), log_level=config.log_level)
+
+
 @dataclass
-class Agent:
+class Agent(ServesApi):
     """Everything the daemon is made of, wired."""
 
     config: Config
@@ -147,36 +191,8 @@ class Agent:
     # Shared by every listener and changed in place on SIGHUP, so a reload needs no restart.
     tokens: dict[str, TokenInfo] = field(default_factory=dict)
 
-    def load_tokens(self, config: Config) -> None:
-        load_tokens(self.tokens, config)
-
-    def api(self, default_context: RequestContext | None) -> Any:
-        if not self.tokens:
-            self.load_tokens(self.config)
-        s = self.api_services
-        return create_api(ApiDeps(servers=self.service, flavors=self.flavors, images=s.images,
-                                  quotas=self.service.quotas, ports=self.service.ports,
-                                  events=s.events, keypairs=s.keypairs, consoles=s.consoles,
-                                  host_id=self.config.host, tokens=self.tokens,
-                                  default_context=default_context,
-                                  body_timeout_s=self.config.http.body_timeout_s,
-                                  metrics=self.metrics,
-                                  fleet_controller=(self.config.amqp.controller_url
-                                                    if self.config.amqp else None)))
-
-    def reload(self, reread: Callable[[], Config]) -> None:
-        """SIGHUP: what can change live (log level and format, tokens, webhooks). A bad file keeps
-        the running configuration and says why."""
-        try:
-            config = reread()
-        except ConfigError as e:
-            log.error("config.reload_failed", error=str(e))
-            return
-        configure_logging(config.log_level, config.log_format)
-        self.load_tokens(config)
-        self.notifier.poke()  # streams and long polls re-check their tokens now
-        self.configure_webhooks(config)
-        log.info("config.reloaded", tokens=len(self.tokens), log_level=config.log_level)
+    def api_extra(self) -> dict[str, Any]:
+        return {"fleet_controller": self.config.amqp.controller_url if self.config.amqp else None}
 
     def configure_webhooks(self, config: Config) -> None:
         configure_webhooks(self.webhooks, config)

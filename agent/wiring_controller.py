@@ -10,7 +10,6 @@ controller owns no guest.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,7 +22,6 @@ from agent.adapters.image_catalog import WritableImageCatalog
 from agent.adapters.sqlite_store import SqliteStore
 from agent.adapters.ssh_keys import CryptographySshKeys
 from agent.adapters.webhook_http import HttpxWebhookSender
-from agent.api.app import ApiDeps, create_api
 from agent.api.auth import TokenInfo
 from agent.config import Config
 from agent.core.console import Consoles, console_log, console_socket
@@ -41,9 +39,7 @@ from agent.core.placement import Placer as SchedulerPlacer
 from agent.core.servers import ServerService
 from agent.core.webhooks import WebhookDispatcher
 from agent.errors import ConfigError
-from agent.log import configure_logging
-from agent.model.requests import RequestContext
-from agent.wiring import ApiServices, configure_webhooks, load_tokens
+from agent.wiring import ApiServices, ServesApi
 
 if TYPE_CHECKING:
     from agent.adapters.amqp_bus import AmqpBus
@@ -64,7 +60,7 @@ def read_fleet_token(path: Path) -> str:
 
 
 @dataclass
-class Controller:
+class Controller(ServesApi):
     """Everything the controller is made of, wired."""
 
     config: Config
@@ -82,30 +78,8 @@ class Controller:
     hosts: HostAdmin
     tokens: dict[str, TokenInfo] = field(default_factory=dict)
 
-    def api(self, default_context: RequestContext | None) -> Any:
-        if not self.tokens:
-            load_tokens(self.tokens, self.config)
-        s = self.api_services
-        return create_api(ApiDeps(servers=self.service, flavors=self.flavors, images=s.images,
-                                  quotas=self.service.quotas, ports=self.service.ports,
-                                  events=s.events, keypairs=s.keypairs, consoles=s.consoles,
-                                  host_id=self.config.fleet_host, tokens=self.tokens,
-                                  default_context=default_context,
-                                  body_timeout_s=self.config.http.body_timeout_s,
-                                  metrics=self.metrics, tickets=self.tickets, hosts=self.hosts))
-
-    def reload(self, reread: Callable[[], Config]) -> None:
-        """SIGHUP: log level and format, tokens, webhooks (as the agent's)."""
-        try:
-            config = reread()
-        except ConfigError as e:
-            log.error("config.reload_failed", error=str(e))
-            return
-        configure_logging(config.log_level, config.log_format)
-        load_tokens(self.tokens, config)
-        self.notifier.poke()
-        configure_webhooks(self.webhooks, config)
-        log.info("config.reloaded", tokens=len(self.tokens), log_level=config.log_level)
+    def api_extra(self) -> dict[str, Any]:
+        return {"tickets": self.tickets, "hosts": self.hosts}
 
     def close(self) -> None:
         self.store.close()

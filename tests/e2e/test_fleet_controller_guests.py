@@ -6,7 +6,6 @@ ACTIVE at the controller with two hostIds, then deleted: nothing is left on eith
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -16,22 +15,11 @@ from tests.e2e.conftest import IMAGE_ID
 from tests.integration.test_amqp_bus import broker_running  # noqa: F401 - autouse
 from tests.integration.test_fleet_controller import vhost  # noqa: F401 - fixture
 from tests.support.daemon import agent_domains
-from tests.support.fleet import Fleet
+from tests.support.fleet import ADMIN_TOKEN, ADMIN_TOKEN_TOML, Fleet, hosts_up, until
 
 pytestmark = pytest.mark.e2e
 
-ADMIN_TOKEN = "tok-admin-fleet-e2e"
 BUILD_S = 600  # two guests under TCG on a shared 2-CPU machine: generous, bounded
-
-
-def _until(what: str, check, timeout: float):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def _traversable(folder: Path) -> Path:
@@ -42,15 +30,12 @@ def _traversable(folder: Path) -> Path:
 def test_two_agents_build_a_projects_servers_on_two_hosts_and_delete_them(vhost):  # noqa: F811
     with tempfile.TemporaryDirectory(prefix="fl-", dir="/tmp") as tmp, Fleet(
             _traversable(Path(tmp)), agents=2, vhost=vhost, heartbeat_s=2,
-            controller_extra=(f'[[tokens]]\ntoken = "{ADMIN_TOKEN}"\nproject_id = "admin"\n'
-                              'user_id = "root"\nadmin = true\n')) as fleet:
+            controller_extra=ADMIN_TOKEN_TOML) as fleet:
         ctl = fleet.controller
         admin = httpx.Client(base_url=ctl.url + "/v2.1", timeout=30,
                              headers={"X-Auth-Token": ADMIN_TOKEN})
         with admin, ctl.client() as alice:
-            _until("both hosts up at the controller", lambda: {
-                s["host"] for s in admin.get("/os-services").json()["services"]
-                if s["state"] == "up"} == set(fleet.hosts), 120)
+            until("both hosts up at the controller", lambda: hosts_up(admin) == set(fleet.hosts), 120)
             r = alice.post("/servers", json={"server": {
                 "name": "web", "imageRef": IMAGE_ID, "flavorRef": "1", "min_count": 2,
                 "return_reservation_id": True}})

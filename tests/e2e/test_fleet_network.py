@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -26,24 +25,13 @@ from tests.e2e.test_networks import wait_markers
 from tests.integration.test_amqp_bus import broker_running  # noqa: F401 - autouse
 from tests.integration.test_fleet_controller import vhost  # noqa: F401 - fixture
 from tests.support.console import SerialConsole
-from tests.support.fleet import Fleet, FleetNetwork
+from tests.support.fleet import ADMIN_TOKEN, ADMIN_TOKEN_TOML, Fleet, FleetNetwork, hosts_up, until
 
 pytestmark = pytest.mark.e2e
 
-ADMIN_TOKEN = "tok-admin-fleet-net-e2e"
 BUILD_S = 600  # two guests under TCG on a shared 2-CPU machine: generous, bounded
 # 3 packets, 20 s at most, from inside the guest (busybox ping)
 GUEST_PING = "ping -c 3 -W 5 -w 20 {}"
-
-
-def _until(what: str, check, timeout: float):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def _console(fleet: Fleet, host: str, server_id: str) -> SerialConsole:
@@ -58,15 +46,12 @@ def test_two_guests_on_two_hosts_get_the_controllers_addresses_and_ping_each_oth
         base = Path(tmp)
         base.chmod(0o755)  # QEMU and dnsmasq run unprivileged below the agents' state dirs
         with Fleet(base, agents=2, networks=(net,), vhost=vhost, heartbeat_s=2,
-                   controller_extra=(f'[[tokens]]\ntoken = "{ADMIN_TOKEN}"\nproject_id = "admin"\n'
-                                     'user_id = "root"\nadmin = true\n')) as fleet:
+                   controller_extra=ADMIN_TOKEN_TOML) as fleet:
             ctl = fleet.controller
             admin = httpx.Client(base_url=ctl.url + "/v2.1", timeout=30,
                                  headers={"X-Auth-Token": ADMIN_TOKEN})
             with admin, ctl.client() as alice:
-                _until("both hosts up at the controller", lambda: {
-                    s["host"] for s in admin.get("/os-services").json()["services"]
-                    if s["state"] == "up"} == set(fleet.hosts), 120)
+                until("both hosts up at the controller", lambda: hosts_up(admin) == set(fleet.hosts), 120)
                 created = []
                 for name in ("left", "right"):  # the project's second server: the other host
                     r = alice.post("/servers", json={"server": {

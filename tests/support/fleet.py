@@ -13,10 +13,13 @@ guests' console sockets live under each state dir (107 bytes at most).
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
 from agent.config import UNIX_PATH_MAX
 from tests.support.daemon import Daemon, destroy_domains
@@ -25,6 +28,25 @@ from tests.support.netns import TestNet, kill_dnsmasq_under
 AMQP_URL = "amqp://compute-agent@127.0.0.1:5672"
 AMQP_PASSWORD_FILE = Path("/etc/compute-agent/amqp.secret")
 BRIDGE_PREFIX = "catest"  # the test bridges' prefix (cleanup and other helpers know it)
+ADMIN_TOKEN = "tok-admin-fleet-e2e"
+# A controller's admin token (controller_extra): /os-services is for admins.
+ADMIN_TOKEN_TOML = (f'[[tokens]]\ntoken = "{ADMIN_TOKEN}"\nproject_id = "admin"\n'
+                    'user_id = "root"\nadmin = true\n')
+
+
+def until(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    """check()'s first true answer, polled every 0.5 s; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def hosts_up(admin: Any) -> set[str]:
+    """The hosts /os-services shows up (`admin`: an httpx client with the admin token)."""
+    return {s["host"] for s in admin.get("/os-services").json()["services"] if s["state"] == "up"}
 
 
 @dataclass(frozen=True)
