@@ -14,6 +14,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from agent.adapters.http_client import plain_client
 from agent.errors import ConfigError, ControllerUnavailable
 from agent.model.fleet import JobTicket
 
@@ -54,15 +55,12 @@ class HttpxJobTickets:
 
     def _connected(self) -> httpx.AsyncClient:
         if self._client is None:
-            import httpx
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
-                                             headers={"User-Agent": USER_AGENT},
-                                             transport=self._transport)
+            self._client = plain_client(USER_AGENT, self._transport)
         return self._client
 
     async def fetch(self, job_id: UUID) -> JobTicket | None:
         client = self._connected()
-        import httpx  # loaded by _connected
+        import httpx  # loaded by plain_client
         try:
             async with asyncio.timeout(self._timeout_s):
                 body = await self._get(client, job_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from agent.adapters.http_client import plain_client
 from agent.protocols import WebhookReply
 
 if TYPE_CHECKING:
@@ -22,12 +23,7 @@ class HttpxWebhookSender:
 
     def _connected(self) -> httpx.AsyncClient:
         if self._client is None:
-            import httpx
-            # No redirects (a 3xx is not an acknowledgement) and no proxy from the
-            # environment: a receiver is reached as configured, loopback included.
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
-                                             headers={"User-Agent": USER_AGENT},
-                                             transport=self._transport)
+            self._client = plain_client(USER_AGENT, self._transport)
         return self._client
 
     async def post(self, url: str, body: bytes, headers: dict[str, str],
