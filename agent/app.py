@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-import uvicorn
 
 from agent.adapters.folders import LocalFolders
 from agent.adapters.guestfs_appliance import kill_stale_appliances
@@ -29,6 +28,8 @@ from agent.adapters.qemu_img import QemuImgInspector
 from agent.adapters.sqlite_store import read_server_ids
 from agent.adapters.state_lock import StateDirLock
 from agent.adapters.systemd_notify import sd_notify, watchdog_interval
+from agent.adapters.uvicorn_core import Config as ServerConfig
+from agent.adapters.uvicorn_core import Server
 from agent.config import Config, HttpLimits, load_config
 from agent.core.doctor import DoctorReport, run_checks
 from agent.core.image_import import import_image as import_into
@@ -85,7 +86,7 @@ def import_image(config: Config, source: Path, name: str, properties: dict[str, 
                        disk_format)
 
 
-class _Listener(uvicorn.Server):
+class _Listener(Server):
     """One API listener; the daemon, not uvicorn, owns the signal handlers."""
 
     @contextlib.contextmanager
@@ -97,7 +98,7 @@ def _listener(app: Any, limits: HttpLimits) -> _Listener:
     """A listener with its own connection counts and bounds (agent/adapters/http_guard.py);
     WebSockets (only the serial console route serves one, its library loaded on the first)
     with small frames: keystrokes."""
-    return _Listener(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+    return _Listener(ServerConfig(app, log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=5, http=guarded_protocol(limits),
                                     ws=websocket_protocol, ws_max_size=64 * 1024, ws_max_queue=8,
                                     timeout_keep_alive=limits.keep_alive_s))

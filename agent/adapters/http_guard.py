@@ -27,8 +27,8 @@ from typing import Any
 
 import httptools
 import structlog
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from agent.adapters.uvicorn_core import HttpToolsProtocol
 from agent.config import HttpLimits
 
 log = structlog.get_logger("agent.api.http")

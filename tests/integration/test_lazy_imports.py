@@ -3,8 +3,9 @@ what the daemon's start imports (`python -m agent ... serve` goes through agent.
 agent.app and a listener's uvicorn config) leaves out the libraries of features used
 later or never: the console's WebSockets, keypairs' cryptography, port_security's
 nftables, networks' pyroute2, injection's libguestfs, webhooks' httpx,
-the fleet's aio-pika (single-host mode never loads it), and FastAPI, which only writes
-/openapi.json on its first request (agent/api/openapi_doc.py). Each check runs in a fresh
+the fleet's aio-pika (single-host mode never loads it), FastAPI, which only writes
+/openapi.json on its first request (agent/api/openapi_doc.py), and uvicorn's command line,
+never (click, multiprocessing). Each check runs in a fresh
 interpreter (a subprocess: this one has imported them all)."""
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 # aio_pika/aiormq: the fleet's broker (issue 12), loaded only when [amqp] is configured.
+# click and multiprocessing: uvicorn's command line, never loaded (agent/adapters/uvicorn_core.py).
 LOADED_LATER = ("websockets", "cryptography", "nftables", "pyroute2", "guestfs", "httpx",
-                "aio_pika", "aiormq", "fastapi")
+                "aio_pika", "aiormq", "fastapi", "click", "multiprocessing", "uvicorn.main")
 
 _DAEMON_START = """
 import json, sys
