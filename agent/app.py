@@ -42,7 +42,6 @@ from agent.model.requests import RequestContext
 from agent.wiring import (
     build_agent,
     configure_webhooks,
-    fleet_link,
     report_quarantine,
     warm_for_images,
 )
@@ -224,7 +223,10 @@ async def _serve_locked(config: Config, reread: Callable[[], Config] | None) -> 
     loop = asyncio.get_running_loop()
     install_event_loop(loop)  # before any libvirt connection is opened
     agent = build_agent(config)
-    fleet = fleet_link(agent)  # a fleet mode without its controller URL or token stops here
+    fleet = None
+    if config.amqp is not None:  # fleet mode: a single-host daemon imports none of it
+        from agent.wiring_fleet import fleet_link
+        fleet = fleet_link(agent)  # a fleet mode without its controller URL or token stops here
     # Before the API listens and any job resumes: nothing may create a guest meanwhile.
     stale = kill_stale_appliances(config.instances_dir)
     if stale:

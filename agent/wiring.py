@@ -3,23 +3,20 @@ core services (build_agent), and what the daemon is made of (Agent)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from agent.adapters.console_files import LocalConsoleFiles
 from agent.adapters.dnsmasq import DnsmasqDhcp
-from agent.adapters.fleet_tickets import HttpxJobTickets, read_fleet_token
 from agent.adapters.guestfs_injector import GuestfsInjector
 from agent.adapters.guestfs_warm import WarmGuestfsInjector
 from agent.adapters.host_checks import start_checks, virt_decision
-from agent.adapters.host_facts import read_host_capacity
 from agent.adapters.image_catalog import WritableImageCatalog
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.netlink import NetlinkPlumber
@@ -35,9 +32,6 @@ from agent.core.console import Consoles, console_log, console_socket
 from agent.core.doctor import run_checks
 from agent.core.event_feed import EventFeed, EventNotifier, StreamSlots
 from agent.core.flavors import FlavorCatalog
-from agent.core.fleet_events import FleetEventRelay
-from agent.core.fleet_heartbeats import heartbeat_reader, send_heartbeats
-from agent.core.fleet_jobs import FleetJobIntake
 from agent.core.images import ImageService
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
@@ -56,10 +50,8 @@ from agent.core.workflows.delete import DeleteWorkflow
 from agent.core.workflows.guest_ops import ActionTimings
 from agent.errors import ConfigError, HostUnfit
 from agent.log import configure_logging
-from agent.model.fleet import Heartbeat
 from agent.model.job import Job, JobKind
 from agent.model.requests import RequestContext
-from agent.protocols import FleetPublisher, JobBus
 
 log = structlog.get_logger("agent.app")
 
@@ -255,69 +247,6 @@ def build_agent(config: Config) -> Agent:
     return Agent(config, store, hypervisor, runner, service, images, flavors, monitor,
                  network=network, notifier=notifier, webhooks=webhooks, metrics=metrics,
                  disk_injector=disk_injector, api_services=api_services)
-
-
-class FleetBus(JobBus, FleetPublisher, Protocol):
-    """What the agent's fleet mode needs of the broker (AmqpBus)."""
-
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-
-
-@dataclass
-class FleetLink:
-    """An agent's fleet mode (issue 12): jobs from its queue through the intake, its outbox
-    relayed as events, heartbeats; started once the runner can take jobs, closed first
-    at shutdown (no job comes in while the runner stops; one not yet acked comes again)."""
-
-    host: str
-    bus: FleetBus
-    tickets: HttpxJobTickets
-    intake: FleetJobIntake
-    relay: FleetEventRelay
-    read_heartbeat: Callable[[], Awaitable[Heartbeat]]
-    heartbeat_s: float
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    async def start(self) -> None:
-        await self.bus.start()  # connects (and reconnects) in the background
-        await self.bus.consume_jobs(self.intake)
-        self.tasks = [asyncio.create_task(self.relay.run(), name="fleet-events"),
-                      asyncio.create_task(send_heartbeats(self.bus, self.read_heartbeat,
-                                                          self.heartbeat_s), name="fleet-heartbeats")]
-
-    async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.bus.close()
-        await self.tickets.aclose()
-
-
-def fleet_link(agent: Agent) -> FleetLink | None:
-    """The agent's fleet mode when [amqp] is configured, else None (single-host: nothing of
-    the broker is imported). ConfigError when the controller's URL or the fleet token is
-    missing: better not to start than to take jobs it cannot fetch."""
-    config = agent.config
-    if config.amqp is None:
-        return None
-    if not config.amqp.controller_url:
-        raise ConfigError("amqp: an agent in fleet mode needs controller_url (where it fetches "
-                          "its jobs' tickets)")
-    token = read_fleet_token(config.amqp.fleet_token_file)
-    from agent.adapters.amqp_bus import AmqpBus, AmqpSettings  # aio-pika: fleet mode only
-
-    host = config.fleet_host
-    bus = AmqpBus(AmqpSettings.from_config(config.amqp, config.host))
-    tickets = HttpxJobTickets(config.amqp.controller_url, host, token)
-    return FleetLink(
-        host=host, bus=bus, tickets=tickets,
-        intake=FleetJobIntake(agent.store, tickets, agent.runner.kick, host),
-        relay=FleetEventRelay(agent.store, bus, agent.notifier, host),
-        read_heartbeat=heartbeat_reader(host, agent.store, agent.images,
-                                        partial(read_host_capacity, config.instances_dir),
-                                        agent.runner.deps.virt_type, config.amqp.heartbeat_s),
-        heartbeat_s=config.amqp.heartbeat_s)
 
 
 # At most this many images get spares in the appliance warmed at start (each adds

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,8 +27,6 @@ from agent.api import (
     routes_catalog,
     routes_console,
     routes_events,
-    routes_fleet,
-    routes_host_admin,
     routes_keypairs,
     routes_metadata,
     routes_metrics,
@@ -47,8 +45,6 @@ from agent.api.view_cache import DetailFragments, ListAnswers
 from agent.core.console import Consoles
 from agent.core.event_feed import EventFeed
 from agent.core.flavors import FlavorCatalog
-from agent.core.fleet_tickets import FleetTickets
-from agent.core.host_admin import HostAdmin
 from agent.core.images import ImageService
 from agent.core.keypairs import KeypairService
 from agent.core.metrics import Metrics
@@ -56,6 +52,10 @@ from agent.core.networks import PortService
 from agent.core.quotas import Quotas
 from agent.core.servers import ServerService
 from agent.model.requests import RequestContext
+
+if TYPE_CHECKING:  # the controller's: their modules load only where they are used (_mounts)
+    from agent.core.fleet_tickets import FleetTickets
+    from agent.core.host_admin import HostAdmin
 
 NOVA_MAX_BODY_BYTES = 114688  # oslo.middleware sizelimit's default, as Nova runs it
 
@@ -93,7 +93,6 @@ class ApiDeps:
 COMPUTE_ROUTERS = (routes_servers.router, routes_actions.router, routes_metadata.router,
                    routes_server_info.router, routes_catalog.router, routes_events.router,
                    routes_keypairs.router, routes_quotas.router, routes_server_groups.router)
-HOST_ADMIN_ROUTERS = (routes_host_admin.router,)  # only with ApiDeps.hosts (the controller)
 NETWORK_ROUTERS = (routes_network.router, routes_quotas.network_router)
 NETWORK_PREFIX = "/v2.0"  # Neutron's API, beside the compute API (no project id in its paths)
 CONSOLE_PATH = "/v2.1/servers/{server_id}/console"  # a WebSocket, not in OpenAPI
@@ -102,14 +101,20 @@ CONSOLE_PATH = "/v2.1/servers/{server_id}/console"  # a WebSocket, not in OpenAP
 def _mounts(deps: ApiDeps) -> tuple[Mount, ...]:
     """Every router and the prefix it is served under, in the order requests are matched
     (and the document lists them); the serial console's WebSocket follows the /v2.1 mount."""
-    compute = COMPUTE_ROUTERS + (HOST_ADMIN_ROUTERS if deps.hosts is not None else ())
+    compute = COMPUTE_ROUTERS
+    if deps.hosts is not None:  # the controller's /os-services and /os-hypervisors
+        from agent.api import routes_host_admin
+        compute += (routes_host_admin.router,)
+    fleet: tuple[Mount, ...] = ()
+    if deps.tickets is not None:  # the controller's agents' route (not in the document)
+        from agent.api import routes_fleet
+        fleet = (Mount("", (routes_fleet.router,)),)
     return (Mount("", (versions.router,)), Mount("", (routes_metrics.router,)),
             Mount("/v2.1", compute, operation_id_suffix="", grouped=True),
             *(Mount(NETWORK_PREFIX, (r,), operation_id_suffix="") for r in NETWORK_ROUTERS),
             Mount("/v2.1/{project_id}", compute, operation_id_suffix="_in_project",
                   dependencies=(check_project_in_path,), grouped=True),
-            # The controller's agents' route (not in the document: include_in_schema=False).
-            *((Mount("", (routes_fleet.router,)),) if deps.tickets is not None else ()))
+            *fleet)
 
 
 def _routes(mounts: tuple[Mount, ...]) -> list[BaseRoute]:

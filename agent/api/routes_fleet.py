@@ -6,7 +6,7 @@ caller proves it is one of the fleet's agents with the shared secret in X-Fleet-
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 from starlette.requests import Request
@@ -15,7 +15,9 @@ from starlette.responses import Response
 from agent.api.auth import deps_of
 from agent.api.errors import ApiFault
 from agent.api.routing import Header, Query, Router
-from agent.core.fleet_tickets import FleetTickets
+
+if TYPE_CHECKING:  # the middleware imports this module for FLEET_PREFIX on every daemon
+    from agent.core.fleet_tickets import FleetTickets
 
 FLEET_PREFIX = "/fleet/"
 TOKEN_HEADER = "X-Fleet-Token"  # noqa: S105 - a header name

@@ -30,7 +30,7 @@ from agent.core.event_feed import EventNotifier
 from agent.model.fleet import EventMessage, Heartbeat, JobMessage, JobTicket, SnapshotRequest
 from agent.model.host import VirtType
 from agent.model.states import VmState
-from agent.wiring import FleetLink, fleet_link
+from agent.wiring_fleet import FleetLink, fleet_link
 from tests.integration.test_amqp_bus import broker_running  # noqa: F401 - skips without a broker
 from tests.unit.core.test_fleet_jobs import ticket_for
 from tests.unit.fakes.images import FakeImageCatalog, make_image

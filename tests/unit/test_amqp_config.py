@@ -97,7 +97,7 @@ def test_only_the_amqp_adapter_imports_the_amqp_client():
         elif _amqp_imports(ast.walk(tree)):
             lazily.add(name)
     assert top_level == {"adapters/amqp_bus.py", "adapters/amqp_probe.py"}  # the bus; doctor's probe
-    assert lazily <= {"wiring.py", "wiring_controller.py", "controller.py"}
+    assert lazily <= {"wiring_fleet.py", "wiring_controller.py", "controller.py"}
 
 
 async def test_without_a_broker_publishes_wait_bounded_and_close_releases_them_with_bus_closed(tmp_path):
