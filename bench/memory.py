@@ -37,9 +37,11 @@ START_RUNS = 3
 # What the daemon imports before its own code runs: rich marked absent as `serve` does
 # (agent/cli), then the composition root; and the same libraries without any agent code.
 _FLOOR = "import sys\nsys.modules.setdefault('rich', None)\nimport agent.app\n"
+# uvicorn as the daemon loads it: without its command line (agent/adapters/uvicorn_core.py,
+# which imports no other agent module).
 _LIBRARIES = ("import sys\nsys.modules.setdefault('rich', None)\n"
-              "import asyncio, sqlite3, tomllib, structlog, pydantic, starlette.applications, uvicorn, re2\n"
-              "import uvicorn.protocols.http.httptools_impl, prometheus_client, libvirt, libvirtaio\n")
+              "import asyncio, sqlite3, tomllib, structlog, pydantic, starlette.applications, re2\n"
+              "import agent.adapters.uvicorn_core, libvirt, libvirtaio\n")
 _REPORT = ("\nfor line in open('/proc/self/status'):\n"
            "    if line.startswith(('VmRSS:', 'RssAnon:')): print(int(line.split()[1]) / 1024)\n")
 
@@ -126,9 +128,10 @@ def memory(ctx: Context, domains: int, command: str) -> list[Figure]:
         progress(f"memory: start to ready {empty_t[-1]:.2f} s (0) vs {full_t[-1]:.2f} s "
                  f"({domains}); reconcile {empty_r[-1]:.3f} s vs {full_r[-1]:.3f} s")
     floor_label = "bare python importing agent.app (floor)"
-    libraries = (f"the libraries alone (asyncio, sqlite3, structlog, pydantic, Starlette, uvicorn, "
-                 f"prometheus_client, libvirt, re2; no agent code): {libs_rss:.1f} MiB, RssAnon "
-                 f"{libs_anon:.1f}; importing agent.app: {floor:.1f}, RssAnon {floor_anon:.1f}; "
+    libraries = (f"the libraries alone (asyncio, sqlite3, structlog, pydantic, Starlette, uvicorn "
+                 f"without its CLI, libvirt, re2; no agent code): {libs_rss:.1f} MiB, "
+                 f"RssAnon {libs_anon:.1f}; "
+                 f"importing agent.app: {floor:.1f}, RssAnon {floor_anon:.1f}; "
                  f"the daemon idle with no image (so no appliance warmed at start): {cold:.1f}, "
                  f"RssAnon {cold_anon:.1f}")
     return [

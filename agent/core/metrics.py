@@ -1,9 +1,9 @@
-"""The agent's Prometheus metrics, all under compute_agent_, in a registry of their own.
+"""The agent's Prometheus metrics, all under compute_agent_, in a collection of their own.
 
-The registry is not prometheus_client's global one, so every Metrics (one per daemon, a
-fresh one per unit test) starts empty and two apps in one process never collide. The
-components take a Metrics and default to a fresh one, so a test that does not look at
-metrics need not pass one.
+Every Metrics (one per daemon, a fresh one per unit test) starts empty, so two apps in one
+process never collide. The components take a Metrics and default to a fresh one, so a
+test that does not look at metrics need not pass one. The metric types and the text
+format are agent/core/prometheus_text.py's (not prometheus_client: issue 15, memory).
 
     metrics = Metrics()
     metrics.watch_servers(store)          # server counts by status, read at scrape time
@@ -16,14 +16,20 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Protocol
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
+from agent.core.prometheus_text import (
+    CONTENT_TYPE,
+    Collector,
+    Family,
+    Gauge,
+    Histogram,
+    Sample,
+    render,
+)
 from agent.errors import TakenOver
 from agent.model.job import JobKind
 from agent.model.states import Status, TaskState, VmState, status_of
@@ -44,10 +50,11 @@ class ServerLister(Protocol):
     def server_state_counts(self) -> dict[tuple[VmState, TaskState | None], int]: ...
 
 
+_SERVERS_HELP = "Servers not deleted, by status"
 _WRITES_HELP = "Write transactions committed to the state database (each fsyncs its WAL)"
 
 
-class ServerStatusCollector(Collector):
+class ServerStatusCollector:
     """compute_agent_servers{status}: servers not deleted, by API status, counted from the
     store at each scrape (so the figure can never drift from the truth). Every status is
     present, zeros too, so a series does not vanish when its last server leaves it. By
@@ -56,9 +63,8 @@ class ServerStatusCollector(Collector):
     def __init__(self, store: ServerLister) -> None:
         self.store = store
 
-    def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily("compute_agent_servers", "Servers not deleted, by status",
-                                   labels=["status"])
+    def collect(self) -> list[Family]:
+        family = Family("compute_agent_servers", _SERVERS_HELP, "gauge")
         try:
             counts: Counter[Status] = Counter()
             for (vm_state, task_state), n in self.store.server_state_counts().items():
@@ -68,62 +74,58 @@ class ServerStatusCollector(Collector):
             return []
         for status in Status:
             if status is not Status.DELETED:
-                family.add_metric([status.value], counts.get(status, 0))
+                family.samples.append(Sample("", (("status", status.value),), counts.get(status, 0)))
         writes = getattr(self.store, "write_transactions", None)
         if writes is None:
             return [family]
-        return [family, CounterMetricFamily(
-            "compute_agent_store_write_transactions", _WRITES_HELP, value=writes)]
-
-    def describe(self) -> Iterable[Metric]:
-        # Without this, registering would call collect() (and read the store) at once.
-        return [GaugeMetricFamily("compute_agent_servers", "Servers not deleted, by status",
-                                  labels=["status"]),
-                CounterMetricFamily("compute_agent_store_write_transactions", _WRITES_HELP)]
+        return [family, Family("compute_agent_store_write_transactions", _WRITES_HELP, "counter",
+                               [Sample("_total", (), writes)])]
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
         self.jobs_in_progress = Gauge(
             "compute_agent_jobs_in_progress", "Jobs whose workflow is running now (creates are builds)",
-            ["kind"], registry=r)
+            ["kind"])
         self.job_duration = Histogram(
             "compute_agent_job_duration_seconds",
             "Time a job's workflow ran in this daemon, by kind and outcome",
-            ["kind", "outcome"], buckets=JOB_BUCKETS, registry=r)
+            ["kind", "outcome"], buckets=JOB_BUCKETS)
         self.event_lag = Histogram(
             "compute_agent_event_lag_seconds",
             "From a libvirt lifecycle event's arrival to the monitor's write of the server's change",
-            buckets=EVENT_LAG_BUCKETS, registry=r)
+            buckets=EVENT_LAG_BUCKETS)
         self.libvirt_connected = Gauge(
-            "compute_agent_libvirt_connected", "1 while the libvirt event connection is up, else 0",
-            registry=r)
+            "compute_agent_libvirt_connected", "1 while the libvirt event connection is up, else 0")
         self.injection_duration = Histogram(
             "compute_agent_injection_batch_duration_seconds",
             "Time one libguestfs injection batch took (one appliance launch)",
-            buckets=INJECTION_BUCKETS, registry=r)
+            buckets=INJECTION_BUCKETS)
         self.injection_batch_size = Histogram(
             "compute_agent_injection_batch_size", "Disks injected per batch",
-            buckets=BATCH_SIZE_BUCKETS, registry=r)
+            buckets=BATCH_SIZE_BUCKETS)
         self.api_request_duration = Histogram(
             "compute_agent_api_request_duration_seconds",
             "API requests by method, route template and status class",
-            ["method", "route", "status_class"], buckets=API_BUCKETS, registry=r)
+            ["method", "route", "status_class"], buckets=API_BUCKETS)
         self.quarantined = Gauge(
             "compute_agent_quarantined",
             "Domains and instance dirs of ours the store does not know, left alone at start-up",
-            ["kind"], registry=r)
+            ["kind"])
+        # A scrape shows them in this order (the one they had before: scrapes stay the same).
+        self.collectors: list[Collector] = [
+            self.jobs_in_progress, self.job_duration, self.event_lag, self.libvirt_connected,
+            self.injection_duration, self.injection_batch_size, self.api_request_duration,
+            self.quarantined]
         for kind in JobKind:  # zeros from the start: "no build running" is a fact too
             self.jobs_in_progress.labels(kind.value)
 
     def watch_servers(self, store: ServerLister) -> None:
-        self.registry.register(ServerStatusCollector(store))
+        self.collectors.append(ServerStatusCollector(store))
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text format of everything, and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return render(f for c in self.collectors for f in c.collect()), CONTENT_TYPE
 
     async def timed_job(self, kind: JobKind, work: Awaitable[None]) -> None:
         """Await a job's workflow, counted as in progress meanwhile and timed by outcome:

@@ -45,6 +45,8 @@ def test_the_clean_copy_keeps_every_contract(tmp_path: Path) -> None:
     ("agent/api/routes_catalog.py", "from asyncio.subprocess import PIPE", "start processes"),
     ("agent/api/routes_catalog.py", "from agent.adapters import sqlite_store", "outside things"),
     ("agent/api/app.py", "from agent.protocols import Store", "never a port"),
+    # Even the composition root: prometheus_client is a test-only package (issue 15).
+    ("agent/app.py", "from prometheus_client import generate_latest", "only its tests install"),
 ])
 def test_a_layer_crossing_import_breaks_a_contract(tmp_path: Path, module: str, line: str,
                                                    broken: str) -> None:
