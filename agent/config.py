@@ -223,6 +223,10 @@ class Config(BaseModel):
     # at start for the images present (up to 4). Each warm appliance holds up to
     # libguestfs's memsize of RAM while idle.
     injection_warm_spares: int = Field(default=2, ge=0, le=8)
+    # A warm appliance no build took for this long after it became ready is shut down
+    # (its QEMU, ~800 MiB under TCG, and ~4 MiB of the daemon's); the next build then
+    # launches its own and the appliance is warmed again after it.
+    injection_warm_idle_s: float = Field(default=300.0, ge=1, le=86400)
     # The monitor's backstop: every server against libvirt this often, events or not.
     resync_interval_s: float = Field(default=60.0, gt=0)
     # Actions: how long a guest gets to power off on the ACPI button before the plug is

@@ -219,7 +219,8 @@ def build_agent(config: Config) -> Agent:
     metrics.watch_servers(store)
     disk_injector = WarmGuestfsInjector(GuestfsInjector(decision.virt_type),
                                         config.instances_dir / SPARES_DIR,
-                                        spares_per_base=config.injection_warm_spares)
+                                        spares_per_base=config.injection_warm_spares,
+                                        idle_s=config.injection_warm_idle_s)
     injector = InjectionBatcher(disk_injector,
                                 window_s=config.injection_batch_window_s,
                                 max_batch=config.injection_max_batch, metrics=metrics)

@@ -66,10 +66,15 @@ def seeded_daemon(scratch: Scratch, name: str, servers: int, image_id: uuid.UUID
     return daemon, ids
 
 
+def set_top_level(daemon: BenchDaemon, key: str, value: str | float) -> None:
+    """Set a top-level key of a daemon's config (the daemon not started)."""
+    # Top-level keys go before the [[tokens]] tables, or they would belong to one.
+    daemon.config.write_text(f"{key} = {json.dumps(value)}\n" + daemon.config.read_text())
+
+
 def use_libvirt(daemon: BenchDaemon, uri: str) -> None:
     """Point a daemon (not started) at another libvirt URI."""
-    # Top-level keys go before the [[tokens]] tables, or they would belong to one.
-    daemon.config.write_text(f"libvirt_uri = {json.dumps(uri)}\n" + daemon.config.read_text())
+    set_top_level(daemon, "libvirt_uri", uri)
 
 
 def log_events(daemon: BenchDaemon, event: str) -> list[dict[str, Any]]:
@@ -93,6 +98,11 @@ def wait_ready(daemon: BenchDaemon, timeout: float = READY_TIMEOUT_S) -> dict[st
         return found[-1] if found else None
 
     return poll(ready, timeout, interval=0.05, what="agent.ready")
+
+
+def wait_logged(daemon: BenchDaemon, event: str, timeout: float) -> dict[str, Any]:
+    """Block until the daemon logged `event`; its first entry."""
+    return poll(lambda: (log_events(daemon, event) or [None])[0], timeout, interval=0.2, what=event)
 
 
 def rss_mib(pid: int, field: str = "VmRSS") -> float:

@@ -14,10 +14,18 @@ either the fresh overlay or the injected one (the create job redoes an unfinishe
 injection on a disk made again from its base). Spares live in `spares_dir` under the
 instances folder: a killed agent's warm appliance is found and killed at start by
 kill_stale_appliances, and leftover spares are deleted when this injector is made.
+
+Idle release: a warm appliance no batch took within `idle_s` of becoming ready is shut
+down (handle closed, spares deleted, glibc asked to give freed memory back): on an idle
+host it holds its QEMU (~800 MiB RSS under TCG), a recovery process and ~4 MiB of the
+daemon's own memory. The next build then launches its own and the appliance is warmed
+again after it, as after any batch; builds closer than `idle_s` keep it warm.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
 import threading
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("agent.injection.warm")
 WARM_UP_WAIT_S = 120.0
+IDLE_S = 300.0  # config: injection_warm_idle_s
 
 
 @dataclass
@@ -58,10 +67,11 @@ class WarmGuestfsInjector:
     """The DiskInjector port: a GuestfsInjector with a warm appliance in front of it."""
 
     def __init__(self, cold: GuestfsInjector, spares_dir: Path, spares_per_base: int = 2,
-                 disks: QemuImgDisks | None = None) -> None:
+                 disks: QemuImgDisks | None = None, idle_s: float = IDLE_S) -> None:
         self.cold = cold
         self.spares_dir = spares_dir
         self.spares_per_base = spares_per_base
+        self.idle_s = idle_s
         self.disks = disks or QemuImgDisks()
         self.warm_hits = 0  # disks done on a spare (for metrics, the bench and tests)
         shutil.rmtree(spares_dir, ignore_errors=True)  # a previous run's spares
@@ -70,6 +80,7 @@ class WarmGuestfsInjector:
         self._warming: threading.Thread | None = None
         self._bases: dict[Path, str] = {}  # bases worth spares -> their format
         self._closed = False
+        self._idle_timer: threading.Timer | None = None  # releases the idle warm appliance
 
     @property
     def launches(self) -> int:
@@ -97,6 +108,7 @@ class WarmGuestfsInjector:
         with self._lock:
             self._closed = True
             warm, self._warm = self._warm, None
+            self._cancel_release()
         if warm is not None:
             warm.g.close()
         kill_stale_appliances(self.spares_dir)
@@ -111,6 +123,7 @@ class WarmGuestfsInjector:
             warming.join(WARM_UP_WAIT_S)  # a launch that hangs: go cold (and leave it be)
         with self._lock:
             warm, self._warm = self._warm, None
+            self._cancel_release()
         return warm
 
     def _inject_warm(self, warm: _Warm, requests: list[InjectionRequest]
@@ -228,8 +241,44 @@ class WarmGuestfsInjector:
         with self._lock:
             if not self._closed:
                 self._warm, warm = warm, None
+                self._arm_release(self._warm)
         if warm is not None:  # closed meanwhile
             g.close()
             self._drop_unused(warm)
         else:
             log.info("injection.warm_ready", spares=len(made))
+
+    # -- idle release -------------------------------------------------------------------
+    def _arm_release(self, warm: _Warm) -> None:
+        """Under the lock: release `warm` if no batch takes it within idle_s. A timer
+        thread, so the close (a second or so) never runs on the daemon's event loop."""
+        self._cancel_release()
+        self._idle_timer = threading.Timer(self.idle_s, self._release_idle, args=(warm,))
+        self._idle_timer.name = "guestfs-warm-idle"
+        self._idle_timer.daemon = True
+        self._idle_timer.start()
+
+    def _cancel_release(self) -> None:
+        """Under the lock: the warm appliance was taken (or we close): no release."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _release_idle(self, warm: _Warm) -> None:
+        with self._lock:
+            if self._warm is not warm:  # a batch took it (or close did) meanwhile
+                return
+            self._warm = None
+            self._idle_timer = None
+        warm.g.close()
+        self._drop_unused(warm)
+        return_freed_memory()
+        log.info("injection.warm_released", idle_s=self.idle_s)
+
+
+def return_freed_memory() -> None:
+    """Ask glibc to give freed heap back to the system: libguestfs keeps QEMU's parsed
+    help, devices and QMP schema (~2.6 MiB) in an open handle, and once freed that memory
+    stays in malloc's arenas (RssAnon) unless trimmed. Nothing where libc is not glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

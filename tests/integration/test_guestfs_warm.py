@@ -1,10 +1,12 @@
 """The warm appliance on real disks: after a base's first injection, the next fresh disk of
 that base is done on a spare the warm appliance already holds (no launch of its own), the
 spare takes the disk's place at the disk's size, other disks still go through a launch,
-and closing the injector leaves no appliance process and no spare behind."""
+closing the injector leaves no appliance process and no spare behind, and an appliance
+no build took within idle_s is shut down (its QEMU gone) while injections still work."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,34 @@ def test_a_warm_up_that_fails_leaves_builds_on_the_launch_path(tmp_path, base, v
         assert motd(virt_type, second) == b"two\n"
     finally:
         injector.close()
+
+
+def test_an_idle_warm_appliance_is_released_and_injection_still_works(tmp_path, base, virt_type):
+    """After idle_s with no build, the warm appliance's QEMU is gone and so are its spares;
+    the next build launches its own appliance, and the appliance is warmed again after it."""
+    injector = WarmGuestfsInjector(GuestfsInjector(virt_type), tmp_path / "instances" / "_spares",
+                                   idle_s=2.0)
+    try:
+        injector.warm_up_for({base: "qcow2"})  # as the daemon does at start
+        assert injector._warming is not None
+        injector._warming.join(240)
+        assert injector._warm is not None, "the warm-up should have launched an appliance"
+        assert processes_naming(injector.spares_dir), "a warm appliance should be running"
+        deadline = time.monotonic() + 120  # 2 s of idle, then a close: generous on a busy box
+        while processes_naming(injector.spares_dir) or injector._warm is not None:
+            assert time.monotonic() < deadline, "the idle warm appliance was not released"
+            time.sleep(0.5)
+        assert list(injector.spares_dir.glob("*.qcow2")) == []
+
+        injector.idle_s = 3600.0  # the appliance warmed after the build: held this time
+        disk = fresh(tmp_path, base, "after-release")
+        result = injector.inject([request(disk, base, b"after release\n")])[0]
+        assert not isinstance(result, Exception), result
+        assert (injector.launches, injector.warm_hits) == (1, 0)  # a launch of its own
+        assert motd(virt_type, disk) == b"after release\n"
+        assert injector._warming is not None
+        injector._warming.join(240)
+        assert processes_naming(injector.spares_dir), "warm again after the build"
+    finally:
+        injector.close()
+    assert processes_naming(injector.spares_dir) == []
