@@ -14,10 +14,9 @@ import structlog
 
 from agent.adapters.console_files import LocalConsoleFiles
 from agent.adapters.dnsmasq import DnsmasqDhcp
-from agent.adapters.guestfs_injector import GuestfsInjector
-from agent.adapters.guestfs_warm import WarmGuestfsInjector
 from agent.adapters.host_checks import start_checks, virt_decision
 from agent.adapters.image_catalog import WritableImageCatalog
+from agent.adapters.injector_process import InjectorProcess, WorkerSettings
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
 from agent.adapters.netlink import NetlinkPlumber
 from agent.adapters.nft_guard import NftPortGuard
@@ -177,7 +176,7 @@ class Agent(ServesApi):
     notifier: EventNotifier
     webhooks: WebhookDispatcher
     metrics: Metrics
-    disk_injector: WarmGuestfsInjector
+    disk_injector: InjectorProcess
     # The API's core services, built once and shared by every listener.
     api_services: ApiServices
     # Shared by every listener and changed in place on SIGHUP, so a reload needs no restart.
@@ -217,10 +216,11 @@ def build_agent(config: Config) -> Agent:
                         before_checkpoint=_crash_hook(CRASH_IN_ENV), network=network)
     metrics = Metrics()
     metrics.watch_servers(store)
-    disk_injector = WarmGuestfsInjector(GuestfsInjector(decision.virt_type),
-                                        config.instances_dir / SPARES_DIR,
-                                        spares_per_base=config.injection_warm_spares,
-                                        idle_s=config.injection_warm_idle_s)
+    # libguestfs runs in a worker process the daemon starts when it needs one.
+    disk_injector = InjectorProcess(WorkerSettings(
+        virt_type=decision.virt_type.value, spares_dir=str(config.instances_dir / SPARES_DIR),
+        spares_per_base=config.injection_warm_spares, idle_s=config.injection_warm_idle_s,
+        log_level=config.log_level, log_format=config.log_format))
     injector = InjectionBatcher(disk_injector,
                                 window_s=config.injection_batch_window_s,
                                 max_batch=config.injection_max_batch, metrics=metrics)
@@ -257,7 +257,7 @@ WARM_AT_START_IMAGES = 4
 
 def warm_for_images(agent: Agent) -> None:
     """Warm the appliance at start for the images present (their bases are made in the
-    warm-up's thread if missing), so that the first build after a start does not wait
+    worker's warm-up if missing), so that the first build after a start does not wait
     for a launch. Nothing when warm spares are off or no image is present."""
     injector = agent.disk_injector
     if injector.spares_per_base < 1:
@@ -271,11 +271,7 @@ def warm_for_images(agent: Agent) -> None:
             log.warning("injection.warm_image_unreadable", image=str(image.uuid), error=e.strerror)
     if not sources:
         return
-
-    def make_bases() -> None:
-        for base, (source, _) in sources.items():
-            deps.disks.cache_base(source, base)
-
-    injector.warm_up_for({base: fmt for base, (_, fmt) in sources.items()}, make_bases)
+    injector.warm_up_for({base: fmt for base, (_, fmt) in sources.items()},
+                         {base: source for base, (source, _) in sources.items()})
 
 

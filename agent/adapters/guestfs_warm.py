@@ -67,7 +67,8 @@ class WarmGuestfsInjector:
     """The DiskInjector port: a GuestfsInjector with a warm appliance in front of it."""
 
     def __init__(self, cold: GuestfsInjector, spares_dir: Path, spares_per_base: int = 2,
-                 disks: QemuImgDisks | None = None, idle_s: float = IDLE_S) -> None:
+                 disks: QemuImgDisks | None = None, idle_s: float = IDLE_S,
+                 on_idle: Callable[[], None] | None = None) -> None:
         self.cold = cold
         self.spares_dir = spares_dir
         self.spares_per_base = spares_per_base
@@ -81,10 +82,19 @@ class WarmGuestfsInjector:
         self._bases: dict[Path, str] = {}  # bases worth spares -> their format
         self._closed = False
         self._idle_timer: threading.Timer | None = None  # releases the idle warm appliance
+        # Called (from a thread of ours) when we come to hold nothing: the warm appliance
+        # was released for idleness or a warm-up failed. The injection worker exits then.
+        self._on_idle = on_idle
 
     @property
     def launches(self) -> int:
         return self.cold.launches
+
+    def holds_nothing(self) -> bool:
+        """No warm appliance and none being launched."""
+        with self._lock:
+            warming = self._warming is not None and self._warming.is_alive()
+            return self._warm is None and not warming
 
     def inject(self, requests: list[InjectionRequest]) -> list[InjectionResult | InjectionError]:
         warm = self._take_warm()
@@ -234,6 +244,9 @@ class WarmGuestfsInjector:
                 spare.unlink(missing_ok=True)
             with self._lock:
                 self._bases.clear()
+                if self._warming is threading.current_thread():
+                    self._warming = None  # so that holds_nothing() is true from now on
+            self._idle()
             return
         warm = _Warm(g)
         for (base, spare), device in zip(made, devices, strict=True):
@@ -274,6 +287,11 @@ class WarmGuestfsInjector:
         self._drop_unused(warm)
         return_freed_memory()
         log.info("injection.warm_released", idle_s=self.idle_s)
+        self._idle()
+
+    def _idle(self) -> None:
+        if self._on_idle is not None:
+            self._on_idle()
 
 
 def return_freed_memory() -> None:
