@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -123,6 +124,10 @@ class InjectorProcess:
         self._worker: _Worker | None = None
         self._ended = (0, 0)  # launches, warm hits of the workers that ended
         self._closed = False
+        # Workers are started from this one thread, alive as long as we are: the worker's
+        # PR_SET_PDEATHSIG fires when the *thread* that started it ends, not the daemon,
+        # and a batch's or a warm-up's thread may end while its worker should live on.
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="injection-worker-start")
 
     @property
     def launches(self) -> int:
@@ -188,7 +193,8 @@ class InjectorProcess:
         finally:
             if got:
                 self._lock.release()
-        kill_stale_appliances(Path(self.settings.spares_dir))  # a killed worker's QEMU
+            self._spawner.shutdown(wait=False)
+        self._kill_orphaned_appliances()  # a killed worker's
 
     # -- under the lock -------------------------------------------------------------------
     def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -212,10 +218,20 @@ class InjectorProcess:
             self._end(worker)
             worker = None
         if worker is None:
-            worker = self._worker = _Worker([*self.command, json.dumps(asdict(self.settings))])
+            command = [*self.command, json.dumps(asdict(self.settings))]
+            worker = self._worker = self._spawner.submit(_Worker, command).result()
         return worker
 
     def _end(self, worker: _Worker) -> None:
         if self._worker is worker:
             self._ended = (self._ended[0] + worker.launches, self._ended[1] + worker.warm_hits)
             self._worker = None
+        if worker.proc.returncode != IDLE_EXIT:
+            self._kill_orphaned_appliances()
+
+    def _kill_orphaned_appliances(self) -> None:
+        """The QEMU of a worker that died (crashed, killed) outlives it, holding a disk
+        and ~1 GiB: killed before another worker starts (no other appliance is ours then)."""
+        killed = kill_stale_appliances(Path(self.settings.spares_dir).parent)
+        if killed:
+            log.warning("injection.orphaned_appliances_killed", pids=killed)
