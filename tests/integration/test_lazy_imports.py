@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import GUEST_SCRATCH
-from tests.support.daemon import TOKENS, Daemon
+from tests.support.daemon import TOKENS, Daemon, processes_naming
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +139,58 @@ def test_a_serving_daemon_imports_fastapi_only_for_its_first_openapi_document(tm
             assert document.status_code == 200
             assert "/v2.1/servers" in document.json()["paths"]
         assert mark.exists()
+    finally:
+        daemon.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# Imported first by every interpreter started with its folder on PYTHONPATH: the first
+# import of guestfs in a process leaves a file named by that process's pid and its
+# __main__ module, so that the daemon's own imports are told from its worker's.
+_WATCH_GUESTFS = """
+import os, sys
+
+class _WatchGuestfs:
+    def find_spec(self, name, path=None, target=None):
+        if name == "guestfs":
+            spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+            main = spec.name if spec is not None else "-"
+            mark = os.path.join(os.environ["GUESTFS_IMPORT_MARKS"], f"{os.getpid()}-{main}")
+            open(mark, "w").close()
+            sys.meta_path.remove(self)
+        return None
+
+sys.meta_path.insert(0, _WatchGuestfs())
+"""
+
+
+def test_a_daemon_that_warmed_an_appliance_at_start_never_imported_guestfs(tmp_path: Path):
+    """With warm spares on and an image present the daemon warms an appliance at start:
+    libguestfs is loaded by its injection worker (the watcher sees that import, so it would
+    see the daemon's too), never by the daemon itself."""
+    (tmp_path / "sitecustomize.py").write_text(_WATCH_GUESTFS)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    GUEST_SCRATCH.mkdir(mode=0o755, exist_ok=True)
+    root = GUEST_SCRATCH / uuid.uuid4().hex[:12]
+    (root / "state").mkdir(parents=True)
+    daemon = Daemon(root / "state", extra_config="injection_warm_spares = 1\n", env={
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
+        "GUESTFS_IMPORT_MARKS": str(marks)})
+    try:
+        daemon.start()
+        spares = root / "state" / "instances" / "_spares"
+        deadline = time.monotonic() + 300  # a launch under TCG on a busy box: generous
+        while "injection.warm_ready" not in daemon.log():  # logged by the worker (stderr)
+            assert time.monotonic() < deadline, "no warm appliance: " + daemon.log()[-2000:]
+            time.sleep(0.5)
+        assert processes_naming(spares), "the warm appliance runs"
+        names = sorted(m.name for m in marks.iterdir())
+        assert daemon.proc is not None
+        assert not [n for n in names if n.startswith(f"{daemon.proc.pid}-")], names
+        assert [n.split("-", 1)[1] for n in names] == ["agent.adapters.injector_worker"]
+        assert daemon.stop() == 0
+        assert processes_naming(spares) == []  # the worker closed its appliance
     finally:
         daemon.kill()
         shutil.rmtree(root, ignore_errors=True)
