@@ -84,11 +84,27 @@ def daemon_rss(ctx: Context, name: str, servers: int, images: bool = True) -> tu
         return settle_rss(daemon.proc.pid), rss_mib(daemon.proc.pid, "RssAnon")
 
 
+def worker_rss(daemon_pid: int) -> tuple[float, float]:
+    """(VmRSS, RssAnon) of the daemon's injection worker (its python child holding
+    libguestfs and the warm appliance's handle; QEMU is the worker's child, not counted);
+    (0, 0) when it has none."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or b"injector_worker" not in (proc / "cmdline").read_bytes():
+                continue
+            status = (proc / "status").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if f"\nPPid:\t{daemon_pid}\n" in status:
+            return rss_mib(int(proc.name)), rss_mib(int(proc.name), "RssAnon")
+    return 0.0, 0.0
+
+
 def idle_rss(ctx: Context) -> dict[str, tuple[float, float]]:
     """(VmRSS, RssAnon) of one idle daemon (no server) as its warm appliance comes and
     goes: "start" at agent.ready + 2 s (the appliance warmed at start launching or
     up), "warm" 2 s after it is ready (held), "released" 2 s after it was released
-    unused."""
+    unused; and of its injection worker in each state ("worker-start", ...)."""
     daemon, _ = seeded_daemon(ctx.scratch, "mem-idle", 0, ctx.image.uuid)
     set_top_level(daemon, "injection_warm_idle_s", WARM_IDLE_S)
     found: dict[str, tuple[float, float]] = {}
@@ -97,12 +113,15 @@ def idle_rss(ctx: Context) -> dict[str, tuple[float, float]]:
         assert daemon.proc is not None
         pid = daemon.proc.pid
         found["start"] = settle_rss(pid), rss_mib(pid, "RssAnon")
+        found["worker-start"] = worker_rss(pid)
         wait_logged(daemon, "injection.warm_ready", WARM_TIMEOUT_S)
         found["warm"] = settle_rss(pid), rss_mib(pid, "RssAnon")
+        found["worker-warm"] = worker_rss(pid)
         if log_events(daemon, "injection.warm_released"):
             raise RuntimeError("the warm appliance was released before it was measured held")
         wait_logged(daemon, "injection.warm_released", WARM_IDLE_S + WARM_TIMEOUT_S)
         found["released"] = settle_rss(pid), rss_mib(pid, "RssAnon")
+        found["worker-released"] = worker_rss(pid)
     return found
 
 
@@ -155,6 +174,11 @@ def memory(ctx: Context, domains: int, command: str) -> list[Figure]:
     idle, idle_anon = states["released"]
     start, start_anon = states["start"]
     held, held_anon = states["warm"]
+    worker = (f"the injection worker (the daemon's python child that loads libguestfs and holds "
+              f"the appliance's handle; its QEMU not counted): right after start "
+              f"{states['worker-start'][0]:.1f} MiB, RssAnon {states['worker-start'][1]:.1f}; "
+              f"appliance ready {states['worker-warm'][0]:.1f} / {states['worker-warm'][1]:.1f}; "
+              f"after the release {states['worker-released'][0]:.1f} (0: it exited)")
     cold, cold_anon = daemon_rss(ctx, "mem-idle-no-image", 0, images=False)
     full, _ = daemon_rss(ctx, "mem-full", SERVERS)
     progress(f"memory: floor {floor:.1f} MiB, idle {idle:.1f} / {idle_anon:.1f} MiB (appliance "
@@ -185,14 +209,15 @@ def memory(ctx: Context, domains: int, command: str) -> list[Figure]:
                agent_s=idle, reference_s=floor, reference_label=floor_label, target_max=64,
                target_on_agent=True, command=command, unit="MiB",
                notes=["VmRSS of the daemon process 2 s after the appliance it warmed at start "
-                      "(it has the test image: libguestfs loaded) was released unused "
+                      "(it has the test image) was released unused "
                       f"(`injection.warm_released`); injection_warm_idle_s = {WARM_IDLE_S:g} here "
                       "only shortens the wait: the state measured is the one the default "
                       "(300 s) reaches. The daemon runs as the systemd unit runs it (the "
                       "compute-agent script, the unit's Environment=: MALLOC_ARENA_MAX=2); the "
                       "floor imports agent.app (Starlette, uvicorn, pydantic, libvirt, structlog; "
                       "pyroute2, libguestfs, httpx, nftables, cryptography and websockets load on "
-                      "first use) and does nothing", released, libraries]),
+                      "first use; libguestfs only ever in the injection worker) and does "
+                      "nothing", released, libraries, worker]),
         Figure(key="memory-idle-anon", title="6. Daemon anonymous memory (RssAnon), idle",
                agent_s=idle_anon, reference_s=floor_anon, reference_label=floor_label + " (RssAnon)",
                target_max=40, target_on_agent=True, command=command, unit="MiB",
@@ -206,7 +231,7 @@ def memory(ctx: Context, domains: int, command: str) -> list[Figure]:
                       "existed), while the appliance warmed at start is launched and held; "
                       f"RssAnon {start_anon:.1f}. Once it is ready (2 s after "
                       f"`injection.warm_ready`): {held:.1f}, RssAnon {held_anon:.1f}. A build "
-                      "within injection_warm_idle_s of it finds it warm"]),
+                      "within injection_warm_idle_s of it finds it warm", worker]),
         Figure(key="memory-1000", title=f"6. Daemon resident memory, {SERVERS} servers in the store",
                agent_s=full, reference_s=floor, reference_label=floor_label, target_max=None,
                command=command, unit="MiB",
