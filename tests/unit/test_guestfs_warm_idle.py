@@ -196,3 +196,29 @@ def test_closing_with_a_release_pending_closes_the_appliance_once(tmp_path, appl
     assert appliances[0].closes == 1
     assert logs == []
     assert not any(t.name == "guestfs-warm-idle" and t.is_alive() for t in threading.enumerate())
+
+
+def test_on_idle_is_called_when_the_injector_comes_to_hold_nothing(tmp_path, appliances,
+                                                                  monkeypatch):
+    """The injection worker exits on it: after an idle release, and after a failed warm-up
+    (both leave no appliance and none launching); never while an appliance is held."""
+    calls: list[bool] = []
+    base = tmp_path / "base.qcow2"
+    injector = WarmGuestfsInjector(FakeCold(), tmp_path / "instances" / "_spares",  # type: ignore[arg-type]
+                                   disks=FakeDisks(), idle_s=HOUR,  # type: ignore[arg-type]
+                                   on_idle=lambda: calls.append(injector.holds_nothing()))
+    warmed(injector, base)
+    assert calls == [] and not injector.holds_nothing()
+    timer = injector._idle_timer
+    assert timer is not None
+    timer.cancel()
+    timer.function(*timer.args)  # as if idle for an hour
+    assert calls == [True]
+
+    def broken(_virt_type: object) -> None:
+        raise RuntimeError("appliance cannot start")
+    monkeypatch.setattr(guestfs_warm, "new_handle", broken)
+    injector.warm_up_for({base: "qcow2"})
+    until(lambda: len(calls) == 2)
+    assert calls == [True, True]
+    injector.close()
