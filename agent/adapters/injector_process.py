@@ -81,11 +81,12 @@ class _Worker:
             log.warning("injection.worker_exited", pid=self.proc.pid, exit_code=code)
 
     def ask(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        data = encode_frame(message)  # too big: FrameError, and the worker is left alone
         killer = threading.Timer(timeout_s, self.kill)
         killer.daemon = True
         killer.start()
         try:
-            self.stdin.write(encode_frame(message))
+            self.stdin.write(data)
             self.stdin.flush()
             answer = read_frame(self.stdout.read)
         except (OSError, ValueError, FrameError):
@@ -148,7 +149,7 @@ class InjectorProcess:
         try:
             with self._lock:
                 answer = self._ask(message)
-        except WorkerExited as e:
+        except (WorkerExited, FrameError) as e:
             return [InjectionError(str(e)) for _ in requests]
         if "failed" in answer or len(answer.get("results", ())) != len(requests):
             reason = str(answer.get("failed", "injection worker answered wrongly"))[:200]

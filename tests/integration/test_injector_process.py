@@ -140,3 +140,22 @@ def test_nothing_is_started_before_a_need(state: Path) -> None:
     proc = injector(state)
     proc.close()
     assert pids(state) == []
+
+
+def test_a_batch_too_big_for_a_frame_fails_without_touching_the_worker(
+        state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.adapters import injector_frames
+    proc = injector(state)
+    try:
+        (result,) = proc.inject(requests("a"))
+        assert isinstance(result, InjectionResult)
+        monkeypatch.setattr(injector_frames, "MAX_FRAME", 64)
+        failed = proc.inject(requests("big-1", "big-2"))
+        assert [type(r) for r in failed] == [InjectionError, InjectionError]
+        assert not any(SECRET.decode() in str(e) for e in failed)
+        monkeypatch.undo()
+        (result,) = proc.inject(requests("b"))
+        assert isinstance(result, InjectionResult)
+        assert len(pids(state)) == 1  # the same worker throughout
+    finally:
+        proc.close()
