@@ -3,9 +3,10 @@ work, so that the daemon never loads libguestfs (~3.5 MiB of its idle RSS stayed
 after the warm appliance was released) and a C library handling untrusted guest disks
 cannot crash or hang the daemon (which can kill the worker instead).
 
-    python -m agent.adapters.injector_worker '<settings JSON>'
+    python -m agent.adapters.injector_worker
 
-It serves frames (agent.adapters.injector_frames) from stdin and answers on stdout, one
+It reads its settings (WorkerSettings of injector_process) as the first frame on stdin,
+then serves frames (agent.adapters.injector_frames) from stdin and answers on stdout, one
 request at a time: `inject`, `warm_up`, `close`. Logs go to stderr (the daemon's, hence its
 journal); stdout carries frames only (fd 1 is pointed at stderr, so that nothing a library
 prints can corrupt them). It exits with 0 when it holds nothing (its warm appliance was
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import select
 import signal
@@ -122,8 +122,10 @@ class Worker:
             data = data[os.write(self.out_fd, data):]
 
 
-def main(argv: list[str]) -> int:
-    settings = json.loads(argv[0])
+def main() -> int:
+    settings = read_frame(lambda n: os.read(0, n))
+    if settings is None:  # the daemon went before it said anything
+        return 0
     configure_logging(settings.get("log_level", "info"), settings.get("log_format", "auto"))
     out_fd = os.dup(1)  # frames only; whatever else writes to stdout lands on stderr
     os.dup2(2, 1)
@@ -151,4 +153,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 SECRET = b"s3cret-contents"
 
 FAKE_WORKER = textwrap.dedent("""
-    import json, os, sys, time
+    import os, sys, time
     sys.path.insert(0, {repo!r})
     from agent.adapters.injector_frames import encode_frame, read_frame
     state = sys.argv[1]
-    settings = json.loads(sys.argv[2])
+    settings = read_frame(sys.stdin.buffer.read)
     with open(os.path.join(state, "pids"), "a") as f:
         f.write(f"{{os.getpid()}}\\n")
     out = sys.stdout.buffer
