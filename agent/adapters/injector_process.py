@@ -123,7 +123,9 @@ class InjectorProcess:
                  request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.settings = settings
         self.spares_per_base = settings.spares_per_base
-        self.command = command or [sys.executable, "-m", WORKER_MODULE]
+        # -P: `-m` would otherwise put the working directory first on sys.path, and a root
+        # worker must not import an `agent` package someone left in whatever folder that is.
+        self.command = command or [sys.executable, "-P", "-m", WORKER_MODULE]
         self.request_timeout_s = request_timeout_s
         self._lock = threading.Lock()
         self._worker: _Worker | None = None

@@ -159,3 +159,21 @@ def test_a_batch_too_big_for_a_frame_fails_without_touching_the_worker(
         assert len(pids(state)) == 1  # the same worker throughout
     finally:
         proc.close()
+
+
+def test_the_real_worker_never_imports_code_from_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker runs as root with `-m`, which would put the working directory first on
+    sys.path: an `agent` package left there by anyone must not be what it imports."""
+    hostile = tmp_path / "cwd" / "agent"
+    hostile.mkdir(parents=True)
+    marker = tmp_path / "hostile-code-ran"
+    (hostile / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    proc = InjectorProcess(WorkerSettings(virt_type="qemu", spares_dir=str(tmp_path / "spares"),
+                                          spares_per_base=0, idle_s=60.0))
+    try:
+        assert proc.inject([]) == []  # an exchange with a real worker: it started and answered
+    finally:
+        proc.close()
+    assert not marker.exists()
