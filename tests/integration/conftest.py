@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from agent.adapters.host_facts import read_host_facts
 from agent.adapters.libvirt_hypervisor import LibvirtHypervisor
+from agent.adapters.qemu_img import QemuImgDisks
 from agent.model.host import VirtType, decide_virt_type
+from tests.conftest import IMAGES_DIR
 from tests.support.netns import TestNet
 
 pytestmark = pytest.mark.integration
@@ -42,3 +45,12 @@ def testnet() -> Iterator[TestNet]:
     t = TestNet()
     yield t
     t.cleanup()
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    """The busybox test image cached as a base (as the daemon caches an image's), for
+    the injection tests that make fresh overlays of it."""
+    cached = tmp_path / "base.qcow2"
+    QemuImgDisks().cache_base(IMAGES_DIR / "busybox-test" / "disk.qcow2", cached)
+    return cached

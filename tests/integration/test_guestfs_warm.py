@@ -25,13 +25,6 @@ DISKS = QemuImgDisks()
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Path:
-    cached = tmp_path / "base.qcow2"
-    DISKS.cache_base(BASE, cached)
-    return cached
-
-
-@pytest.fixture
 def warm(tmp_path: Path, virt_type):
     injector = WarmGuestfsInjector(GuestfsInjector(virt_type), tmp_path / "instances" / "_spares")
     yield injector

@@ -16,7 +16,7 @@ import pytest
 
 from agent.adapters.injector_process import InjectorProcess, WorkerSettings
 from agent.model.injection import InjectionResult
-from tests.integration.test_guestfs_warm import BASE, DISKS, fresh, motd, request
+from tests.integration.test_guestfs_warm import BASE, fresh, motd, request
 from tests.support.daemon import processes_naming
 
 WAIT_S = 300.0  # a launch takes 10-60 s under TCG on a busy box: generous bounds
@@ -26,13 +26,6 @@ def worker_injector(tmp_path: Path, virt_type, idle_s: float = 3600.0) -> Inject
     return InjectorProcess(WorkerSettings(
         virt_type=virt_type.value, spares_dir=str(tmp_path / "instances" / "_spares"),
         spares_per_base=1, idle_s=idle_s))
-
-
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    cached = tmp_path / "base.qcow2"
-    DISKS.cache_base(BASE, cached)
-    return cached
 
 
 @pytest.fixture
