@@ -17,8 +17,9 @@ kill_stale_appliances, and leftover spares are deleted when this injector is mad
 
 Idle release: a warm appliance no batch took within `idle_s` of becoming ready is shut
 down (handle closed, spares deleted, glibc asked to give freed memory back): on an idle
-host it holds its QEMU (~800 MiB RSS under TCG), a recovery process and ~4 MiB of the
-daemon's own memory. The next build then launches its own and the appliance is warmed
+host it holds its QEMU (~800 MiB RSS under TCG), a recovery process and ~4 MiB of its
+own process (the injection worker's, which then exits: agent/adapters/injector_worker.py).
+The next build then launches its own and the appliance is warmed
 again after it, as after any batch; builds closer than `idle_s` keep it warm.
 """
 
