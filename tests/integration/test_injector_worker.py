@@ -48,6 +48,17 @@ def wait_until(what: str, check) -> None:
         time.sleep(0.5)
 
 
+def assert_injected_by_a_new_worker(proc: InjectorProcess, old_pid: int, tmp_path: Path,
+                                    base: Path, virt_type, name: str) -> None:
+    """A fresh disk of `base` gets its file, injected by a worker other than `old_pid`."""
+    disk = fresh(tmp_path, base, name)
+    text = f"{name}\n".encode()
+    (result,) = proc.inject([request(disk, base, text)])
+    assert isinstance(result, InjectionResult), result
+    assert proc.worker_pid not in (None, old_pid)
+    assert motd(virt_type, disk) == text
+
+
 def test_injection_through_the_worker_then_a_warm_spare_then_close(tmp_path, base, spares,
                                                                    virt_type):
     proc = worker_injector(tmp_path, virt_type)
@@ -86,11 +97,7 @@ def test_a_worker_whose_warm_appliance_was_released_exits_and_injection_still_wo
                    lambda: not alive(pid))
         assert made.exists(), "the base was made by the warm-up"
         assert processes_naming(spares) == []
-        disk = fresh(tmp_path, made, "after-release")
-        (result,) = proc.inject([request(disk, made, b"after release\n")])
-        assert isinstance(result, InjectionResult), result
-        assert proc.worker_pid not in (None, pid)
-        assert motd(virt_type, disk) == b"after release\n"
+        assert_injected_by_a_new_worker(proc, pid, tmp_path, made, virt_type, "after-release")
     finally:
         proc.close()
 
@@ -105,11 +112,7 @@ def test_a_worker_killed_during_its_warm_up_leaves_the_next_injection_working(
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         wait_until("the killed worker reaped", lambda: not alive(pid))  # not a mid-batch death
-        disk = fresh(tmp_path, base, "after-kill")
-        (result,) = proc.inject([request(disk, base, b"after kill\n")])
-        assert isinstance(result, InjectionResult), result
-        assert proc.worker_pid not in (None, pid)
-        assert motd(virt_type, disk) == b"after kill\n"
+        assert_injected_by_a_new_worker(proc, pid, tmp_path, base, virt_type, "after-kill")
     finally:
         proc.close()
     assert processes_naming(spares) == []
