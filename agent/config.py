@@ -215,7 +215,8 @@ class Config(BaseModel):
     password_policy: PasswordPolicy = Field(default_factory=PasswordPolicy)
     # Names of a multi-create's servers (min_count/max_count), as Nova's option of the name.
     multi_instance_display_name_template: str = DEFAULT_NAME_TEMPLATE
-    # Servers whose injections start within this window share one appliance launch.
+    # An injection waits up to this long for builds still making their disks, to share
+    # one appliance with them; a lone build does not wait.
     injection_batch_window_s: float = Field(default=0.5, ge=0, le=10)
     injection_max_batch: int = Field(default=8, ge=1, le=26)
     # Spare overlays per recently used image kept in a warm (launched) appliance, so a

@@ -1,8 +1,10 @@
 """Batches injections so that servers built at the same time share one libguestfs
 appliance launch (the launch is most of the cost: ~11 s under TCG, 1-3 s on KVM).
 
-A request waits a short window for company, then goes to the injector with every other
-request waiting; requests that arrive while a batch runs form the next batch.
+A request waits for company only while some other build is on its way to an injection
+(making its disk: `on_the_way`), and at most a short window; then it goes to the injector
+with every other request waiting. A lone build does not wait at all. Requests that arrive
+while a batch runs form the next batch.
 
 The servers of one multi-create are a group of known size: once one of them arrives, the
 batch waits (up to `group_wait_s`) until all of them have, however long their disks took
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import structlog
@@ -63,7 +66,8 @@ class InjectionBatcher:
         self.batches: list[int] = []  # sizes of the batches run, for metrics and tests
         self._pending: list[_Waiting] = []
         self._groups: dict[str, _Arrivals] = {}  # groups not complete yet
-        self._arrived = asyncio.Event()
+        self._arrived = asyncio.Event()  # a request came, or a build on its way left
+        self._coming = 0  # builds on their way to inject() (on_the_way)
         self._worker: asyncio.Task[None] | None = None
 
     async def inject(self, request: InjectionRequest, group: BatchGroup | None = None) -> InjectionResult:
@@ -82,6 +86,27 @@ class InjectionBatcher:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work())
         return await future
+
+    @contextlib.contextmanager
+    def on_the_way(self) -> Iterator[None]:
+        """Around what a build does before its inject() (making its disk): requests
+        pending wait (up to the window) until it arrives, to share an appliance with it.
+        Leave it right before inject(), with no await between."""
+        self._coming += 1
+        try:
+            yield
+        finally:
+            self._coming -= 1
+            self._arrived.set()
+
+    async def _wait_for_company(self) -> None:
+        """Until no build is on its way, or the window has passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.window_s
+        while self._coming and loop.time() < deadline:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), deadline - loop.time())
 
     async def _wait_for_groups(self) -> None:
         """Until every group with a request pending is complete, or past its deadline (a
@@ -126,7 +151,7 @@ class InjectionBatcher:
 
     async def _work(self) -> None:
         while self._pending:
-            await asyncio.sleep(self.window_s)
+            await self._wait_for_company()
             await self._wait_for_groups()
             waiting = self._take_batch()
             batch = [(w.request, w.future) for w in waiting]

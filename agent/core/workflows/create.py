@@ -83,7 +83,8 @@ class CreateWorkflow(StepWorkflow):
         again), with the payload injected: one unit for a restart."""
         d, image = self.deps, self.deps.images.get(str(run.server.image_id))
         disk = d.files(run.server.id).disk
-        base = await fresh_overlay(d, image, disk, d.flavors.get(run.server.flavor_id).disk)
+        with self.injector.on_the_way():  # builds arriving together share an appliance
+            base = await fresh_overlay(d, image, disk, d.flavors.get(run.server.flavor_id).disk)
         await self.injector.inject(injection_request(run.job, disk, base, image.disk_format),
                                    batch_group(run.job))
         return Outcome({"progress": PROGRESS["injected"]})

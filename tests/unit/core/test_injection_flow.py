@@ -109,6 +109,55 @@ async def test_requests_arriving_during_a_batch_form_the_next_one(tmp_path):
     assert batcher.batches == [1, 2]
 
 
+async def test_a_lone_request_does_not_wait_for_the_window(tmp_path):
+    """No other build is making its disk: nobody to wait for (a 30 s window is not used)."""
+    batcher = InjectionBatcher(FakeInjector(), window_s=30)
+    result = await asyncio.wait_for(batcher.inject(InjectionRequest(disk=tmp_path / "a")), 5)
+    assert result.disk == tmp_path / "a" and batcher.batches == [1]
+
+
+async def test_a_request_waits_for_a_build_on_its_way_and_shares_its_batch(tmp_path):
+    batcher = InjectionBatcher(FakeInjector(), window_s=30)
+    leave = asyncio.Event()
+
+    async def build_making_its_disk() -> None:
+        with batcher.on_the_way():
+            await leave.wait()
+        await batcher.inject(InjectionRequest(disk=tmp_path / "late"))
+
+    late = asyncio.create_task(build_making_its_disk())
+    await asyncio.sleep(0)  # the late build is now on its way
+    early = asyncio.create_task(batcher.inject(InjectionRequest(disk=tmp_path / "early")))
+    await asyncio.sleep(0.05)
+    assert not early.done() and batcher.batches == []
+    leave.set()
+    await asyncio.wait_for(asyncio.gather(early, late), 5)
+    assert batcher.batches == [2]
+
+
+async def test_a_build_on_its_way_holds_others_back_for_the_window_at_most(tmp_path):
+    batcher = InjectionBatcher(FakeInjector(), window_s=0.05)
+    with batcher.on_the_way():  # never arrives while the request waits
+        await asyncio.wait_for(batcher.inject(InjectionRequest(disk=tmp_path / "a")), 5)
+    assert batcher.batches == [1]
+
+
+async def test_a_build_that_fails_on_its_way_releases_the_waiting_requests(tmp_path):
+    batcher = InjectionBatcher(FakeInjector(), window_s=30)
+    waiting = None
+    try:
+        with batcher.on_the_way():
+            waiting = asyncio.create_task(batcher.inject(InjectionRequest(disk=tmp_path / "a")))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            raise OSError("its disk could not be made")
+    except OSError:
+        pass
+    assert waiting is not None
+    await asyncio.wait_for(waiting, 5)
+    assert batcher.batches == [1]
+
+
 async def test_a_multi_create_is_one_batch_even_when_a_disk_takes_longer_than_the_window(world):
     """The batch waits for every server of the request, not only for those whose disks
     were ready within the window: one appliance launch for the whole request."""
