@@ -28,6 +28,10 @@ def new_handle(virt_type: VirtType) -> guestfs.GuestFS:
     import guestfs
     g = guestfs.GuestFS(python_return_dict=True)
     g.set_backend("direct")
+    # No sync of every drive at shutdown (~100 ms a drive under TCG, most of a warm
+    # injection): each disk is unmounted after its injection (that flushes it to the
+    # drive), and the shutdown's SIGTERM makes QEMU write its qcow2 metadata as it exits.
+    g.set_autosync(False)
     if virt_type == VirtType.QEMU:
         g.set_backend_settings(["force_tcg"])
     return g

@@ -21,7 +21,13 @@ import time
 from typing import TYPE_CHECKING
 
 from agent.adapters.guestfs_appliance import ApplianceLimits, new_handle, watched
-from agent.adapters.guestfs_paths import backup_name, replace_file, resolve_dir, resolve_file
+from agent.adapters.guestfs_paths import (
+    backup_name,
+    read_small,
+    replace_file,
+    resolve_dir,
+    resolve_file,
+)
 from agent.errors import InjectionError
 from agent.model.host import VirtType
 from agent.model.injection import (
@@ -159,7 +165,7 @@ def _add_authorized_keys(g: guestfs.GuestFS, keys: tuple[str, ...], stamp: str,
     if g.is_symlink(path) or (g.exists(path) and not g.is_file(path, followsymlinks=False)):
         backup = backups[AUTHORIZED_KEYS] = backup_name(path, stamp)
     elif g.exists(path):
-        text = g.read_file(path)
+        text = read_small(g, path)
     present = {line.strip() for line in text.decode("utf-8", "replace").splitlines()}
     new = [k for k in dict.fromkeys(keys) if k.strip() not in present]
     if new:
@@ -191,7 +197,7 @@ def _set_root_hash(g: guestfs.GuestFS, password_hash: str) -> None:
     if not shadow or not g.is_file(shadow, followsymlinks=False):
         raise InjectionError("cannot set the admin password: the image has no /etc/shadow")
     st = g.lstatns(shadow)
-    edited = with_root_hash(g.read_file(shadow), password_hash, int(time.time()) // _DAY)
+    edited = with_root_hash(read_small(g, shadow), password_hash, int(time.time()) // _DAY)
     # Written beside and renamed over: same owner, group and mode, never half-written.
     replace_file(g, shadow, edited, uid=st["st_uid"], gid=st["st_gid"],
                  mode=st["st_mode"] & 0o7777)
@@ -323,6 +329,7 @@ class GuestfsInjector:
                 return [err for _ in requests]
             self.launches += 1
             results = self.inject_on(g, g.list_devices(), requests)
+            g.umount_all()  # autosync is off: this flushes whatever is still mounted
             g.shutdown()
             return results
         finally:
@@ -341,18 +348,32 @@ class GuestfsInjector:
             if root is not None:
                 self.root_places[key] = root[len(device):]
 
+    def premount(self, g: guestfs.GuestFS, device: str, layout_key: str) -> bool:
+        """Mount the root of `device` (a fresh overlay of the base `layout_key` names,
+        whose root place is known) read-write at /, ahead of the injection into it that
+        inject_on(mounted=device) then does: ~0.25 s under TCG off a warm build."""
+        hint = self.root_places.get(layout_key)
+        return hint is not None and _mount_trusted_root(g, device + hint)
+
     def inject_on(self, g: guestfs.GuestFS, devices: list[str],
-                  requests: list[InjectionRequest]) -> list[InjectionResult | InjectionError]:
+                  requests: list[InjectionRequest], mounted: str | None = None
+                  ) -> list[InjectionResult | InjectionError]:
         """Apply each request to its device of a launched appliance (devices[i] holds
-        requests[i]'s disk, or an identical copy of it)."""
+        requests[i]'s disk, or an identical copy of it). `mounted`: a device whose root
+        is mounted at / already (premount)."""
         layout = _Layout(g, devices)
         results: list[InjectionResult | InjectionError] = []
         for device, req in zip(devices, requests, strict=True):
             try:
                 hint = self.root_places.get(req.layout_key) if req.layout_key else None
-                if (hint is not None and req.fresh_overlay_of is not None
-                        and not req.guest_written
-                        and _mount_trusted_root(g, device + hint)):
+                trusted = (hint is not None and req.fresh_overlay_of is not None
+                           and not req.guest_written)
+                premounted = trusted and device == mounted
+                if mounted is not None and not premounted:
+                    g.umount_all()  # another disk comes first: the premount is undone
+                mounted = None
+                if hint is not None and trusted and (
+                        premounted or _mount_trusted_root(g, device + hint)):
                     results.append(_inject_one(g, device + hint, req, mounted=True))
                     continue
                 root = _hinted_root(g, device, hint)

@@ -1,8 +1,9 @@
 """The warm appliance on real disks: after a base's first injection, the next fresh disk of
 that base is done on a spare the warm appliance already holds (no launch of its own), the
 spare takes the disk's place at the disk's size, other disks still go through a launch,
-closing the injector leaves no appliance process and no spare behind, and an appliance
-no build took within idle_s is shut down (its QEMU gone) while injections still work."""
+closing the injector leaves no appliance process and no spare behind, a spare whose root
+the warm-up mounted ahead is unmounted for a disk before it, and an appliance no build
+took within idle_s is shut down (its QEMU gone) while injections still work."""
 
 from __future__ import annotations
 
@@ -95,6 +96,24 @@ def test_an_appliance_warmed_at_start_serves_the_first_disk_of_a_base(tmp_path, 
     assert motd(virt_type, first) == b"one\n"
 
 
+def test_a_premounted_spare_after_another_bases_disk_in_one_batch(tmp_path, base, warm,
+                                                                  virt_type):
+    """The warm-up mounts the root of the last base's next spare ahead of its build; a
+    batch whose first disk is of another base unmounts it first: each disk gets its own
+    file (a premount left in place would take the other disk's write)."""
+    other = tmp_path / "other-base.qcow2"
+    DISKS.cache_base(BASE, other)
+    warm.warm_up_for({other: "qcow2", base: "qcow2"})
+    assert warm._warming is not None
+    warm._warming.join(240)
+    assert warm._warm is not None and warm._warm.mounted is not None  # base's spare
+    first, second = fresh(tmp_path, other, "first"), fresh(tmp_path, base, "second")
+    results = warm.inject([request(first, other, b"other\n"), request(second, base, b"base\n")])
+    assert not any(isinstance(r, Exception) for r in results), results
+    assert (warm.launches, warm.warm_hits) == (0, 2)
+    assert (motd(virt_type, first), motd(virt_type, second)) == (b"other\n", b"base\n")
+
+
 def test_a_disk_that_is_not_a_fresh_overlay_is_never_swapped(tmp_path, base, warm, virt_type):
     warm.inject([request(fresh(tmp_path, base, "first"), base, b"one\n")])
     used = fresh(tmp_path, base, "used")
@@ -133,10 +152,11 @@ def test_an_idle_warm_appliance_is_released_and_injection_still_works(tmp_path, 
         assert injector._warm is not None, "the warm-up should have launched an appliance"
         assert processes_naming(injector.spares_dir), "a warm appliance should be running"
         deadline = time.monotonic() + 120  # 2 s of idle, then a close: generous on a busy box
-        while processes_naming(injector.spares_dir) or injector._warm is not None:
+        # Released: its QEMU gone and its spares deleted (the deletion comes last).
+        while (processes_naming(injector.spares_dir) or injector._warm is not None
+               or list(injector.spares_dir.glob("*.qcow2"))):
             assert time.monotonic() < deadline, "the idle warm appliance was not released"
             time.sleep(0.5)
-        assert list(injector.spares_dir.glob("*.qcow2")) == []
 
         injector.idle_s = 3600.0  # the appliance warmed after the build: held this time
         disk = fresh(tmp_path, base, "after-release")

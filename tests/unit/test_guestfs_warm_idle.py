@@ -39,6 +39,9 @@ class FakeAppliance:
     def list_devices(self) -> list[str]:
         return [f"/dev/sd{chr(ord('a') + i)}" for i in range(len(self.drives))]
 
+    def umount_all(self) -> None:
+        pass
+
     def shutdown(self) -> None:
         pass
 
@@ -59,8 +62,11 @@ class FakeCold:
         self.launches += 1
         return [InjectionResult(disk=r.disk) for r in requests]
 
-    def inject_on(self, g, devices, requests):  # type: ignore[no-untyped-def]
+    def inject_on(self, g, devices, requests, mounted=None):  # type: ignore[no-untyped-def]
         return [InjectionResult(disk=r.disk) for r in requests]
+
+    def premount(self, g, device, layout_key) -> bool:  # type: ignore[no-untyped-def]
+        return False
 
     def learn_root_places(self, g, devices) -> None:  # type: ignore[no-untyped-def]
         pass
