@@ -101,6 +101,20 @@ def hostile_disk(tmp: Path) -> Path:
     return ext4_disk(tmp, "hostile", root)
 
 
+def bloated_disk(tmp: Path) -> Path:
+    """An image author's /etc/shadow of 6 MiB (past what the injector reads back)."""
+    root = tmp / "bloated-root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    filler = b"".join(b"u%07d:!:19000:0:99999:7:::\n" % i for i in range((6 << 20) // 28))
+    (root / "etc" / "shadow").write_bytes(b"root:*:19000:0:99999:7:::\n" + filler)
+    raw = tmp / "bloated.raw"
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(root), str(raw), "24M"], check=True)
+    disk = tmp / "bloated.qcow2"
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(raw), str(disk)], check=True)
+    return disk
+
+
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory, virt_type):
     tmp = tmp_path_factory.mktemp("inject")
@@ -115,6 +129,7 @@ def batch(tmp_path_factory, virt_type):
     hostile = hostile_disk(tmp)
     keyed = keyed_disk(tmp)
     tricky, shadow_inode = tricky_disk(tmp)
+    bloated = bloated_disk(tmp)
     requests = [
         InjectionRequest(disk=a, root_password_hash=HASH_A, authorized_keys=(KEY_A,), files=(
             InjectedFile(path="/etc/motd", contents=b"motd of A\n"),
@@ -131,17 +146,19 @@ def batch(tmp_path_factory, virt_type):
         InjectionRequest(disk=c, root_password_hash=HASH_B, files=(
             InjectedFile(path="/etc/motd", contents=b"motd of C\n"),
             InjectedFile(path=f"/etc/{LONG_NAME}", contents=b"x"))),
+        InjectionRequest(disk=bloated, root_password_hash=HASH_A),
     ]
     injector = GuestfsInjector(virt_type)
     results = injector.inject(requests)
     assert injector.launches == 1
     # Read everything back through a second, read-only appliance.
     g = new_handle(virt_type)
-    for r in (a, b, hostile, keyed, tricky, c):
+    for r in (a, b, hostile, keyed, tricky, c, bloated):
         g.add_drive_opts(str(r), format="qcow2", readonly=True)
     g.launch()
     yield {"results": results, "g": g, "shadow_inode": shadow_inode,
-           "devices": dict(zip(("a", "b", "hostile", "keyed", "tricky", "c"), g.list_devices(),
+           "devices": dict(zip(("a", "b", "hostile", "keyed", "tricky", "c", "bloated"),
+                               g.list_devices(),
                                strict=True))}
     g.close()
 
@@ -278,3 +295,13 @@ def test_a_backup_name_over_255_bytes_fails_the_disk_before_anything_is_touched(
     assert g.cat("/etc/motd") == "compute-agent busybox test guest\n"  # the image's own
     assert not g.read_file("/etc/shadow").startswith(f"root:{HASH_B}:".encode())
     assert not [n for n in g.ls("/etc") if ".bak." in n or n.startswith(".compute-agent-")]
+
+
+def test_a_shadow_larger_than_the_injector_reads_fails_the_disk_and_is_left_alone(batch):
+    """An image author's huge /etc/shadow is refused, not copied into our memory."""
+    err = batch["results"][7]
+    assert isinstance(err, InjectionError)
+    assert "larger than 4 MiB" in str(err)
+    g = mounted(batch, "bloated")
+    assert g.lstatns("/etc/shadow")["st_size"] > 5 << 20
+    assert g.pread("/etc/shadow", 64, 0).startswith(b"root:*:")
