@@ -194,8 +194,9 @@ def provisioning(ctx: Context, runs: int, command: str) -> list[Figure]:
                "warm appliance (`injection_warm_spares`, default 2), then renamed over the "
                "disk; each run starts once the daemon logged its warm appliance ready again "
                "(relaunched after each use); the first build after start: "
-               f"{cold_s:.1f} s (row above); the batch window (`injection_batch_window_s`, 0.5 s) is "
-               "included; the floor does no injection; floor: `qemu-img create -f qcow2 -b "
+               f"{cold_s:.1f} s (row above); a lone build does not wait for the batch window "
+               "(`injection_batch_window_s`); the floor does no injection; floor: "
+               "`qemu-img create -f qcow2 -b "
                "BASE` + `virsh define` + "
                "`virsh start` of the agent's own domain XML (new name, uuid, paths), polled "
                "with `virsh domstate` every 0.1 s; the agent is polled with GET every 0.1 s",
