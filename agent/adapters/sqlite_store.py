@@ -278,6 +278,13 @@ class SqliteStore(JobLife, FleetAdoption, HostRows, CatalogRows):
                                 " WHERE vm_state != 'deleted' GROUP BY vm_state, task_state").fetchall()
         return {(VmState(v), TaskState(t) if t else None): int(n) for v, t, n in rows}
 
+    def flavor_counts(self, project_id: str, *, without: UUID | None = None) -> dict[str, int]:
+        with self._tx("count servers by flavor", write=False) as conn:
+            rows = conn.execute("SELECT flavor_id, COUNT(*) FROM servers WHERE project_id = ?"
+                                " AND vm_state != 'deleted' AND id != ? GROUP BY flavor_id",
+                                (project_id, str(without) if without else "")).fetchall()
+        return {str(f): int(n) for f, n in rows}
+
     async def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                             expect: ServerExpectation | None = None) -> Server:
         check_change_keys(changes, _SERVER_FIELDS, _SERVER_FIXED, "server")

@@ -150,6 +150,11 @@ class Store(Protocol):
         """Servers not deleted, counted by (vm_state, task_state)."""
         ...
 
+    def flavor_counts(self, project_id: str, *, without: UUID | None = None) -> dict[str, int]:
+        """The project's servers not deleted (but `without`), counted by flavor id: what
+        its quota usage is made of, without reading every server."""
+        ...
+
     def revision(self) -> int:
         """A number every committed change (servers, jobs, ports, anything) increases, so
         an answer computed from reads made after it returned R is still right while it

@@ -190,6 +190,18 @@ async def test_state_counts_group_servers_not_deleted_by_vm_and_task_state(store
                                            (VmState.BUILDING, TaskState.SPAWNING): 1}
 
 
+async def test_flavor_counts_are_a_projects_servers_not_deleted_but_the_one_left_out(
+        store: Store) -> None:
+    await active(store, flavor_id="1")
+    left_out = await active(store, flavor_id="1")
+    await active(store, flavor_id="2")
+    await add(store, flavor_id="2", vm_state=VmState.DELETED, task_state=None, deleted_at=T0)
+    await active(store, flavor_id="1", project_id="other")
+    assert store.flavor_counts("p1") == {"1": 2, "2": 1}
+    assert store.flavor_counts("p1", without=left_out.id) == {"1": 1, "2": 1}
+    assert store.flavor_counts("nobody") == {}
+
+
 async def test_the_revision_moves_on_with_every_write_and_only_then(store: Store) -> None:
     """API answers are kept while the revision stays: every kind of write moves it on
     (servers, jobs, ports), reads never do."""

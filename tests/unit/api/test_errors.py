@@ -66,7 +66,7 @@ async def test_store_error_details_are_not_shown(env: Env, monkeypatch: pytest.M
     def broken(*args: Any, **kwargs: Any):
         raise StoreError("state database /var/lib/compute-agent/state.db: disk I/O error")
 
-    monkeypatch.setattr(env.store, "list_servers", broken)
+    monkeypatch.setattr(env.store, "flavor_counts", broken)
     r = await env.client.get("/v2.1/limits", headers=ALICE)
     assert "state.db" not in fault(r, 503, "serviceUnavailable")
 
@@ -76,7 +76,7 @@ async def test_a_full_store_says_the_host_is_out_of_disk_space(env: Env,
     def full(*args: Any, **kwargs: Any):
         raise StoreError("state database: add server failed: database or disk is full")
 
-    monkeypatch.setattr(env.store, "list_servers", full)
+    monkeypatch.setattr(env.store, "flavor_counts", full)
     r = await env.client.get("/v2.1/limits", headers=ALICE)
     message = fault(r, 503, "serviceUnavailable")
     assert "out of disk space" in message and "database" not in message

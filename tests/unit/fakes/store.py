@@ -229,6 +229,13 @@ class MemoryStore(FleetAdoptionMixin, MemoryHosts):
             return dict(Counter((s.vm_state, s.task_state) for s in self._servers.values()
                                 if s.vm_state is not VmState.DELETED))
 
+    def flavor_counts(self, project_id: str, *, without: UUID | None = None) -> dict[str, int]:
+        with self._lock:
+            self._check_open()
+            return dict(Counter(s.flavor_id for s in self._servers.values()
+                                if s.project_id == project_id and s.id != without
+                                and s.vm_state is not VmState.DELETED))
+
     async def update_server(self, server_id: UUID, changes: dict[str, Any], *, cause: str,
                       expect: ServerExpectation | None = None) -> Server:
         await _turn()
