@@ -144,6 +144,21 @@ async def test_list_is_newest_first_then_by_id_descending(store: Store) -> None:
     assert [s.id for s in store.list_servers()] == [new.id, tie_b.id, tie_a.id, old.id]
 
 
+async def test_a_list_after_a_change_shows_the_change_and_lists_give_their_own_copies(
+        store: Store) -> None:
+    """The SQLite store reads whole only the rows changed since its last list: a change
+    between two lists must show in the second, and a caller's edit of one list's metadata
+    must not reach the next."""
+    a, b = await active(store, metadata={"k": "v"}), await active(store)
+    first = {s.id: s for s in store.list_servers("p1")}
+    await store.update_server(a.id, {"name": "renamed", "metadata": {"k": "w"}}, cause="api")
+    first[b.id].metadata["edited"] = "by a caller"
+    second = {s.id: s for s in store.list_servers("p1")}
+    assert (second[a.id].name, second[a.id].metadata) == ("renamed", {"k": "w"})
+    assert second[b.id].metadata == {}
+    assert (first[a.id].name, first[a.id].metadata) == ("vm", {"k": "v"})  # as it was then
+
+
 async def test_list_leaves_out_deleted_unless_include_deleted(store: Store) -> None:
     alive = await add(store, created_at=T0)
     gone = await add(store, vm_state=VmState.DELETED, task_state=None, deleted_at=T0,
