@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import httpx
 
 from bench import api_floor
+from bench.api_building import BUILDS, allow_builds_beside_seeded, reads_while_building
 from bench.context import REPO, Context
 from bench.daemon import BenchDaemon, _free_port
 from bench.load import LoadGenerator, Phase, build_mix
@@ -87,6 +88,7 @@ def _timed_get(client: httpx.Client, path: str) -> tuple[float, int, int]:
 def api_reads(ctx: Context, requests: int, rps_seconds: float, command: str) -> list[Figure]:
     progress(f"api: seeding {SEEDED} servers")
     daemon, _ = seeded_daemon(ctx.scratch, "api", SEEDED, ctx.image.uuid)
+    allow_builds_beside_seeded(daemon)
     agent_t: list[float] = []
     floor_t: list[float] = []
     with daemon, floor_app(ctx, daemon) as floor_url:
@@ -129,6 +131,11 @@ def api_reads(ctx: Context, requests: int, rps_seconds: float, command: str) -> 
             rps[name] = phase
             progress(f"api: {name} {RPS_CLIENTS} clients: {phase.rps():.1f} req/s, "
                      f"{bad} bad answers")
+        with httpx.Client(base_url=daemon.url + "/v2.1", headers=headers, timeout=60) as agent, \
+                httpx.Client(base_url=floor_url + "/v2.1", timeout=60) as floor:
+            busy = reads_while_building(daemon, agent, floor, str(ctx.image.uuid))
+        progress(f"api: while {BUILDS} build ({busy.build_s:.0f} s): p99 agent "
+                 f"{p99(busy.agent_ms):.1f} ms, floor {p99(busy.floor_ms):.1f} ms")
     floor_label = "bare Starlette + SQL SELECT + json.dumps, same uvicorn and SQLite"
     common = (f"{SEEDED} servers seeded in the store with the agent's SqliteStore (ACTIVE, "
               f"no domain: the start-up reconcile, {ready.get('reconcile_s', '?')} s, marked "
@@ -140,7 +147,10 @@ def api_reads(ctx: Context, requests: int, rps_seconds: float, command: str) -> 
               f"appliance the daemon warms at start was up ({warm_wait:.0f} s after ready)")
     details = {"agent_ms": summary(agent_t), "floor_ms": summary(floor_t),
                "in_process_floor_ms": summary(in_process), "page": page,
-               "bytes": sizes, "rps": {k: v.summary() for k, v in rps.items()}}
+               "bytes": sizes, "rps": {k: v.summary() for k, v in rps.items()},
+               "building": {"agent_ms": summary(busy.agent_ms),
+                            "floor_ms": summary(busy.floor_ms), "build_s": busy.build_s,
+                            "statuses": busy.statuses}}
     return [
         Figure(key="api-detail-median",
                title=f"5. GET /servers/detail, {SEEDED} servers, one client (median of {requests})",
@@ -151,6 +161,18 @@ def api_reads(ctx: Context, requests: int, rps_seconds: float, command: str) -> 
                title=f"5. GET /servers/detail, {SEEDED} servers, one client (p99 of {requests})",
                agent_s=p99(agent_t), reference_s=p99(floor_t), reference_label=floor_label,
                target_max=15, target_on_agent=True, command=command, unit="ms"),
+        Figure(key="api-detail-p99-building",
+               title=f"5. GET /servers/detail, {SEEDED} servers, one client, while {BUILDS} "
+                     f"servers build (p99 of {len(busy.agent_ms)})",
+               agent_s=p99(busy.agent_ms), reference_s=p99(busy.floor_ms),
+               reference_label=floor_label + ", interleaved, under the same builds",
+               target_max=30, target_on_agent=True, command=command, unit="ms",
+               notes=[f"{BUILDS} servers (flavor 1, test image, no network) POSTed at once, "
+                      f"the reads from the POSTs until all were ACTIVE "
+                      f"({busy.build_s:.0f} s: an appliance launch, the injections and "
+                      f"{BUILDS} TCG guests booting on the same 2 CPUs); median agent "
+                      f"{median(busy.agent_ms):.1f} ms, floor {median(busy.floor_ms):.1f} ms; "
+                      f"final statuses {sorted(set(busy.statuses.values()))}"]),
         Figure(key="api-page-p99",
                title=f"5. GET /servers?limit={PAGE_LIMIT}, {SEEDED} servers, one client "
                      f"(p99 of {requests})",
