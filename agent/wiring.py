@@ -6,11 +6,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import structlog
 
@@ -33,7 +31,7 @@ from agent.core.console import Consoles, console_log, console_socket
 from agent.core.doctor import run_checks
 from agent.core.event_feed import EventFeed, EventNotifier, StreamSlots
 from agent.core.flavors import FlavorCatalog
-from agent.core.images import ImageService
+from agent.core.images import ImageService, images_to_warm
 from agent.core.injection import InjectionBatcher
 from agent.core.jobs import JobRunner
 from agent.core.keypairs import KeypairService
@@ -51,10 +49,8 @@ from agent.core.workflows.delete import DeleteWorkflow
 from agent.core.workflows.guest_ops import ActionTimings
 from agent.errors import ConfigError, HostUnfit
 from agent.log import configure_logging
-from agent.model.image import Image
 from agent.model.job import Job, JobKind
 from agent.model.requests import RequestContext
-from agent.model.server import Server
 
 log = structlog.get_logger("agent.app")
 
@@ -259,20 +255,6 @@ def build_agent(config: Config) -> Agent:
 WARM_AT_START_IMAGES = 4
 
 
-def images_to_warm(images: list[Image], servers: list[Server]) -> list[Image]:
-    """The WARM_AT_START_IMAGES images built from last (the others, in catalog order,
-    before them), the most recent last: the warm-up mounts the root of the last one's
-    spare ahead, so a first build after a restart from the image built last skips that."""
-    last_built: dict[UUID, datetime] = {}
-    for server in servers:
-        seen = last_built.get(server.image_id)
-        if seen is None or server.created_at > seen:
-            last_built[server.image_id] = server.created_at
-    never = [i for i in images if i.uuid not in last_built]
-    built = sorted((i for i in images if i.uuid in last_built), key=lambda i: last_built[i.uuid])
-    return (never + built)[-WARM_AT_START_IMAGES:]
-
-
 def warm_for_images(agent: Agent) -> None:
     """Warm the appliance at start for the images present (their bases are made in the
     worker's warm-up if missing), so that the first build after a start does not wait
@@ -282,7 +264,8 @@ def warm_for_images(agent: Agent) -> None:
         return
     deps = agent.runner.deps
     sources: dict[Path, tuple[Path, str]] = {}
-    for image in images_to_warm(agent.images.list(), deps.store.list_servers()):
+    for image in images_to_warm(agent.images.list(), deps.store.list_servers(),
+                                WARM_AT_START_IMAGES):
         try:
             sources[base_path(deps, image)] = (image.disk_file, image.disk_format)
         except OSError as e:  # an image file gone since the catalog read it

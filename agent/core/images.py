@@ -3,11 +3,13 @@ server was built from the image."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 from agent.core.image_import import delete_image
 from agent.errors import ImageNotFound
 from agent.model.image import Image
+from agent.model.server import Server
 from agent.protocols import ImageWriter, Store
 
 
@@ -31,3 +33,18 @@ class ImageService:
         image = self.get(image_id)
         users = [str(s.id) for s in self.store.list_servers() if s.image_id == image.uuid]
         return delete_image(self.catalog, users, str(image.uuid))
+
+
+def images_to_warm(images: list[Image], servers: list[Server], count: int) -> list[Image]:
+    """The `count` images to warm the appliance for at start: the images built from last
+    (those never built before them, in catalog order), the most recent last. The warm-up
+    mounts the root of the last one's spare ahead, so a first build after a restart from
+    the image built last skips that mount."""
+    last_built: dict[UUID, datetime] = {}
+    for server in servers:
+        seen = last_built.get(server.image_id)
+        if seen is None or server.created_at > seen:
+            last_built[server.image_id] = server.created_at
+    never = [i for i in images if i.uuid not in last_built]
+    built = sorted((i for i in images if i.uuid in last_built), key=lambda i: last_built[i.uuid])
+    return (never + built)[-count:] if count > 0 else []
