@@ -51,29 +51,33 @@ def reads_while_building(daemon: BenchDaemon, agent: httpx.Client, floor: httpx.
     clients = [daemon.client() for _ in range(BUILDS)]
     ids: list[str] = []
     started = time.monotonic()
+
+    def read_both() -> None:
+        reads.agent_ms.append(_get_ms(agent, "/servers/detail"))
+        reads.floor_ms.append(_get_ms(floor, "/servers/detail"))
+
     try:
         with ThreadPoolExecutor(BUILDS) as pool:
             posts = [pool.submit(create_server, c, f"bench-busy-{i}", image_id)
                      for i, c in enumerate(clients)]
             while not all(p.done() for p in posts):  # the reads start with the POSTs
-                reads.agent_ms.append(_get_ms(agent, "/servers/detail"))
-                reads.floor_ms.append(_get_ms(floor, "/servers/detail"))
+                read_both()
             ids = [p.result() for p in posts if p.exception() is None]
             failed = [e for p in posts if (e := p.exception()) is not None]
             if failed:
                 raise RuntimeError(f"{len(failed)} of {BUILDS} POSTs failed") from failed[0]
         asked = 0.0
         while len(reads.statuses) < len(ids):
-            reads.agent_ms.append(_get_ms(agent, "/servers/detail"))
-            reads.floor_ms.append(_get_ms(floor, "/servers/detail"))
-            if time.monotonic() - asked >= STATUS_EVERY_S:
-                asked = time.monotonic()
+            read_both()
+            now = time.monotonic()
+            if now - started > BUILD_TIMEOUT_S:
+                raise TimeoutError(f"builds not done after {BUILD_TIMEOUT_S:.0f} s")
+            if now - asked >= STATUS_EVERY_S:
+                asked = now
                 for i in ids:
                     status = clients[0].get(f"/servers/{i}").json()["server"]["status"]
                     if status in ("ACTIVE", "ERROR"):
                         reads.statuses[i] = status
-            if asked - started > BUILD_TIMEOUT_S:
-                raise TimeoutError(f"builds not done after {BUILD_TIMEOUT_S:.0f} s")
         reads.build_s = time.monotonic() - started
     finally:
         if ids:
