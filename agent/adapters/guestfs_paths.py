@@ -89,17 +89,14 @@ def read_small(g: guestfs.GuestFS, path: str) -> bytes:
     symlink), whole. By pread: read_file goes through libguestfs' file-transfer protocol,
     ~150 ms a call under TCG against ~2 ms. Refused above MAX_READ: an image author's
     gigabyte /etc/shadow is not copied into our memory."""
-    size = g.lstatns(path)["st_size"]
-    if size > MAX_READ:
-        raise InjectionError(f"cannot edit {path}: larger than {MAX_READ >> 20} MiB")
+    too_large = InjectionError(f"cannot edit {path}: larger than {MAX_READ >> 20} MiB")
+    if g.lstatns(path)["st_size"] > MAX_READ:
+        raise too_large
     data = b""
-    while True:
-        chunk = g.pread(path, _CHUNK, len(data))
+    while chunk := g.pread(path, _CHUNK, len(data)):
         data += chunk
-        if not chunk or len(data) > MAX_READ:  # grown meanwhile: refused as above
-            break
-    if len(data) > MAX_READ:
-        raise InjectionError(f"cannot edit {path}: larger than {MAX_READ >> 20} MiB")
+        if len(data) > MAX_READ:  # grown since the lstat: refused all the same
+            raise too_large
     return data
 
 

@@ -276,8 +276,7 @@ class WarmGuestfsInjector:
                   devices: list[str]) -> str | None:
         """The root of the spare the next build of the last used base takes first (its
         last: _Warm.take pops) mounted now, so that build does not wait for the mount."""
-        base = made[-1][0]
-        device = devices[len(made) - 1]
+        (base, _), device = made[-1], devices[-1]
         return device if self.cold.premount(g, device, str(base)) else None
 
     # -- idle release -------------------------------------------------------------------

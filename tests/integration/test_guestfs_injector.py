@@ -37,9 +37,9 @@ KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDUbwA6cbNC7pj4VXBTYdcvDtHwRqTzm1F0
 OLD_LINE = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC0 already-there"
 
 
-def ext4_disk(tmp: Path, name: str, root: Path) -> Path:
+def ext4_disk(tmp: Path, name: str, root: Path, size: str = "16M") -> Path:
     raw = tmp / f"{name}.raw"
-    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(root), str(raw), "16M"], check=True)
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(root), str(raw), size], check=True)
     disk = tmp / f"{name}.qcow2"
     subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(raw), str(disk)], check=True)
     return disk
@@ -108,11 +108,7 @@ def bloated_disk(tmp: Path) -> Path:
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     filler = b"".join(b"u%07d:!:19000:0:99999:7:::\n" % i for i in range((6 << 20) // 28))
     (root / "etc" / "shadow").write_bytes(b"root:*:19000:0:99999:7:::\n" + filler)
-    raw = tmp / "bloated.raw"
-    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(root), str(raw), "24M"], check=True)
-    disk = tmp / "bloated.qcow2"
-    subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(raw), str(disk)], check=True)
-    return disk
+    return ext4_disk(tmp, "bloated", root, size="24M")
 
 
 @pytest.fixture(scope="module")
