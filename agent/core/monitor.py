@@ -43,6 +43,14 @@ _POWER_OF_EVENT = {"shutdown": PowerState.SHUTDOWN}
 _FOLLOWS_POWER = {VmState.ACTIVE, VmState.STOPPED, VmState.UNKNOWN}
 
 
+def _vanishing_recorded(server: Server) -> bool:
+    """The vanished domain is already on record: each periodic resync finds it gone again,
+    and writing it again would add an event, a new fault and a changed server (for the
+    list's cache, the webhooks and the fleet) per server every resync."""
+    return server.vm_state is VmState.UNKNOWN and server.power_state is PowerState.NOSTATE \
+        and server.fault is not None
+
+
 class PowerMonitor:
     def __init__(self, store: Store, hypervisor: Hypervisor, kick: Callable[[UUID], None],
                  resync_interval_s: float = 60.0,
@@ -126,7 +134,8 @@ class PowerMonitor:
         try:
             power = await asyncio.to_thread(self.hypervisor.power_state, server_id)
         except DomainNotFound:
-            if server.task_state is None and server.vm_state in _FOLLOWS_POWER:
+            if server.task_state is None and server.vm_state in _FOLLOWS_POWER \
+                    and not _vanishing_recorded(server):
                 await self._update(server, {"vm_state": VmState.UNKNOWN, "power_state": PowerState.NOSTATE,
                                       "fault": self._fault("the guest's domain vanished from "
                                                            "the hypervisor")},

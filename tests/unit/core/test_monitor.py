@@ -104,6 +104,26 @@ async def test_a_vanished_domain_shows_unknown_with_a_fault(world, monitor, acti
     assert s.status is Status.UNKNOWN and "vanished" in s.fault.message
 
 
+async def test_a_vanished_domain_is_recorded_once_not_at_every_resync(world, monitor, active):
+    world.hypervisor.undefine(active)
+    await monitor.reconcile(active)
+    before = world.store.revision()
+    await monitor.reconcile(active)  # the next periodic resync finds it gone again
+    assert world.store.revision() == before
+
+
+async def test_a_vanished_domain_after_a_lost_connection_gets_its_fault(world, monitor, active):
+    """UNKNOWN for a lost connection has no fault: the domain found gone afterwards is
+    still recorded."""
+    world.hypervisor.fail_on["power_state"] = HypervisorUnavailable("libvirt is down")
+    await monitor.connection_changed(False)
+    world.hypervisor.fail_on.clear()
+    world.hypervisor.undefine(active)
+    await monitor.reconcile(active)
+    s = world.store.get_server(active)
+    assert s.status is Status.UNKNOWN and "vanished" in s.fault.message
+
+
 async def test_shutdown_terminate_deletes_instead(world, monitor):
     server, _ = await world.create(shutdown_terminate=True)
     await world.runner.idle()
