@@ -69,12 +69,11 @@ def abuse(ctx: Context, seconds: float, command: str) -> list[Figure]:
     seed_evil_server(daemon.state_dir / "agent.db", PROJECT)
     with daemon:
         wait_ready(daemon)
-        assert daemon.proc is not None
-        idle_rss = rss_mib(daemon.proc.pid)
+        idle_rss = rss_mib(daemon.pid)
         progress(f"abuse: a polling client alone for {seconds:g} s")
         quiet = polling_client(daemon.url, daemon.token, _timer(seconds), PATHS)
         progress(f"abuse: the same client for {seconds:g} s under abuse")
-        sampler = RssSampler(daemon.proc.pid)
+        sampler = RssSampler(daemon.pid)
         sampler.start()
         stop = _timer(seconds)
         port = int(daemon.url.rsplit(":", 1)[1])

@@ -23,7 +23,7 @@ import httpx
 from bench import api_floor
 from bench.api_building import BUILDS, allow_builds_beside_seeded, reads_while_building
 from bench.context import REPO, Context
-from bench.daemon import BenchDaemon, _free_port
+from bench.daemon import BenchDaemon, _free_port, cpu_seconds
 from bench.load import LoadGenerator, Phase, build_mix
 from bench.report import Figure, progress
 from bench.seeded import seeded_daemon, wait_ready
@@ -125,8 +125,12 @@ def api_reads(ctx: Context, requests: int, rps_seconds: float, command: str) -> 
                      f"floor {p99(page_t['floor']):.1f} ms")
         in_process = [_in_process(daemon) for _ in range(20)]
         rps = {}
+        agent_cpu_s = 0.0  # the daemon's own CPU during its phase
         for name, url, token in (("agent", daemon.url, daemon.token), ("floor", floor_url, "")):
+            before = cpu_seconds(daemon.pid)
             phase = asyncio.run(_reads_only(url, token, rps_seconds))
+            if name == "agent":
+                agent_cpu_s = cpu_seconds(daemon.pid) - before
             bad = len(phase.unintended())
             rps[name] = phase
             progress(f"api: {name} {RPS_CLIENTS} clients: {phase.rps():.1f} req/s, "
@@ -191,7 +195,11 @@ def api_reads(ctx: Context, requests: int, rps_seconds: float, command: str) -> 
                       f"{rps['agent'].client_cpus:.2f} CPUs busy against the agent, "
                       f"{rps['floor'].client_cpus:.2f} against the floor), each client its own "
                       f"connection; agent answers {rps['agent'].statuses()}, floor "
-                      f"{rps['floor'].statuses()}"]),
+                      f"{rps['floor'].statuses()}",
+                      f"the agent's daemon itself used {agent_cpu_s / rps['agent'].duration_s:.2f} "
+                      f"CPUs meanwhile ({1000 * agent_cpu_s / max(len(rps['agent'].samples), 1):.2f} "
+                      f"ms of CPU per answer): with the client at a full CPU, the client is the "
+                      f"bound of this figure, not the agent"]),
     ]
 
 

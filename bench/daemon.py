@@ -60,6 +60,12 @@ def daemon_environment() -> dict[str, str]:
     return {**os.environ, **unit_environment(), "PYTHONPATH": path}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,6 +107,11 @@ class BenchDaemon:
             self.__exit__()
             raise
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def _answers(self) -> bool:
         assert self.proc is not None

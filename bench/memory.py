@@ -80,8 +80,7 @@ def daemon_rss(ctx: Context, name: str, servers: int, images: bool = True) -> tu
             r = api.get("/servers/detail")
             if r.status_code != 200:
                 raise RuntimeError(f"GET /servers/detail answered {r.status_code}")
-        assert daemon.proc is not None
-        return settle_rss(daemon.proc.pid), rss_mib(daemon.proc.pid, "RssAnon")
+        return settle_rss(daemon.pid), rss_mib(daemon.pid, "RssAnon")
 
 
 def worker_rss(daemon_pid: int) -> tuple[float, float]:
@@ -110,8 +109,7 @@ def idle_rss(ctx: Context) -> dict[str, tuple[float, float]]:
     found: dict[str, tuple[float, float]] = {}
     with daemon:
         wait_ready(daemon)
-        assert daemon.proc is not None
-        pid = daemon.proc.pid
+        pid = daemon.pid
         found["start"] = settle_rss(pid), rss_mib(pid, "RssAnon")
         found["worker-start"] = worker_rss(pid)
         wait_logged(daemon, "injection.warm_ready", WARM_TIMEOUT_S)
