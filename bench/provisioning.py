@@ -178,8 +178,9 @@ def provisioning(ctx: Context, runs: int, command: str) -> list[Figure]:
         key="provisioning-first",
         title="1. First build after the daemon starts: POST /servers to ACTIVE, no files",
         agent_s=cold_s, reference_s=median(floor_t),
-        reference_label="qemu-img + virsh define + start", target_max=None, command=command,
-        notes=[f"POSTed once the appliance the daemon warms at start for the images present "
+        reference_label="qemu-img + virsh define + start", target_max=3, command=command,
+        notes=["target: issue 15's",
+               f"POSTed once the appliance the daemon warms at start for the images present "
                f"was ready ({warm_at_start_s:.1f} s after the daemon answered); before that "
                "change the first build after a start launched its own appliance (16.8 s "
                "in the issue's run against 2.15 s warm)"],
@@ -188,8 +189,9 @@ def provisioning(ctx: Context, runs: int, command: str) -> list[Figure]:
         key="provisioning",
         title=f"1. POST /servers to ACTIVE, no files, warm appliance (median of {runs})",
         agent_s=median(agent_t), reference_s=median(floor_t),
-        reference_label="qemu-img + virsh define + start", target_max=1.25, command=command,
-        notes=["the agent's number includes the libguestfs root password injection (every "
+        reference_label="qemu-img + virsh define + start", target_max=2.5, command=command,
+        notes=["target: issue 15's (issue 8 had asked <= 1.25 of the same figure)",
+               "the agent's number includes the libguestfs root password injection (every "
                "server gets a generated password), done on a spare overlay of the daemon's "
                "warm appliance (`injection_warm_spares`, default 2), then renamed over the "
                "disk; each run starts once the daemon logged its warm appliance ready again "
