@@ -166,8 +166,11 @@ def _readme_rows(text: str) -> list[dict[str, Any]]:
         cells = line.split(" | ")
         if line.startswith("| ") and len(cells) >= 8 and not line.startswith("| Figure |"):
             title = cells[0].removeprefix("| ")
-            rows.setdefault(title, {"key": f"readme:{title}", "title": title, "raw_line": line,
-                                    "command": cells[-1].strip(" |`"), "raw_notes": []})
+            run = cells[6]  # "MM-DD HH:MM": of two rows of one title, the newer is kept
+            if title not in rows or run > rows[title]["readme_run"]:
+                rows[title] = {"key": f"readme:{title}", "title": title, "raw_line": line,
+                               "command": cells[-1].strip(" |`"), "raw_notes": [],
+                               "readme_run": run}
         elif line.startswith("- *") and "*: " in line:
             title, note = line.removeprefix("- *").split("*: ", 1)
             if title in rows:
@@ -187,7 +190,11 @@ def write(run: dict[str, Any], figures: list[Figure], errors: list[str], *,
     if readme and README.exists():  # rows only the README still has (no latest.json here)
         earlier += [r for r in _readme_rows(README.read_text()) if r["title"] not in known
                     and _figure_name(r["command"]) not in measured]
-    kept = [r for r in earlier if r["key"] not in fresh_keys]
+    # A run of a figure makes all of its rows: its older ones go, even those carried from
+    # the README into latest.json by an earlier run of another figure.
+    fresh_figures = {_figure_name(r.get("command", "")) for r in fresh}
+    kept = [r for r in earlier if r["key"] not in fresh_keys
+            and _figure_name(r.get("command", "")) not in fresh_figures]
     rows = sorted(kept + fresh, key=_order)
     data = {**run, "figures": rows, "errors": errors}
     latest.write_text(json.dumps(data, indent=2) + "\n")

@@ -76,3 +76,26 @@ def test_a_figure_run_again_replaces_its_readme_rows_whatever_their_titles(bench
                  [], readme=True)
     text = (bench_dir / "README.md").read_text()
     assert OLD_ROW not in text and "| 4. SHUTOFF, renamed |" in text
+
+
+def test_a_figure_run_later_replaces_its_readme_rows_carried_by_an_earlier_run(
+        bench_dir: Path) -> None:
+    """A run of another figure carries the README's rows into latest.json; the next run of
+    their own figure must drop them there too, not keep them beside its fresh rows."""
+    report.write(_run(), [_figure()], [], readme=True)  # carries the SHUTOFF row along
+    report.write(_run(), [Figure(key="shutoff-api-median", title="4. SHUTOFF, renamed",
+                                 agent_s=0.1, reference_s=15, reference_label="Nova",
+                                 target_max=None, command="python -m bench shutoff")],
+                 [], readme=True)
+    text = (bench_dir / "README.md").read_text()
+    assert OLD_ROW not in text and "| 4. SHUTOFF, renamed |" in text
+    assert "| 14. Fleet: GET /servers/detail (median of 100) | 10.0 ms |" in text
+
+
+def test_of_two_readme_rows_of_one_title_the_newer_is_kept(bench_dir: Path) -> None:
+    readme = bench_dir / "README.md"
+    newer = OLD_ROW.replace("0.07 s", "0.05 s").replace("11-28 01:07", "12-02 06:14")
+    readme.write_text(readme.read_text().replace(OLD_ROW, f"{OLD_ROW}\n{newer}"))
+    report.write(_run(), [_figure()], [], readme=True)
+    text = readme.read_text()
+    assert newer in text and OLD_ROW not in text
