@@ -42,6 +42,13 @@ def _figure(title: str = "14. Fleet: GET /servers/detail (median of 100)") -> Fi
                   unit="ms", notes=["seeded"])
 
 
+def _shutoff_renamed() -> Figure:
+    """Figure 4 again, under a title that no longer matches its README row."""
+    return Figure(key="shutoff-api-median", title="4. SHUTOFF, renamed", agent_s=0.1,
+                  reference_s=15, reference_label="Nova", target_max=None,
+                  command="python -m bench shutoff")
+
+
 def test_a_run_of_one_figure_keeps_the_readme_rows_of_the_others(bench_dir: Path) -> None:
     report.write(_run(), [_figure()], [], readme=True)
     text = (bench_dir / "README.md").read_text()
@@ -70,10 +77,7 @@ def test_without_readme_writing_the_readme_rows_are_not_taken(bench_dir: Path) -
 def test_a_figure_run_again_replaces_its_readme_rows_whatever_their_titles(bench_dir: Path) -> None:
     """A title that carries a measured detail changes between runs: the figure's old row
     (same command) must not stay beside the new one."""
-    report.write(_run(), [Figure(key="shutoff-api-median", title="4. SHUTOFF, renamed",
-                                 agent_s=0.1, reference_s=15, reference_label="Nova",
-                                 target_max=None, command="python -m bench shutoff")],
-                 [], readme=True)
+    report.write(_run(), [_shutoff_renamed()], [], readme=True)
     text = (bench_dir / "README.md").read_text()
     assert OLD_ROW not in text and "| 4. SHUTOFF, renamed |" in text
 
@@ -83,10 +87,7 @@ def test_a_figure_run_later_replaces_its_readme_rows_carried_by_an_earlier_run(
     """A run of another figure carries the README's rows into latest.json; the next run of
     their own figure must drop them there too, not keep them beside its fresh rows."""
     report.write(_run(), [_figure()], [], readme=True)  # carries the SHUTOFF row along
-    report.write(_run(), [Figure(key="shutoff-api-median", title="4. SHUTOFF, renamed",
-                                 agent_s=0.1, reference_s=15, reference_label="Nova",
-                                 target_max=None, command="python -m bench shutoff")],
-                 [], readme=True)
+    report.write(_run(), [_shutoff_renamed()], [], readme=True)
     text = (bench_dir / "README.md").read_text()
     assert OLD_ROW not in text and "| 4. SHUTOFF, renamed |" in text
     assert "| 14. Fleet: GET /servers/detail (median of 100) | 10.0 ms |" in text
